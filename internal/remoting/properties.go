@@ -1,0 +1,83 @@
+package remoting
+
+import (
+	"sort"
+	"strings"
+)
+
+const (
+	nameValueSep = "\x01"
+	propertySep  = "\x02"
+)
+
+// Property names the broker and the client read or write.
+const (
+	PropKeys                  = "KEYS"
+	PropTags                  = "TAGS"
+	PropUniqKey               = "UNIQ_KEY"
+	PropDelay                 = "DELAY"
+	PropRealTopic             = "REAL_TOPIC"
+	PropRealQueueID           = "REAL_QID"
+	PropRetryTopic            = "RETRY_TOPIC"
+	PropOriginMessageID       = "ORIGIN_MESSAGE_ID"
+	PropWait                  = "WAIT"
+	PropCluster               = "CLUSTER"
+	PropTransactionPrepared   = "TRAN_MSG"
+	PropProducerGroup         = "PGROUP"
+	PropTransactionCheckTimes = "TRANSACTION_CHECK_TIMES"
+	PropShardingKey           = "__SHARDINGKEY"
+)
+
+// EncodeProperties writes the property string the way a 4.9.4 broker stores
+// it: NAME\x01VALUE pairs joined by \x02, without a trailing separator. Keys
+// are sorted so that the output is deterministic.
+func EncodeProperties(props map[string]string) string {
+	if len(props) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(props))
+	for k := range props {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(propertySep)
+		}
+		b.WriteString(k)
+		b.WriteString(nameValueSep)
+		b.WriteString(props[k])
+	}
+	return b.String()
+}
+
+// DecodeProperties parses a property string, with or without the client's
+// trailing \x02. Like the client, it drops items that do not split into
+// exactly one name and one value.
+func DecodeProperties(s string) map[string]string {
+	props := make(map[string]string)
+	for _, item := range strings.Split(s, propertySep) {
+		kv := strings.Split(item, nameValueSep)
+		if len(kv) == 2 {
+			props[kv[0]] = kv[1]
+		}
+	}
+	return props
+}
+
+// TagsCode is the consume-queue tag hash of a tag: Java's String.hashCode of
+// the tag (over UTF-16 code units), 0 for no tag.
+func TagsCode(tag string) int64 {
+	var h int32
+	for _, r := range tag {
+		if r >= 0x10000 {
+			r -= 0x10000
+			h = 31*h + int32(0xD800+(r>>10))
+			h = 31*h + int32(0xDC00+(r&0x3FF))
+			continue
+		}
+		h = 31*h + int32(r)
+	}
+	return int64(h)
+}
