@@ -12,6 +12,10 @@ import (
 // a time. It is what tests and tools use to ask a broker or name server
 // something the official client has no API for.
 type Conn struct {
+	// OnRequest, if set before use, sees each request the server sends
+	// while Invoke waits for its answer (NOTIFY, CHECK_TRANSACTION_STATE).
+	OnRequest func(*Command)
+
 	mu     sync.Mutex
 	nc     net.Conn
 	r      *bufio.Reader
@@ -63,5 +67,26 @@ func (c *Conn) Invoke(ctx context.Context, req *Command) (*Command, error) {
 		if resp.IsResponse() && resp.Opaque == req.Opaque {
 			return resp, nil
 		}
+		if !resp.IsResponse() && c.OnRequest != nil {
+			c.OnRequest(resp)
+		}
 	}
+}
+
+// Send writes req without waiting for an answer, for requests the server
+// does not reply to.
+func (c *Conn) Send(req *Command) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.opaque++
+	req.Opaque = c.opaque
+	if req.Language == "" {
+		req.Language, req.Version = "GO", 317
+	}
+	frame, err := req.Encode()
+	if err != nil {
+		return err
+	}
+	_, err = c.nc.Write(frame)
+	return err
 }
