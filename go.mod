@@ -2,7 +2,10 @@ module github.com/seed157d4c4d/reliablemq
 
 go 1.26.0
 
-require github.com/apache/rocketmq-client-go/v2 v2.1.2
+require (
+	github.com/apache/rocketmq-client-go/v2 v2.1.2
+	go.uber.org/goleak v1.3.0
+)
 
 require (
 	github.com/emirpasic/gods v1.12.0 // indirect

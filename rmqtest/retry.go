@@ -29,11 +29,9 @@ func (b *Broker) sendMsgBack(req *remoting.Command) *remoting.Command {
 		m.props[remoting.PropRetryTopic] = stored.Topic
 	}
 	if _, has := m.props[remoting.PropOriginMessageID]; !has {
-		id := e["originMsgId"]
-		if id == "" {
-			id = remoting.OffsetMsgID(stored.StoreHost, stored.PhysicalOffset)
-		}
-		m.props[remoting.PropOriginMessageID] = id
+		// The stored copy's own offset id, whatever originMsgId the client
+		// sent (it sends the UNIQ_KEY), as a 4.9.4 broker does.
+		m.props[remoting.PropOriginMessageID] = remoting.OffsetMsgID(stored.StoreHost, stored.PhysicalOffset)
 	}
 	m.props[remoting.PropWait] = "false"
 	m.ReconsumeTimes = stored.ReconsumeTimes + 1

@@ -1,0 +1,206 @@
+package rmqtest_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2"
+	"github.com/apache/rocketmq-client-go/v2/admin"
+	"github.com/apache/rocketmq-client-go/v2/consumer"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/apache/rocketmq-client-go/v2/producer"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+)
+
+func TestRetryUntilDLQ(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	b := env.RequireEmbedded(t)
+	topic, group := testenv.Name(t, "T"), testenv.Name(t, "CG")
+	env.CreateTopic(t, topic, 1)
+	env.CreateTopic(t, "%RETRY%"+group, 1) // routed at start, not at the 30 s refresh
+	p := newProducer(t, env)
+	sent := sendSync(t, p, primitive.NewMessage(topic, []byte("poison")).WithKeys([]string{"order-1"}))
+
+	var mu sync.Mutex
+	var deliveries []*primitive.MessageExt
+	arrived := make(chan struct{}, 8)
+	startConsumer(t, env, consumerCfg{group: group, topic: topic, opts: []consumer.Option{consumer.WithMaxReconsumeTimes(2)}},
+		func(ctx context.Context, msgs ...*primitive.MessageExt) (consumer.ConsumeResult, error) {
+			mu.Lock()
+			deliveries = append(deliveries, msgs...)
+			mu.Unlock()
+			arrived <- struct{}{}
+			return consumer.ConsumeRetryLater, nil
+		})
+	// Max 2 reconsumes = 3 deliveries; the retries wait delay levels 3
+	// and 4 (10 s, 30 s) on the broker's clock.
+	for i, wait := range []time.Duration{0, 10 * time.Second, 30 * time.Second} {
+		waitUntil(t, fmt.Sprintf("the retry copy %d is stored", i), func() bool {
+			b.Advance(wait)
+			wait = 0
+			return len(b.Messages("%RETRY%"+group)) >= i
+		})
+		select {
+		case <-arrived:
+		case <-time.After(waitFor):
+			t.Fatalf("delivery %d never came", i+1)
+		}
+	}
+	waitUntil(t, "the message reaches the DLQ", func() bool { return len(b.Messages("%DLQ%"+group)) == 1 })
+	mu.Lock()
+	for i, m := range deliveries {
+		if m.MsgId != sent.MsgID || m.GetKeys() != "order-1" || string(m.Body) != "poison" || m.Topic != topic || int(m.ReconsumeTimes) != i {
+			t.Errorf("delivery %d: msgId %s keys %q body %q topic %s reconsume %d", i, m.MsgId, m.GetKeys(), m.Body, m.Topic, m.ReconsumeTimes)
+		}
+	}
+	mu.Unlock()
+	dlq := b.Messages("%DLQ%" + group)[0]
+	if dlq.MsgID != sent.MsgID || dlq.ReconsumeTimes != 3 || dlq.Properties["RETRY_TOPIC"] != topic || dlq.Properties["ORIGIN_MESSAGE_ID"] != sent.OffsetMsgID {
+		t.Fatalf("DLQ copy: %+v", dlq)
+	}
+	// 4.x creates the DLQ write-only; it becomes readable after an admin
+	// perm update.
+	if perm, _ := b.TopicPerm("%DLQ%" + group); perm != 2 {
+		t.Fatalf("DLQ perm %d, want 2", perm)
+	}
+	a, err := admin.NewAdmin(admin.WithResolver(primitive.NewPassthroughResolver(env.NameServers())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	err = a.CreateTopic(context.Background(), admin.WithTopicCreate("%DLQ%"+group), admin.WithBrokerAddrCreate(env.Broker),
+		admin.WithReadQueueNums(1), admin.WithWriteQueueNums(1), admin.WithPerm(6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm, _ := b.TopicPerm("%DLQ%" + group); perm != 6 {
+		t.Fatalf("DLQ perm after update %d, want 6", perm)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(deliveries) != 3 {
+		t.Fatalf("%d deliveries, want 3", len(deliveries))
+	}
+}
+
+func TestDelayLevelNotDeliveredEarly(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	b := env.RequireEmbedded(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, 1)
+	p := newProducer(t, env)
+	c := newCollector()
+	startConsumer(t, env, consumerCfg{group: testenv.Name(t, "CG"), topic: topic}, c.listener)
+	m := primitive.NewMessage(topic, []byte("later"))
+	m.WithDelayTimeLevel(3) // 10 s
+	sendSync(t, p, m)
+	b.Advance(9 * time.Second)
+	if n := len(b.Messages(topic)); n != 0 {
+		t.Fatalf("delivered %d messages after 9 s of a 10 s delay", n)
+	}
+	b.Advance(time.Second)
+	got := c.waitCount(t, 1)[0]
+	if got.GetProperty("DELAY") != "3" || got.GetProperty("REAL_TOPIC") != topic || got.GetProperty("REAL_QID") != "0" {
+		t.Fatalf("delivered copy properties: %v", got.GetProperties())
+	}
+}
+
+func TestOrderlySuspendKeepsOrder(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, 2)
+	p := newProducer(t, env, producer.WithQueueSelector(producer.NewHashQueueSelector()))
+	for i := 0; i < 3; i++ {
+		sendSync(t, p, primitive.NewMessage(topic, []byte(fmt.Sprint(i))).WithShardingKey("order-7"))
+	}
+	var mu sync.Mutex
+	var seen []string
+	failures := 0
+	done := make(chan struct{})
+	startConsumer(t, env, consumerCfg{group: testenv.Name(t, "CG"), topic: topic, opts: []consumer.Option{consumer.WithConsumerOrder(true)}},
+		func(ctx context.Context, msgs ...*primitive.MessageExt) (consumer.ConsumeResult, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			m := msgs[0]
+			seen = append(seen, fmt.Sprintf("%s/%d", m.Body, m.ReconsumeTimes))
+			if string(m.Body) == "0" && failures < 2 {
+				failures++
+				oc, _ := primitive.GetOrderlyCtx(ctx)
+				oc.SuspendCurrentQueueTimeMillis = 10
+				return consumer.SuspendCurrentQueueAMoment, nil
+			}
+			if string(m.Body) == "2" {
+				close(done)
+			}
+			return consumer.ConsumeSuccess, nil
+		})
+	select {
+	case <-done:
+	case <-time.After(waitFor):
+		t.Fatal("orderly consumer did not finish")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := fmt.Sprint(seen); got != "[0/0 0/1 0/2 1/0 2/0]" {
+		t.Fatalf("orderly deliveries %s", got)
+	}
+}
+
+type txListener struct{}
+
+func (txListener) ExecuteLocalTransaction(m *primitive.Message) primitive.LocalTransactionState {
+	switch string(m.Body) {
+	case "commit":
+		return primitive.CommitMessageState
+	case "rollback":
+		return primitive.RollbackMessageState
+	}
+	return primitive.UnknowState
+}
+
+func (txListener) CheckLocalTransaction(m *primitive.MessageExt) primitive.LocalTransactionState {
+	return primitive.CommitMessageState
+}
+
+func TestTransactionCommitRollbackCheckBack(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	b := env.RequireEmbedded(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, 1)
+	tp, err := rocketmq.NewTransactionProducer(txListener{}, producer.WithNameServer(env.NameServers()),
+		producer.WithGroupName(testenv.Name(t, "TPG")), producer.WithInstanceName(testenv.Name(t, "tp")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp.Shutdown() })
+	for _, body := range []string{"commit", "rollback", "unknown"} {
+		if _, err := tp.SendMessageInTransaction(context.Background(), primitive.NewMessage(topic, []byte(body))); err != nil {
+			t.Fatalf("send %s: %v", body, err)
+		}
+	}
+	c := newCollector()
+	startConsumer(t, env, consumerCfg{group: testenv.Name(t, "CG"), topic: topic}, c.listener)
+	if got := c.waitCount(t, 1); string(got[0].Body) != "commit" || got[0].SysFlag&8 == 0 {
+		t.Fatalf("first delivery %q sysFlag %d", got[0].Body, got[0].SysFlag)
+	}
+	// The broker checks the undecided one back after 6 s; the producer's
+	// checker commits it. The heartbeat that registers the producer group
+	// comes within a second of start.
+	waitUntil(t, "the unknown message is checked back and committed", func() bool {
+		b.Advance(6 * time.Second)
+		return len(b.Messages(topic)) == 2
+	})
+	if got := sortedBodies(c.waitCount(t, 2)); got != "commit,unknown" {
+		t.Fatalf("delivered %s, want commit,unknown (never rollback)", got)
+	}
+}
