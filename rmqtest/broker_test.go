@@ -3,6 +3,7 @@ package rmqtest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -208,5 +209,39 @@ func TestDownUpKeepsStore(t *testing.T) {
 	}
 	if strings.Join(bodies, ",") != "before,after" {
 		t.Fatalf("store after outage: %v", bodies)
+	}
+}
+
+func TestOrderlyLockOwnershipAndExpiry(t *testing.T) {
+	t.Parallel()
+	b := rmqtest.Run(t)
+	lock := func(client string) string {
+		body := fmt.Sprintf(`{"consumerGroup":"G","clientId":%q,"mqSet":[{"topic":"T","brokerName":"broker-a","queueId":0}]}`, client)
+		resp := invoke(t, b.BrokerAddr(), &remoting.Command{Code: remoting.ReqLockBatchMQ, Body: []byte(body)})
+		return string(resp.Body)
+	}
+	const granted = `{"lockOKMQSet":[{"topic":"T","brokerName":"broker-a","queueId":0}]}`
+	const refused = `{"lockOKMQSet":[]}`
+	if got := lock("A"); got != granted {
+		t.Fatalf("A's first lock: %s", got)
+	}
+	if got := lock("B"); got != refused {
+		t.Fatalf("B locked a queue A holds: %s", got)
+	}
+	if got := lock("A"); got != granted {
+		t.Fatalf("A's renewal: %s", got)
+	}
+	b.Advance(59 * time.Second)
+	if got := lock("B"); got != refused {
+		t.Fatalf("B locked before A's lock expired: %s", got)
+	}
+	b.Advance(2 * time.Second)
+	if got := lock("B"); got != granted {
+		t.Fatalf("B could not take an expired lock: %s", got)
+	}
+	unlock := `{"consumerGroup":"G","clientId":"B","mqSet":[{"topic":"T","brokerName":"broker-a","queueId":0}]}`
+	invoke(t, b.BrokerAddr(), &remoting.Command{Code: remoting.ReqUnlockBatchMQ, Body: []byte(unlock)})
+	if got := lock("A"); got != granted {
+		t.Fatalf("A could not lock after B unlocked: %s", got)
 	}
 }

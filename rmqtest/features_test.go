@@ -13,6 +13,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
 
 func TestRetryUntilDLQ(t *testing.T) {
@@ -202,5 +203,33 @@ func TestTransactionCommitRollbackCheckBack(t *testing.T) {
 	})
 	if got := sortedBodies(c.waitCount(t, 2)); got != "commit,unknown" {
 		t.Fatalf("delivered %s, want commit,unknown (never rollback)", got)
+	}
+}
+
+// TestSendBackRejectedLosesMessage shows the client bug the consumer
+// wrapper must defend against: when the broker answers
+// CONSUMER_SEND_MSG_BACK with an error code, the client v2.1.2 counts the
+// message as consumed anyway. Nothing reaches the retry topic and the
+// offset moves past it.
+func TestSendBackRejectedLosesMessage(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	b := env.RequireEmbedded(t)
+	topic, group := testenv.Name(t, "T"), testenv.Name(t, "CG")
+	env.CreateTopic(t, topic, 1)
+	p := newProducer(t, env)
+	b.Inject(rmqtest.ConsumerSendMsgBack, rmqtest.Fault{Code: rmqtest.CodeSystemError, Remark: "injected"})
+	sendSync(t, p, primitive.NewMessage(topic, []byte("doomed")))
+	calls := make(chan struct{}, 4)
+	startConsumer(t, env, consumerCfg{group: group, topic: topic},
+		func(ctx context.Context, msgs ...*primitive.MessageExt) (consumer.ConsumeResult, error) {
+			calls <- struct{}{}
+			return consumer.ConsumeRetryLater, nil
+		})
+	<-calls
+	waitUntil(t, "the offset moves past the failed message", func() bool { return env.ConsumerOffset(t, group, topic, 0) == 1 })
+	b.Advance(time.Hour)
+	if n := len(b.Messages("%RETRY%" + group)); n != 0 {
+		t.Fatalf("%d retry copies, want 0 (the rejected send-back is dropped)", n)
 	}
 }
