@@ -11,7 +11,6 @@ import (
 	"github.com/apache/rocketmq-client-go/v2"
 	"github.com/apache/rocketmq-client-go/v2/consumer"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
-	"github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
@@ -23,15 +22,7 @@ func BenchmarkSend(b *testing.B) {
 			env := testenv.NewRocketMQ(b)
 			topic := testenv.Name(b, "Bench")
 			env.CreateTopic(b, topic, 8)
-			p, err := rocketmq.NewProducer(producer.WithNameServer(env.NameServers()),
-				producer.WithGroupName("bench"), producer.WithInstanceName(testenv.Name(b, "p")))
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := p.Start(); err != nil {
-				b.Fatal(err)
-			}
-			defer p.Shutdown()
+			p := newProducer(b, env)
 			body := make([]byte, 256)
 			var next atomic.Int64
 			var wg sync.WaitGroup
@@ -61,15 +52,7 @@ func BenchmarkConsumeBacklog(b *testing.B) {
 	env := testenv.NewRocketMQ(b)
 	topic := testenv.Name(b, "Bench")
 	env.CreateTopic(b, topic, 4)
-	p, err := rocketmq.NewProducer(producer.WithNameServer(env.NameServers()),
-		producer.WithGroupName("bench"), producer.WithInstanceName(testenv.Name(b, "p")))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := p.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer p.Shutdown()
+	p := newProducer(b, env)
 	body := make([]byte, 256)
 	for sent := 0; sent < b.N; {
 		batch := make([]*primitive.Message, 0, 64)

@@ -18,7 +18,7 @@ import (
 // retry route refresh can take longer.
 const waitFor = 30 * time.Second
 
-func newProducer(t *testing.T, env *testenv.RocketMQ, opts ...producer.Option) rocketmq.Producer {
+func newProducer(t testing.TB, env *testenv.RocketMQ, opts ...producer.Option) rocketmq.Producer {
 	t.Helper()
 	base := []producer.Option{
 		producer.WithNameServer(env.NameServers()),
