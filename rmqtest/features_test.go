@@ -233,3 +233,26 @@ func TestSendBackRejectedLosesMessage(t *testing.T) {
 		t.Fatalf("%d retry copies, want 0 (the rejected send-back is dropped)", n)
 	}
 }
+
+// TestFaultDelayWithClient: a late send reply within the client's 3 s
+// timeout is a success; held pull replies only postpone delivery.
+func TestFaultDelayWithClient(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	b := env.RequireEmbedded(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, 1)
+	p := newProducer(t, env, producer.WithRetry(0))
+	b.Inject(rmqtest.SendMessage, rmqtest.Fault{Delay: time.Second})
+	start := time.Now()
+	sendSync(t, p, primitive.NewMessage(topic, []byte("late ack")))
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("send returned after %v, before the delayed reply", d)
+	}
+	b.Inject(rmqtest.PullMessage, rmqtest.Fault{Times: 2, Delay: 2 * time.Second})
+	c := newCollector()
+	startConsumer(t, env, consumerCfg{group: testenv.Name(t, "CG"), topic: topic}, c.listener)
+	if got := c.waitCount(t, 1); string(got[0].Body) != "late ack" {
+		t.Fatalf("delivered %q", got[0].Body)
+	}
+}
