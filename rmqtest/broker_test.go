@@ -14,7 +14,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
-	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
 
@@ -59,7 +58,12 @@ func TestCloseLeaksNothing(t *testing.T) {
 	}
 	b.Inject(rmqtest.HeartBeat, rmqtest.Fault{Delay: time.Hour})
 	c.Send(&remoting.Command{Code: remoting.ReqHeartBeat, Body: []byte(hb)})
-	time.Sleep(100 * time.Millisecond) // let both requests reach the broker
+	// The broker handles one connection's requests in order: once a later
+	// request is answered, the held pull and the delayed heartbeat are in.
+	if resp, err := c.Invoke(ctx, &remoting.Command{Code: remoting.ReqGetConsumerListByGroup,
+		ExtFields: map[string]string{"consumerGroup": "G"}}); err != nil || resp.Code != 0 {
+		t.Fatalf("barrier: %v %+v", err, resp)
+	}
 	start := time.Now()
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
@@ -125,10 +129,7 @@ func TestMalformedInputIsRejectedNotFatal(t *testing.T) {
 
 func TestFaultDropReplyDuplicates(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
+	env, b, topic := embeddedTopic(t, 1)
 	p := newProducer(t, env, producer.WithRetry(1))
 	b.Inject(rmqtest.SendMessage, rmqtest.Fault{DropReply: true})
 	// The first attempt is stored but its reply is lost; the client times
@@ -145,10 +146,7 @@ func TestFaultDropReplyDuplicates(t *testing.T) {
 
 func TestFaultResponseCode(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
+	env, b, topic := embeddedTopic(t, 1)
 	p := newProducer(t, env, producer.WithRetry(2))
 	b.Inject(rmqtest.SendMessage, rmqtest.Fault{Times: 3, Code: rmqtest.CodeServiceNotAvailable, Remark: "injected"})
 	_, err := p.SendSync(context.Background(), primitive.NewMessage(topic, []byte("x")))
@@ -165,10 +163,7 @@ func TestFaultResponseCode(t *testing.T) {
 
 func TestFaultDelay(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
+	_, b, topic := embeddedTopic(t, 1)
 	resp := invoke(t, b.NamesrvAddr(), &remoting.Command{Code: remoting.ReqGetRouteInfoByTopic, ExtFields: map[string]string{"topic": topic}})
 	if resp.Code != 0 {
 		t.Fatal(resp.Remark)
@@ -183,10 +178,7 @@ func TestFaultDelay(t *testing.T) {
 
 func TestDownUpKeepsStore(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
+	env, b, topic := embeddedTopic(t, 1)
 	p := newProducer(t, env, producer.WithRetry(0))
 	if _, err := p.SendSync(context.Background(), primitive.NewMessage(topic, []byte("before"))); err != nil {
 		t.Fatal(err)

@@ -90,10 +90,7 @@ func TestRetryUntilDLQ(t *testing.T) {
 
 func TestDelayLevelNotDeliveredEarly(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
+	env, b, topic := embeddedTopic(t, 1)
 	p := newProducer(t, env)
 	c := newCollector()
 	startConsumer(t, env, consumerCfg{group: testenv.Name(t, "CG"), topic: topic}, c.listener)
@@ -113,9 +110,7 @@ func TestDelayLevelNotDeliveredEarly(t *testing.T) {
 
 func TestOrderlySuspendKeepsOrder(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 2)
+	env, topic := newTopic(t, 2)
 	p := newProducer(t, env, producer.WithQueueSelector(producer.NewHashQueueSelector()))
 	for i := 0; i < 3; i++ {
 		sendSync(t, p, primitive.NewMessage(topic, []byte(fmt.Sprint(i))).WithShardingKey("order-7"))
@@ -171,10 +166,7 @@ func (txListener) CheckLocalTransaction(m *primitive.MessageExt) primitive.Local
 
 func TestTransactionCommitRollbackCheckBack(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
+	env, b, topic := embeddedTopic(t, 1)
 	tp, err := rocketmq.NewTransactionProducer(txListener{}, producer.WithNameServer(env.NameServers()),
 		producer.WithGroupName(testenv.Name(t, "TPG")), producer.WithInstanceName(testenv.Name(t, "tp")))
 	if err != nil {
@@ -238,10 +230,7 @@ func TestSendBackRejectedLosesMessage(t *testing.T) {
 // timeout is a success; held pull replies only postpone delivery.
 func TestFaultDelayWithClient(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
+	env, b, topic := embeddedTopic(t, 1)
 	p := newProducer(t, env, producer.WithRetry(0))
 	b.Inject(rmqtest.SendMessage, rmqtest.Fault{Delay: time.Second})
 	start := time.Now()

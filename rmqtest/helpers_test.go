@@ -11,6 +11,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
 
 // waitFor is how long a test waits for a delivery. Held pulls are answered
@@ -146,4 +147,24 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// newTopic connects to the test's broker and creates a fresh topic there.
+func newTopic(t *testing.T, queues int) (*testenv.RocketMQ, string) {
+	t.Helper()
+	env := testenv.NewRocketMQ(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, queues)
+	return env, topic
+}
+
+// embeddedTopic is newTopic for tests that need rmqtest's faults or clock;
+// they skip on a real cluster.
+func embeddedTopic(t *testing.T, queues int) (*testenv.RocketMQ, *rmqtest.Broker, string) {
+	t.Helper()
+	env := testenv.NewRocketMQ(t)
+	b := env.RequireEmbedded(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, queues)
+	return env, b, topic
 }
