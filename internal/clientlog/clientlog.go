@@ -81,3 +81,16 @@ func (l *logger) Fatal(msg string, fields map[string]interface{}) {
 }
 func (l *logger) Level(string)            {}
 func (l *logger) OutputPath(string) error { return nil }
+
+// Contain installs the discarding logger unless one is installed already.
+// Every package that creates a client calls it, so the client's Info chatter
+// (and its message bodies) never reach stdout, while an explicit [Install]
+// made earlier, by cmd/ or a test, stays in place.
+func Contain() {
+	installMu.Lock()
+	defer installMu.Unlock()
+	if current == nil {
+		current = &logger{out: slog.New(slog.DiscardHandler)}
+		rlog.SetLogger(current)
+	}
+}

@@ -1,0 +1,41 @@
+// Package producer sends RocketMQ messages honestly: a send returns nil
+// only when the broker answered SEND_OK, and every failure says what
+// happened to the message.
+//
+// A [Producer] wraps one long-lived official client (a unique instance
+// name each, the client's process-wide logger contained and silent). The
+// client's own blind retries are off; [Producer.Send] retries only
+// [Transient] failures (nothing was stored), up to [WithRetry] attempts
+// with the same client message id, backing off from [WithRetryBackoff].
+//
+// # Failure modes
+//
+// Errors are *[SendError] values carrying an [Outcome]:
+//   - [OutcomeUnknown]: the request was written but no answer came (lost
+//     ack, ctx deadline, broken connection). The message may be stored;
+//     the outbox resends such rows and idempotent consumers absorb the
+//     duplicate. Never retried here.
+//   - [Transient]: not stored (broker down, no route, busy). Retried.
+//   - [Permanent]: not stored, and the same message would fail again
+//     (invalid message, unknown topic, no permission). Never retried.
+//   - [NotDurable]: stored, but flush or replication timed out.
+//
+// Use [IsOutcomeUnknown], [IsRetryable], [IsPermanent] and [IsNotDurable]
+// rather than inspecting the client's errors.
+//
+// # Delays and ordering
+//
+// Message.Delay is mapped to the smallest broker delay level not below it
+// ([WithDelayLevels] must match the broker's table); a delay beyond the
+// largest level is [ErrDelayTooLong], never a silent clamp. A message with
+// a ShardingKey goes to the queue [orderly.QueueIndex] picks, so all
+// messages of one key share a queue while the topic's queue count stays the
+// same; [WithQueueCountChange] reports a change. [WithOrderedTopics] makes
+// a missing key an error.
+//
+// # Lifecycle
+//
+// [New] does no I/O. [Producer.Close] stops new sends, waits for those in
+// flight and shuts the client down; it is idempotent. Sends after Close
+// return [ErrClosed].
+package producer

@@ -1,0 +1,158 @@
+package producer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/orderly"
+)
+
+// DefaultDelayLevels is the broker's default messageDelayLevel table
+// (1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h).
+var DefaultDelayLevels = []time.Duration{
+	time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second,
+	time.Minute, 2 * time.Minute, 3 * time.Minute, 4 * time.Minute, 5 * time.Minute,
+	6 * time.Minute, 7 * time.Minute, 8 * time.Minute, 9 * time.Minute, 10 * time.Minute,
+	20 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour,
+}
+
+// maxSendTimeout is the official client's own per-request ceiling.
+const maxSendTimeout = 3 * time.Second
+
+type config struct {
+	group         string
+	instance      string
+	attempts      int
+	backoff       time.Duration
+	sendTimeout   time.Duration
+	delayLevels   []time.Duration
+	maxBodySize   int
+	orderedTopics []string
+	onQueueChange func(orderly.QueueCountChange)
+	logger        *slog.Logger
+}
+
+// Option configures a [Producer].
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// WithGroup sets the producer group. Default "reliablemq_producer".
+func WithGroup(group string) Option { return optionFunc(func(c *config) { c.group = group }) }
+
+// WithInstanceName sets the client's instance name. The official client
+// shares one connection set per instance name in the process, so each
+// Producer gets a unique one by default ("reliablemq-p-" and random hex).
+func WithInstanceName(name string) Option {
+	return optionFunc(func(c *config) { c.instance = name })
+}
+
+// WithRetry sets how many attempts a send makes in all (at least 1) when
+// the failure is [Transient]. Default 3. Failures whose outcome is unknown
+// are never retried here: the broker may have stored the message, and the
+// caller (or the outbox) decides whether a duplicate is acceptable.
+func WithRetry(attempts int) Option {
+	return optionFunc(func(c *config) { c.attempts = attempts })
+}
+
+// WithoutRetry makes every send a single attempt.
+func WithoutRetry() Option { return WithRetry(1) }
+
+// WithRetryBackoff sets the wait before the first retry; it doubles for
+// each further retry, up to 2 s. Default 100 ms.
+func WithRetryBackoff(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.backoff = d })
+}
+
+// WithSendTimeout bounds each attempt. Default and maximum 3 s, the official
+// client's own fixed per-request timeout; a ctx deadline that comes sooner
+// wins.
+func WithSendTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.sendTimeout = d })
+}
+
+// WithDelayLevels sets the broker's delay level table (its
+// messageDelayLevel setting), ascending. Default [DefaultDelayLevels].
+func WithDelayLevels(levels []time.Duration) Option {
+	return optionFunc(func(c *config) { c.delayLevels = slices.Clone(levels) })
+}
+
+// WithMaxBodySize sets the largest body accepted, in bytes. Default 4 MiB,
+// the broker's default maxMessageSize.
+func WithMaxBodySize(n int) Option { return optionFunc(func(c *config) { c.maxBodySize = n }) }
+
+// WithOrderedTopics lists topics whose messages must carry a sharding key;
+// a send to one of them without a key fails with [ErrNoShardingKey]
+// instead of landing on an arbitrary queue. Default none.
+func WithOrderedTopics(topics ...string) Option {
+	return optionFunc(func(c *config) { c.orderedTopics = append(c.orderedTopics, topics...) })
+}
+
+// WithQueueCountChange sets a function called when a topic's writable queue
+// count changes between two sends. Keys re-hash to other queues after such
+// a change, so per-key order can break for messages still in flight. The
+// change is also logged at Warn. Default: log only.
+func WithQueueCountChange(fn func(orderly.QueueCountChange)) Option {
+	return optionFunc(func(c *config) { c.onQueueChange = fn })
+}
+
+// WithLogger sets the logger. Default: discard.
+func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
+
+func newConfig(opts []Option) (*config, error) {
+	c := &config{
+		group:       "reliablemq_producer",
+		attempts:    3,
+		backoff:     100 * time.Millisecond,
+		sendTimeout: maxSendTimeout,
+		delayLevels: DefaultDelayLevels,
+		maxBodySize: 4 << 20,
+	}
+	for _, o := range opts {
+		o.apply(c)
+	}
+	var errs []error
+	if c.group == "" {
+		errs = append(errs, errors.New("producer: empty group"))
+	}
+	if c.attempts < 1 {
+		errs = append(errs, fmt.Errorf("producer: retry attempts %d < 1", c.attempts))
+	}
+	if c.backoff < 0 {
+		errs = append(errs, fmt.Errorf("producer: negative retry backoff %v", c.backoff))
+	}
+	if c.sendTimeout <= 0 || c.sendTimeout > maxSendTimeout {
+		errs = append(errs, fmt.Errorf("producer: send timeout %v outside (0, %v]", c.sendTimeout, maxSendTimeout))
+	}
+	if len(c.delayLevels) == 0 || !slices.IsSorted(c.delayLevels) || c.delayLevels[0] <= 0 {
+		errs = append(errs, errors.New("producer: delay levels must be positive and ascending"))
+	}
+	if c.maxBodySize <= 0 {
+		errs = append(errs, fmt.Errorf("producer: max body size %d <= 0", c.maxBodySize))
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	return c, errors.Join(errs...)
+}
+
+// delayLevel maps d to the smallest delay level >= d (1-based), 0 for no
+// delay.
+func (c *config) delayLevel(d time.Duration) (int, error) {
+	if d == 0 {
+		return 0, nil
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("%w: negative delay %v", ErrInvalidMessage, d)
+	}
+	i, _ := slices.BinarySearch(c.delayLevels, d)
+	if i == len(c.delayLevels) {
+		return 0, fmt.Errorf("%w: %v > %v", ErrDelayTooLong, d, c.delayLevels[len(c.delayLevels)-1])
+	}
+	return i + 1, nil
+}

@@ -1,0 +1,314 @@
+package producer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
+	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
+	"github.com/seed157d4c4d/reliablemq/orderly"
+)
+
+// Message is what a [Producer] sends.
+type Message struct {
+	Topic string
+	Body  []byte
+	// Keys are business keys: the broker indexes them for lookup, and the
+	// idempotent consumer uses them as the dedup key by default. The
+	// broker separates keys with spaces, so a key must not contain one.
+	Keys []string
+	// Tag is the message tag consumers filter on. Optional.
+	Tag string
+	// Properties are user properties delivered with the message. Names the
+	// broker reserves (KEYS, TAGS, DELAY, UNIQ_KEY...) are refused.
+	Properties map[string]string
+	// Delay postpones delivery: the message is delivered after the
+	// smallest delay level >= Delay. Zero sends at once; beyond the largest
+	// level is [ErrDelayTooLong].
+	Delay time.Duration
+	// ShardingKey sends the message to the queue the key hashes to (see
+	// [orderly.QueueIndex]), so messages of one key stay in order.
+	ShardingKey string
+}
+
+// Result describes a stored message.
+type Result struct {
+	// MsgID is the client message id (UNIQ_KEY).
+	MsgID string
+	// OffsetMsgID is the broker's id (store host + commit log offset).
+	OffsetMsgID string
+	Queue       int
+	QueueOffset int64
+	Attempts    int
+}
+
+// Producer sends messages through one long-lived official client. It is
+// safe for concurrent use.
+type Producer struct {
+	cfg    *config
+	client rocketmq.Producer
+
+	mu       sync.RWMutex // guards closed; held shared while a send starts
+	closed   bool
+	inflight sync.WaitGroup
+	close    sync.Once
+	closeErr error
+}
+
+// New starts a producer for the given name servers. It does no blocking
+// I/O: routes are fetched on the first send.
+func New(nameServers []string, opts ...Option) (*Producer, error) {
+	cfg, err := newConfig(opts)
+	if len(nameServers) == 0 {
+		err = errors.Join(err, errors.New("producer: no name servers"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cfg.instance == "" {
+		cfg.instance = uniqueInstance("reliablemq-p-")
+	}
+	clientlog.Contain()
+	sel := &orderly.Selector{OnChange: func(ch orderly.QueueCountChange) {
+		cfg.logger.LogAttrs(context.Background(), slog.LevelWarn, "queue count changed; sharding keys re-hash",
+			slog.String("topic", ch.Topic), slog.Int("old", ch.Old), slog.Int("new", ch.New))
+		if cfg.onQueueChange != nil {
+			cfg.onQueueChange(ch)
+		}
+	}}
+	c, err := rocketmq.NewProducer(
+		rmqproducer.WithNameServer(nameServers),
+		rmqproducer.WithGroupName(cfg.group),
+		rmqproducer.WithInstanceName(cfg.instance),
+		rmqproducer.WithRetry(0), // our own retry policy, see [WithRetry]
+		rmqproducer.WithQueueSelector(sel),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("producer: new client: %w", err)
+	}
+	if err := c.Start(); err != nil {
+		return nil, fmt.Errorf("producer: start client: %w", err)
+	}
+	return &Producer{cfg: cfg, client: c}, nil
+}
+
+func uniqueInstance(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// enter registers a send; it fails once Close has begun.
+func (p *Producer) enter() error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	p.inflight.Add(1)
+	return nil
+}
+
+// Send sends m and waits for the broker's answer. It returns nil only when
+// the broker answered SEND_OK. Otherwise the error is a *[SendError] whose
+// [Outcome] says whether the message may have been stored; [Transient]
+// failures are retried per [WithRetry] with the same client message id.
+// Cancelling ctx stops waiting; a send whose request was already written
+// then reports [OutcomeUnknown].
+func (p *Producer) Send(ctx context.Context, m Message) (Result, error) {
+	if err := p.enter(); err != nil {
+		return Result{}, err
+	}
+	defer p.inflight.Done()
+	pm, err := p.build(m)
+	if err != nil {
+		return Result{}, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent, Err: err}
+	}
+	return p.sendWithRetry(ctx, pm, m.Topic, m.Keys)
+}
+
+// SendBatch sends messages of one topic as one request: all are stored or
+// none. Batches carry no delay and no sharding key (the broker stores a
+// batch on one arbitrary queue), and get no client message ids.
+func (p *Producer) SendBatch(ctx context.Context, msgs []Message) (Result, error) {
+	if err := p.enter(); err != nil {
+		return Result{}, err
+	}
+	defer p.inflight.Done()
+	if len(msgs) == 0 {
+		return Result{}, &SendError{Outcome: Permanent, Err: fmt.Errorf("%w: empty batch", ErrInvalidMessage)}
+	}
+	topic := msgs[0].Topic
+	var keys []string
+	pms := make([]*primitive.Message, 0, len(msgs))
+	size := 0
+	for i, m := range msgs {
+		var err error
+		switch {
+		case m.Topic != topic:
+			err = fmt.Errorf("%w: batch mixes topics %s and %s", ErrInvalidMessage, topic, m.Topic)
+		case m.ShardingKey != "" || slices.Contains(p.cfg.orderedTopics, m.Topic):
+			err = fmt.Errorf("%w: ordered messages cannot be batched", ErrNoShardingKey)
+		case m.Delay != 0:
+			err = fmt.Errorf("%w: delayed messages cannot be batched", ErrInvalidMessage)
+		}
+		var pm *primitive.Message
+		if err == nil {
+			pm, err = p.build(m)
+		}
+		if err != nil {
+			return Result{}, &SendError{Topic: topic, Keys: m.Keys, Outcome: Permanent,
+				Err: fmt.Errorf("message %d: %w", i, err)}
+		}
+		size += len(m.Body)
+		keys = append(keys, m.Keys...)
+		pms = append(pms, pm)
+	}
+	if size > p.cfg.maxBodySize {
+		return Result{}, &SendError{Topic: topic, Keys: keys, Outcome: Permanent,
+			Err: fmt.Errorf("%w: batch bodies %d bytes > %d", ErrInvalidMessage, size, p.cfg.maxBodySize)}
+	}
+	return p.sendWithRetry(ctx, nil, topic, keys, pms...)
+}
+
+func (p *Producer) sendWithRetry(ctx context.Context, pm *primitive.Message, topic string, keys []string, batch ...*primitive.Message) (Result, error) {
+	msgs := batch
+	if pm != nil {
+		msgs = []*primitive.Message{pm}
+	}
+	wait := p.cfg.backoff
+	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			// Nothing was written for this attempt.
+			return Result{}, &SendError{Topic: topic, Keys: keys, Outcome: Transient, Attempts: attempt - 1, Err: err}
+		}
+		actx, cancel := context.WithTimeout(ctx, p.cfg.sendTimeout)
+		res, err := p.client.SendSync(actx, msgs...)
+		cancel()
+		msgID := ""
+		if pm != nil {
+			msgID = pm.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
+		}
+		if err == nil {
+			r := Result{MsgID: msgID, OffsetMsgID: res.OffsetMsgID, QueueOffset: res.QueueOffset, Attempts: attempt}
+			if res.MessageQueue != nil {
+				r.Queue = res.MessageQueue.QueueId
+			}
+			if res.Status != primitive.SendOK {
+				return r, &SendError{Topic: topic, Keys: keys, MsgID: msgID, Outcome: NotDurable, Attempts: attempt,
+					Err: fmt.Errorf("broker stored the message with status %d", res.Status)}
+			}
+			return r, nil
+		}
+		outcome, code := classify(err)
+		if outcome != Transient || attempt >= p.cfg.attempts {
+			return Result{}, &SendError{Topic: topic, Keys: keys, MsgID: msgID, Outcome: outcome, Code: code,
+				Attempts: attempt, Err: err}
+		}
+		p.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "send failed, retrying",
+			slog.String("topic", topic), slog.Any("keys", keys), slog.Int("attempt", attempt), slog.Any("error", err))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Result{}, &SendError{Topic: topic, Keys: keys, MsgID: msgID, Outcome: Transient, Code: code,
+				Attempts: attempt, Err: errors.Join(err, ctx.Err())}
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+var (
+	topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)
+	// reservedProperties are set by the client or the broker.
+	reservedProperties = []string{
+		"KEYS", "TAGS", "DELAY", "WAIT", "UNIQ_KEY", "__SHARDINGKEY", "RETRY_TOPIC", "REAL_TOPIC", "REAL_QID",
+		"TRAN_MSG", "PGROUP", "MIN_OFFSET", "MAX_OFFSET", "ORIGIN_MESSAGE_ID", "RECONSUME_TIME",
+		"MAX_RECONSUME_TIMES", "TRANSACTION_CHECK_TIMES", "CHECK_IMMUNITY_TIME_IN_SECONDS",
+		"CONSUME_START_TIME", "CLUSTER", "__STARTDELIVERTIME",
+	}
+)
+
+// build validates m and converts it to the client's message.
+func (p *Producer) build(m Message) (*primitive.Message, error) {
+	switch {
+	case !topicPattern.MatchString(m.Topic):
+		return nil, fmt.Errorf("%w: topic %q", ErrInvalidMessage, m.Topic)
+	case len(m.Body) == 0:
+		return nil, fmt.Errorf("%w: empty body", ErrInvalidMessage)
+	case len(m.Body) > p.cfg.maxBodySize:
+		return nil, fmt.Errorf("%w: body %d bytes > %d", ErrInvalidMessage, len(m.Body), p.cfg.maxBodySize)
+	case m.ShardingKey == "" && slices.Contains(p.cfg.orderedTopics, m.Topic):
+		return nil, fmt.Errorf("%w: topic %s", ErrNoShardingKey, m.Topic)
+	}
+	for _, k := range m.Keys {
+		if k == "" || strings.ContainsAny(k, " \x01\x02") {
+			return nil, fmt.Errorf("%w: key %q is empty or contains a space or control separator", ErrInvalidMessage, k)
+		}
+	}
+	for _, s := range []string{m.Tag, m.ShardingKey} {
+		if strings.ContainsAny(s, "\x01\x02") {
+			return nil, fmt.Errorf("%w: %q contains a property separator", ErrInvalidMessage, s)
+		}
+	}
+	level, err := p.cfg.delayLevel(m.Delay)
+	if err != nil {
+		return nil, err
+	}
+	pm := primitive.NewMessage(m.Topic, m.Body)
+	if len(m.Properties) > 0 {
+		props := make(map[string]string, len(m.Properties)+4)
+		for k, v := range m.Properties {
+			if k == "" || slices.Contains(reservedProperties, k) || strings.ContainsAny(k+v, "\x01\x02") {
+				return nil, fmt.Errorf("%w: property %q is reserved or malformed", ErrInvalidMessage, k)
+			}
+			props[k] = v
+		}
+		pm.WithProperties(props) // replaces the map: before keys and tags
+	}
+	if len(m.Keys) > 0 {
+		pm.WithKeys(m.Keys)
+	}
+	if m.Tag != "" {
+		pm.WithTag(m.Tag)
+	}
+	if m.ShardingKey != "" {
+		pm.WithShardingKey(m.ShardingKey)
+	}
+	if level > 0 {
+		pm.WithDelayTimeLevel(level)
+	}
+	return pm, nil
+}
+
+// DelayLevel returns the broker delay level (1-based) a delay maps to: the
+// smallest level >= d; 0 for d == 0.
+func (p *Producer) DelayLevel(d time.Duration) (int, error) { return p.cfg.delayLevel(d) }
+
+// Close stops accepting sends, waits for the sends in progress (each is
+// bounded by the send timeout and retry policy) and shuts the client down.
+// It is idempotent and safe to call concurrently.
+func (p *Producer) Close() error {
+	p.close.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
+		p.inflight.Wait()
+		if err := p.client.Shutdown(); err != nil {
+			p.closeErr = fmt.Errorf("producer: shutdown: %w", err)
+		}
+	})
+	return p.closeErr
+}
