@@ -1,0 +1,221 @@
+package idempotency
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Sentinel errors.
+var (
+	// ErrLostClaim is returned when a claim is completed or released after
+	// it stopped owning the key: its lease expired and another consumer
+	// took the key over, or it was already completed or released.
+	ErrLostClaim = errors.New("idempotency: claim lost")
+	// ErrEmptyKey is returned for an empty business key.
+	ErrEmptyKey = errors.New("idempotency: empty key")
+)
+
+// Outcome is the result of claiming a key.
+type Outcome int
+
+const (
+	// Acquired: this caller owns the key until its lease ends, and must run
+	// the effect, then Complete (or Release on failure).
+	Acquired Outcome = iota + 1
+	// Done: the effect was applied already, within the retention window.
+	// Acknowledge the message without running it.
+	Done
+	// Busy: another consumer holds a live lease on the key. Retry later;
+	// if that consumer crashed, its lease expires and a later attempt runs.
+	Busy
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Acquired:
+		return "acquired"
+	case Done:
+		return "done"
+	case Busy:
+		return "busy"
+	}
+	return fmt.Sprintf("Outcome(%d)", int(o))
+}
+
+// Store keeps claims and done markers. Implementations must make each
+// method a single atomic step with respect to the others, for any number of
+// processes sharing the store: [MySQLStore] and [RedisStore].
+type Store interface {
+	// Claim takes key for group with the fencing token until lease ends,
+	// when the key is free: never claimed, released, its lease expired,
+	// or its done marker older than its retention. It returns the number
+	// of claims made since the key was last completed, so the count
+	// survives restarts; the count is meaningful only with Acquired.
+	Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error)
+	// Complete turns token's claim into a done marker kept for retain. It
+	// returns ErrLostClaim when token no longer owns the key.
+	Complete(ctx context.Context, group, key, token string, retain time.Duration) error
+	// Release frees token's claim so the next delivery can take it at
+	// once. The attempt count is kept, unless forget is set: then the key
+	// is removed entirely. ErrLostClaim when token no longer owns the key.
+	Release(ctx context.Context, group, key, token string, forget bool) error
+}
+
+// Guard makes a consumer group's side effects happen once per business key
+// while the key's done marker is retained. It is safe for concurrent use.
+type Guard struct {
+	group     string
+	store     Store
+	lease     time.Duration
+	retention time.Duration
+}
+
+// Option configures a [Guard] or a [TxGuard].
+type Option interface{ apply(*guardConfig) }
+
+type guardConfig struct {
+	lease, retention time.Duration
+	table            string
+}
+
+type optionFunc func(*guardConfig)
+
+func (f optionFunc) apply(c *guardConfig) { f(c) }
+
+// WithLease sets how long a claim holds a key before another consumer may
+// take it over: longer than the handler's worst-case run time, short
+// enough that a crash mid-handler does not hold the key for long.
+// Default 1 minute. (Guard only.)
+func WithLease(d time.Duration) Option { return optionFunc(func(c *guardConfig) { c.lease = d }) }
+
+// WithRetention sets how long a done marker suppresses duplicates. It must
+// cover the longest span over which a duplicate can arrive: the consumer's
+// redelivery span (see consumer.RedeliverySpan), outbox resends, and
+// upstream retries. Default 7 days.
+func WithRetention(d time.Duration) Option {
+	return optionFunc(func(c *guardConfig) { c.retention = d })
+}
+
+func newGuardConfig(opts []Option, leased bool) (guardConfig, error) {
+	c := guardConfig{lease: time.Minute, retention: 7 * 24 * time.Hour, table: "mq_consume_log"}
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	var errs []error
+	if c.lease < time.Millisecond {
+		errs = append(errs, fmt.Errorf("idempotency: lease %v < 1ms", c.lease))
+	}
+	if c.retention <= 0 {
+		errs = append(errs, fmt.Errorf("idempotency: retention %v <= 0", c.retention))
+	}
+	if leased && c.retention < c.lease {
+		errs = append(errs, fmt.Errorf("idempotency: retention %v shorter than the lease %v", c.retention, c.lease))
+	}
+	if !validIdentifier(c.table) {
+		errs = append(errs, fmt.Errorf("idempotency: table name %q is not a plain identifier", c.table))
+	}
+	return c, errors.Join(errs...)
+}
+
+// NewGuard returns a guard for consumer group over store.
+func NewGuard(group string, store Store, opts ...Option) (*Guard, error) {
+	c, err := newGuardConfig(opts, true)
+	if group == "" {
+		err = errors.Join(err, errors.New("idempotency: empty group"))
+	}
+	if store == nil {
+		err = errors.Join(err, errors.New("idempotency: nil store"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Guard{group: group, store: store, lease: c.lease, retention: c.retention}, nil
+}
+
+// Lease returns the claim lease.
+func (g *Guard) Lease() time.Duration { return g.lease }
+
+// Retention returns how long done markers are kept.
+func (g *Guard) Retention() time.Duration { return g.retention }
+
+// Claim is one attempt at a key.
+type Claim struct {
+	Outcome Outcome
+	// Attempt counts the claims of the key since it was last completed,
+	// this one included (1 on the first); set when Outcome is Acquired.
+	Attempt int
+	key     string
+	token   string
+	guard   *Guard
+}
+
+// Claim tries to take key. A store error means the outcome is unknown:
+// treat it as a retry, never as done.
+func (g *Guard) Claim(ctx context.Context, key string) (*Claim, error) {
+	if key == "" {
+		return nil, ErrEmptyKey
+	}
+	token := newToken()
+	o, n, err := g.store.Claim(ctx, g.group, key, token, g.lease)
+	if err != nil {
+		return nil, fmt.Errorf("idempotency: claim %q: %w", key, err)
+	}
+	return &Claim{Outcome: o, Attempt: n, key: key, token: token, guard: g}, nil
+}
+
+// Complete records the effect as applied, suppressing duplicates for the
+// retention window.
+func (c *Claim) Complete(ctx context.Context) error {
+	if err := c.guard.store.Complete(ctx, c.guard.group, c.key, c.token, c.guard.retention); err != nil {
+		return fmt.Errorf("idempotency: complete %q: %w", c.key, err)
+	}
+	return nil
+}
+
+// Release gives the key up after a failed attempt so the redelivery can
+// run at once; the attempt count is kept.
+func (c *Claim) Release(ctx context.Context) error { return c.release(ctx, false) }
+
+// Forget removes the key and its attempt count, as if it had never been
+// claimed: for a message parked for manual handling, so that its replay runs.
+func (c *Claim) Forget(ctx context.Context) error { return c.release(ctx, true) }
+
+func (c *Claim) release(ctx context.Context, forget bool) error {
+	if err := c.guard.store.Release(ctx, c.guard.group, c.key, c.token, forget); err != nil {
+		return fmt.Errorf("idempotency: release %q: %w", c.key, err)
+	}
+	return nil
+}
+
+// Do runs fn once per key: it claims key, runs fn when acquired, completes
+// on success and releases on error. It returns the claim outcome; with
+// Done or Busy fn did not run. fn's error is returned as is. A failure to
+// record completion after fn succeeded is returned too: the effect is
+// applied, and a redelivery after the lease may apply it again unless fn
+// is itself idempotent.
+func (g *Guard) Do(ctx context.Context, key string, fn func(context.Context) error) (Outcome, error) {
+	c, err := g.Claim(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	if c.Outcome != Acquired {
+		return c.Outcome, nil
+	}
+	if err := fn(ctx); err != nil {
+		if rerr := c.Release(ctx); rerr != nil {
+			return Acquired, errors.Join(err, rerr)
+		}
+		return Acquired, err
+	}
+	return Acquired, c.Complete(ctx)
+}
+
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
+	return hex.EncodeToString(b[:])
+}

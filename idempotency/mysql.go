@@ -1,0 +1,179 @@
+package idempotency
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jmoiron/sqlx"
+)
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+func validIdentifier(s string) bool { return identifier.MatchString(s) }
+
+// WithTable sets the consume-log table of a [MySQLStore] or [TxGuard].
+// It must be a plain identifier. Default "mq_consume_log" (created by the
+// migrations package).
+func WithTable(name string) Option { return optionFunc(func(c *guardConfig) { c.table = name }) }
+
+const (
+	statusProcessing = 1
+	statusDone       = 2
+)
+
+// MySQLStore keeps claims in a MySQL/MariaDB table with a primary key on
+// (consumer group, SHA-256 of the key); the key itself is stored verbatim.
+// Times come from the database clock, so consumers on machines with skewed
+// clocks agree on lease expiry. Every method is one or two single-row
+// statements on the primary key.
+type MySQLStore struct {
+	db *sqlx.DB
+	q  queries
+}
+
+type queries struct {
+	insert, takeOver, status, complete, release, forget, purge string
+}
+
+// NewMySQLStore returns a store on db. Only [WithTable] applies.
+func NewMySQLStore(db *sqlx.DB, opts ...Option) (*MySQLStore, error) {
+	c, err := newGuardConfig(opts, false)
+	if db == nil {
+		err = errors.Join(err, errors.New("idempotency: nil db"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &MySQLStore{db: db, q: newQueries(c.table)}, nil
+}
+
+func newQueries(t string) queries {
+	return queries{
+		insert: "INSERT INTO " + t + " (consumer_group, key_hash, biz_key, status, token, attempts, expires_at, created_at, updated_at)" +
+			" VALUES (?, ?, ?, ?, ?, 1, NOW(6) + INTERVAL ? MICROSECOND, NOW(6), NOW(6))",
+		// Assignments run left to right: attempts reads the old status.
+		// LAST_INSERT_ID(expr) hands the new count back in the OK packet.
+		takeOver: "UPDATE " + t + " SET attempts = LAST_INSERT_ID(IF(status = 2, 1, attempts + 1)), status = ?, token = ?," +
+			" expires_at = NOW(6) + INTERVAL ? MICROSECOND, updated_at = NOW(6)" +
+			" WHERE consumer_group = ? AND key_hash = ? AND expires_at < NOW(6)",
+		status: "SELECT status FROM " + t + " WHERE consumer_group = ? AND key_hash = ?",
+		complete: "UPDATE " + t + " SET status = 2, attempts = 0, expires_at = NOW(6) + INTERVAL ? MICROSECOND, updated_at = NOW(6)" +
+			" WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
+		release: "UPDATE " + t + " SET expires_at = '1970-01-02 00:00:00', updated_at = NOW(6)" +
+			" WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
+		forget: "DELETE FROM " + t + " WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
+		purge:  "DELETE FROM " + t + " WHERE expires_at < NOW(6) - INTERVAL ? MICROSECOND AND status = ? LIMIT ?",
+	}
+}
+
+func keyHash(key string) []byte {
+	h := sha256.Sum256([]byte(key))
+	return h[:]
+}
+
+func isDuplicate(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1062
+}
+
+// Claim implements [Store].
+func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error) {
+	h := keyHash(key)
+	for range 3 { // a purge may remove the row between two statements
+		_, err := s.db.ExecContext(ctx, s.q.insert, group, h, []byte(key), statusProcessing, token, lease.Microseconds())
+		if err == nil {
+			return Acquired, 1, nil
+		}
+		if !isDuplicate(err) {
+			return 0, 0, err
+		}
+		res, err := s.db.ExecContext(ctx, s.q.takeOver, statusProcessing, token, lease.Microseconds(), group, h)
+		if err != nil {
+			return 0, 0, err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return 0, 0, err
+		} else if n == 1 {
+			attempts, err := res.LastInsertId()
+			return Acquired, int(attempts), err
+		}
+		var status int
+		err = s.db.GetContext(ctx, &status, s.q.status, group, h)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			continue
+		case err != nil:
+			return 0, 0, err
+		case status == statusDone:
+			return Done, 0, nil
+		default:
+			return Busy, 0, nil
+		}
+	}
+	return 0, 0, errors.New("key removed repeatedly while claiming")
+}
+
+// Complete implements [Store].
+func (s *MySQLStore) Complete(ctx context.Context, group, key, token string, retain time.Duration) error {
+	return s.exec1(ctx, s.q.complete, retain.Microseconds(), group, keyHash(key), token)
+}
+
+// Release implements [Store].
+func (s *MySQLStore) Release(ctx context.Context, group, key, token string, forget bool) error {
+	if forget {
+		return s.exec1(ctx, s.q.forget, group, keyHash(key), token)
+	}
+	return s.exec1(ctx, s.q.release, group, keyHash(key), token)
+}
+
+func (s *MySQLStore) exec1(ctx context.Context, query string, args ...any) error {
+	res, err := s.db.ExecContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		return ErrLostClaim
+	}
+	return nil
+}
+
+// Purge deletes, batch rows at a time, done markers past their retention
+// and claims whose lease ended more than abandonedAfter ago (their attempt
+// counts go with them). It uses the index on expires_at; run it from a
+// scheduled job, not the hot path. It returns the number of rows deleted.
+func (s *MySQLStore) Purge(ctx context.Context, abandonedAfter time.Duration, batch int) (int64, error) {
+	if batch <= 0 {
+		return 0, fmt.Errorf("idempotency: purge batch %d <= 0", batch)
+	}
+	var total int64
+	for _, p := range []struct {
+		status int
+		after  time.Duration
+	}{{statusDone, 0}, {statusProcessing, abandonedAfter}} {
+		for {
+			res, err := s.db.ExecContext(ctx, s.q.purge, p.after.Microseconds(), p.status, batch)
+			if err != nil {
+				return total, fmt.Errorf("idempotency: purge: %w", err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return total, fmt.Errorf("idempotency: purge: %w", err)
+			}
+			total += n
+			if n < int64(batch) {
+				break
+			}
+		}
+	}
+	return total, nil
+}

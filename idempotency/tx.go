@@ -1,0 +1,97 @@
+package idempotency
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// TxGuard is the transactional mode: the dedup row is inserted in the same
+// MySQL transaction as the business effects, so the effects and the marker
+// commit or roll back together. That gives exactly-once effects when the
+// business data lives in the same database, with no lease: a crash rolls
+// both back, and a concurrent duplicate waits on the row lock, then sees
+// the committed marker. It is safe for concurrent use.
+type TxGuard struct {
+	db        *sqlx.DB
+	group     string
+	retention string // microseconds, as a query argument
+	q         queries
+	status    string
+	takeOver  string
+}
+
+// NewTxGuard returns a transactional guard for group on db. [WithTable]
+// and [WithRetention] apply.
+func NewTxGuard(db *sqlx.DB, group string, opts ...Option) (*TxGuard, error) {
+	c, err := newGuardConfig(opts, false)
+	if db == nil {
+		err = errors.Join(err, errors.New("idempotency: nil db"))
+	}
+	if group == "" {
+		err = errors.Join(err, errors.New("idempotency: empty group"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	q := newQueries(c.table)
+	return &TxGuard{
+		db: db, group: group, retention: fmt.Sprint(c.retention.Microseconds()), q: q,
+		status: q.status + " LOCK IN SHARE MODE",
+		// A done marker past its retention is taken over in place.
+		takeOver: "UPDATE " + c.table + " SET status = 2, attempts = 1, token = ?," +
+			" expires_at = NOW(6) + INTERVAL ? MICROSECOND, updated_at = NOW(6)" +
+			" WHERE consumer_group = ? AND key_hash = ? AND status = 2 AND expires_at < NOW(6)",
+	}, nil
+}
+
+// Do runs fn in a new transaction that also records key as done. When the
+// key is already done (within retention) fn does not run and Do returns
+// Done. Busy means a claim-mode [Guard] on the same group holds the key.
+// fn's error rolls everything back and is returned as is; so is a commit
+// error, after which the outcome is unknown (a redelivery settles it).
+func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *sqlx.Tx) error) (Outcome, error) {
+	if key == "" {
+		return 0, ErrEmptyKey
+	}
+	tx, err := g.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("idempotency: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	h := keyHash(key)
+	token := newToken()
+	_, err = tx.ExecContext(ctx, g.q.insert, g.group, h, []byte(key), statusDone, token, g.retention)
+	if isDuplicate(err) {
+		var res sql.Result
+		res, err = tx.ExecContext(ctx, g.takeOver, token, g.retention, g.group, h)
+		if err == nil {
+			var n int64
+			if n, err = res.RowsAffected(); err == nil && n == 0 {
+				var status int
+				if err = tx.GetContext(ctx, &status, g.status, g.group, h); err == nil {
+					if status == statusDone {
+						return Done, nil
+					}
+					return Busy, nil
+				}
+				if errors.Is(err, sql.ErrNoRows) {
+					err = errors.New("key removed while checking it; retry")
+				}
+			}
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("idempotency: record %q: %w", key, err)
+	}
+	if err := fn(ctx, tx); err != nil {
+		return Acquired, err
+	}
+	if err := tx.Commit(); err != nil {
+		return Acquired, fmt.Errorf("idempotency: commit %q: %w", key, err)
+	}
+	return Acquired, nil
+}

@@ -1,0 +1,104 @@
+package testenv
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+	"github.com/seed157d4c4d/reliablemq/migrations"
+)
+
+// MySQL returns a connection to a fresh database on the server MYSQL_DSN
+// names, with the migrations applied; the database is dropped when the
+// test ends. Without MYSQL_DSN the test is skipped (or fails, when
+// RELIABLEMQ_REQUIRE lists mysql).
+func MySQL(t testing.TB) *sqlx.DB {
+	t.Helper()
+	dsn := os.Getenv("MYSQL_DSN")
+	if dsn == "" {
+		missing(t, "mysql", "MYSQL_DSN")
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatalf("testenv: MYSQL_DSN: %v", err)
+	}
+	cfg.ParseTime = true
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	name := strings.ToLower(Name(t, "rmq"))
+	if len(name) > 64 {
+		name = name[:20] + name[len(name)-44:]
+	}
+	admin, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatalf("testenv: open mysql: %v", err)
+	}
+	defer admin.Close()
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE `"+name+"`"); err != nil {
+		t.Fatalf("testenv: create database (is MySQL up at MYSQL_DSN?): %v", err)
+	}
+	t.Cleanup(func() {
+		a, err := sql.Open("mysql", cfg.FormatDSN())
+		if err != nil {
+			t.Errorf("testenv: open mysql: %v", err)
+			return
+		}
+		defer a.Close()
+		if _, err := a.Exec("DROP DATABASE `" + name + "`"); err != nil {
+			t.Errorf("testenv: drop database %s: %v", name, err)
+		}
+	})
+	cfg.DBName = name
+	db, err := sqlx.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatalf("testenv: open %s: %v", name, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := migrations.Up(ctx, db.DB); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return db
+}
+
+// MySQLDSN returns the DSN of the database db was opened on by [MySQL].
+func MySQLDSN(t testing.TB, db *sqlx.DB) string {
+	t.Helper()
+	var name string
+	if err := db.Get(&name, "SELECT DATABASE()"); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	cfg, err := mysql.ParseDSN(os.Getenv("MYSQL_DSN"))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	cfg.DBName = name
+	cfg.ParseTime = true
+	return cfg.FormatDSN()
+}
+
+// Redis returns a client for the server REDIS_ADDR names, closed when the
+// test ends. Tests keep to their own keys (use [Name] in a prefix). Without
+// REDIS_ADDR the test is skipped (or fails, when RELIABLEMQ_REQUIRE lists
+// redis).
+func Redis(t testing.TB) redis.UniversalClient {
+	t.Helper()
+	addr := os.Getenv("REDIS_ADDR")
+	if addr == "" {
+		missing(t, "redis", "REDIS_ADDR")
+	}
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("testenv: redis at %s: %v", addr, err)
+	}
+	return c
+}
+
