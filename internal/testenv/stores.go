@@ -101,4 +101,3 @@ func Redis(t testing.TB) redis.UniversalClient {
 	}
 	return c
 }
-
