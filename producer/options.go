@@ -7,17 +7,13 @@ import (
 	"slices"
 	"time"
 
+	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
 	"github.com/seed157d4c4d/reliablemq/orderly"
 )
 
 // DefaultDelayLevels is the broker's default messageDelayLevel table
 // (1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h).
-var DefaultDelayLevels = []time.Duration{
-	time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second,
-	time.Minute, 2 * time.Minute, 3 * time.Minute, 4 * time.Minute, 5 * time.Minute,
-	6 * time.Minute, 7 * time.Minute, 8 * time.Minute, 9 * time.Minute, 10 * time.Minute,
-	20 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour,
-}
+var DefaultDelayLevels = slices.Clone(delaylevel.Default)
 
 // maxSendTimeout is the official client's own per-request ceiling.
 const maxSendTimeout = 3 * time.Second
@@ -129,8 +125,8 @@ func newConfig(opts []Option) (*config, error) {
 	if c.sendTimeout <= 0 || c.sendTimeout > maxSendTimeout {
 		errs = append(errs, fmt.Errorf("producer: send timeout %v outside (0, %v]", c.sendTimeout, maxSendTimeout))
 	}
-	if len(c.delayLevels) == 0 || !slices.IsSorted(c.delayLevels) || c.delayLevels[0] <= 0 {
-		errs = append(errs, errors.New("producer: delay levels must be positive and ascending"))
+	if err := delaylevel.Validate(c.delayLevels); err != nil {
+		errs = append(errs, fmt.Errorf("producer: %w", err))
 	}
 	if c.maxBodySize <= 0 {
 		errs = append(errs, fmt.Errorf("producer: max body size %d <= 0", c.maxBodySize))
@@ -144,15 +140,12 @@ func newConfig(opts []Option) (*config, error) {
 // delayLevel maps d to the smallest delay level >= d (1-based), 0 for no
 // delay.
 func (c *config) delayLevel(d time.Duration) (int, error) {
-	if d == 0 {
-		return 0, nil
-	}
 	if d < 0 {
 		return 0, fmt.Errorf("%w: negative delay %v", ErrInvalidMessage, d)
 	}
-	i, _ := slices.BinarySearch(c.delayLevels, d)
-	if i == len(c.delayLevels) {
-		return 0, fmt.Errorf("%w: %v > %v", ErrDelayTooLong, d, c.delayLevels[len(c.delayLevels)-1])
+	l, err := delaylevel.Level(c.delayLevels, d)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrDelayTooLong, err)
 	}
-	return i + 1, nil
+	return l, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/orderly"
 )
 
@@ -232,13 +233,6 @@ func (p *Producer) sendWithRetry(ctx context.Context, pm *primitive.Message, top
 
 var (
 	topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)
-	// reservedProperties are set by the client or the broker.
-	reservedProperties = []string{
-		"KEYS", "TAGS", "DELAY", "WAIT", "UNIQ_KEY", "__SHARDINGKEY", "RETRY_TOPIC", "REAL_TOPIC", "REAL_QID",
-		"TRAN_MSG", "PGROUP", "MIN_OFFSET", "MAX_OFFSET", "ORIGIN_MESSAGE_ID", "RECONSUME_TIME",
-		"MAX_RECONSUME_TIMES", "TRANSACTION_CHECK_TIMES", "CHECK_IMMUNITY_TIME_IN_SECONDS",
-		"CONSUME_START_TIME", "CLUSTER", "__STARTDELIVERTIME",
-	}
 )
 
 // build validates m and converts it to the client's message.
@@ -271,7 +265,7 @@ func (p *Producer) build(m Message) (*primitive.Message, error) {
 	if len(m.Properties) > 0 {
 		props := make(map[string]string, len(m.Properties)+4)
 		for k, v := range m.Properties {
-			if k == "" || slices.Contains(reservedProperties, k) || strings.ContainsAny(k+v, "\x01\x02") {
+			if k == "" || remoting.IsSystemProperty(k) || strings.ContainsAny(k+v, "\x01\x02") {
 				return nil, fmt.Errorf("%w: property %q is reserved or malformed", ErrInvalidMessage, k)
 			}
 			props[k] = v

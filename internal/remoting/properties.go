@@ -81,3 +81,20 @@ func TagsCode(tag string) int64 {
 	}
 	return int64(h)
 }
+
+// systemProperties are the property names the client or the broker set;
+// everything else on a message is a user property.
+var systemProperties = map[string]bool{
+	PropKeys: true, PropTags: true, PropUniqKey: true, PropDelay: true, PropRealTopic: true,
+	PropRealQueueID: true, PropRetryTopic: true, PropOriginMessageID: true, PropWait: true,
+	PropCluster: true, PropTransactionPrepared: true, PropProducerGroup: true,
+	PropTransactionCheckTimes: true, PropShardingKey: true,
+	"MIN_OFFSET": true, "MAX_OFFSET": true, "RECONSUME_TIME": true, "MAX_RECONSUME_TIMES": true,
+	"CHECK_IMMUNITY_TIME_IN_SECONDS": true, "CONSUME_START_TIME": true, "__STARTDELIVERTIME": true,
+	"TRACE_ON": true, "MSG_REGION": true, "BUYER_ID": true, "TRAN_PREPARED_QUEUE_OFFSET": true,
+	"__transactionId__": true, "UNIQ_KEY_INDEX": true,
+}
+
+// IsSystemProperty reports whether name is set by the client or the broker
+// rather than by the application.
+func IsSystemProperty(name string) bool { return systemProperties[name] }
