@@ -1,0 +1,443 @@
+package consumer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2"
+	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
+	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+)
+
+// Errors.
+var (
+	// ErrClosed is returned by Start after Close.
+	ErrClosed = errors.New("consumer: closed")
+	// ErrNoKey is the parked error of a message without a business key
+	// when a guard is in use.
+	ErrNoKey = errors.New("consumer: message has no business key")
+	// ErrKeyParked is the parked error of a message whose sharding key
+	// has an earlier message parked (orderly, [ParkKey] policy).
+	ErrKeyParked = errors.New("consumer: an earlier message of this sharding key is parked")
+)
+
+// ParkPolicy says what an orderly consumer does with the messages of a
+// sharding key after one of them is parked.
+type ParkPolicy int
+
+const (
+	// ParkMessage parks only the failed message; later messages of its key
+	// are consumed. For streams where a step may be skipped and redone by
+	// a human later.
+	ParkMessage ParkPolicy = iota
+	// ParkKey parks the failed message and every later message of the same
+	// sharding key while any message of the key is parked, so a key's
+	// messages never apply out of order (binlog-style sync). The parker
+	// must implement [KeyParker].
+	ParkKey
+)
+
+// KeyParker is a [Parker] that can tell whether a sharding key has a
+// parked message. [DeadLetters] implements it.
+type KeyParker interface {
+	Parker
+	HasParked(ctx context.Context, group, shardingKey string) (bool, error)
+}
+
+// Stats counts what a consumer did since it started.
+type Stats struct {
+	// Handled: handler succeeded, message acknowledged.
+	Handled int64
+	// Duplicates: acknowledged without running, the guard said done.
+	Duplicates int64
+	// Retries: failed attempts sent back or suspended for another try.
+	Retries int64
+	// Busy: deliveries whose key another consumer held; retried.
+	Busy int64
+	// Parked: messages newly recorded for manual handling.
+	Parked int64
+	// StoreErrors: guard or parker failures; each became a retry.
+	StoreErrors int64
+}
+
+type counters struct {
+	handled, duplicates, retries, busy, parked, storeErrors atomic.Int64
+}
+
+// Consumer consumes one topic for one consumer group through the official
+// push consumer, running a [Handler] per message with the guarantees the
+// package doc lists. It is safe for concurrent use.
+type Consumer struct {
+	cfg     *config
+	group   string
+	topic   string
+	handler Handler
+	orderly bool
+	policy  ParkPolicy
+	client  rocketmq.PushConsumer
+	names   []string
+
+	mu       sync.Mutex
+	started  bool
+	closing  bool
+	running  map[uint64]context.CancelFunc
+	nextCall uint64
+	inflight sync.WaitGroup
+	shutdown chan struct{} // closed once the client is shut down
+
+	closeOnce sync.Once
+	closeErr  error
+	stats     counters
+}
+
+// New returns a concurrent consumer of topic for group: messages are
+// handled in parallel, a failure is retried after the retry delay through
+// the broker's retry topic, and after the attempt cap the message is
+// parked. Call [Consumer.Start] to begin.
+func New(nameServers []string, group, topic string, h Handler, opts ...Option) (*Consumer, error) {
+	return newConsumer(nameServers, group, topic, h, false, ParkMessage, opts)
+}
+
+// NewOrderly returns an orderly consumer: each queue is consumed by one
+// handler at a time, in queue order, so messages sent with one sharding
+// key (see orderly.QueueIndex) are handled in the order they were sent. A
+// failure or panic suspends the queue for the retry delay (default 1 s)
+// and retries the same message; nothing after it on the queue runs
+// meanwhile. The attempt count lives in the guard's store (WithGuard is
+// required), so the cap holds across restarts and rebalances; at the cap
+// the message is parked per policy and the queue moves on.
+func NewOrderly(nameServers []string, group, topic string, h Handler, policy ParkPolicy, opts ...Option) (*Consumer, error) {
+	return newConsumer(nameServers, group, topic, h, true, policy, opts)
+}
+
+func newConsumer(nameServers []string, group, topic string, h Handler, orderly bool, policy ParkPolicy, opts []Option) (*Consumer, error) {
+	cfg, err := newConfig(opts, orderly)
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(nameServers) == 0 {
+		errs = append(errs, errors.New("consumer: no name servers"))
+	}
+	if group == "" || topic == "" {
+		errs = append(errs, errors.New("consumer: empty group or topic"))
+	}
+	if h == nil {
+		errs = append(errs, errors.New("consumer: nil handler"))
+	}
+	if policy == ParkKey {
+		if _, ok := cfg.parker.(KeyParker); !ok {
+			errs = append(errs, errors.New("consumer: the ParkKey policy needs a parker that implements KeyParker"))
+		}
+	} else if policy != ParkMessage {
+		errs = append(errs, fmt.Errorf("consumer: unknown park policy %d", policy))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if cfg.instance == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
+		cfg.instance = "reliablemq-c-" + hex.EncodeToString(b[:])
+	}
+	return &Consumer{cfg: cfg, group: group, topic: topic, handler: h, orderly: orderly, policy: policy,
+		names: nameServers, running: make(map[uint64]context.CancelFunc), shutdown: make(chan struct{})}, nil
+}
+
+// Start connects and begins consuming. The topic must exist.
+func (c *Consumer) Start() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return ErrClosed
+	}
+	if c.started {
+		return errors.New("consumer: already started")
+	}
+	clientlog.Contain()
+	opts := []rmqconsumer.Option{
+		rmqconsumer.WithNameServer(c.names),
+		rmqconsumer.WithGroupName(c.group),
+		rmqconsumer.WithInstance(c.cfg.instance),
+		rmqconsumer.WithConsumerModel(rmqconsumer.Clustering),
+		rmqconsumer.WithConsumeFromWhere(rmqconsumer.ConsumeFromFirstOffset),
+		rmqconsumer.WithConsumeMessageBatchMaxSize(1),
+		rmqconsumer.WithConsumeGoroutineNums(c.cfg.goroutines),
+		rmqconsumer.WithConsumerOrder(c.orderly),
+	}
+	if !c.orderly {
+		opts = append(opts, rmqconsumer.WithMaxReconsumeTimes(maxBrokerRetries))
+	}
+	client, err := rocketmq.NewPushConsumer(opts...)
+	if err != nil {
+		return fmt.Errorf("consumer: new client: %w", err)
+	}
+	listener := c.consumeConcurrently
+	if c.orderly {
+		listener = c.consumeOrderly
+	}
+	sel := rmqconsumer.MessageSelector{Type: rmqconsumer.TAG, Expression: c.cfg.selector}
+	if err := client.Subscribe(c.topic, sel, listener); err != nil {
+		return fmt.Errorf("consumer: subscribe %s: %w", c.topic, err)
+	}
+	if err := client.Start(); err != nil {
+		return fmt.Errorf("consumer: start: %w", err)
+	}
+	c.client = client
+	c.started = true
+	return nil
+}
+
+// Stats returns the counters so far.
+func (c *Consumer) Stats() Stats {
+	return Stats{
+		Handled: c.stats.handled.Load(), Duplicates: c.stats.duplicates.Load(), Retries: c.stats.retries.Load(),
+		Busy: c.stats.busy.Load(), Parked: c.stats.parked.Load(), StoreErrors: c.stats.storeErrors.Load(),
+	}
+}
+
+// Close stops intake, waits for running handlers (up to the drain timeout,
+// then cancels their ctx and waits for them to return), and shuts the
+// client down, committing the offsets of what finished. Messages delivered
+// but not handled are redelivered later. Nothing touches a store after
+// Close returns. It is idempotent and safe to call concurrently.
+func (c *Consumer) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closing = true
+		started := c.started
+		c.mu.Unlock()
+		if !started {
+			close(c.shutdown)
+			return
+		}
+		drained := make(chan struct{})
+		go func() {
+			c.inflight.Wait()
+			close(drained)
+		}()
+		timer := time.NewTimer(c.cfg.drainTimeout)
+		select {
+		case <-drained:
+		case <-timer.C:
+			c.mu.Lock()
+			for _, cancel := range c.running {
+				cancel()
+			}
+			c.mu.Unlock()
+			<-drained
+		}
+		timer.Stop()
+		if err := c.client.Shutdown(); err != nil {
+			c.closeErr = fmt.Errorf("consumer: shutdown: %w", err)
+		}
+		close(c.shutdown)
+	})
+	return c.closeErr
+}
+
+// begin registers a handler run; ok is false once Close has begun.
+func (c *Consumer) begin(parent context.Context) (ctx context.Context, end func(), ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return nil, nil, false
+	}
+	ctx, cancel := context.WithCancel(parent)
+	if c.cfg.handlerTTL > 0 {
+		var cancelT context.CancelFunc
+		ctx, cancelT = context.WithTimeout(ctx, c.cfg.handlerTTL)
+		prev := cancel
+		cancel = func() { cancelT(); prev() }
+	}
+	id := c.nextCall
+	c.nextCall++
+	c.running[id] = cancel
+	c.inflight.Add(1)
+	return ctx, func() {
+		c.mu.Lock()
+		delete(c.running, id)
+		c.mu.Unlock()
+		cancel()
+		c.inflight.Done()
+	}, true
+}
+
+type verdict int
+
+const (
+	ack verdict = iota
+	retry
+	closing
+)
+
+func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
+	result := ack
+	for _, ext := range msgs {
+		result = max(result, c.deliver(ctx, FromClient(ext)))
+	}
+	switch result {
+	case closing:
+		<-c.shutdown // the client drops this result: redelivered after restart
+		return rmqconsumer.ConsumeRetryLater, nil
+	case retry:
+		if cc, ok := primitive.GetConcurrentlyCtx(ctx); ok && c.cfg.retryDelay > 0 {
+			cc.DelayLevelWhenNextConsume, _ = delaylevel.Level(c.cfg.delayLevels, c.cfg.retryDelay) // validated in New
+		}
+		return rmqconsumer.ConsumeRetryLater, nil
+	}
+	return rmqconsumer.ConsumeSuccess, nil
+}
+
+func (c *Consumer) consumeOrderly(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
+	result := ack
+	for _, ext := range msgs {
+		if result = c.deliver(ctx, FromClient(ext)); result != ack {
+			break
+		}
+	}
+	if result == closing {
+		<-c.shutdown
+	}
+	if result != ack {
+		// The only result v2.1.2 honours without skipping the message; the
+		// suspend time must be set here, the client option is ignored.
+		if oc, ok := primitive.GetOrderlyCtx(ctx); ok {
+			oc.SuspendCurrentQueueTimeMillis = int(max(c.cfg.retryDelay.Milliseconds(), 1))
+		}
+		return rmqconsumer.SuspendCurrentQueueAMoment, nil
+	}
+	return rmqconsumer.ConsumeSuccess, nil
+}
+
+// bookkeeping bounds store calls made after the handler, which must not be
+// cut short by the handler's own cancellation.
+const bookkeeping = 10 * time.Second
+
+// deliver runs one message through guard, handler and parker.
+func (c *Consumer) deliver(parent context.Context, m *Message) verdict {
+	hctx, end, ok := c.begin(parent)
+	if !ok {
+		return closing
+	}
+	defer end()
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(parent), bookkeeping)
+	defer cancel()
+	log := c.cfg.logger
+
+	key := c.cfg.keyFunc(m)
+	if c.orderly && c.policy == ParkKey && m.ShardingKey != "" {
+		parked, err := c.cfg.parker.(KeyParker).HasParked(bctx, c.group, m.ShardingKey)
+		if err != nil {
+			return c.storeError(bctx, m, "check parked key", err)
+		}
+		if parked {
+			return c.park(bctx, m, nil, m.Attempt, ErrKeyParked, CauseKeyParked)
+		}
+	}
+	var claim *idempotency.Claim
+	if c.cfg.guard != nil {
+		if key == "" {
+			return c.park(bctx, m, nil, m.Attempt, ErrNoKey, CausePermanent)
+		}
+		var err error
+		if claim, err = c.cfg.guard.Claim(bctx, key); err != nil {
+			return c.storeError(bctx, m, "claim", err)
+		}
+		switch claim.Outcome {
+		case idempotency.Done:
+			c.stats.duplicates.Add(1)
+			log.LogAttrs(bctx, slog.LevelDebug, "duplicate acknowledged", slog.String("msg_id", m.MsgID), slog.String("keys", key))
+			return ack
+		case idempotency.Busy:
+			c.stats.busy.Add(1)
+			return retry
+		}
+		if c.orderly {
+			m.Attempt = claim.Attempt // survives restarts, unlike the client's count
+		}
+	}
+	err := Invoke(hctx, c.handler, m)
+	if err == nil {
+		c.stats.handled.Add(1)
+		if claim != nil {
+			if cerr := claim.Complete(bctx); cerr != nil {
+				// The effect is applied: acknowledging is right; a redelivery
+				// after the lease could apply it again.
+				log.LogAttrs(bctx, slog.LevelError, "handled but not recorded as done",
+					slog.String("msg_id", m.MsgID), slog.String("keys", key), slog.Any("error", cerr))
+			}
+		}
+		return ack
+	}
+	if IsPermanent(err) || m.Attempt >= c.cfg.maxAttempts {
+		cause := CauseRetries
+		if IsPermanent(err) {
+			cause = CausePermanent
+		}
+		return c.park(bctx, m, claim, m.Attempt, err, cause)
+	}
+	c.stats.retries.Add(1)
+	log.LogAttrs(bctx, slog.LevelWarn, "handler failed, retrying", slog.String("topic", m.Topic),
+		slog.String("msg_id", m.MsgID), slog.Int("attempt", m.Attempt), slog.Any("error", err))
+	if claim != nil {
+		if rerr := claim.Release(bctx); rerr != nil {
+			// The lease frees the key when it ends.
+			log.LogAttrs(bctx, slog.LevelWarn, "release claim", slog.String("msg_id", m.MsgID), slog.Any("error", rerr))
+		}
+	}
+	return retry
+}
+
+func (c *Consumer) storeError(ctx context.Context, m *Message, op string, err error) verdict {
+	c.stats.storeErrors.Add(1)
+	c.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "store failed, retrying", slog.String("op", op),
+		slog.String("msg_id", m.MsgID), slog.Any("error", err))
+	return retry
+}
+
+// park records m for manual handling and acknowledges it; if recording
+// fails the message is retried instead.
+func (c *Consumer) park(ctx context.Context, m *Message, claim *idempotency.Claim, attempts int, cause error, kind Cause) verdict {
+	text := cause.Error()
+	var pe *PanicError
+	if errors.As(cause, &pe) {
+		text += "\n" + string(pe.Stack)
+	}
+	dl := &DeadLetter{Group: c.group, Topic: m.Topic, MsgID: m.MsgID, Keys: m.Keys, Tag: m.Tag,
+		ShardingKey: m.ShardingKey, Properties: m.Properties, Body: m.Body, Attempts: attempts,
+		LastError: text, Cause: kind, Status: Parked}
+	inserted, err := c.cfg.parker.Park(ctx, dl)
+	if err != nil {
+		if claim != nil {
+			_ = claim.Release(ctx) // best effort; the lease frees the key otherwise
+		}
+		return c.storeError(ctx, m, "park", err)
+	}
+	if claim != nil {
+		// Forget the key, so a replay of the parked message runs.
+		if ferr := claim.Forget(ctx); ferr != nil {
+			c.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "forget parked key", slog.String("msg_id", m.MsgID), slog.Any("error", ferr))
+		}
+	}
+	if inserted {
+		c.stats.parked.Add(1)
+		c.cfg.logger.LogAttrs(ctx, slog.LevelError, "message parked for manual handling", slog.String("group", c.group),
+			slog.String("topic", m.Topic), slog.String("msg_id", m.MsgID), slog.Any("keys", m.Keys),
+			slog.Int("attempt", attempts), slog.String("cause", string(kind)), slog.Any("error", cause))
+		if c.cfg.alert != nil {
+			c.cfg.alert(ctx, dl)
+		}
+	}
+	return ack
+}

@@ -1,0 +1,328 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/producer"
+)
+
+func TestFailingHandlerIsRetriedAndAppliedOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 2)
+	eff := newEffects()
+	var calls atomic.Int32
+	h := func(ctx context.Context, m *consumer.Message) error {
+		if calls.Add(1) == 1 {
+			return errors.New("db timeout")
+		}
+		eff.apply(consumer.Key(m), string(m.Body))
+		return nil
+	}
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h,
+		consumer.WithGuard(f.guard()), consumer.WithParker(f.dead), consumer.WithRetryDelay(time.Second)))
+	f.send(producer.Message{Body: []byte("coupon"), Keys: []string{"order-1"}})
+	f.eventually("handled after a retry", func() bool { return eff.count("order-1") == 1 })
+	f.settle()
+	if n := eff.count("order-1"); n != 1 {
+		t.Fatalf("applied %d times", n)
+	}
+	st := c.Stats()
+	if st.Retries != 1 || st.Handled != 1 || st.Parked != 0 || calls.Load() != 2 {
+		t.Fatalf("stats %+v, calls %d; want one retry then success", st, calls.Load())
+	}
+}
+
+func TestPanicIsRetriedNotCrashed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	var calls atomic.Int32
+	h := func(ctx context.Context, m *consumer.Message) error {
+		if calls.Add(1) == 1 {
+			panic("nil map")
+		}
+		return nil
+	}
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithParker(f.dead),
+		consumer.WithRetryDelay(time.Second)))
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
+	f.eventually("handled after the panic", func() bool { return c.Stats().Handled == 1 })
+	if st := c.Stats(); st.Retries != 1 || calls.Load() != 2 {
+		t.Fatalf("stats %+v calls %d", st, calls.Load())
+	}
+}
+
+func TestRetryCapParksOnceAlertsOnceAndAcks(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	var calls, alerts atomic.Int32
+	h := func(ctx context.Context, m *consumer.Message) error {
+		calls.Add(1)
+		return fmt.Errorf("attempt %d: upstream 503", m.Attempt)
+	}
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(f.guard()),
+		consumer.WithParker(f.dead), consumer.WithMaxAttempts(3), consumer.WithRetryDelay(time.Second),
+		consumer.WithAlert(func(ctx context.Context, d *consumer.DeadLetter) { alerts.Add(1) })))
+	res := f.send(producer.Message{Body: []byte("poison"), Keys: []string{"order-9"}, Tag: "paid",
+		Properties: map[string]string{"trace": "t-1"}})
+	f.eventually("parked", func() bool { return len(f.parked()) == 1 })
+	f.settle()
+	dls := f.parked()
+	if len(dls) != 1 || alerts.Load() != 1 || calls.Load() != 3 {
+		t.Fatalf("%d dead letters, %d alerts, %d calls; want 1, 1, 3", len(dls), alerts.Load(), calls.Load())
+	}
+	d := dls[0]
+	if d.MsgID != res.MsgID || d.Attempts != 3 || d.Cause != consumer.CauseRetries || d.Status != consumer.Parked ||
+		d.Topic != f.topic || string(d.Body) != "poison" || d.Tag != "paid" || d.Properties["trace"] != "t-1" ||
+		strings.Join(d.Keys, ",") != "order-9" || !strings.Contains(d.LastError, "attempt 3: upstream 503") {
+		t.Fatalf("dead letter %+v", d)
+	}
+	if st := c.Stats(); st.Parked != 1 || st.Retries != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestPermanentErrorAndMissingKeyParkAtOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	var calls atomic.Int32
+	h := func(ctx context.Context, m *consumer.Message) error {
+		calls.Add(1)
+		return consumer.Permanent(errors.New("unknown coupon type"))
+	}
+	f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(f.guard()), consumer.WithParker(f.dead)))
+	f.send(producer.Message{Body: []byte("a"), Keys: []string{"k1"}})
+	f.send(producer.Message{Body: []byte("no key")})
+	f.eventually("both parked", func() bool { return len(f.parked()) == 2 })
+	byBody := map[string]*consumer.DeadLetter{}
+	for _, d := range f.parked() {
+		byBody[string(d.Body)] = d
+	}
+	if d := byBody["a"]; d.Cause != consumer.CausePermanent || d.Attempts != 1 {
+		t.Errorf("permanent: %+v", d)
+	}
+	if d := byBody["no key"]; d.Cause != consumer.CausePermanent || !strings.Contains(d.LastError, "no business key") {
+		t.Errorf("no key: %+v", d)
+	}
+	if calls.Load() != 1 {
+		t.Errorf("handler ran %d times; the keyless message must not run", calls.Load())
+	}
+}
+
+func TestSameKeyToTwoConsumersAppliesOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 4)
+	eff := newEffects()
+	g := f.guard()
+	h := func(ctx context.Context, m *consumer.Message) error {
+		time.Sleep(20 * time.Millisecond)
+		eff.apply(consumer.Key(m), string(m.Body))
+		return nil
+	}
+	a := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
+		consumer.WithRetryDelay(time.Second)))
+	b := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
+		consumer.WithRetryDelay(time.Second)))
+	const orders = 30
+	for i := range orders {
+		for range 2 { // the producer-side duplicate: a resend of the same order
+			f.send(producer.Message{Body: []byte("coupon"), Keys: []string{fmt.Sprint("order-", i)}})
+		}
+	}
+	f.eventually("every order applied", func() bool { return eff.total() >= orders })
+	f.eventually("every duplicate suppressed", func() bool {
+		return a.Stats().Duplicates+b.Stats().Duplicates == orders
+	})
+	for i := range orders {
+		if n := eff.count(fmt.Sprint("order-", i)); n != 1 {
+			t.Errorf("order-%d applied %d times", i, n)
+		}
+	}
+}
+
+func TestGuardStoreDownRetriesNeverAcks(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	mini := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mini.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	store, _ := idempotency.NewRedisStore(rdb, "")
+	g, err := idempotency.NewGuard(f.group, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	h := func(ctx context.Context, m *consumer.Message) error { calls.Add(1); return nil }
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
+		consumer.WithRetryDelay(time.Second), consumer.WithMaxAttempts(16)))
+	mini.Close()
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
+	f.eventually("a store error", func() bool { return c.Stats().StoreErrors >= 2 })
+	if calls.Load() != 0 || c.Stats().Handled != 0 {
+		t.Fatalf("handler ran with the guard down")
+	}
+	if err := mini.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("handled after the store is back", func() bool { return c.Stats().Handled == 1 })
+	if calls.Load() != 1 || len(f.parked()) != 0 {
+		t.Fatalf("calls %d, parked %d", calls.Load(), len(f.parked()))
+	}
+}
+
+// flakyParker fails its first n parks.
+type flakyParker struct {
+	consumer.Parker
+	fail atomic.Int32
+}
+
+func (p *flakyParker) Park(ctx context.Context, d *consumer.DeadLetter) (bool, error) {
+	if p.fail.Add(-1) >= 0 {
+		return false, errors.New("mysql: connection refused")
+	}
+	return p.Parker.Park(ctx, d)
+}
+
+func TestParkFailureIsARetryNotAnAck(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	p := &flakyParker{Parker: f.dead}
+	p.fail.Store(2)
+	var calls atomic.Int32
+	h := func(ctx context.Context, m *consumer.Message) error { calls.Add(1); return errors.New("bad") }
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithParker(p),
+		consumer.WithMaxAttempts(2), consumer.WithRetryDelay(time.Second)))
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
+	f.eventually("parked once the table is back", func() bool { return len(f.parked()) == 1 })
+	if st := c.Stats(); st.StoreErrors != 2 || st.Parked != 1 || calls.Load() != 4 {
+		t.Fatalf("stats %+v calls %d; want 2 failed parks, then parked on the 4th attempt", st, calls.Load())
+	}
+}
+
+func TestReplayRunsOnceAndOnlyOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	eff := newEffects()
+	var fixed atomic.Bool
+	h := func(ctx context.Context, m *consumer.Message) error {
+		if !fixed.Load() {
+			return consumer.Permanent(errors.New("missing config"))
+		}
+		eff.apply(consumer.Key(m), string(m.Body))
+		return nil
+	}
+	f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(f.guard()), consumer.WithParker(f.dead)))
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"order-5"}, ShardingKey: "order-5"})
+	f.eventually("parked", func() bool { return len(f.parked()) == 1 })
+	id := f.parked()[0].ID
+	fixed.Store(true)
+	ctx := context.Background()
+	if err := f.dead.Replay(ctx, id, f.prod, "config fixed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.dead.Replay(ctx, id, f.prod, "again"); !errors.Is(err, consumer.ErrNotParked) {
+		t.Fatalf("second replay: %v, want ErrNotParked", err)
+	}
+	if err := f.dead.Discard(ctx, id, "late"); !errors.Is(err, consumer.ErrNotParked) {
+		t.Fatalf("discard after replay: %v, want ErrNotParked", err)
+	}
+	f.eventually("replayed message handled", func() bool { return eff.count("order-5") == 1 })
+	f.settle()
+	d, err := f.dead.Get(ctx, id)
+	if err != nil || d.Status != consumer.Replayed || d.Reason != "config fixed" || eff.count("order-5") != 1 {
+		t.Fatalf("after replay: %+v %v, effects %d", d, err, eff.count("order-5"))
+	}
+}
+
+func TestCloseWaitsForHandlersThenCancelsThem(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	started := make(chan struct{})
+	var returned atomic.Bool
+	h := func(ctx context.Context, m *consumer.Message) error {
+		close(started)
+		<-ctx.Done()
+		time.Sleep(50 * time.Millisecond) // a handler that takes a moment to stop
+		returned.Store(true)
+		return ctx.Err()
+	}
+	c, err := consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithParker(f.dead),
+		consumer.WithDrainTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
+	select {
+	case <-started:
+	case <-time.After(waitFor):
+		t.Fatal("handler never ran")
+	}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			if err := c.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if !returned.Load() {
+		t.Fatal("Close returned while a handler was still running")
+	}
+	if err := c.Start(); !errors.Is(err, consumer.ErrClosed) {
+		t.Fatalf("start after close: %v", err)
+	}
+}
+
+func TestConfigurationIsValidated(t *testing.T) {
+	t.Parallel()
+	dead := &consumer.DeadLetters{}
+	h := func(context.Context, *consumer.Message) error { return nil }
+	rs, _ := idempotency.NewRedisStore(redis.NewClient(&redis.Options{}), "")
+	shortGuard, _ := idempotency.NewGuard("g", rs, idempotency.WithRetention(time.Minute))
+	ns := []string{"127.0.0.1:9876"}
+	cases := map[string]func() error{
+		"no parker": func() error { _, err := consumer.New(ns, "g", "t", h); return err },
+		"nil handler": func() error {
+			_, err := consumer.New(ns, "g", "t", nil, consumer.WithParker(dead))
+			return err
+		},
+		"attempts": func() error {
+			_, err := consumer.New(ns, "g", "t", h, consumer.WithParker(dead), consumer.WithMaxAttempts(17))
+			return err
+		},
+		"retention below redelivery span": func() error {
+			_, err := consumer.New(ns, "g", "t", h, consumer.WithParker(dead), consumer.WithGuard(shortGuard))
+			return err
+		},
+		"orderly without guard": func() error {
+			_, err := consumer.NewOrderly(ns, "g", "t", h, consumer.ParkMessage, consumer.WithParker(dead))
+			return err
+		},
+		"delay beyond levels": func() error {
+			_, err := consumer.New(ns, "g", "t", h, consumer.WithParker(dead), consumer.WithRetryDelay(3*time.Hour))
+			return err
+		},
+	}
+	for name, fn := range cases {
+		if err := fn(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if span := consumer.RedeliverySpan(4, 0, nil, time.Minute); span != 4*time.Minute+10*time.Second+30*time.Second+time.Minute {
+		t.Errorf("span = %v", span)
+	}
+}

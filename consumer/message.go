@@ -1,0 +1,115 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+)
+
+// Message is one delivery handed to a [Handler].
+type Message struct {
+	// Topic is the topic the message was sent to, also on redeliveries
+	// from the group's retry topic.
+	Topic string
+	// MsgID is the client message id (UNIQ_KEY); the same on every
+	// redelivery of this message, different on a resend by the outbox.
+	MsgID       string
+	Keys        []string
+	Tag         string
+	ShardingKey string
+	// Properties are the user properties (system ones removed).
+	Properties map[string]string
+	Body       []byte
+	// Attempt is 1 on the first delivery and grows with each redelivery.
+	Attempt     int
+	Queue       int
+	QueueOffset int64
+	BornTime    time.Time
+}
+
+// Handler handles one message. Returning nil acknowledges it; an error (or
+// a panic) makes it a retry, and after the attempt cap it is parked.
+// Wrap an error with [Permanent] to park at once. The ctx is cancelled when
+// [Consumer.Close] gives up waiting (see [WithDrainTimeout]).
+type Handler func(ctx context.Context, m *Message) error
+
+// FromClient converts the official client's message. The orderly package
+// uses it; applications do not need it.
+func FromClient(ext *primitive.MessageExt) *Message {
+	m := &Message{
+		Topic:       ext.Topic,
+		MsgID:       ext.MsgId,
+		Tag:         ext.GetTags(),
+		ShardingKey: ext.GetShardingKey(),
+		Body:        ext.Body,
+		Attempt:     int(ext.ReconsumeTimes) + 1,
+		QueueOffset: ext.QueueOffset,
+		BornTime:    time.UnixMilli(ext.BornTimestamp),
+	}
+	if ext.Queue != nil {
+		m.Queue = ext.Queue.QueueId
+	}
+	if rt := ext.GetProperty(remoting.PropRetryTopic); rt != "" && strings.HasPrefix(m.Topic, "%RETRY%") {
+		m.Topic = rt
+	}
+	if k := ext.GetKeys(); k != "" {
+		m.Keys = strings.Fields(k)
+	}
+	for name, v := range ext.GetProperties() {
+		if !remoting.IsSystemProperty(name) {
+			if m.Properties == nil {
+				m.Properties = make(map[string]string)
+			}
+			m.Properties[name] = v
+		}
+	}
+	return m
+}
+
+// Key is the default business key: the message keys joined by spaces.
+func Key(m *Message) string { return strings.Join(m.Keys, " ") }
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one no retry can fix: the message is parked for
+// manual handling at once.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err}
+}
+
+// IsPermanent reports whether err was marked with [Permanent].
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// PanicError is what a handler panic becomes: a retryable error carrying
+// the panic value and stack.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("consumer: handler panic: %v", e.Value) }
+
+// Invoke runs h on m, turning a panic into a *[PanicError].
+func Invoke(ctx context.Context, h Handler, m *Message) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return h(ctx, m)
+}

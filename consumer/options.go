@@ -1,0 +1,180 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+)
+
+// maxBrokerRetries is the client's MaxReconsumeTimes: the broker moves a
+// message to %DLQ% after this many retries. The consumer parks far
+// earlier; this only bounds messages that stay Busy.
+const maxBrokerRetries = 16
+
+type config struct {
+	guard        *idempotency.Guard
+	keyFunc      func(*Message) string
+	parker       Parker
+	alert        func(context.Context, *DeadLetter)
+	maxAttempts  int
+	retryDelay   time.Duration
+	delayLevels  []time.Duration
+	drainTimeout time.Duration
+	handlerTTL   time.Duration
+	selector     string
+	instance     string
+	goroutines   int
+	logger       *slog.Logger
+}
+
+// Option configures a [Consumer], concurrent or orderly.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// WithGuard makes the handler run once per business key (see
+// [WithKeyFunc]) while the guard retains the key. Default: no guard, every
+// delivery runs the handler. Required by the orderly consumer, whose
+// attempt count lives in the guard's store.
+func WithGuard(g *idempotency.Guard) Option { return optionFunc(func(c *config) { c.guard = g }) }
+
+// WithKeyFunc sets how the business key is read from a message. Default
+// [Key]: the message keys joined by spaces. A message whose key is empty is
+// parked (never run unguarded, never acknowledged silently). Never use the
+// MsgID: resends get new ones.
+func WithKeyFunc(fn func(*Message) string) Option {
+	return optionFunc(func(c *config) { c.keyFunc = fn })
+}
+
+// WithParker sets where messages are parked after the attempt cap
+// (usually a [DeadLetters] table). Required.
+func WithParker(p Parker) Option { return optionFunc(func(c *config) { c.parker = p }) }
+
+// WithAlert sets a function called once for each newly parked message,
+// after it is recorded. Default: none (parked messages are also logged at
+// Error).
+func WithAlert(fn func(context.Context, *DeadLetter)) Option {
+	return optionFunc(func(c *config) { c.alert = fn })
+}
+
+// WithMaxAttempts sets how many deliveries a failing message gets before
+// it is parked, 1 to 16. Default 4 (three retries).
+func WithMaxAttempts(n int) Option { return optionFunc(func(c *config) { c.maxAttempts = n }) }
+
+// WithRetryDelay sets the wait before a retry, rounded up to a broker delay
+// level (see [WithDelayLevels]). Default: the broker's schedule for
+// retries, 10 s, 30 s, 1 m, 2 m, ... by attempt. For the orderly consumer it
+// is the queue's suspend time; there the default is 1 s.
+func WithRetryDelay(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.retryDelay = d })
+}
+
+// WithDelayLevels sets the broker's delay level table (its
+// messageDelayLevel). Default the broker's default table.
+func WithDelayLevels(levels []time.Duration) Option {
+	return optionFunc(func(c *config) { c.delayLevels = slices.Clone(levels) })
+}
+
+// WithDrainTimeout bounds how long [Consumer.Close] waits for running
+// handlers before cancelling their ctx (it then waits for them to return).
+// Default 30 s.
+func WithDrainTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.drainTimeout = d })
+}
+
+// WithHandlerTimeout sets a deadline on each handler call's ctx. A handler
+// that overruns it fails (and is retried) only if it honours the ctx.
+// Default: none.
+func WithHandlerTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.handlerTTL = d })
+}
+
+// WithTagExpression subscribes to some tags only ("paid || refunded").
+// Default "*".
+func WithTagExpression(expr string) Option { return optionFunc(func(c *config) { c.selector = expr }) }
+
+// WithInstanceName sets the client's instance name. Default: unique per
+// consumer.
+func WithInstanceName(name string) Option { return optionFunc(func(c *config) { c.instance = name }) }
+
+// WithConcurrency sets how many handlers run at once. Default 20.
+func WithConcurrency(n int) Option { return optionFunc(func(c *config) { c.goroutines = n }) }
+
+// WithLogger sets the logger. Default: discard.
+func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
+
+func newConfig(opts []Option, orderly bool) (*config, error) {
+	c := &config{
+		keyFunc: Key, maxAttempts: 4, delayLevels: delaylevel.Default, drainTimeout: 30 * time.Second,
+		selector: "*", goroutines: 20,
+	}
+	if orderly {
+		c.retryDelay = time.Second
+	}
+	for _, o := range opts {
+		o.apply(c)
+	}
+	var errs []error
+	if orderly && c.guard == nil {
+		errs = append(errs, errors.New("consumer: an orderly consumer needs a guard (WithGuard): its attempt count must survive restarts"))
+	}
+	if c.parker == nil {
+		errs = append(errs, errors.New("consumer: a parker is required (WithParker): failing messages must go somewhere a human sees"))
+	}
+	if c.keyFunc == nil {
+		errs = append(errs, errors.New("consumer: nil key func"))
+	}
+	if c.maxAttempts < 1 || c.maxAttempts > maxBrokerRetries {
+		errs = append(errs, fmt.Errorf("consumer: max attempts %d outside [1, %d]", c.maxAttempts, maxBrokerRetries))
+	}
+	if err := delaylevel.Validate(c.delayLevels); err != nil {
+		errs = append(errs, fmt.Errorf("consumer: %w", err))
+	} else if _, err := delaylevel.Level(c.delayLevels, c.retryDelay); err != nil {
+		errs = append(errs, fmt.Errorf("consumer: retry delay: %w", err))
+	}
+	if c.retryDelay < 0 || c.drainTimeout < 0 || c.handlerTTL < 0 {
+		errs = append(errs, errors.New("consumer: negative duration"))
+	}
+	if c.goroutines < 1 {
+		errs = append(errs, fmt.Errorf("consumer: concurrency %d < 1", c.goroutines))
+	}
+	if c.guard != nil && !orderly {
+		if span := RedeliverySpan(c.maxAttempts, c.retryDelay, c.delayLevels, c.guard.Lease()); c.guard.Retention() < span {
+			errs = append(errs, fmt.Errorf("consumer: guard retention %v shorter than the redelivery span %v", c.guard.Retention(), span))
+		}
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	return c, errors.Join(errs...)
+}
+
+// RedeliverySpan is the longest time over which a message's deliveries
+// can be spread: the retry delays of maxAttempts-1 retries plus one lease
+// per attempt (a crashed handler holds its key that long). A guard's
+// retention must be at least this long or a late retry of an applied
+// message would run again. retryDelay 0 means the broker schedule: retry
+// r (0-based) waits delay level 3+r. nil levels means the broker default.
+func RedeliverySpan(maxAttempts int, retryDelay time.Duration, levels []time.Duration, lease time.Duration) time.Duration {
+	if len(levels) == 0 {
+		levels = delaylevel.Default
+	}
+	span := time.Duration(maxAttempts) * lease
+	for r := range maxAttempts - 1 {
+		if retryDelay > 0 {
+			l, _ := delaylevel.Level(levels, retryDelay)
+			span += delaylevel.Of(levels, l)
+		} else {
+			span += delaylevel.Of(levels, 3+r)
+		}
+	}
+	return span
+}
