@@ -140,9 +140,12 @@ func TestSameKeyToTwoConsumersAppliesOnce(t *testing.T) {
 		}
 	}
 	f.eventually("every order applied", func() bool { return eff.total() >= orders })
+	// A rebalance between the two consumers can redeliver more; each extra
+	// delivery is one more suppressed duplicate.
 	f.eventually("every duplicate suppressed", func() bool {
-		return a.Stats().Duplicates+b.Stats().Duplicates == orders
+		return a.Stats().Duplicates+b.Stats().Duplicates >= orders
 	})
+	f.settle()
 	for i := range orders {
 		if n := eff.count(fmt.Sprint("order-", i)); n != 1 {
 			t.Errorf("order-%d applied %d times", i, n)

@@ -1,0 +1,59 @@
+// Package consumer consumes RocketMQ messages without losing them and,
+// with an idempotency guard, without applying any twice.
+//
+// A [Consumer] wraps the official push consumer (batch size 1, a unique
+// instance name, the client's logger contained). The handler is
+// func(ctx, *Message) error:
+//   - nil acknowledges the message;
+//   - an error or a panic (a *[PanicError]) is a retry, never an ack: the
+//     message comes back after [WithRetryDelay] through the group's
+//     %RETRY% topic;
+//   - at the attempt cap ([WithMaxAttempts], default 4) or on a
+//     [Permanent] error the message is parked with its error and attempt
+//     count in a [Parker] (the [DeadLetters] table), the alert hook fires
+//     once, and the message is acknowledged;
+//   - a failure of the guard or of the parker is a retry too.
+//
+// With [WithGuard] each business key ([WithKeyFunc], default the message
+// keys) runs once per consumer group while the guard retains it:
+// redeliveries after a lost offset commit, a rebalance or an outbox resend
+// are acknowledged without running. A message with no key is parked rather
+// than run unguarded. The guard's retention must cover [RedeliverySpan].
+//
+// [NewOrderly] consumes each queue serially: with messages sent by
+// sharding key (producer.Message.ShardingKey) a key's messages are handled
+// in send order. A failure suspends the queue for the retry delay and
+// retries the same message (the client's other results would skip it);
+// the attempt count lives in the guard's store, so the cap holds across
+// restarts. At the cap the message is parked, and under [ParkKey] every
+// later message of its key is parked behind it until a human replays or
+// discards the first.
+//
+// # Manual handling
+//
+// [DeadLetters] lists, shows, replays (a new send to the original topic
+// with the original keys, tag, properties and sharding key; the guard
+// forgot the key when it was parked, so the replay runs once) and discards
+// parked messages. `reliablemq dead` is the same from the command line.
+//
+// # Shutdown
+//
+// [Consumer.Close] stops intake, waits for running handlers up to
+// [WithDrainTimeout], then cancels their ctx and still waits for them, and
+// only then shuts the client down, so nothing touches a store after Close
+// returns and an orderly queue is unlocked only when its handler is done.
+// Messages delivered but not handled are redelivered after a restart.
+//
+// # Limits
+//
+// Delivery is at least once; exactly-once effects need the guard, and in
+// claim mode a crash between the effect and recording it can still repeat
+// the effect after the lease (use idempotency.TxGuard inside the handler
+// when the effect is a write to the same MySQL database). A new group
+// starts from the first retained message (ConsumeFromFirstOffset). The
+// client routes a group's %RETRY% topic only once it exists: on a real
+// broker, create it with the group (or expect the first retry to wait for a
+// route refresh, up to about a minute). If the broker rejects a send-back,
+// the official client drops the message (apache/rocketmq-client-go#1106);
+// such a message is not retried by this package.
+package consumer
