@@ -277,6 +277,8 @@ type verdict int
 
 const (
 	ack verdict = iota
+	// busy: another consumer holds the key; come back after about a lease.
+	busy
 	retry
 	closing
 )
@@ -293,6 +295,18 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 	case retry:
 		if cc, ok := primitive.GetConcurrentlyCtx(ctx); ok && c.cfg.retryDelay > 0 {
 			cc.DelayLevelWhenNextConsume, _ = delaylevel.Level(c.cfg.delayLevels, c.cfg.retryDelay) // validated in New
+		}
+		return rmqconsumer.ConsumeRetryLater, nil
+	case busy:
+		// Each send-back spends one of the broker's 16 retries: wait about
+		// a lease, so a key held by a crashed consumer frees before they
+		// run out.
+		if cc, ok := primitive.GetConcurrentlyCtx(ctx); ok {
+			level, err := delaylevel.Level(c.cfg.delayLevels, c.cfg.guard.Lease())
+			if err != nil {
+				level = len(c.cfg.delayLevels)
+			}
+			cc.DelayLevelWhenNextConsume = level
 		}
 		return rmqconsumer.ConsumeRetryLater, nil
 	}
@@ -361,7 +375,7 @@ func (c *Consumer) deliver(parent context.Context, m *Message) verdict {
 			return ack
 		case idempotency.Busy:
 			c.stats.busy.Add(1)
-			return retry
+			return busy
 		}
 		if c.orderly {
 			m.Attempt = claim.Attempt // survives restarts, unlike the client's count

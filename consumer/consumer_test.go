@@ -329,3 +329,75 @@ func TestConfigurationIsValidated(t *testing.T) {
 		t.Errorf("span = %v", span)
 	}
 }
+
+func TestCrashMidHandlerLeaseExpiryLetsTheRedeliveryRunOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	g := f.guard(idempotency.WithLease(3 * time.Second))
+	// A consumer that crashed mid-handler: its claim is held, never done.
+	crashed, err := g.Claim(context.Background(), "order-3")
+	if err != nil || crashed.Outcome != idempotency.Acquired {
+		t.Fatalf("claim: %v %v", crashed, err)
+	}
+	held := time.Now()
+	eff := newEffects()
+	var ranAt atomic.Int64
+	h := func(ctx context.Context, m *consumer.Message) error {
+		ranAt.Store(time.Now().UnixNano())
+		eff.apply(consumer.Key(m), string(m.Body))
+		return nil
+	}
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead)))
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"order-3"}})
+	f.eventually("handled after the lease", func() bool { return eff.count("order-3") == 1 })
+	f.settle()
+	if n := eff.count("order-3"); n != 1 {
+		t.Fatalf("applied %d times", n)
+	}
+	if ran := time.Unix(0, ranAt.Load()); ran.Sub(held) < 3*time.Second {
+		t.Fatalf("ran %v after the crashed claim, before its 3s lease ended", ran.Sub(held))
+	}
+	if st := c.Stats(); st.Busy == 0 || st.Parked != 0 {
+		t.Fatalf("stats %+v; want busy retries and no park", st)
+	}
+	if err := crashed.Complete(context.Background()); !errors.Is(err, idempotency.ErrLostClaim) {
+		t.Fatalf("the crashed owner completing late: %v, want ErrLostClaim", err)
+	}
+}
+
+// flakyStore fails its first n claims, like a MySQL that is down.
+type flakyStore struct {
+	idempotency.Store
+	fail atomic.Int32
+}
+
+func (s *flakyStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (idempotency.Outcome, int, error) {
+	if s.fail.Add(-1) >= 0 {
+		return 0, 0, errors.New("dial tcp 127.0.0.1:3306: connect: connection refused")
+	}
+	return s.Store.Claim(ctx, group, key, token, lease)
+}
+
+func TestMySQLGuardDownRetriesNeverAcks(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	ms, err := idempotency.NewMySQLStore(f.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &flakyStore{Store: ms}
+	s.fail.Store(3)
+	g, err := idempotency.NewGuard(f.group, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	h := func(ctx context.Context, m *consumer.Message) error { calls.Add(1); return nil }
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
+		consumer.WithRetryDelay(time.Second), consumer.WithMaxAttempts(2)))
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
+	f.eventually("handled once the database is back", func() bool { return c.Stats().Handled == 1 })
+	if st := c.Stats(); st.StoreErrors != 3 || calls.Load() != 1 || st.Parked != 0 {
+		t.Fatalf("stats %+v calls %d; want 3 store errors retried (store failures never park), then 1 call", st, calls.Load())
+	}
+}

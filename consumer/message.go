@@ -15,7 +15,7 @@ import (
 // Message is one delivery handed to a [Handler].
 type Message struct {
 	// Topic is the topic the message was sent to, also on redeliveries
-	// from the group's retry topic.
+	// from the group's retry topic and on messages drained from its DLQ.
 	Topic string
 	// MsgID is the client message id (UNIQ_KEY); the same on every
 	// redelivery of this message, different on a resend by the outbox.
@@ -55,7 +55,8 @@ func FromClient(ext *primitive.MessageExt) *Message {
 	if ext.Queue != nil {
 		m.Queue = ext.Queue.QueueId
 	}
-	if rt := ext.GetProperty(remoting.PropRetryTopic); rt != "" && strings.HasPrefix(m.Topic, "%RETRY%") {
+	if rt := ext.GetProperty(remoting.PropRetryTopic); rt != "" &&
+		(strings.HasPrefix(m.Topic, "%RETRY%") || strings.HasPrefix(m.Topic, "%DLQ%")) {
 		m.Topic = rt
 	}
 	if k := ext.GetKeys(); k != "" {
