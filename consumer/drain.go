@@ -213,4 +213,3 @@ func updatePerm(ctx context.Context, broker, topic string, read, write int) erro
 	}
 	return nil
 }
-
