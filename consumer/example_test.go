@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -21,20 +20,6 @@ import (
 	"github.com/seed157d4c4d/reliablemq/producer"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
-
-// memoryParker keeps parked messages in memory; production code parks
-// into a consumer.DeadLetters table.
-type memoryParker struct {
-	mu     sync.Mutex
-	parked []*consumer.DeadLetter
-}
-
-func (p *memoryParker) Park(_ context.Context, d *consumer.DeadLetter) (bool, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.parked = append(p.parked, d)
-	return true, nil
-}
 
 func Example() {
 	broker, err := rmqtest.Start()

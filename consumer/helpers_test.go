@@ -160,3 +160,17 @@ func (e *effects) total() int {
 	}
 	return s
 }
+
+// memoryParker keeps parked messages in memory; production code parks
+// into a consumer.DeadLetters table.
+type memoryParker struct {
+	mu     sync.Mutex
+	parked []*consumer.DeadLetter
+}
+
+func (p *memoryParker) Park(_ context.Context, d *consumer.DeadLetter) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.parked = append(p.parked, d)
+	return true, nil
+}
