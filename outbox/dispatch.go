@@ -1,0 +1,402 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/producer"
+)
+
+type queries struct {
+	insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimIDs, claimed, predecessor,
+	markSent, markResent, retryLater, markDead, release, giveUp, purge, pending, dead string
+}
+
+const columns = "id, topic, biz_key, tag, sharding_key, properties, body, delay_ms, status, attempts, next_attempt_at," +
+	" last_error, msg_id, created_at, updated_at, sent_at"
+
+func newQueries(t string) queries {
+	return queries{
+		insert: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
+			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)" +
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, NOW(6), '', '', '', NOW(6), NOW(6))" +
+			" ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
+		confirm: "UPDATE " + t + " SET status = 2, updated_at = NOW(6)" +
+			" WHERE topic = ? AND key_hash = ? AND biz_key = ? AND status IN (0, 1)",
+		replay: "UPDATE " + t + " SET status = 0, attempts = 0, next_attempt_at = NOW(6), lease_owner = '', updated_at = NOW(6)" +
+			" WHERE id = ? AND status = 3",
+		get:  "SELECT " + columns + " FROM " + t + " WHERE id = ?",
+		list: "SELECT " + columns + " FROM " + t + " WHERE status = ? AND id > ? ORDER BY id LIMIT ?",
+		selectDue: "SELECT id FROM " + t + " WHERE status = 0 AND next_attempt_at <= NOW(6)" +
+			" ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
+		selectUnconfirmed: "SELECT id FROM " + t + " WHERE status = 1 AND next_attempt_at <= NOW(6)" +
+			" AND sent_at < NOW(6) - INTERVAL ? MICROSECOND ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
+		claimIDs: "UPDATE " + t + " SET lease_owner = ?, next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND" +
+			" WHERE id IN (?) AND status = ? AND next_attempt_at <= NOW(6)",
+		claimed: "SELECT " + columns + " FROM " + t + " WHERE id IN (?) AND lease_owner = ? ORDER BY id",
+		predecessor: "SELECT 1 FROM " + t + " WHERE sharding_hash = ? AND id < ? AND status IN (0, 3)" +
+			" AND sharding_key = ? LIMIT 1",
+		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, msg_id = ?, last_error = '', lease_owner = ''," +
+			" sent_at = NOW(6), next_attempt_at = NOW(6), updated_at = NOW(6) WHERE id = ? AND status = 0 AND lease_owner = ?",
+		markResent: "UPDATE " + t + " SET attempts = attempts + 1, msg_id = ?, lease_owner = '', sent_at = NOW(6)," +
+			" next_attempt_at = NOW(6), updated_at = NOW(6) WHERE id = ? AND status = 1 AND lease_owner = ?",
+		retryLater: "UPDATE " + t + " SET attempts = attempts + 1, last_error = ?, lease_owner = ''," +
+			" next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND, updated_at = NOW(6)" +
+			" WHERE id = ? AND status = ? AND lease_owner = ?",
+		markDead: "UPDATE " + t + " SET status = 3, attempts = attempts + 1, last_error = ?, lease_owner = ''," +
+			" updated_at = NOW(6) WHERE id = ? AND status = 0 AND lease_owner = ?",
+		release: "UPDATE " + t + " SET lease_owner = '', next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND" +
+			" WHERE id = ? AND lease_owner = ?",
+		// An unconfirmed row out of resends stays Sent and is no longer due.
+		giveUp: "UPDATE " + t + " SET lease_owner = '', last_error = ?, next_attempt_at = '9999-12-31 00:00:00'," +
+			" updated_at = NOW(6) WHERE id = ? AND status = 1 AND lease_owner = ?",
+		purge:   "DELETE FROM " + t + " WHERE status = ? AND updated_at < NOW(6) - INTERVAL ? MICROSECOND LIMIT ?",
+		pending: "SELECT COUNT(*), MIN(created_at) FROM " + t + " WHERE status = 0",
+		dead:    "SELECT COUNT(*) FROM " + t + " WHERE status = 3",
+	}
+}
+
+type dbRow struct {
+	ID            int64      `db:"id"`
+	Topic         string     `db:"topic"`
+	Key           []byte     `db:"biz_key"`
+	Tag           []byte     `db:"tag"`
+	ShardingKey   []byte     `db:"sharding_key"`
+	Properties    []byte     `db:"properties"`
+	Body          []byte     `db:"body"`
+	DelayMillis   int64      `db:"delay_ms"`
+	Status        int        `db:"status"`
+	Attempts      int        `db:"attempts"`
+	NextAttemptAt time.Time  `db:"next_attempt_at"`
+	LastError     string     `db:"last_error"`
+	MsgID         string     `db:"msg_id"`
+	CreatedAt     time.Time  `db:"created_at"`
+	UpdatedAt     time.Time  `db:"updated_at"`
+	SentAt        *time.Time `db:"sent_at"`
+}
+
+func (d *dbRow) row() (*Row, error) {
+	r := &Row{ID: d.ID, Message: Message{Topic: d.Topic, Key: string(d.Key), Body: d.Body, Tag: string(d.Tag),
+		ShardingKey: string(d.ShardingKey), Delay: time.Duration(d.DelayMillis) * time.Millisecond},
+		Status: Status(d.Status), Attempts: d.Attempts, NextAttemptAt: d.NextAttemptAt, LastError: d.LastError,
+		MsgID: d.MsgID, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, SentAt: d.SentAt}
+	if err := json.Unmarshal(d.Properties, &r.Properties); err != nil {
+		return nil, fmt.Errorf("outbox: row %d properties: %w", d.ID, err)
+	}
+	return r, nil
+}
+
+// BatchReport counts what one dispatch did.
+type BatchReport struct {
+	// Claimed rows, Sent (or resent) successfully, Failed and retried
+	// later, made Dead, Blocked behind an earlier row of their sharding
+	// key, and rows whose claim another relay took over (LostClaims).
+	Claimed, Sent, Failed, Dead, Blocked, LostClaims int
+}
+
+// Add adds o's counts to b.
+func (b *BatchReport) Add(o BatchReport) {
+	b.Claimed += o.Claimed
+	b.Sent += o.Sent
+	b.Failed += o.Failed
+	b.Dead += o.Dead
+	b.Blocked += o.Blocked
+	b.LostClaims += o.LostClaims
+}
+
+// Dispatch claims the given Pending rows that are due and sends them.
+func (r *Relay) Dispatch(ctx context.Context, ids ...int64) (BatchReport, error) {
+	owner := newToken()
+	q, args, err := sqlx.In(r.q.claimIDs, owner, r.cfg.lease.Microseconds(), ids, int(Pending))
+	if err != nil {
+		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+	}
+	if _, err := r.db.ExecContext(ctx, q, args...); err != nil {
+		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+	}
+	return r.sendClaimed(ctx, owner, ids, false)
+}
+
+// DispatchDue claims up to limit due Pending rows (oldest due first,
+// skipping rows other relays have locked) and sends them.
+func (r *Relay) DispatchDue(ctx context.Context, limit int) (BatchReport, error) {
+	return r.claimAndSend(ctx, r.q.selectDue, []any{limit}, Pending, false)
+}
+
+// ResendUnconfirmed claims up to limit Sent rows not confirmed within
+// timeout and sends them again (a new message with the same key: the
+// consumer's guard absorbs the duplicate). After maxAttempts sends in all
+// a row is given up on: it stays Sent, is no longer resent, and the alert
+// fires.
+func (r *Relay) ResendUnconfirmed(ctx context.Context, timeout time.Duration, limit int) (BatchReport, error) {
+	return r.claimAndSend(ctx, r.q.selectUnconfirmed, []any{timeout.Microseconds(), limit}, Sent, true)
+}
+
+func (r *Relay) claimAndSend(ctx context.Context, selectQ string, selectArgs []any, status Status, resend bool) (BatchReport, error) {
+	owner := newToken()
+	tx, err := r.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	var ids []int64
+	if err := tx.SelectContext(ctx, &ids, selectQ, selectArgs...); err != nil {
+		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+	}
+	if len(ids) == 0 {
+		return BatchReport{}, nil
+	}
+	q, args, err := sqlx.In(r.q.claimIDs, owner, r.cfg.lease.Microseconds(), ids, int(status))
+	if err != nil {
+		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+	}
+	return r.sendClaimed(ctx, owner, ids, resend)
+}
+
+// sendClaimed sends the rows owner holds among ids. Rows of one sharding
+// key go in id order, one at a time, each marked Sent before the next is
+// sent; other rows go concurrently.
+func (r *Relay) sendClaimed(ctx context.Context, owner string, ids []int64, resend bool) (BatchReport, error) {
+	q, args, err := sqlx.In(r.q.claimed, ids, owner)
+	if err != nil {
+		return BatchReport{}, fmt.Errorf("outbox: load claimed: %w", err)
+	}
+	var rows []dbRow
+	if err := r.db.SelectContext(ctx, &rows, q, args...); err != nil {
+		return BatchReport{}, fmt.Errorf("outbox: load claimed: %w", err)
+	}
+	groups := map[string][]*Row{}
+	var order []string
+	for i := range rows {
+		row, err := rows[i].row()
+		if err != nil {
+			return BatchReport{}, err
+		}
+		g := row.ShardingKey
+		if g == "" {
+			g = fmt.Sprint("\x00", row.ID) // unordered: a group of its own
+		}
+		if _, ok := groups[g]; !ok {
+			order = append(order, g)
+		}
+		groups[g] = append(groups[g], row)
+	}
+	sort.Strings(order)
+	var (
+		mu     sync.Mutex
+		report = BatchReport{Claimed: len(rows)}
+		errs   []error
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, r.cfg.concurrency)
+	)
+	for _, g := range order {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			rep, err := r.sendGroup(ctx, owner, groups[g], resend)
+			mu.Lock()
+			report.Add(rep)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return report, errors.Join(errs...)
+}
+
+// blockedRetry is how long a row waits when an earlier row of its
+// sharding key is not Sent yet.
+const blockedRetry = time.Second
+
+func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend bool) (BatchReport, error) {
+	var rep BatchReport
+	for i, row := range rows {
+		if row.ShardingKey != "" && !resend {
+			var one int
+			err := r.db.GetContext(ctx, &one, r.q.predecessor, hash(row.ShardingKey), row.ID, []byte(row.ShardingKey))
+			if err == nil { // an earlier row of the key is Pending or Dead
+				rep.Blocked += len(rows) - i
+				return rep, r.releaseAll(ctx, owner, rows[i:])
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return rep, errors.Join(fmt.Errorf("outbox: predecessor of %d: %w", row.ID, err), r.releaseAll(ctx, owner, rows[i:]))
+			}
+		}
+		if resend && row.Attempts >= r.cfg.maxAttempts {
+			n, err := r.exec(ctx, r.q.giveUp, fmt.Sprintf("no consumer confirmed it after %d sends", row.Attempts), row.ID, owner)
+			if err != nil {
+				return rep, fmt.Errorf("outbox: give up %d: %w", row.ID, err)
+			}
+			if n == 1 {
+				r.dead(ctx, row, "unconfirmed after resends", &rep)
+			}
+			continue
+		}
+		res, sendErr := r.pub.Send(ctx, producer.Message{Topic: row.Topic, Body: row.Body, Keys: []string{row.Key},
+			Tag: row.Tag, Properties: row.Properties, ShardingKey: row.ShardingKey, Delay: row.Delay})
+		if sendErr == nil || producer.IsNotDurable(sendErr) {
+			q := r.q.markSent
+			if resend {
+				q = r.q.markResent
+			}
+			n, err := r.exec(ctx, q, res.MsgID, row.ID, owner)
+			if err != nil {
+				return rep, fmt.Errorf("outbox: mark %d sent: %w", row.ID, err)
+			}
+			if n == 0 {
+				rep.LostClaims++
+			} else {
+				rep.Sent++
+			}
+			continue
+		}
+		if err := r.fail(ctx, owner, row, sendErr, resend, &rep); err != nil {
+			return rep, err
+		}
+		if row.ShardingKey != "" && i+1 < len(rows) {
+			rep.Blocked += len(rows) - i - 1
+			return rep, r.releaseAll(ctx, owner, rows[i+1:])
+		}
+	}
+	return rep, nil
+}
+
+func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error, resend bool, rep *BatchReport) error {
+	attempts := row.Attempts + 1
+	text := sendErr.Error()
+	switch {
+	case resend && attempts >= r.cfg.maxAttempts:
+		n, err := r.exec(ctx, r.q.giveUp, "unconfirmed after resends: "+text, row.ID, owner)
+		if err != nil {
+			return fmt.Errorf("outbox: give up %d: %w", row.ID, err)
+		}
+		if n == 1 {
+			r.dead(ctx, row, text, rep)
+		}
+	case !resend && (attempts >= r.cfg.maxAttempts || producer.IsPermanent(sendErr)):
+		n, err := r.exec(ctx, r.q.markDead, text, row.ID, owner)
+		if err != nil {
+			return fmt.Errorf("outbox: mark %d dead: %w", row.ID, err)
+		}
+		if n == 1 {
+			r.dead(ctx, row, text, rep)
+		}
+	default:
+		status := Pending
+		if resend {
+			status = Sent
+		}
+		if _, err := r.exec(ctx, r.q.retryLater, text, r.backoff(attempts).Microseconds(), row.ID, int(status), owner); err != nil {
+			return fmt.Errorf("outbox: reschedule %d: %w", row.ID, err)
+		}
+		rep.Failed++
+		r.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "outbox send failed, retrying later", slog.Int64("id", row.ID),
+			slog.String("topic", row.Topic), slog.Int("attempt", attempts), slog.Any("error", sendErr))
+	}
+	return nil
+}
+
+// dead reports a row given up on: made Dead, or (unconfirmed) no longer
+// resent.
+func (r *Relay) dead(ctx context.Context, row *Row, text string, rep *BatchReport) {
+	rep.Dead++
+	if row.Status == Pending {
+		row.Status, row.Attempts = Dead, row.Attempts+1
+	}
+	row.LastError = text
+	r.cfg.logger.LogAttrs(ctx, slog.LevelError, "outbox row dead: a human must act", slog.Int64("id", row.ID),
+		slog.String("topic", row.Topic), slog.String("keys", row.Key), slog.String("error", text))
+	if r.cfg.alert != nil {
+		r.cfg.alert(ctx, row)
+	}
+}
+
+func (r *Relay) releaseAll(ctx context.Context, owner string, rows []*Row) error {
+	var errs []error
+	for _, row := range rows {
+		if _, err := r.exec(ctx, r.q.release, blockedRetry.Microseconds(), row.ID, owner); err != nil {
+			errs = append(errs, fmt.Errorf("outbox: release %d: %w", row.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Relay) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	res, err := r.db.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+
+// Purge deletes, batch rows at a time, rows in a final state not updated
+// for retention: Confirmed rows, and Sent rows too when includeSent (no
+// consumer confirmation in use). It returns the number deleted.
+func (r *Relay) Purge(ctx context.Context, retention time.Duration, includeSent bool, batch int) (int64, error) {
+	if batch <= 0 {
+		return 0, fmt.Errorf("outbox: purge batch %d <= 0", batch)
+	}
+	statuses := []Status{Confirmed}
+	if includeSent {
+		statuses = append(statuses, Sent)
+	}
+	var total int64
+	for _, s := range statuses {
+		for {
+			n, err := r.exec(ctx, r.q.purge, int(s), retention.Microseconds(), batch)
+			if err != nil {
+				return total, fmt.Errorf("outbox: purge: %w", err)
+			}
+			total += n
+			if n < int64(batch) {
+				break
+			}
+		}
+	}
+	return total, nil
+}
+
+// Backlog describes the rows still to be delivered.
+type Backlog struct {
+	Pending int64
+	// OldestPending is the age of the oldest Pending row, 0 when none.
+	OldestPending time.Duration
+	DeadRows      int64
+}
+
+// Backlog counts Pending and Dead rows.
+func (r *Relay) Backlog(ctx context.Context) (Backlog, error) {
+	var b Backlog
+	var oldest *time.Time
+	if err := r.db.QueryRowxContext(ctx, r.q.pending).Scan(&b.Pending, &oldest); err != nil {
+		return b, fmt.Errorf("outbox: backlog: %w", err)
+	}
+	var now time.Time
+	if oldest != nil {
+		if err := r.db.GetContext(ctx, &now, "SELECT NOW(6)"); err != nil {
+			return b, fmt.Errorf("outbox: backlog: %w", err)
+		}
+		b.OldestPending = now.Sub(*oldest)
+	}
+	if err := r.db.GetContext(ctx, &b.DeadRows, r.q.dead); err != nil {
+		return b, fmt.Errorf("outbox: backlog: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,378 @@
+package outbox
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/producer"
+)
+
+// Message is one outbox entry.
+type Message struct {
+	Topic string
+	// Key is the business key: unique per topic in the outbox (a retried
+	// API call enqueues once), sent as the message key, and what the
+	// consumer's idempotency guard dedups on. No spaces.
+	Key  string
+	Body []byte
+	Tag  string
+	// Properties are user properties sent with the message.
+	Properties map[string]string
+	// ShardingKey makes the entry ordered: entries with the same sharding
+	// key are sent in enqueue order, each only after the previous one is
+	// SENT, to the queue the key hashes to.
+	ShardingKey string
+	Delay       time.Duration
+}
+
+// Status is an outbox row's state. Rows move only forward: Pending ->
+// Sent -> Confirmed, Pending -> Confirmed (the consumer confirmed before
+// the relay recorded the send), Pending -> Dead; Dead -> Pending only by
+// [Relay.Replay].
+type Status int
+
+// Statuses, as stored.
+const (
+	Pending   Status = 0
+	Sent      Status = 1
+	Confirmed Status = 2
+	Dead      Status = 3
+)
+
+func (s Status) String() string {
+	switch s {
+	case Pending:
+		return "pending"
+	case Sent:
+		return "sent"
+	case Confirmed:
+		return "confirmed"
+	case Dead:
+		return "dead"
+	}
+	return fmt.Sprintf("Status(%d)", int(s))
+}
+
+// Row is an outbox row.
+type Row struct {
+	ID int64
+	Message
+	Status        Status
+	Attempts      int
+	NextAttemptAt time.Time
+	LastError     string
+	MsgID         string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	SentAt        *time.Time
+}
+
+// Execer is what Enqueue writes through: *sql.Tx, *sqlx.Tx, *sql.DB and
+// *sqlx.DB all satisfy it. Pass the business transaction.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Publisher sends a message; *producer.Producer implements it.
+type Publisher interface {
+	Send(ctx context.Context, m producer.Message) (producer.Result, error)
+}
+
+var _ Publisher = (*producer.Producer)(nil)
+
+// Errors.
+var (
+	ErrInvalidMessage = errors.New("outbox: invalid message")
+	ErrNotFound       = errors.New("outbox: row not found")
+	ErrNotDead        = errors.New("outbox: row is not dead")
+)
+
+type config struct {
+	table       string
+	lease       time.Duration
+	maxAttempts int
+	backoff     time.Duration
+	maxBackoff  time.Duration
+	concurrency int
+	alert       func(context.Context, *Row)
+	logger      *slog.Logger
+}
+
+// Option configures a [Relay].
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// WithTable sets the outbox table, a plain identifier. Default "mq_log".
+func WithTable(name string) Option { return optionFunc(func(c *config) { c.table = name }) }
+
+// WithLease sets how long a claimed row is reserved for the relay that
+// claimed it; a relay that dies mid-batch frees its rows after this.
+// Default 1 minute.
+func WithLease(d time.Duration) Option { return optionFunc(func(c *config) { c.lease = d }) }
+
+// WithMaxAttempts sets how many failed sends make a row Dead. Default 10.
+func WithMaxAttempts(n int) Option { return optionFunc(func(c *config) { c.maxAttempts = n }) }
+
+// WithBackoff sets the wait after the first failed send and its cap; the
+// wait doubles per attempt with jitter (between half and all of it).
+// Default 1 s, capped at 10 minutes.
+func WithBackoff(first, max time.Duration) Option {
+	return optionFunc(func(c *config) { c.backoff, c.maxBackoff = first, max })
+}
+
+// WithConcurrency sets how many sends a relay runs at once. Default 16.
+func WithConcurrency(n int) Option { return optionFunc(func(c *config) { c.concurrency = n }) }
+
+// WithAlert sets a function called once for each row that becomes Dead.
+// Default none (dead rows are also logged at Error).
+func WithAlert(fn func(context.Context, *Row)) Option {
+	return optionFunc(func(c *config) { c.alert = fn })
+}
+
+// WithLogger sets the logger. Default: discard.
+func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+// Relay writes, sends and tracks outbox rows. It is safe for concurrent
+// use, and any number of relays (in any number of processes) may share a
+// table: rows are claimed with SELECT ... FOR UPDATE SKIP LOCKED and a
+// lease, and every state change is one conditional UPDATE.
+type Relay struct {
+	db  *sqlx.DB
+	pub Publisher
+	cfg config
+	q   queries
+}
+
+// NewRelay returns a relay over db's outbox table, sending through pub.
+func NewRelay(db *sqlx.DB, pub Publisher, opts ...Option) (*Relay, error) {
+	c := config{table: "mq_log", lease: time.Minute, maxAttempts: 10, backoff: time.Second,
+		maxBackoff: 10 * time.Minute, concurrency: 16}
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	var errs []error
+	if db == nil || pub == nil {
+		errs = append(errs, errors.New("outbox: nil db or publisher"))
+	}
+	if !identifier.MatchString(c.table) {
+		errs = append(errs, fmt.Errorf("outbox: table name %q is not a plain identifier", c.table))
+	}
+	if c.lease < time.Second {
+		errs = append(errs, fmt.Errorf("outbox: lease %v < 1s", c.lease))
+	}
+	if c.maxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("outbox: max attempts %d < 1", c.maxAttempts))
+	}
+	if c.backoff <= 0 || c.maxBackoff < c.backoff {
+		errs = append(errs, fmt.Errorf("outbox: backoff %v..%v", c.backoff, c.maxBackoff))
+	}
+	if c.concurrency < 1 {
+		errs = append(errs, fmt.Errorf("outbox: concurrency %d < 1", c.concurrency))
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &Relay{db: db, pub: pub, cfg: c, q: newQueries(c.table)}, nil
+}
+
+var topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)
+
+func validate(m Message) error {
+	switch {
+	case !topicPattern.MatchString(m.Topic):
+		return fmt.Errorf("%w: topic %q", ErrInvalidMessage, m.Topic)
+	case m.Key == "" || strings.ContainsAny(m.Key, " \x01\x02"):
+		return fmt.Errorf("%w: key %q is empty or contains a space or separator", ErrInvalidMessage, m.Key)
+	case len(m.Body) == 0:
+		return fmt.Errorf("%w: empty body", ErrInvalidMessage)
+	case m.Delay < 0:
+		return fmt.Errorf("%w: negative delay", ErrInvalidMessage)
+	}
+	return nil
+}
+
+func hash(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+// Enqueue writes m as a Pending row through ex, normally the business
+// transaction, so the row commits or rolls back with the business data. A
+// second Enqueue of the same topic and key returns the existing row's id
+// with created false (the first message wins).
+func (r *Relay) Enqueue(ctx context.Context, ex Execer, m Message) (id int64, created bool, err error) {
+	if err := validate(m); err != nil {
+		return 0, false, err
+	}
+	props := []byte("{}")
+	if len(m.Properties) > 0 {
+		if props, err = json.Marshal(m.Properties); err != nil {
+			return 0, false, fmt.Errorf("outbox: properties: %w", err)
+		}
+	}
+	res, err := ex.ExecContext(ctx, r.q.insert, m.Topic, hash(m.Key), []byte(m.Key), []byte(m.Tag),
+		[]byte(m.ShardingKey), hash(m.ShardingKey), props, m.Body, m.Delay.Milliseconds())
+	if err != nil {
+		return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
+	}
+	if id, err = res.LastInsertId(); err != nil {
+		return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
+	}
+	return id, n == 1, nil
+}
+
+// Tx is a business transaction started by [Relay.Transact]; rows enqueued
+// through it are sent right after it commits.
+type Tx struct {
+	*sqlx.Tx
+	relay *Relay
+	ids   []int64
+}
+
+// Enqueue writes m in this transaction (see [Relay.Enqueue]).
+func (t *Tx) Enqueue(ctx context.Context, m Message) (int64, error) {
+	id, created, err := t.relay.Enqueue(ctx, t.Tx, m)
+	if err == nil && created {
+		t.ids = append(t.ids, id)
+	}
+	return id, err
+}
+
+// Transact runs fn in a new transaction and commits it; fn's error (or
+// panic) rolls it back. After the commit it sends the rows fn enqueued and
+// marks them Sent. A failed send does not fail Transact: the business data
+// and the rows are committed, and the reconcile job sends what is still
+// Pending. The returned error is only about the transaction.
+func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) error) error {
+	tx, err := r.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("outbox: begin: %w", err)
+	}
+	t := &Tx{Tx: tx, relay: r}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = tx.Rollback() // fn failed or panicked; the rollback error adds nothing
+		}
+	}()
+	if err := fn(ctx, t); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("outbox: commit: %w", err)
+	}
+	committed = true
+	if len(t.ids) > 0 {
+		if _, err := r.Dispatch(ctx, t.ids...); err != nil {
+			r.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "dispatch after commit failed; reconcile will send",
+				slog.Any("ids", t.ids), slog.Any("error", err))
+		}
+	}
+	return nil
+}
+
+// Confirm records, through ex (the consumer's transaction when it shares
+// the database), that the message of topic and key was consumed. Reconcile
+// stops resending it. It reports whether a row moved to Confirmed.
+func (r *Relay) Confirm(ctx context.Context, ex Execer, topic, key string) (bool, error) {
+	res, err := ex.ExecContext(ctx, r.q.confirm, topic, hash(key), []byte(key))
+	if err != nil {
+		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
+	}
+	return n == 1, nil
+}
+
+// Replay moves a Dead row back to Pending with its attempts reset, for
+// the next dispatch.
+func (r *Relay) Replay(ctx context.Context, id int64) error {
+	res, err := r.db.ExecContext(ctx, r.q.replay, id)
+	if err != nil {
+		return fmt.Errorf("outbox: replay %d: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("outbox: replay %d: %w", id, err)
+	} else if n == 0 {
+		if _, err := r.Get(ctx, id); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %d", ErrNotDead, id)
+	}
+	return nil
+}
+
+// Get returns one row, or [ErrNotFound].
+func (r *Relay) Get(ctx context.Context, id int64) (*Row, error) {
+	var rr dbRow
+	err := r.db.GetContext(ctx, &rr, r.q.get, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("outbox: get %d: %w", id, err)
+	}
+	return rr.row()
+}
+
+// List returns rows with the given status in id order, after afterID, at
+// most limit (100 when zero).
+func (r *Relay) List(ctx context.Context, status Status, afterID int64, limit int) ([]*Row, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var rows []dbRow
+	if err := r.db.SelectContext(ctx, &rows, r.q.list, int(status), afterID, limit); err != nil {
+		return nil, fmt.Errorf("outbox: list: %w", err)
+	}
+	out := make([]*Row, 0, len(rows))
+	for i := range rows {
+		row, err := rows[i].row()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, row)
+	}
+	return out, nil
+}
+
+func (r *Relay) backoff(attempts int) time.Duration {
+	d := r.cfg.backoff
+	for i := 1; i < attempts && d < r.cfg.maxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, r.cfg.maxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+func newToken() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:]) // crypto/rand.Read never returns an error
+	return hex.EncodeToString(b[:])
+}

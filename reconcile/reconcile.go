@@ -1,0 +1,197 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/outbox"
+)
+
+// Schedule says when the next run starts; a parsed cron expression (for
+// example github.com/robfig/cron/v3's) satisfies it.
+type Schedule interface {
+	Next(time.Time) time.Time
+}
+
+type every time.Duration
+
+func (e every) Next(t time.Time) time.Time { return t.Add(time.Duration(e)) }
+
+type config struct {
+	schedule       Schedule
+	batch          int
+	confirmTimeout time.Duration
+	retention      time.Duration
+	onReport       func(context.Context, Report)
+	logger         *slog.Logger
+}
+
+// Option configures a [Job].
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// WithInterval runs the job every d (from the end of one run to the start
+// of the next). Default 10 s.
+func WithInterval(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.schedule = every(d) })
+}
+
+// WithSchedule runs the job on a schedule, such as a parsed cron
+// expression. It replaces [WithInterval].
+func WithSchedule(s Schedule) Option { return optionFunc(func(c *config) { c.schedule = s }) }
+
+// WithBatch sets how many rows one claim takes. Default 500.
+func WithBatch(n int) Option { return optionFunc(func(c *config) { c.batch = n }) }
+
+// WithConfirmTimeout turns on resending of Sent rows that no consumer
+// confirmed (outbox.Relay.Confirm) within d: the broker acknowledged them
+// but they may have been lost after the ack. Default off.
+func WithConfirmTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.confirmTimeout = d })
+}
+
+// WithRetention purges rows in a final state (Confirmed; Sent too when
+// confirmation is off) not updated for d, on every run. Default off.
+func WithRetention(d time.Duration) Option { return optionFunc(func(c *config) { c.retention = d }) }
+
+// WithReportHook sets a function called with each run's report (for
+// metrics). Default none.
+func WithReportHook(fn func(context.Context, Report)) Option {
+	return optionFunc(func(c *config) { c.onReport = fn })
+}
+
+// WithLogger sets the logger. Default: discard.
+func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
+
+// Report is what one run did and what is left.
+type Report struct {
+	outbox.BatchReport
+	// Resent counts unconfirmed Sent rows sent again.
+	Resent int
+	// Purged counts rows deleted by the retention purge.
+	Purged int64
+	// Backlog is measured at the end of the run.
+	outbox.Backlog
+	Took time.Duration
+}
+
+// Job is the reconcile job: it sends what the outbox still holds Pending
+// (sends that failed, processes that died between commit and send),
+// backing off per row and marking rows Dead after the relay's attempt cap;
+// optionally resends unconfirmed rows; purges old rows. Any number of jobs
+// may run at once against one table.
+type Job struct {
+	relay *outbox.Relay
+	cfg   config
+}
+
+// New returns a job over relay.
+func New(relay *outbox.Relay, opts ...Option) (*Job, error) {
+	c := config{schedule: every(10 * time.Second), batch: 500}
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	var errs []error
+	if relay == nil {
+		errs = append(errs, errors.New("reconcile: nil relay"))
+	}
+	if e, ok := c.schedule.(every); c.schedule == nil || (ok && e <= 0) {
+		errs = append(errs, errors.New("reconcile: interval must be positive"))
+	}
+	if c.batch < 1 {
+		errs = append(errs, fmt.Errorf("reconcile: batch %d < 1", c.batch))
+	}
+	if c.confirmTimeout < 0 || c.retention < 0 {
+		errs = append(errs, errors.New("reconcile: negative duration"))
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &Job{relay: relay, cfg: c}, nil
+}
+
+// RunOnce sends every due row, batch by batch, until none is left or ctx
+// ends; then resends unconfirmed rows and purges, as configured. Rows that
+// fail are rescheduled, not retried within the run.
+func (j *Job) RunOnce(ctx context.Context) (Report, error) {
+	start := time.Now()
+	var rep Report
+	for ctx.Err() == nil {
+		b, err := j.relay.DispatchDue(ctx, j.cfg.batch)
+		rep.Add(b)
+		if err != nil {
+			return rep, fmt.Errorf("reconcile: %w", err)
+		}
+		if b.Claimed < j.cfg.batch {
+			break
+		}
+	}
+	if j.cfg.confirmTimeout > 0 {
+		for ctx.Err() == nil {
+			b, err := j.relay.ResendUnconfirmed(ctx, j.cfg.confirmTimeout, j.cfg.batch)
+			rep.Resent += b.Sent
+			rep.Failed += b.Failed
+			rep.Dead += b.Dead
+			if err != nil {
+				return rep, fmt.Errorf("reconcile: %w", err)
+			}
+			if b.Claimed < j.cfg.batch {
+				break
+			}
+		}
+	}
+	if j.cfg.retention > 0 {
+		n, err := j.relay.Purge(ctx, j.cfg.retention, j.cfg.confirmTimeout == 0, j.cfg.batch)
+		rep.Purged = n
+		if err != nil {
+			return rep, fmt.Errorf("reconcile: %w", err)
+		}
+	}
+	backlog, err := j.relay.Backlog(ctx)
+	rep.Backlog = backlog
+	rep.Took = time.Since(start)
+	if err != nil {
+		return rep, fmt.Errorf("reconcile: %w", err)
+	}
+	if ctx.Err() != nil {
+		return rep, ctx.Err()
+	}
+	return rep, nil
+}
+
+// Run runs the job on its schedule until ctx is cancelled, and returns nil
+// then. A failed run is logged at Warn and the next one runs as scheduled.
+func (j *Job) Run(ctx context.Context) error {
+	for {
+		rep, err := j.RunOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			j.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "reconcile run failed", slog.Any("error", err))
+		} else {
+			j.cfg.logger.LogAttrs(ctx, slog.LevelInfo, "reconcile run", slog.Int("sent", rep.Sent),
+				slog.Int("failed", rep.Failed), slog.Int("dead", rep.Dead), slog.Int64("pending", rep.Pending))
+		}
+		if j.cfg.onReport != nil {
+			j.cfg.onReport(ctx, rep)
+		}
+		now := time.Now()
+		t := time.NewTimer(j.cfg.schedule.Next(now).Sub(now))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
