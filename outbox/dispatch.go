@@ -345,7 +345,6 @@ func (r *Relay) exec(ctx context.Context, q string, args ...any) (int64, error) 
 	return res.RowsAffected()
 }
 
-
 // Purge deletes, batch rows at a time, rows in a final state not updated
 // for retention: Confirmed rows, and Sent rows too when includeSent (no
 // consumer confirmation in use). It returns the number deleted.
