@@ -26,6 +26,7 @@ type config struct {
 	confirmTimeout time.Duration
 	retention      time.Duration
 	onReport       func(context.Context, Report)
+	onBatch        func(context.Context, outbox.BatchReport)
 	logger         *slog.Logger
 }
 
@@ -64,6 +65,12 @@ func WithRetention(d time.Duration) Option { return optionFunc(func(c *config) {
 // metrics). Default none.
 func WithReportHook(fn func(context.Context, Report)) Option {
 	return optionFunc(func(c *config) { c.onReport = fn })
+}
+
+// WithBatchHook sets a function called after each claimed batch, for
+// progress on long runs. Default none.
+func WithBatchHook(fn func(context.Context, outbox.BatchReport)) Option {
+	return optionFunc(func(c *config) { c.onBatch = fn })
 }
 
 // WithLogger sets the logger. Default: discard.
@@ -128,6 +135,9 @@ func (j *Job) RunOnce(ctx context.Context) (Report, error) {
 	for ctx.Err() == nil {
 		b, err := j.relay.DispatchDue(ctx, j.cfg.batch)
 		rep.Add(b)
+		if j.cfg.onBatch != nil && b.Claimed > 0 {
+			j.cfg.onBatch(ctx, b)
+		}
 		if err != nil {
 			return rep, fmt.Errorf("reconcile: %w", err)
 		}

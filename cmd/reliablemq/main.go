@@ -1,10 +1,17 @@
 // Command reliablemq is the reliablemq command-line tool.
 //
+//	reliablemq migrate [-dsn DSN] up|down|status
+//	reliablemq reconcile [-dsn DSN] [-namesrv ADDRS] -once | -every D | -cron EXPR
+//	reliablemq dead [-dsn DSN] list | show ID | replay ID | discard ID -reason R
 //	reliablemq dev-broker [-namesrv ADDR] [-broker ADDR] [-delay-levels LIST]
 //
-// dev-broker runs rmqtest, the in-process RocketMQ name server and broker,
-// as a standalone process so that programs using the official client can
-// be tried locally without Docker or a JVM.
+// migrate applies the SQL schema (package migrations). reconcile runs the
+// outbox reconcile job. dead works the manual-handling table. dev-broker
+// runs rmqtest, the in-process RocketMQ name server and broker, as a
+// standalone process so programs using the official client can be tried
+// locally without Docker or a JVM. -dsn defaults to $MYSQL_DSN and
+// -namesrv to $RMQ_NAMESRV. Errors print one line and exit with status 1;
+// usage errors exit with 2.
 package main
 
 import (
@@ -21,10 +28,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, "reliablemq:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
 		}
-		os.Exit(2)
+		fmt.Fprintln(os.Stderr, "reliablemq:", err)
+		os.Exit(1)
 	}
 }
 
@@ -33,6 +41,9 @@ var errUsage = errors.New("usage")
 const usage = `usage: reliablemq <command> [flags]
 
 commands:
+  migrate      apply or roll back the SQL schema, or show its status
+  reconcile    send what the outbox still holds, once or on a schedule
+  dead         list, show, replay or discard parked messages
   dev-broker   run an in-process RocketMQ name server and broker (rmqtest)
 
 Run "reliablemq <command> -h" for a command's flags.
@@ -43,13 +54,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return errUsage
 	}
+	var err error
 	switch args[0] {
 	case "dev-broker":
 		return devBroker(ctx, args[1:], stdout, stderr)
+	case "migrate":
+		err = migrate(ctx, args[1:], stdout, stderr)
+	case "reconcile":
+		err = reconcileCmd(ctx, args[1:], stdout, stderr)
+	case "dead":
+		err = deadCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	default:
+		fmt.Fprintf(stderr, "reliablemq: unknown command %q\n\n%s", args[0], usage)
+		return errUsage
 	}
-	fmt.Fprintf(stderr, "reliablemq: unknown command %q\n\n%s", args[0], usage)
-	return errUsage
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
 }

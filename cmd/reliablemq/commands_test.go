@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/outbox"
+	"github.com/seed157d4c4d/reliablemq/producer"
+)
+
+func runCmd(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, &out, &errOut)
+	return out.String() + errOut.String(), err
+}
+
+func mustRun(t *testing.T, want string, args ...string) string {
+	t.Helper()
+	out, err := runCmd(t, args...)
+	if err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+	if !strings.Contains(out, want) {
+		t.Fatalf("%v printed:\n%s\nwant it to contain %q", args, out, want)
+	}
+	return out
+}
+
+func TestMigrateReconcileAndDead(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, 1)
+	db := testenv.MySQL(t)
+	dsn := testenv.MySQLDSN(t, db)
+	ns := env.Namesrv
+
+	mustRun(t, "00003_outbox.sql", "migrate", "-dsn", dsn, "status")
+	mustRun(t, "rolled back 00003_outbox.sql", "migrate", "-dsn", dsn, "down")
+	mustRun(t, "pending", "migrate", "-dsn", dsn, "status")
+	mustRun(t, "applied 00003_outbox.sql", "migrate", "-dsn", dsn, "up")
+	mustRun(t, "already up to date", "migrate", "-dsn", dsn, "up")
+
+	// Two outbox rows left pending, as after a crash between commit and send.
+	relay, err := outbox.NewRelay(db, &producer.Producer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"o-1", "o-2"} {
+		if _, _, err := relay.Enqueue(context.Background(), db, outbox.Message{Topic: topic, Key: k, Body: []byte(k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustRun(t, "sent 2, failed 0, dead 0", "reconcile", "-dsn", dsn, "-namesrv", ns, "-once")
+	mustRun(t, "sent 0, failed 0, dead 0, blocked 0, resent 0, purged 0 | pending 0", "reconcile", "-dsn", dsn, "-namesrv", ns, "-once")
+	if b := env.Embedded; b != nil && len(b.Messages(topic)) != 2 {
+		t.Fatalf("%d messages on the broker, want 2", len(b.Messages(topic)))
+	}
+
+	dead, _ := consumer.NewDeadLetters(db, "")
+	for _, id := range []string{"m-1", "m-2"} {
+		if _, err := dead.Park(context.Background(), &consumer.DeadLetter{Group: "coupons", Topic: topic, MsgID: id,
+			Keys: []string{"order-" + id}, Body: []byte("poison"), Attempts: 4, LastError: "boom\nstack", Cause: consumer.CauseRetries}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustRun(t, "order-m-2", "dead", "-dsn", dsn, "list")
+	mustRun(t, "last error:\nboom\nstack", "dead", "-dsn", dsn, "show", "1")
+	mustRun(t, "discarded 1", "dead", "-dsn", dsn, "-reason", "test order", "discard", "1")
+	mustRun(t, "replayed 2", "dead", "-dsn", dsn, "-namesrv", ns, "-reason", "fixed", "replay", "2")
+	mustRun(t, "(none)", "dead", "-dsn", dsn, "list")
+	mustRun(t, "replayed", "dead", "-dsn", dsn, "-status", "all", "list")
+	if b := env.Embedded; b != nil && len(b.Messages(topic)) != 3 {
+		t.Fatalf("%d messages on the broker after replay, want 3", len(b.Messages(topic)))
+	}
+	if out, err := runCmd(t, "dead", "-dsn", dsn, "-reason", "x", "discard", "1"); !errors.Is(err, consumer.ErrNotParked) {
+		t.Fatalf("discard twice: %v\n%s", err, out)
+	}
+}
+
+func TestBadInputIsAClearErrorNotAPanic(t *testing.T) {
+	t.Parallel()
+	cases := [][]string{
+		{"nope"},
+		{"migrate"},
+		{"migrate", "sideways"},
+		{"migrate", "-dsn", "not a dsn", "up"},
+		{"migrate", "-dsn", "root@tcp(127.0.0.1:1)/x", "up"},
+		{"reconcile"},
+		{"reconcile", "-once", "-every", "1s"},
+		{"reconcile", "-cron", "every tuesday", "-namesrv", "127.0.0.1:1", "-dsn", "root@tcp(127.0.0.1:1)/x"},
+		{"reconcile", "-once"},
+		{"dead"},
+		{"dead", "show", "abc"},
+		{"dead", "discard", "1"},
+		{"dead", "-dsn", "root@tcp(127.0.0.1:1)/x", "list"},
+	}
+	for _, args := range cases {
+		out, err := runCmd(t, args...)
+		if err == nil {
+			t.Errorf("%v: no error\n%s", args, out)
+		}
+		if !errors.Is(err, errUsage) && strings.Contains(err.Error(), "goroutine") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}

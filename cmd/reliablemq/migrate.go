@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/seed157d4c4d/reliablemq/migrations"
+)
+
+const migrateUsage = `usage: reliablemq migrate [-dsn DSN] up|down|status
+
+  up      apply every migration not yet applied
+  down    roll back the most recent migration
+  status  list migrations and whether each is applied
+`
+
+func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(stderr, migrateUsage); fs.PrintDefaults() }
+	dsn := dsnFlag(fs)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	action := fs.Arg(0)
+	if action != "up" && action != "down" && action != "status" {
+		fmt.Fprintf(stderr, "migrate: unknown action %q\n", action)
+		fs.Usage()
+		return errUsage
+	}
+	db, err := openDB(*dsn)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer db.Close()
+	p, err := migrations.NewProvider(db.DB)
+	if err != nil {
+		return err
+	}
+	switch action {
+	case "up":
+		res, err := p.Up(ctx)
+		for _, r := range res {
+			fmt.Fprintf(stdout, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(1e6))
+		}
+		if err != nil {
+			return fmt.Errorf("migrate up: %w", err)
+		}
+		if len(res) == 0 {
+			fmt.Fprintln(stdout, "already up to date")
+		}
+	case "down":
+		r, err := p.Down(ctx)
+		if err != nil {
+			return fmt.Errorf("migrate down: %w", err)
+		}
+		fmt.Fprintf(stdout, "rolled back %s\n", r.Source.Path)
+	case "status":
+		st, err := p.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("migrate status: %w", err)
+		}
+		for _, s := range st {
+			at := ""
+			if !s.AppliedAt.IsZero() {
+				at = s.AppliedAt.Format("2006-01-02 15:04:05")
+			}
+			fmt.Fprintf(stdout, "%-28s %-8s %s\n", s.Source.Path, s.State, at)
+		}
+	}
+	return nil
+}
