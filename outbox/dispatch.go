@@ -17,7 +17,8 @@ import (
 
 type queries struct {
 	insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimIDs, claimed, predecessor,
-	markSent, markResent, retryLater, markDead, release, giveUp, purge, pending, dead string
+	markSent, markResent, retryLater, markDead, release, giveUp, purge, pending, dead,
+	insertSent, insertAborted, statusOf string
 }
 
 const columns = "id, topic, biz_key, tag, sharding_key, properties, body, delay_ms, status, attempts, next_attempt_at," +
@@ -60,7 +61,15 @@ func newQueries(t string) queries {
 			" updated_at = NOW(6) WHERE id = ? AND status = 1 AND lease_owner = ?",
 		purge:   "DELETE FROM " + t + " WHERE status = ? AND updated_at < NOW(6) - INTERVAL ? MICROSECOND LIMIT ?",
 		pending: "SELECT COUNT(*), MIN(created_at) FROM " + t + " WHERE status = 0",
-		dead:    "SELECT COUNT(*) FROM " + t + " WHERE status = 3",
+		insertSent: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
+			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at, sent_at)" +
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 1, 1, NOW(6), '', '', ?, NOW(6), NOW(6), NOW(6))",
+		insertAborted: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
+			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)" +
+			" VALUES (?, ?, ?, '', '', ?, '{}', '', 0, 4, 0, NOW(6), '', 'rolled back by a transaction check-back', '', NOW(6), NOW(6))" +
+			" ON DUPLICATE KEY UPDATE id = id",
+		statusOf: "SELECT status, msg_id FROM " + t + " WHERE topic = ? AND key_hash = ? AND biz_key = ?",
+		dead:     "SELECT COUNT(*) FROM " + t + " WHERE status = 3",
 	}
 }
 
@@ -346,13 +355,13 @@ func (r *Relay) exec(ctx context.Context, q string, args ...any) (int64, error) 
 }
 
 // Purge deletes, batch rows at a time, rows in a final state not updated
-// for retention: Confirmed rows, and Sent rows too when includeSent (no
-// consumer confirmation in use). It returns the number deleted.
+// for retention: Confirmed and Aborted rows, and Sent rows too when
+// includeSent (no consumer confirmation in use). It returns the number deleted.
 func (r *Relay) Purge(ctx context.Context, retention time.Duration, includeSent bool, batch int) (int64, error) {
 	if batch <= 0 {
 		return 0, fmt.Errorf("outbox: purge batch %d <= 0", batch)
 	}
-	statuses := []Status{Confirmed}
+	statuses := []Status{Confirmed, Aborted}
 	if includeSent {
 		statuses = append(statuses, Sent)
 	}

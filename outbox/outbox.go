@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
@@ -49,6 +50,9 @@ const (
 	Sent      Status = 1
 	Confirmed Status = 2
 	Dead      Status = 3
+	// Aborted marks the key of a transactional message ([TxMessenger])
+	// whose local transaction did not commit; it is never sent.
+	Aborted Status = 4
 )
 
 func (s Status) String() string {
@@ -61,6 +65,8 @@ func (s Status) String() string {
 		return "confirmed"
 	case Dead:
 		return "dead"
+	case Aborted:
+		return "aborted"
 	}
 	return fmt.Sprintf("Status(%d)", int(s))
 }
@@ -209,6 +215,11 @@ func validate(m Message) error {
 		return fmt.Errorf("%w: negative delay", ErrInvalidMessage)
 	}
 	return nil
+}
+
+func isDuplicate(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1062
 }
 
 func hash(s string) []byte {

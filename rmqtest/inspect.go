@@ -121,3 +121,20 @@ func (b *Broker) Consumers(group string) []string {
 	}
 	return ids
 }
+
+// Producers returns how many live connections have registered producer
+// group (by heartbeat). Transaction check-backs go to one of them, so a
+// test that advances the clock to a check should first wait for one.
+func (b *Broker) Producers(group string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.producers[group])
+}
+
+// HalfMessages returns how many transactional half messages await a
+// commit or rollback.
+func (b *Broker) HalfMessages() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.halfs)
+}

@@ -12,7 +12,7 @@ CREATE TABLE mq_log (
     properties      MEDIUMBLOB   NOT NULL COMMENT 'JSON object',
     body            MEDIUMBLOB   NOT NULL,
     delay_ms        BIGINT       NOT NULL,
-    status          TINYINT      NOT NULL COMMENT '0 pending, 1 sent, 2 confirmed, 3 dead',
+    status          TINYINT      NOT NULL COMMENT '0 pending, 1 sent, 2 confirmed, 3 dead, 4 aborted (transactional message rolled back)',
     attempts        INT          NOT NULL,
     next_attempt_at DATETIME(6)  NOT NULL COMMENT 'due time; a claim pushes it to the lease end',
     lease_owner     CHAR(32) CHARACTER SET ascii NOT NULL COMMENT 'claiming relay, empty when unclaimed',

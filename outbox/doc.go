@@ -1,0 +1,44 @@
+// Package outbox makes "the order committed, so its message is sent" true,
+// whatever fails in between.
+//
+// # The relay
+//
+// A [Relay] writes each message as a row of the mq_log table inside the
+// caller's own transaction ([Relay.Enqueue] takes any [Execer]: *sql.Tx,
+// *sqlx.Tx...), so the row exists exactly when the business data does.
+// [Relay.Transact] runs a function in a transaction and sends its rows
+// right after the commit. What is not sent then (broker down, send timed
+// out, process killed between commit and send) stays Pending, and the
+// reconcile job sends it later, backing off per row, until the attempt cap
+// makes it Dead and fires the alert. [Relay.Replay] puts a Dead row back.
+//
+// Rows move only forward, each step one conditional UPDATE:
+//
+//	Pending -> Sent -> Confirmed     Pending -> Dead -> (replay) Pending
+//
+// Rows with a ShardingKey are ordered: row n+1 of a key is never sent
+// before row n is Sent, so a failing row blocks its own key only.
+//
+// Any number of relays and reconcile jobs may share the table: claims take
+// due rows with SELECT ... FOR UPDATE SKIP LOCKED and stamp them with an
+// owner and a lease; sends happen outside the claiming transaction; marks
+// check the owner.
+//
+// # Guarantees and limits
+//
+// At least once: a send whose ack was lost is sent again, so consumers must
+// be idempotent on the message key (package idempotency). The broker may
+// lose a message after acknowledging it (asynchronous flush, master
+// crash); consumers that share the database can [Relay.Confirm] it, and
+// reconcile resends what stays unconfirmed (reconcile.WithConfirmTimeout).
+// Enqueue is unique per topic and key: a retried API call enqueues once.
+//
+// # Transactional messages
+//
+// [TxMessenger] is the alternative built on RocketMQ's half messages: the
+// half message is stored first, the business transaction writes the row,
+// and the message commits only if the transaction did. A lost outcome is
+// settled by the broker's check-back from the table, decisively (see
+// [TxMessenger]). It needs no reconcile sends, but transactional messages
+// cannot be delayed and take a broker round trip before the transaction.
+package outbox

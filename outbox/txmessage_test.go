@@ -1,0 +1,124 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/outbox"
+	"github.com/seed157d4c4d/reliablemq/rmqtest"
+)
+
+func TestTxMessengerCommitRollbackAndCheckBack(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t, rmqtest.WithTransactionCheck(6*time.Second, 60*time.Second, 15))
+	b := env.RequireEmbedded(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, 2)
+	db := testenv.MySQL(t)
+	db.MustExec("CREATE TABLE orders (id VARCHAR(64) PRIMARY KEY)")
+	group := testenv.Name(t, "PG")
+	m, err := outbox.NewTxMessenger(db, env.NameServers(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	order := func(id string, fail error) func(context.Context, *sqlx.Tx) error {
+		return func(ctx context.Context, tx *sqlx.Tx) error {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO orders (id) VALUES (?)", id); err != nil {
+				return err
+			}
+			return fail
+		}
+	}
+	visible := func(key string) int {
+		n := 0
+		for _, msg := range b.Messages(topic) {
+			if len(msg.Keys) == 1 && msg.Keys[0] == key {
+				n++
+			}
+		}
+		return n
+	}
+	rows := func(q string, args ...any) int {
+		var n int
+		if err := db.Get(&n, q, args...); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	msg := func(key string) outbox.Message { return outbox.Message{Topic: topic, Key: key, Body: []byte(key)} }
+
+	if err := m.Send(bg, msg("commit"), order("commit", nil)); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	boom := errors.New("payment declined")
+	if err := m.Send(bg, msg("rollback"), order("rollback", boom)); !errors.Is(err, boom) {
+		t.Fatalf("rollback: %v, want the business error", err)
+	}
+	// END_TRANSACTION is one-way: wait until the broker has settled the
+	// two above before making the next ones fail.
+	deadline := time.Now().Add(10 * time.Second)
+	for b.HalfMessages() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The outcome never reaches the broker (a crash right after the local
+	// transaction; END_TRANSACTION is one-way and unacknowledged).
+	b.Inject(rmqtest.EndTransaction, rmqtest.Fault{Times: 3, Code: rmqtest.CodeSystemError})
+	// A second send of a used key rolls back on the duplicate; its half
+	// message must not commit at the check-back on the first one's row.
+	if err := m.Send(bg, msg("commit"), order("commit-again", nil)); !errors.Is(err, outbox.ErrDuplicate) {
+		t.Fatalf("same key again: %v, want ErrDuplicate", err)
+	}
+	if err := m.Send(bg, msg("lost-commit"), order("lost-commit", nil)); err != nil {
+		t.Fatalf("lost commit: %v", err)
+	}
+	if err := m.Send(bg, msg("lost-rollback"), order("lost-rollback", boom)); !errors.Is(err, boom) {
+		t.Fatalf("lost rollback: %v", err)
+	}
+	if visible("commit") != 1 || visible("rollback") != 0 || visible("lost-commit") != 0 || visible("lost-rollback") != 0 {
+		t.Fatalf("before check-back: commit %d rollback %d lost-commit %d lost-rollback %d",
+			visible("commit"), visible("rollback"), visible("lost-commit"), visible("lost-rollback"))
+	}
+	// Check-backs go to a producer of the group that has sent a heartbeat
+	// (the client's first comes a second after start).
+	deadline = time.Now().Add(10 * time.Second)
+	for b.Producers(group) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Advance(7 * time.Second) // the broker checks back
+	deadline = time.Now().Add(10 * time.Second)
+	for visible("lost-commit") == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for rows("SELECT COUNT(*) FROM mq_log WHERE status = 4") == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if time.Now().After(deadline) {
+		t.Fatalf("the first check-back round did not settle both messages: lost-commit visible %d, aborted markers %d, producers %d",
+			visible("lost-commit"), rows("SELECT COUNT(*) FROM mq_log WHERE status = 4"), b.Producers(group))
+	}
+	b.Advance(61 * time.Second) // a second check round must not change anything
+	time.Sleep(200 * time.Millisecond)
+	if visible("lost-commit") != 1 || visible("lost-rollback") != 0 || visible("commit") != 1 {
+		t.Fatalf("after check-back: lost-commit visible %d (want 1), lost-rollback %d (want 0), commit %d (want 1)",
+			visible("lost-commit"), visible("lost-rollback"), visible("commit"))
+	}
+	if rows("SELECT COUNT(*) FROM orders") != 2 || rows("SELECT COUNT(*) FROM mq_log WHERE status = 1") != 2 ||
+		rows("SELECT COUNT(*) FROM mq_log WHERE status = 4 AND biz_key = 'lost-rollback'") != 1 {
+		t.Fatal("database state does not match the messages")
+	}
+	// The aborted marker keeps the key from committing later.
+	if err := m.Send(bg, msg("lost-rollback"), order("lost-rollback", nil)); !errors.Is(err, outbox.ErrDuplicate) {
+		t.Fatalf("late send of an aborted key: %v, want ErrDuplicate", err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Send(bg, msg("after"), order("after", nil)); !errors.Is(err, outbox.ErrClosed) {
+		t.Fatalf("send after close: %v", err)
+	}
+}

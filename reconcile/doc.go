@@ -1,0 +1,17 @@
+// Package reconcile is the scheduled job behind the outbox: it sends what
+// the outbox table still holds Pending, so nothing committed is lost on
+// the way to the broker.
+//
+// [Job.RunOnce] claims due rows in batches (outbox.Relay.DispatchDue),
+// sends them, reschedules failures with exponential backoff and jitter,
+// makes rows Dead after the relay's attempt cap (alerting once), resends
+// Sent rows no consumer confirmed when [WithConfirmTimeout] is set, purges
+// old final rows when [WithRetention] is set, and returns a [Report] with
+// the backlog (pending count, oldest pending age, dead rows). [Job.Run]
+// does that on an interval or a cron-like [Schedule] until its ctx ends.
+//
+// Run as many instances as you like, in as many processes: claims use
+// SELECT ... FOR UPDATE SKIP LOCKED and a lease, so no row is sent by two
+// instances at once, and a crashed instance's rows come due again when its
+// lease ends. `reliablemq reconcile` runs the job from the command line.
+package reconcile
