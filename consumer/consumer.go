@@ -56,7 +56,8 @@ type KeyParker interface {
 
 // Stats counts what a consumer did since it started.
 type Stats struct {
-	// Handled: handler succeeded, message acknowledged.
+	// Handled: handler succeeded (and, with a guard, the key was recorded
+	// done); the message is acknowledged.
 	Handled int64
 	// Duplicates: acknowledged without running, the guard said done.
 	Duplicates int64
@@ -383,7 +384,6 @@ func (c *Consumer) deliver(parent context.Context, m *Message) verdict {
 	}
 	err := Invoke(hctx, c.handler, m)
 	if err == nil {
-		c.stats.handled.Add(1)
 		if claim != nil {
 			if cerr := claim.Complete(bctx); cerr != nil {
 				// The effect is applied: acknowledging is right; a redelivery
@@ -392,6 +392,7 @@ func (c *Consumer) deliver(parent context.Context, m *Message) verdict {
 					slog.String("msg_id", m.MsgID), slog.String("keys", key), slog.Any("error", cerr))
 			}
 		}
+		c.stats.handled.Add(1)
 		return ack
 	}
 	if IsPermanent(err) || m.Attempt >= c.cfg.maxAttempts {

@@ -71,6 +71,9 @@ func Example() {
 	}
 	send("welcome-coupon", "order-1")
 	fmt.Println("issued for", <-issued)
+	for c.Stats().Handled == 0 { // recorded done in the guard
+		time.Sleep(10 * time.Millisecond)
+	}
 	send("welcome-coupon", "order-1") // a resend: acknowledged, not issued again
 	send("unknown-coupon", "order-2")
 	fmt.Println("parked", <-parked)
