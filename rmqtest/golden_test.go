@@ -29,6 +29,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,6 +96,7 @@ type replayer struct {
 	conns  map[int]*remoting.Conn
 	now    float64
 	phys   map[int64]int64   // recorded commit log offset -> rmqtest's
+	mu     sync.Mutex        // guards checks, written by the connections' readers
 	checks map[string]string // UNIQ_KEY -> commit log offset of rmqtest's check-back
 }
 
@@ -112,12 +114,37 @@ func (r *replayer) conn(f *frame) *remoting.Conn {
 	}
 	c.OnRequest = func(cmd *remoting.Command) {
 		if cmd.Code == remoting.ReqCheckTransactionState {
+			r.mu.Lock()
 			r.checks[cmd.ExtFields["msgId"]] = cmd.ExtFields["commitLogOffset"]
+			r.mu.Unlock()
 		}
 	}
 	r.t.Cleanup(func() { c.Close() })
 	r.conns[f.Conn] = c
 	return c
+}
+
+// check returns the commit log offset of rmqtest's check-back for msgID.
+// The broker sends it from its own goroutine, and the raw connection reads
+// server requests only inside Invoke: if it has not been seen yet, an
+// empty heartbeat on c pulls in whatever the broker has written.
+func (r *replayer) check(c *remoting.Conn, msgID string) (string, bool) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		off, ok := r.checks[msgID]
+		r.mu.Unlock()
+		if ok || time.Now().After(deadline) {
+			return off, ok
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := c.Invoke(ctx, &remoting.Command{Code: remoting.ReqHeartBeat, Body: []byte(`{"clientID":"golden-pump"}`)})
+		cancel()
+		if err != nil {
+			r.t.Fatalf("pump: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // advance moves rmqtest's clock along with the transcript's.
@@ -197,7 +224,7 @@ func replay(t *testing.T, name string, opts ...rmqtest.Option) {
 		case remoting.ReqEndTransaction:
 			if req.ExtFields["fromTransactionCheck"] == "true" {
 				// Answer rmqtest's own check-back for the same message.
-				off, ok := r.checks[req.ExtFields["msgId"]]
+				off, ok := r.check(r.conn(f), req.ExtFields["msgId"])
 				if !ok {
 					t.Fatalf("t=%.3f: rmqtest sent no CHECK_TRANSACTION_STATE for %s", f.T, req.ExtFields["msgId"])
 				}
