@@ -26,9 +26,9 @@ import (
 type Env struct {
 	NameServers []string
 	// Broker is the in-process broker, nil on a real cluster.
-	Broker *rmqtest.Broker
-	DB     *sqlx.DB
-	Redis  redis.UniversalClient
+	Broker  *rmqtest.Broker
+	DB      *sqlx.DB
+	Redis   redis.UniversalClient
 	closers []func()
 }
 
