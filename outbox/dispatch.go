@@ -151,7 +151,11 @@ func (r *Relay) ResendUnconfirmed(ctx context.Context, timeout time.Duration, li
 
 func (r *Relay) claimAndSend(ctx context.Context, selectQ string, selectArgs []any, status Status, resend bool) (BatchReport, error) {
 	owner := newToken()
-	tx, err := r.db.BeginTxx(ctx, nil)
+	// READ COMMITTED: the claim locks only the rows it takes. Under
+	// REPEATABLE READ the locking read would also lock the gaps of the due
+	// index, and business transactions enqueueing at the same time would
+	// deadlock with it.
+	tx, err := r.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
 	}
