@@ -7,16 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/apache/rocketmq-client-go/v2"
 	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
+	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 )
 
 // Errors.
@@ -86,6 +89,7 @@ type Consumer struct {
 	orderly bool
 	policy  ParkPolicy
 	client  rocketmq.PushConsumer
+	retrier rocketmq.Producer // re-sends retries itself (concurrent mode)
 	names   []string
 
 	mu       sync.Mutex
@@ -191,7 +195,23 @@ func (c *Consumer) Start() error {
 	if err := client.Subscribe(c.topic, sel, listener); err != nil {
 		return fmt.Errorf("consumer: subscribe %s: %w", c.topic, err)
 	}
+	if !c.orderly {
+		retrier, err := rocketmq.NewProducer(rmqproducer.WithNameServer(c.names),
+			rmqproducer.WithGroupName(c.group+"-retry"), rmqproducer.WithInstanceName(c.cfg.instance+"-r"),
+			rmqproducer.WithRetry(0))
+		if err != nil {
+			return fmt.Errorf("consumer: new retry producer: %w", err)
+		}
+		if err := retrier.Start(); err != nil {
+			return fmt.Errorf("consumer: start retry producer: %w", err)
+		}
+		c.retrier = retrier
+	}
 	if err := client.Start(); err != nil {
+		if c.retrier != nil {
+			_ = c.retrier.Shutdown() // the start error is the one to report
+			c.retrier = nil
+		}
 		return fmt.Errorf("consumer: start: %w", err)
 	}
 	c.client = client
@@ -239,9 +259,16 @@ func (c *Consumer) Close() error {
 			<-drained
 		}
 		timer.Stop()
+		var errs []error
 		if err := c.client.Shutdown(); err != nil {
-			c.closeErr = fmt.Errorf("consumer: shutdown: %w", err)
+			errs = append(errs, fmt.Errorf("consumer: shutdown: %w", err))
 		}
+		if c.retrier != nil {
+			if err := c.retrier.Shutdown(); err != nil {
+				errs = append(errs, fmt.Errorf("consumer: shutdown retry producer: %w", err))
+			}
+		}
+		c.closeErr = errors.Join(errs...)
 		close(c.shutdown)
 	})
 	return c.closeErr
@@ -286,32 +313,88 @@ const (
 
 func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
 	result := ack
+	var attempt int
 	for _, ext := range msgs {
-		result = max(result, c.deliver(ctx, FromClient(ext)))
+		m := FromClient(ext)
+		attempt = max(attempt, m.Attempt)
+		result = max(result, c.deliver(ctx, m))
 	}
+	var level int
 	switch result {
+	case ack:
+		return rmqconsumer.ConsumeSuccess, nil
 	case closing:
 		<-c.shutdown // the client drops this result: redelivered after restart
 		return rmqconsumer.ConsumeRetryLater, nil
 	case retry:
-		if cc, ok := primitive.GetConcurrentlyCtx(ctx); ok && c.cfg.retryDelay > 0 {
-			cc.DelayLevelWhenNextConsume, _ = delaylevel.Level(c.cfg.delayLevels, c.cfg.retryDelay) // validated in New
-		}
-		return rmqconsumer.ConsumeRetryLater, nil
+		level = c.retryLevel(attempt)
 	case busy:
-		// Each send-back spends one of the broker's 16 retries: wait about
-		// a lease, so a key held by a crashed consumer frees before they
-		// run out.
-		if cc, ok := primitive.GetConcurrentlyCtx(ctx); ok {
-			level, err := delaylevel.Level(c.cfg.delayLevels, c.cfg.guard.Lease())
-			if err != nil {
-				level = len(c.cfg.delayLevels)
-			}
-			cc.DelayLevelWhenNextConsume = level
+		// Wait about a lease, so a key held by a crashed consumer is free
+		// when the message comes back.
+		var err error
+		if level, err = delaylevel.Level(c.cfg.delayLevels, c.cfg.guard.Lease()); err != nil {
+			level = len(c.cfg.delayLevels)
 		}
-		return rmqconsumer.ConsumeRetryLater, nil
 	}
-	return rmqconsumer.ConsumeSuccess, nil
+	if len(msgs) == 1 && c.resend(ctx, msgs[0], attempt, level) == nil {
+		return rmqconsumer.ConsumeSuccess, nil
+	}
+	// Fall back to the client's send-back.
+	if cc, ok := primitive.GetConcurrentlyCtx(ctx); ok {
+		cc.DelayLevelWhenNextConsume = level
+	}
+	return rmqconsumer.ConsumeRetryLater, nil
+}
+
+// retryLevel is the delay level before the attempt after attempt: the
+// configured retry delay, or the broker's own schedule (3 + retries so far).
+func (c *Consumer) retryLevel(attempt int) int {
+	if c.cfg.retryDelay > 0 {
+		l, _ := delaylevel.Level(c.cfg.delayLevels, c.cfg.retryDelay) // validated in New
+		return l
+	}
+	return min(2+attempt, len(c.cfg.delayLevels))
+}
+
+// resend puts a retry of ext on the group's retry topic itself, as the
+// Java client does when a send-back fails, instead of asking the broker to
+// (CONSUMER_SEND_MSG_BACK): the official Go client drops a message whose
+// send-back the broker refuses (apache/rocketmq-client-go#1106). The copy
+// keeps the body, keys, tag, properties and message id, and carries the
+// attempt count. Acknowledge the original only if this returns nil.
+func (c *Consumer) resend(ctx context.Context, ext *primitive.MessageExt, attempt, level int) error {
+	if c.retrier == nil {
+		return errors.New("no retry producer")
+	}
+	props := make(map[string]string, len(ext.GetProperties())+2)
+	for k, v := range ext.GetProperties() {
+		props[k] = v
+	}
+	for _, k := range []string{"DELAY", "REAL_TOPIC", "REAL_QID", "MIN_OFFSET", "MAX_OFFSET", "CONSUME_START_TIME", "TRAN_MSG", "PGROUP"} {
+		delete(props, k)
+	}
+	if props[remoting.PropRetryTopic] == "" {
+		props[remoting.PropRetryTopic] = ext.Topic
+	}
+	props[remoting.PropAttempt] = strconv.Itoa(attempt)
+	if props[remoting.PropUniqKey] == "" && ext.MsgId != "" {
+		props[remoting.PropUniqKey] = ext.MsgId
+	}
+	pm := primitive.NewMessage("%RETRY%"+c.group, ext.Body)
+	pm.WithProperties(props)
+	if level > 0 {
+		pm.WithDelayTimeLevel(level)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	res, err := c.retrier.SendSync(sctx, pm)
+	if err != nil {
+		return err
+	}
+	if res.Status != primitive.SendOK {
+		return fmt.Errorf("retry stored with status %d", res.Status)
+	}
+	return nil
 }
 
 func (c *Consumer) consumeOrderly(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/producer"
+	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
 
 func TestFailingHandlerIsRetriedAndAppliedOnce(t *testing.T) {
@@ -399,5 +400,42 @@ func TestMySQLGuardDownRetriesNeverAcks(t *testing.T) {
 	f.eventually("handled once the database is back", func() bool { return c.Stats().Handled == 1 })
 	if st := c.Stats(); st.StoreErrors != 3 || calls.Load() != 1 || st.Parked != 0 {
 		t.Fatalf("stats %+v calls %d; want 3 store errors retried (store failures never park), then 1 call", st, calls.Load())
+	}
+}
+
+func TestRejectedSendBackDoesNotLoseTheRetry(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	b := f.env.RequireEmbedded(t)
+	// The official client drops a message whose send-back the broker
+	// refuses; the consumer must not depend on send-backs.
+	b.Inject(rmqtest.ConsumerSendMsgBack, rmqtest.Fault{Times: 100, Code: rmqtest.CodeSystemError})
+	var calls atomic.Int32
+	var attempts []int
+	var mu sync.Mutex
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, func(ctx context.Context, m *consumer.Message) error {
+		mu.Lock()
+		attempts = append(attempts, m.Attempt)
+		mu.Unlock()
+		if calls.Add(1) < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	}, consumer.WithParker(f.dead), consumer.WithRetryDelay(time.Second)))
+	res := f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
+	f.eventually("handled on the third attempt", func() bool { return c.Stats().Handled == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(attempts) != "[1 2 3]" {
+		t.Fatalf("attempts %v, want [1 2 3]", attempts)
+	}
+	copies := b.Messages("%RETRY%" + f.group)
+	if len(copies) != 2 {
+		t.Fatalf("%d retry copies, want 2", len(copies))
+	}
+	for _, m := range copies {
+		if m.MsgID != res.MsgID || m.Properties["RETRY_TOPIC"] != f.topic {
+			t.Fatalf("retry copy %+v: want the original msg id and RETRY_TOPIC", m)
+		}
 	}
 }

@@ -7,7 +7,12 @@
 //   - nil acknowledges the message;
 //   - an error or a panic (a *[PanicError]) is a retry, never an ack: the
 //     message comes back after [WithRetryDelay] through the group's
-//     %RETRY% topic;
+//     %RETRY% topic. The consumer puts the retry copy there itself (same
+//     message id, keys and body, with its attempt count) and acknowledges
+//     the original only once the copy is stored; it falls back to the
+//     client's send-back only if that fails. The official client drops a
+//     message whose send-back the broker refuses (#1106), so it is not
+//     relied on;
 //   - at the attempt cap ([WithMaxAttempts], default 4) or on a
 //     [Permanent] error the message is parked with its error and attempt
 //     count in a [Parker] (the [DeadLetters] table), the alert hook fires
@@ -53,7 +58,5 @@
 // starts from the first retained message (ConsumeFromFirstOffset). The
 // client routes a group's %RETRY% topic only once it exists: on a real
 // broker, create it with the group (or expect the first retry to wait for a
-// route refresh, up to about a minute). If the broker rejects a send-back,
-// the official client drops the message (apache/rocketmq-client-go#1106);
-// such a message is not retried by this package.
+// route refresh, up to about a minute).
 package consumer

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +59,9 @@ func FromClient(ext *primitive.MessageExt) *Message {
 	if rt := ext.GetProperty(remoting.PropRetryTopic); rt != "" &&
 		(strings.HasPrefix(m.Topic, "%RETRY%") || strings.HasPrefix(m.Topic, "%DLQ%")) {
 		m.Topic = rt
+	}
+	if a, err := strconv.Atoi(ext.GetProperty(remoting.PropAttempt)); err == nil && a+1 > m.Attempt {
+		m.Attempt = a + 1 // a retry the consumer re-sent itself
 	}
 	if k := ext.GetKeys(); k != "" {
 		m.Keys = strings.Fields(k)

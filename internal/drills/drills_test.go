@@ -349,3 +349,28 @@ func TestDrill10TwoReconcilersFlappingBroker(t *testing.T) {
 	d.settle(2 * time.Minute)
 	d.ledger(0)
 }
+
+// Drill 8: the broker refuses the consumer's send-backs, a path on which
+// the official client drops the message. The consumer re-sends retries
+// itself, so every failed first attempt is retried and applied once.
+func TestDrill08SendBackRejected(t *testing.T) {
+	t.Parallel()
+	d := newDrill(t, 4)
+	b := d.env.RequireEmbedded(t)
+	b.Inject(rmqtest.ConsumerSendMsgBack, rmqtest.Fault{Times: 10 * ops, Code: rmqtest.CodeSystemError, Remark: "store busy"})
+	apply := d.applyOnce()
+	var firstTries sync.Map
+	c := d.startConsumer(func(ctx context.Context, m *consumer.Message) error {
+		if _, seen := firstTries.LoadOrStore(consumer.Key(m), true); !seen {
+			return errors.New("first attempt always fails")
+		}
+		return apply(ctx, m)
+	})
+	d.placeOrders(0, ops, nil)
+	d.settle(2 * time.Minute)
+	t.Logf("retries: %d", c.Stats().Retries)
+	if c.Stats().Retries < ops {
+		t.Errorf("%d retries, want one per order", c.Stats().Retries)
+	}
+	d.ledger(0)
+}

@@ -26,6 +26,9 @@ const (
 	PropProducerGroup         = "PGROUP"
 	PropTransactionCheckTimes = "TRANSACTION_CHECK_TIMES"
 	PropShardingKey           = "__SHARDINGKEY"
+	// PropAttempt is reliablemq's own: the delivery attempt a retry copy
+	// re-sent by the consumer wrapper follows.
+	PropAttempt = "RELIABLEMQ_ATTEMPT"
 )
 
 // EncodeProperties writes the property string the way a 4.9.4 broker stores
@@ -88,7 +91,7 @@ var systemProperties = map[string]bool{
 	PropKeys: true, PropTags: true, PropUniqKey: true, PropDelay: true, PropRealTopic: true,
 	PropRealQueueID: true, PropRetryTopic: true, PropOriginMessageID: true, PropWait: true,
 	PropCluster: true, PropTransactionPrepared: true, PropProducerGroup: true,
-	PropTransactionCheckTimes: true, PropShardingKey: true,
+	PropTransactionCheckTimes: true, PropShardingKey: true, PropAttempt: true,
 	"MIN_OFFSET": true, "MAX_OFFSET": true, "RECONSUME_TIME": true, "MAX_RECONSUME_TIMES": true,
 	"CHECK_IMMUNITY_TIME_IN_SECONDS": true, "CONSUME_START_TIME": true, "__STARTDELIVERTIME": true,
 	"TRACE_ON": true, "MSG_REGION": true, "BUYER_ID": true, "TRAN_PREPARED_QUEUE_OFFSET": true,
