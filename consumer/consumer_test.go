@@ -439,3 +439,48 @@ func TestRejectedSendBackDoesNotLoseTheRetry(t *testing.T) {
 		}
 	}
 }
+
+func TestHandlerOverrunningItsDeadlineIsRetried(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	var calls atomic.Int32
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, func(ctx context.Context, m *consumer.Message) error {
+		if calls.Add(1) == 1 {
+			<-ctx.Done() // a stuck downstream call that honours ctx
+			return ctx.Err()
+		}
+		return nil
+	}, consumer.WithParker(f.dead), consumer.WithHandlerTimeout(100*time.Millisecond), consumer.WithRetryDelay(time.Second)))
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
+	f.eventually("handled after the timed-out attempt", func() bool { return c.Stats().Handled == 1 })
+	if st := c.Stats(); st.Retries != 1 || calls.Load() != 2 {
+		t.Fatalf("stats %+v calls %d", st, calls.Load())
+	}
+}
+
+func TestUnusualMessagesAreHandledVerbatim(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	got := make(chan *consumer.Message, 10)
+	f.start(consumer.New(f.env.NameServers(), f.group, f.topic, func(ctx context.Context, m *consumer.Message) error {
+		got <- m
+		return nil
+	}, consumer.WithParker(f.dead), consumer.WithGuard(f.guard())))
+	key := "k'\";--" + strings.Repeat("é", 400) // invalid UTF-8 is refused by the producer
+	body := append([]byte{0, 0xff, '\n'}, strings.Repeat("x", 1<<20)...)
+	f.send(producer.Message{Body: body, Keys: []string{key}, Properties: map[string]string{"q": `'"; DROP TABLE x`}})
+	select {
+	case m := <-got:
+		if consumer.Key(m) != key {
+			t.Errorf("key altered: %q, want %q", consumer.Key(m)[:12], key[:12])
+		}
+		if string(m.Body) != string(body) {
+			t.Errorf("body altered: %d bytes, first %q, want %q", len(m.Body), m.Body[:4], body[:4])
+		}
+		if m.Properties["q"] != `'"; DROP TABLE x` {
+			t.Errorf("properties altered: %v", m.Properties)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("not delivered")
+	}
+}

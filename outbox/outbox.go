@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
@@ -207,8 +208,8 @@ func validate(m Message) error {
 	switch {
 	case !topicPattern.MatchString(m.Topic):
 		return fmt.Errorf("%w: topic %q", ErrInvalidMessage, m.Topic)
-	case m.Key == "" || strings.ContainsAny(m.Key, " \x01\x02"):
-		return fmt.Errorf("%w: key %q is empty or contains a space or separator", ErrInvalidMessage, m.Key)
+	case m.Key == "" || strings.ContainsAny(m.Key, " \x01\x02") || !utf8.ValidString(m.Key):
+		return fmt.Errorf("%w: key %q is empty, not UTF-8, or contains a space or separator", ErrInvalidMessage, m.Key)
 	case len(m.Body) == 0:
 		return fmt.Errorf("%w: empty body", ErrInvalidMessage)
 	case m.Delay < 0:

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apache/rocketmq-client-go/v2"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
@@ -250,6 +251,17 @@ func (p *Producer) build(m Message) (*primitive.Message, error) {
 	for _, k := range m.Keys {
 		if k == "" || strings.ContainsAny(k, " \x01\x02") {
 			return nil, fmt.Errorf("%w: key %q is empty or contains a space or control separator", ErrInvalidMessage, k)
+		}
+	}
+	// Keys, tag and properties travel in the request's JSON header, which
+	// would replace invalid UTF-8 silently.
+	texts := append([]string{m.Tag, m.ShardingKey}, m.Keys...)
+	for k, v := range m.Properties {
+		texts = append(texts, k, v)
+	}
+	for _, s := range texts {
+		if !utf8.ValidString(s) {
+			return nil, fmt.Errorf("%w: %q is not valid UTF-8 (keys, tag and properties must be)", ErrInvalidMessage, s)
 		}
 	}
 	for _, s := range []string{m.Tag, m.ShardingKey} {

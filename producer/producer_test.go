@@ -116,6 +116,8 @@ func TestInvalidMessagesAreRefusedBeforeSending(t *testing.T) {
 		{"oversized body", producer.Message{Topic: topic, Body: make([]byte, 17)}, producer.ErrInvalidMessage},
 		{"key with space", producer.Message{Topic: topic, Body: []byte("x"), Keys: []string{"a b"}}, producer.ErrInvalidMessage},
 		{"empty key", producer.Message{Topic: topic, Body: []byte("x"), Keys: []string{""}}, producer.ErrInvalidMessage},
+		{"invalid UTF-8 key", producer.Message{Topic: topic, Body: []byte("x"), Keys: []string{"k\xff"}}, producer.ErrInvalidMessage},
+		{"invalid UTF-8 property", producer.Message{Topic: topic, Body: []byte("x"), Properties: map[string]string{"a": "\xfe"}}, producer.ErrInvalidMessage},
 		{"reserved property", producer.Message{Topic: topic, Body: []byte("x"), Properties: map[string]string{"KEYS": "k"}}, producer.ErrInvalidMessage},
 		{"separator in property", producer.Message{Topic: topic, Body: []byte("x"), Properties: map[string]string{"a": "b\x01c"}}, producer.ErrInvalidMessage},
 		{"negative delay", producer.Message{Topic: topic, Body: []byte("x"), Delay: -time.Second}, producer.ErrInvalidMessage},
