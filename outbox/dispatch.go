@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 type queries struct {
 	insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimIDs, claimed, predecessor,
 	markSent, markResent, retryLater, markDead, release, giveUp, purge, pending, dead,
-	insertSent, insertAborted, statusOf string
+	insertSent, insertAborted, statusOf, insertClaimed string
 }
 
 const columns = "id, topic, biz_key, tag, sharding_key, properties, body, delay_ms, status, attempts, next_attempt_at," +
@@ -69,7 +70,15 @@ func newQueries(t string) queries {
 			" VALUES (?, ?, ?, '', '', ?, '{}', '', 0, 4, 0, NOW(6), '', 'rolled back by a transaction check-back', '', NOW(6), NOW(6))" +
 			" ON DUPLICATE KEY UPDATE id = id",
 		statusOf: "SELECT status, msg_id FROM " + t + " WHERE topic = ? AND key_hash = ? AND biz_key = ?",
-		dead:     "SELECT COUNT(*) FROM " + t + " WHERE status = 3",
+		// A row enqueued by Transact is claimed from the start by the
+		// transaction's own token, so reconcile leaves it alone while
+		// Transact sends it right after the commit (or until the lease
+		// ends, if the process died).
+		insertClaimed: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
+			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)" +
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, NOW(6) + INTERVAL ? MICROSECOND, ?, '', '', NOW(6), NOW(6))" +
+			" ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
+		dead: "SELECT COUNT(*) FROM " + t + " WHERE status = 3",
 	}
 }
 
@@ -188,17 +197,26 @@ func (r *Relay) sendClaimed(ctx context.Context, owner string, ids []int64, rese
 	if err != nil {
 		return BatchReport{}, fmt.Errorf("outbox: load claimed: %w", err)
 	}
-	var rows []dbRow
-	if err := r.db.SelectContext(ctx, &rows, q, args...); err != nil {
+	var dbRows []dbRow
+	if err := r.db.SelectContext(ctx, &dbRows, q, args...); err != nil {
 		return BatchReport{}, fmt.Errorf("outbox: load claimed: %w", err)
 	}
-	groups := map[string][]*Row{}
-	var order []string
-	for i := range rows {
-		row, err := rows[i].row()
+	rows := make([]*Row, 0, len(dbRows))
+	for i := range dbRows {
+		row, err := dbRows[i].row()
 		if err != nil {
 			return BatchReport{}, err
 		}
+		rows = append(rows, row)
+	}
+	return r.sendRows(ctx, owner, rows, resend, false)
+}
+
+// sendRows sends rows owner holds, in id order.
+func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend, shared bool) (BatchReport, error) {
+	groups := map[string][]*Row{}
+	var order []string
+	for _, row := range rows {
 		g := row.ShardingKey
 		if g == "" {
 			g = fmt.Sprint("\x00", row.ID) // unordered: a group of its own
@@ -211,6 +229,7 @@ func (r *Relay) sendClaimed(ctx context.Context, owner string, ids []int64, rese
 	sort.Strings(order)
 	var (
 		mu     sync.Mutex
+		sent   []sentRow
 		report = BatchReport{Claimed: len(rows)}
 		errs   []error
 		wg     sync.WaitGroup
@@ -220,9 +239,10 @@ func (r *Relay) sendClaimed(ctx context.Context, owner string, ids []int64, rese
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			rep, err := r.sendGroup(ctx, owner, groups[g], resend)
+			rep, done, err := r.sendGroup(ctx, owner, groups[g], resend)
 			mu.Lock()
 			report.Add(rep)
+			sent = append(sent, done...)
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -230,31 +250,154 @@ func (r *Relay) sendClaimed(ctx context.Context, owner string, ids []int64, rese
 		})
 	}
 	wg.Wait()
+	// Unordered rows are marked Sent together, a chunk per statement;
+	// after a Transact, together with other Transact calls' rows.
+	if shared && len(sent) > 0 {
+		if err := r.markShared(ctx, owner, sent); err != nil {
+			errs = append(errs, err)
+		} else {
+			report.Sent += len(sent)
+		}
+		sent = nil
+	}
+	for len(sent) > 0 {
+		chunk := sent[:min(len(sent), markChunk)]
+		sent = sent[len(chunk):]
+		n, err := r.markSentBatch(ctx, []string{owner}, chunk, resend)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		report.Sent += int(n)
+		report.LostClaims += len(chunk) - int(n)
+	}
 	return report, errors.Join(errs...)
+}
+
+// markChunk bounds the rows one batched mark updates.
+const markChunk = 500
+
+type sentRow struct {
+	id    int64
+	msgID string
+}
+
+// markCombiner lets concurrent Transact calls share one mark statement, as
+// a database's group commit shares one flush: a caller that finds no flush
+// in progress becomes the flusher and marks everything queued, its own
+// rows and those queued meanwhile; the others wait for its result.
+type markCombiner struct {
+	mu       sync.Mutex
+	pending  []*markReq
+	flushing bool
+}
+
+type markReq struct {
+	owner string
+	rows  []sentRow
+	done  chan error
+}
+
+// markFlushTimeout bounds a shared flush, which must not depend on the
+// flusher's own ctx.
+const markFlushTimeout = 10 * time.Second
+
+func (r *Relay) markShared(ctx context.Context, owner string, rows []sentRow) error {
+	req := &markReq{owner: owner, rows: rows, done: make(chan error, 1)}
+	c := &r.combiner
+	c.mu.Lock()
+	c.pending = append(c.pending, req)
+	if c.flushing {
+		c.mu.Unlock()
+		return <-req.done
+	}
+	c.flushing = true
+	for len(c.pending) > 0 {
+		batch := c.pending
+		c.pending = nil
+		c.mu.Unlock()
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markFlushTimeout)
+		var all []sentRow
+		var owners []string
+		for _, q := range batch {
+			all = append(all, q.rows...)
+			owners = append(owners, q.owner)
+		}
+		var err error
+		for len(all) > 0 && err == nil {
+			chunk := all[:min(len(all), markChunk)]
+			all = all[len(chunk):]
+			_, err = r.markSentBatch(fctx, owners, chunk, false)
+		}
+		cancel()
+		for _, q := range batch {
+			q.done <- err
+		}
+		c.mu.Lock()
+	}
+	c.flushing = false
+	c.mu.Unlock()
+	return <-req.done
+}
+
+// markSentBatch marks rows Sent (or re-sent) in one conditional UPDATE and
+// returns how many the owners still held. Each row is held by exactly one
+// of the owners, so matching any of them matches its own.
+func (r *Relay) markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error) {
+	var b strings.Builder
+	args := make([]any, 0, 3*len(rows)+len(owners))
+	b.WriteString("UPDATE " + r.cfg.table + " SET msg_id = CASE id")
+	for _, s := range rows {
+		b.WriteString(" WHEN ? THEN ?")
+		args = append(args, s.id, s.msgID)
+	}
+	b.WriteString(" END, attempts = attempts + 1, lease_owner = '', sent_at = NOW(6), next_attempt_at = NOW(6), updated_at = NOW(6)")
+	status := Pending
+	if resend {
+		status = Sent
+	} else {
+		b.WriteString(", status = 1, last_error = ''")
+	}
+	b.WriteString(" WHERE status = ? AND lease_owner IN (?" + strings.Repeat(", ?", len(owners)-1) + ")")
+	b.WriteString(" AND id IN (?" + strings.Repeat(", ?", len(rows)-1) + ")")
+	args = append(args, int(status))
+	for _, o := range owners {
+		args = append(args, o)
+	}
+	for _, s := range rows {
+		args = append(args, s.id)
+	}
+	n, err := r.exec(ctx, b.String(), args...)
+	if err != nil {
+		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
+	}
+	return n, nil
 }
 
 // blockedRetry is how long a row waits when an earlier row of its
 // sharding key is not Sent yet.
 const blockedRetry = time.Second
 
-func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend bool) (BatchReport, error) {
-	var rep BatchReport
+// sendGroup sends one group's rows. An ordered group's rows are marked
+// one by one before the next is sent; an unordered row is returned in
+// done, for the batched mark.
+func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend bool) (rep BatchReport, done []sentRow, err error) {
 	for i, row := range rows {
 		if row.ShardingKey != "" && !resend {
 			var one int
 			err := r.db.GetContext(ctx, &one, r.q.predecessor, hash(row.ShardingKey), row.ID, []byte(row.ShardingKey))
 			if err == nil { // an earlier row of the key is Pending or Dead
 				rep.Blocked += len(rows) - i
-				return rep, r.releaseAll(ctx, owner, rows[i:])
+				return rep, nil, r.releaseAll(ctx, owner, rows[i:])
 			}
 			if !errors.Is(err, sql.ErrNoRows) {
-				return rep, errors.Join(fmt.Errorf("outbox: predecessor of %d: %w", row.ID, err), r.releaseAll(ctx, owner, rows[i:]))
+				return rep, nil, errors.Join(fmt.Errorf("outbox: predecessor of %d: %w", row.ID, err), r.releaseAll(ctx, owner, rows[i:]))
 			}
 		}
 		if resend && row.Attempts >= r.cfg.maxAttempts {
 			n, err := r.exec(ctx, r.q.giveUp, fmt.Sprintf("no consumer confirmed it after %d sends", row.Attempts), row.ID, owner)
 			if err != nil {
-				return rep, fmt.Errorf("outbox: give up %d: %w", row.ID, err)
+				return rep, nil, fmt.Errorf("outbox: give up %d: %w", row.ID, err)
 			}
 			if n == 1 {
 				r.dead(ctx, row, "unconfirmed after resends", &rep)
@@ -263,6 +406,10 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 		}
 		res, sendErr := r.pub.Send(ctx, producer.Message{Topic: row.Topic, Body: row.Body, Keys: []string{row.Key},
 			Tag: row.Tag, Properties: row.Properties, ShardingKey: row.ShardingKey, Delay: row.Delay})
+		if (sendErr == nil || producer.IsNotDurable(sendErr)) && row.ShardingKey == "" {
+			done = append(done, sentRow{row.ID, res.MsgID})
+			continue
+		}
 		if sendErr == nil || producer.IsNotDurable(sendErr) {
 			q := r.q.markSent
 			if resend {
@@ -270,7 +417,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			}
 			n, err := r.exec(ctx, q, res.MsgID, row.ID, owner)
 			if err != nil {
-				return rep, fmt.Errorf("outbox: mark %d sent: %w", row.ID, err)
+				return rep, nil, fmt.Errorf("outbox: mark %d sent: %w", row.ID, err)
 			}
 			if n == 0 {
 				rep.LostClaims++
@@ -280,14 +427,14 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			continue
 		}
 		if err := r.fail(ctx, owner, row, sendErr, resend, &rep); err != nil {
-			return rep, err
+			return rep, done, err
 		}
 		if row.ShardingKey != "" && i+1 < len(rows) {
 			rep.Blocked += len(rows) - i - 1
-			return rep, r.releaseAll(ctx, owner, rows[i+1:])
+			return rep, nil, r.releaseAll(ctx, owner, rows[i+1:])
 		}
 	}
-	return rep, nil
+	return rep, done, nil
 }
 
 func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error, resend bool, rep *BatchReport) error {

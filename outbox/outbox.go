@@ -161,10 +161,11 @@ var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 // table: rows are claimed with SELECT ... FOR UPDATE SKIP LOCKED and a
 // lease, and every state change is one conditional UPDATE.
 type Relay struct {
-	db  *sqlx.DB
-	pub Publisher
-	cfg config
-	q   queries
+	db       *sqlx.DB
+	pub      Publisher
+	cfg      config
+	q        queries
+	combiner markCombiner
 }
 
 // NewRelay returns a relay over db's outbox table, sending through pub.
@@ -233,6 +234,11 @@ func hash(s string) []byte {
 // second Enqueue of the same topic and key returns the existing row's id
 // with created false (the first message wins).
 func (r *Relay) Enqueue(ctx context.Context, ex Execer, m Message) (id int64, created bool, err error) {
+	return r.enqueue(ctx, ex, m, "")
+}
+
+// enqueue inserts m, claimed by owner when owner is set.
+func (r *Relay) enqueue(ctx context.Context, ex Execer, m Message, owner string) (id int64, created bool, err error) {
 	if err := validate(m); err != nil {
 		return 0, false, err
 	}
@@ -242,8 +248,14 @@ func (r *Relay) Enqueue(ctx context.Context, ex Execer, m Message) (id int64, cr
 			return 0, false, fmt.Errorf("outbox: properties: %w", err)
 		}
 	}
-	res, err := ex.ExecContext(ctx, r.q.insert, m.Topic, hash(m.Key), []byte(m.Key), []byte(m.Tag),
-		[]byte(m.ShardingKey), hash(m.ShardingKey), props, m.Body, m.Delay.Milliseconds())
+	args := []any{m.Topic, hash(m.Key), []byte(m.Key), []byte(m.Tag),
+		[]byte(m.ShardingKey), hash(m.ShardingKey), props, m.Body, m.Delay.Milliseconds()}
+	q := r.q.insert
+	if owner != "" {
+		q = r.q.insertClaimed
+		args = append(args, r.cfg.lease.Microseconds(), owner)
+	}
+	res, err := ex.ExecContext(ctx, q, args...)
 	if err != nil {
 		return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
 	}
@@ -262,14 +274,17 @@ func (r *Relay) Enqueue(ctx context.Context, ex Execer, m Message) (id int64, cr
 type Tx struct {
 	*sqlx.Tx
 	relay *Relay
-	ids   []int64
+	owner string
+	rows  []*Row
 }
 
-// Enqueue writes m in this transaction (see [Relay.Enqueue]).
+// Enqueue writes m in this transaction (see [Relay.Enqueue]). A second
+// enqueue of a topic and key already in the outbox returns the existing
+// row's id and sends nothing.
 func (t *Tx) Enqueue(ctx context.Context, m Message) (int64, error) {
-	id, created, err := t.relay.Enqueue(ctx, t.Tx, m)
+	id, created, err := t.relay.enqueue(ctx, t.Tx, m, t.owner)
 	if err == nil && created {
-		t.ids = append(t.ids, id)
+		t.rows = append(t.rows, &Row{ID: id, Message: m})
 	}
 	return id, err
 }
@@ -278,13 +293,16 @@ func (t *Tx) Enqueue(ctx context.Context, m Message) (int64, error) {
 // panic) rolls it back. After the commit it sends the rows fn enqueued and
 // marks them Sent. A failed send does not fail Transact: the business data
 // and the rows are committed, and the reconcile job sends what is still
-// Pending. The returned error is only about the transaction.
+// Pending. The returned error is only about the transaction. The rows are
+// written already claimed by this call for the relay's lease, so a
+// reconcile job does not race the send after commit; if the process dies
+// before sending, reconcile sends them once the lease ends.
 func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) error) error {
 	tx, err := r.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("outbox: begin: %w", err)
 	}
-	t := &Tx{Tx: tx, relay: r}
+	t := &Tx{Tx: tx, relay: r, owner: newToken()}
 	committed := false
 	defer func() {
 		if !committed {
@@ -298,10 +316,12 @@ func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) erro
 		return fmt.Errorf("outbox: commit: %w", err)
 	}
 	committed = true
-	if len(t.ids) > 0 {
-		if _, err := r.Dispatch(ctx, t.ids...); err != nil {
+	if len(t.rows) > 0 {
+		// The rows are claimed by this transaction's token: send them from
+		// memory, no claim or reload needed.
+		if _, err := r.sendRows(ctx, t.owner, t.rows, false, true); err != nil {
 			r.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "dispatch after commit failed; reconcile will send",
-				slog.Any("ids", t.ids), slog.Any("error", err))
+				slog.Int("rows", len(t.rows)), slog.Any("error", err))
 		}
 	}
 	return nil

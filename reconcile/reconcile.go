@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/outbox"
@@ -68,7 +69,8 @@ func WithReportHook(fn func(context.Context, Report)) Option {
 }
 
 // WithBatchHook sets a function called after each claimed batch, for
-// progress on long runs. Default none.
+// progress on long runs; calls may come from two goroutines at once.
+// Default none.
 func WithBatchHook(fn func(context.Context, outbox.BatchReport)) Option {
 	return optionFunc(func(c *config) { c.onBatch = fn })
 }
@@ -126,24 +128,44 @@ func New(relay *outbox.Relay, opts ...Option) (*Job, error) {
 	return &Job{relay: relay, cfg: c}, nil
 }
 
+// pipelines is how many claim-and-send loops a run overlaps.
+const pipelines = 2
+
 // RunOnce sends every due row, batch by batch, until none is left or ctx
 // ends; then resends unconfirmed rows and purges, as configured. Rows that
 // fail are rescheduled, not retried within the run.
 func (j *Job) RunOnce(ctx context.Context) (Report, error) {
 	start := time.Now()
 	var rep Report
-	for ctx.Err() == nil {
-		b, err := j.relay.DispatchDue(ctx, j.cfg.batch)
-		rep.Add(b)
-		if j.cfg.onBatch != nil && b.Claimed > 0 {
-			j.cfg.onBatch(ctx, b)
-		}
-		if err != nil {
-			return rep, fmt.Errorf("reconcile: %w", err)
-		}
-		if b.Claimed < j.cfg.batch {
-			break
-		}
+	// Two claim loops overlap one batch's database work with the other's
+	// sends; SKIP LOCKED keeps them off each other's rows.
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for range pipelines {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				b, err := j.relay.DispatchDue(ctx, j.cfg.batch)
+				mu.Lock()
+				rep.Add(b)
+				if err != nil {
+					errs = append(errs, err)
+				}
+				mu.Unlock()
+				if j.cfg.onBatch != nil && b.Claimed > 0 {
+					j.cfg.onBatch(ctx, b)
+				}
+				if err != nil || b.Claimed < j.cfg.batch {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return rep, fmt.Errorf("reconcile: %w", err)
 	}
 	if j.cfg.confirmTimeout > 0 {
 		for ctx.Err() == nil {

@@ -85,10 +85,13 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	m := &metrics{}
+	var progressMu sync.Mutex // batch hooks come from two claim loops
 	var lastProgress time.Time
 	var progressed int
 	opts = append(opts, reconcile.WithBatch(*batch), reconcile.WithConfirmTimeout(*confirm), reconcile.WithRetention(*retention),
 		reconcile.WithBatchHook(func(_ context.Context, b outbox.BatchReport) {
+			progressMu.Lock()
+			defer progressMu.Unlock()
 			progressed += b.Sent
 			if time.Since(lastProgress) > 2*time.Second {
 				lastProgress = time.Now()
@@ -96,7 +99,9 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			}
 		}),
 		reconcile.WithReportHook(func(_ context.Context, r reconcile.Report) {
+			progressMu.Lock()
 			progressed = 0
+			progressMu.Unlock()
 			m.observe(r)
 			printReport(stdout, r)
 		}))
