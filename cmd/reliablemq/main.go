@@ -4,6 +4,7 @@
 //	reliablemq reconcile [-dsn DSN] [-namesrv ADDRS] -once | -every D | -cron EXPR
 //	reliablemq dead [-dsn DSN] list | show ID | replay ID | discard ID -reason R
 //	reliablemq dev-broker [-namesrv ADDR] [-broker ADDR] [-delay-levels LIST]
+//	reliablemq bench [-ops N] [-drain-rows N] [-repeats N] [-json FILE]
 //
 // migrate applies the SQL schema (package migrations). reconcile runs the
 // outbox reconcile job. dead works the manual-handling table. dev-broker
@@ -44,6 +45,7 @@ commands:
   migrate      apply or roll back the SQL schema, or show its status
   reconcile    send what the outbox still holds, once or on a schedule
   dead         list, show, replay or discard parked messages
+  bench        measure each layer's overhead as ratios against the raw client
   dev-broker   run an in-process RocketMQ name server and broker (rmqtest)
 
 Run "reliablemq <command> -h" for a command's flags.
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = reconcileCmd(ctx, args[1:], stdout, stderr)
 	case "dead":
 		err = deadCmd(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = benchCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
