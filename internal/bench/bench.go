@@ -299,7 +299,7 @@ func (e *env) pairs() []pair {
 	for _, guard := range []string{"none", "redis", "mysql"} {
 		ps = append(ps, pair{name: "consume, guard " + guard, baseline: "raw push consumer", subject: "consumer.New",
 			target: map[string]float64{"redis": 0.5}[guard],
-			run: func(ctx context.Context) (float64, float64, error) { return e.consumePair(ctx, guard) }})
+			run:    func(ctx context.Context) (float64, float64, error) { return e.consumePair(ctx, guard) }})
 	}
 	ps = append(ps,
 		pair{name: "MySQL guard", baseline: "DB bound: INSERT+COMMIT/2", subject: "Guard.Do (claim+complete)", target: 0.8,
