@@ -3,6 +3,7 @@ package idempotency
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,6 +22,7 @@ import (
 type RedisStore struct {
 	rdb    redis.UniversalClient
 	prefix string
+	batch  scriptBatcher
 }
 
 // NewRedisStore returns a store on rdb whose keys start with prefix
@@ -66,7 +68,7 @@ func (s *RedisStore) keys(group, key string) []string {
 
 // Claim implements [Store].
 func (s *RedisStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error) {
-	r, err := claimScript.Run(ctx, s.rdb, s.keys(group, key), token, lease.Milliseconds(), counterTTL.Milliseconds()).Int64Slice()
+	r, err := s.run(ctx, claimScript, s.keys(group, key), token, lease.Milliseconds(), counterTTL.Milliseconds()).Int64Slice()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -91,7 +93,7 @@ func (s *RedisStore) Release(ctx context.Context, group, key, token string, forg
 }
 
 func (s *RedisStore) run1(ctx context.Context, script *redis.Script, keys []string, args ...any) error {
-	n, err := script.Run(ctx, s.rdb, keys, args...).Int()
+	n, err := s.run(ctx, script, keys, args...).Int()
 	if err != nil {
 		return err
 	}
@@ -100,3 +102,87 @@ func (s *RedisStore) run1(ctx context.Context, script *redis.Script, keys []stri
 	}
 	return nil
 }
+
+// run evaluates script through the batcher: calls made at the same time by
+// concurrent handlers share one pipelined round trip, the way a database's
+// group commit shares one flush. Each call still gets its own reply.
+func (s *RedisStore) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	return s.batch.do(ctx, s.rdb, &scriptCall{script: script, keys: keys, args: args})
+}
+
+type scriptCall struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+	done   chan struct{}
+}
+
+// scriptBatcher pipelines concurrent script calls: a caller that finds no
+// flush in progress flushes everything queued, its own call included, and
+// keeps flushing what queued meanwhile; the others wait for their reply.
+type scriptBatcher struct {
+	mu       sync.Mutex
+	pending  []*scriptCall
+	flushing bool
+}
+
+// maxPipeline bounds the calls one round trip carries.
+const maxPipeline = 128
+
+func (b *scriptBatcher) do(ctx context.Context, rdb redis.UniversalClient, c *scriptCall) *redis.Cmd {
+	c.done = make(chan struct{})
+	b.mu.Lock()
+	b.pending = append(b.pending, c)
+	if b.flushing {
+		b.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.cmd
+		case <-ctx.Done():
+			// The reply will still be delivered to c; this caller stops
+			// waiting. The outcome is unknown, as for any timed-out call.
+			cmd := redis.NewCmd(ctx)
+			cmd.SetErr(ctx.Err())
+			return cmd
+		}
+	}
+	b.flushing = true
+	for len(b.pending) > 0 {
+		calls := b.pending[:min(len(b.pending), maxPipeline)]
+		b.pending = b.pending[len(calls):]
+		b.mu.Unlock()
+		flush(ctx, rdb, calls)
+		b.mu.Lock()
+	}
+	b.flushing = false
+	b.mu.Unlock()
+	<-c.done
+	return c.cmd
+}
+
+// flush sends calls in one pipeline. Scripts the server does not know yet
+// (NOSCRIPT) are retried one by one with their full source.
+func flush(ctx context.Context, rdb redis.UniversalClient, calls []*scriptCall) {
+	// The flusher serves other callers too: its own cancellation must not
+	// fail their calls.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	defer cancel()
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(calls))
+	for i, c := range calls {
+		cmds[i] = pipe.EvalSha(ctx, c.script.Hash(), c.keys, c.args...)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for i, c := range calls {
+		cmd := cmds[i]
+		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			cmd = c.script.Run(ctx, rdb, c.keys, c.args...)
+		}
+		c.cmd = cmd
+		close(c.done)
+	}
+}
+
+// flushTimeout bounds one pipelined round trip.
+const flushTimeout = 10 * time.Second
