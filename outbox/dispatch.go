@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
@@ -19,7 +20,7 @@ import (
 type queries struct {
 	insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimIDs, claimed, predecessor,
 	markSent, markResent, retryLater, markDead, release, giveUp, purge, pending, dead,
-	insertSent, insertAborted, statusOf, insertClaimed string
+	insertSent, insertAborted, statusOf, insertClaimed, claimLocked string
 }
 
 const columns = "id, topic, biz_key, tag, sharding_key, properties, body, delay_ms, status, attempts, next_attempt_at," +
@@ -43,7 +44,8 @@ func newQueries(t string) queries {
 			" AND sent_at < NOW(6) - INTERVAL ? MICROSECOND ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
 		claimIDs: "UPDATE " + t + " SET lease_owner = ?, next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND" +
 			" WHERE id IN (?) AND status = ? AND next_attempt_at <= NOW(6)",
-		claimed: "SELECT " + columns + " FROM " + t + " WHERE id IN (?) AND lease_owner = ? ORDER BY id",
+		claimLocked: "UPDATE " + t + " SET lease_owner = ?, next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND WHERE id IN (?)",
+		claimed:     "SELECT " + columns + " FROM " + t + " WHERE id IN (?) AND lease_owner = ? ORDER BY id",
 		predecessor: "SELECT 1 FROM " + t + " WHERE sharding_hash = ? AND id < ? AND status IN (0, 3)" +
 			" AND sharding_key = ? LIMIT 1",
 		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, msg_id = ?, last_error = '', lease_owner = ''," +
@@ -160,33 +162,58 @@ func (r *Relay) ResendUnconfirmed(ctx context.Context, timeout time.Duration, li
 
 func (r *Relay) claimAndSend(ctx context.Context, selectQ string, selectArgs []any, status Status, resend bool) (BatchReport, error) {
 	owner := newToken()
+	var ids []int64
+	var err error
+	for attempt := 1; ; attempt++ {
+		ids, err = r.claim(ctx, owner, selectQ, selectArgs)
+		if err == nil || !isDeadlock(err) || attempt == 3 {
+			break
+		}
+		// InnoDB picked this claim as a deadlock victim: nothing was
+		// claimed; try again.
+	}
+	if err != nil || len(ids) == 0 {
+		return BatchReport{}, err
+	}
+	return r.sendClaimed(ctx, owner, ids, resend)
+}
+
+func isDeadlock(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
+}
+
+// claim locks up to the selected rows, skipping rows other relays hold,
+// and stamps them with owner and a lease, in one short transaction.
+func (r *Relay) claim(ctx context.Context, owner, selectQ string, selectArgs []any) ([]int64, error) {
 	// READ COMMITTED: the claim locks only the rows it takes. Under
 	// REPEATABLE READ the locking read would also lock the gaps of the due
 	// index, and business transactions enqueueing at the same time would
 	// deadlock with it.
 	tx, err := r.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
-		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	var ids []int64
 	if err := tx.SelectContext(ctx, &ids, selectQ, selectArgs...); err != nil {
-		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
 	if len(ids) == 0 {
-		return BatchReport{}, nil
+		return nil, nil
 	}
-	q, args, err := sqlx.In(r.q.claimIDs, owner, r.cfg.lease.Microseconds(), ids, int(status))
+	// The rows are locked by the SELECT: update them by primary key only.
+	q, args, err := sqlx.In(r.q.claimLocked, owner, r.cfg.lease.Microseconds(), ids)
 	if err != nil {
-		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
+		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
-	return r.sendClaimed(ctx, owner, ids, resend)
+	return ids, nil
 }
 
 // sendClaimed sends the rows owner holds among ids. Rows of one sharding
