@@ -15,7 +15,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,15 +25,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-	"github.com/apache/rocketmq-client-go/v2/admin"
-	"github.com/apache/rocketmq-client-go/v2/primitive"
-	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/examples/internal/exampleenv"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
-	"github.com/seed157d4c4d/reliablemq/migrations"
 	"github.com/seed157d4c4d/reliablemq/outbox"
 	"github.com/seed157d4c4d/reliablemq/producer"
 	"github.com/seed157d4c4d/reliablemq/reconcile"
@@ -60,6 +55,7 @@ const (
 var steps = []string{"packed", "shipped", "delivered"}
 
 type world struct {
+	env     *exampleenv.Env
 	out     io.Writer
 	names   []string
 	broker  *rmqtest.Broker // nil on a real cluster
@@ -175,38 +171,14 @@ func run(ctx context.Context, out io.Writer) error {
 }
 
 func (w *world) setup(ctx context.Context) error {
-	dsn := os.Getenv("MYSQL_DSN")
-	if dsn == "" {
-		dsn = "root@tcp(127.0.0.1:3306)/"
-	}
-	cfg, err := mysql.ParseDSN(dsn)
+	env, err := exampleenv.Setup(ctx, dbName)
 	if err != nil {
-		return fmt.Errorf("MYSQL_DSN: %w", err)
-	}
-	cfg.ParseTime, cfg.DBName = true, ""
-	admin, err := sql.Open("mysql", cfg.FormatDSN())
-	if err == nil {
-		defer admin.Close()
-		err = admin.PingContext(ctx)
-	}
-	if err != nil {
-		return fmt.Errorf("no MySQL at %s (%v).\nStart one: `docker compose up -d mysql` in this repository, "+
-			"or install MariaDB/MySQL from your OS packages; or point MYSQL_DSN at one", cfg.Addr, err)
-	}
-	for _, q := range []string{"DROP DATABASE IF EXISTS " + dbName, "CREATE DATABASE " + dbName} {
-		if _, err := admin.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("mysql: %w", err)
-		}
-	}
-	cfg.DBName = dbName
-	if w.db, err = sqlx.Open("mysql", cfg.FormatDSN()); err != nil {
 		return err
 	}
+	w.env = env
+	w.cleanup = append(w.cleanup, env.Close)
+	w.names, w.broker, w.db, w.rdb = env.NameServers, env.Broker, env.DB, env.Redis
 	w.db.SetMaxOpenConns(32)
-	w.cleanup = append(w.cleanup, func() { w.db.Close() })
-	if err := migrations.Up(ctx, w.db.DB); err != nil {
-		return err
-	}
 	for _, q := range []string{
 		"CREATE TABLE orders (id VARCHAR(64) PRIMARY KEY, coupon VARCHAR(32) NOT NULL)",
 		"CREATE TABLE coupons (order_id VARCHAR(64) NOT NULL, coupon VARCHAR(32) NOT NULL)",
@@ -216,33 +188,16 @@ func (w *world) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	w.say("MySQL:    %s, database %s (migrations applied)", cfg.Addr, dbName)
-
+	w.say("MySQL:    database %s (migrations applied)", dbName)
 	if addr := os.Getenv("REDIS_ADDR"); addr != "" {
-		w.rdb = redis.NewClient(&redis.Options{Addr: addr})
 		w.say("Redis:    %s", addr)
 	} else {
-		m, err := miniredis.Run()
-		if err != nil {
-			return err
-		}
-		w.cleanup = append(w.cleanup, m.Close)
-		w.rdb = redis.NewClient(&redis.Options{Addr: m.Addr()})
 		w.say("Redis:    miniredis (in-process)")
 	}
-	w.cleanup = append(w.cleanup, func() { w.rdb.Close() })
-
-	if ns := os.Getenv("RMQ_NAMESRV"); ns != "" {
-		w.names = []string{ns}
-		w.say("RocketMQ: %s (real cluster: fault injection skipped)", ns)
+	if w.broker == nil {
+		w.say("RocketMQ: %s (real cluster: fault injection skipped)", w.names[0])
 	} else {
-		b, err := rmqtest.Start()
-		if err != nil {
-			return err
-		}
-		w.cleanup = append(w.cleanup, func() { b.Close() })
-		w.broker, w.names = b, []string{b.NamesrvAddr()}
-		w.say("RocketMQ: rmqtest (in-process) at %s", b.NamesrvAddr())
+		w.say("RocketMQ: rmqtest (in-process) at %s", w.names[0])
 	}
 	if w.prod, err = producer.New(w.names, producer.WithSendTimeout(500*time.Millisecond)); err != nil {
 		return err
@@ -256,24 +211,7 @@ func (w *world) setup(ctx context.Context) error {
 }
 
 func (w *world) createTopic(ctx context.Context, topic string) error {
-	if w.broker != nil {
-		return w.broker.CreateTopic(topic, 4)
-	}
-	brokerAddr := os.Getenv("RMQ_BROKER")
-	if brokerAddr == "" {
-		return errors.New("RMQ_BROKER (the broker's address) is needed with RMQ_NAMESRV to create topics")
-	}
-	a, err := admin.NewAdmin(admin.WithResolver(primitive.NewPassthroughResolver(w.names)))
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	if err := a.CreateTopic(ctx, admin.WithTopicCreate(topic), admin.WithBrokerAddrCreate(brokerAddr),
-		admin.WithReadQueueNums(4), admin.WithWriteQueueNums(4)); err != nil {
-		return err
-	}
-	time.Sleep(2 * time.Second) // the broker registers the topic with the name server
-	return nil
+	return w.env.CreateTopic(ctx, topic, 4)
 }
 
 func (w *world) placeOrder(ctx context.Context, topic, id, coupon string) error {
