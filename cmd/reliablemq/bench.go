@@ -24,7 +24,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
 	ops := fs.Int("ops", 4000, "operations per side per repeat")
-	drain := fs.Int("drain-rows", 20000, "outbox rows the reconcile drain sends")
+	drain := fs.Int("drain-rows", 20000, "outbox rows the reconcile drain sends, and messages per consume pair")
 	repeats := fs.Int("repeats", 3, "runs per pair; the median ratio is reported")
 	jsonPath := fs.String("json", "", "also write the results as JSON to this file")
 	if err := parseFlags(fs, args, stderr); err != nil {
