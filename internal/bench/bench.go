@@ -373,7 +373,54 @@ func (e *env) pairs() []pair {
 				return b, s, err
 			}},
 	)
+	if e.broker == nil {
+		ps = append(ps, pair{name: "real broker vs rmqtest (raw send)", baseline: "rmqtest", subject: "RMQ_NAMESRV broker",
+			run: func(ctx context.Context) (float64, float64, error) { return e.brokerPair(ctx) }})
+	}
 	return ps
+}
+
+// brokerPair compares raw sends to the real broker with raw sends to an
+// in-process rmqtest, 16 goroutines each.
+func (e *env) brokerPair(ctx context.Context) (float64, float64, error) {
+	b, err := rmqtest.Start()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer b.Close()
+	if err := b.CreateTopic("BenchEmbedded", 8); err != nil {
+		return 0, 0, err
+	}
+	p, err := rocketmq.NewProducer(rmqproducer.WithNameServer([]string{b.NamesrvAddr()}), rmqproducer.WithGroupName("bench_embedded"),
+		rmqproducer.WithInstanceName(fmt.Sprint("bench-embedded-", time.Now().UnixNano())))
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := p.Start(); err != nil {
+		return 0, 0, err
+	}
+	defer p.Shutdown()
+	topic, err := e.topic(ctx, "BenchReal")
+	if err != nil {
+		return 0, 0, err
+	}
+	send := func(p rocketmq.Producer, topic string) func() error {
+		return func() error {
+			_, err := p.SendSync(ctx, primitive.NewMessage(topic, e.body))
+			return err
+		}
+	}
+	for _, f := range []func() error{send(p, "BenchEmbedded"), send(e.raw, topic)} {
+		if err := f(); err != nil {
+			return 0, 0, err
+		}
+	}
+	base, err := parallel(e.cfg.Ops, workers, send(p, "BenchEmbedded"))
+	if err != nil {
+		return 0, 0, err
+	}
+	real, err := parallel(e.cfg.Ops, workers, send(e.raw, topic))
+	return base, real, err
 }
 
 // consumePair loads messages, then consumes them with a raw push consumer
@@ -595,4 +642,40 @@ func WriteJSON(w io.Writer, results []Result) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(results)
+}
+
+// WriteSVG draws the median ratios as a horizontal bar chart, with each
+// target marked.
+func WriteSVG(w io.Writer, results []Result) error {
+	const rowH, left, width = 28, 300, 420
+	maxRatio := 1.5
+	for _, r := range results {
+		maxRatio = max(maxRatio, min(r.Ratio, 10))
+	}
+	x := func(v float64) float64 { return left + min(v, maxRatio)/maxRatio*width }
+	var b strings.Builder
+	h := rowH*len(results) + 40
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", left+width+80, h)
+	fmt.Fprintf(&b, `<text x="%d" y="16" font-weight="bold">subject / baseline (median ratio); | = target</text>`+"\n", left)
+	fmt.Fprintf(&b, `<line x1="%.1f" y1="24" x2="%.1f" y2="%d" stroke="#999" stroke-dasharray="3,3"/>`+"\n", x(1), x(1), h-8)
+	for i, r := range results {
+		y := 28 + i*rowH
+		color := "#6b8fc7"
+		if r.Pass != nil {
+			color = map[bool]string{true: "#5aa469", false: "#d9534f"}[*r.Pass]
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", left-8, y+15, xmlEscape(r.Name))
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="18" fill="%s"/>`+"\n", left, y+2, x(r.Ratio)-left, color)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d">%.2f</text>`+"\n", x(r.Ratio)+4, y+15, r.Ratio)
+		if r.Target > 0 {
+			fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="black" stroke-width="2"/>`+"\n", x(r.Target), y, x(r.Target), y+22)
+		}
+	}
+	b.WriteString("</svg>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func xmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 }

@@ -27,7 +27,10 @@ func TestRunSmall(t *testing.T) {
 			t.Errorf("%s: not measured: %+v", r.Name, r)
 		}
 	}
-	var table, js bytes.Buffer
+	var table, js, svg bytes.Buffer
+	if err := WriteSVG(&svg, results); err != nil || !strings.Contains(svg.String(), "</svg>") {
+		t.Fatalf("svg: %v", err)
+	}
 	if err := PrintTable(&table, results); err != nil {
 		t.Fatal(err)
 	}
