@@ -295,7 +295,9 @@ func TestConfigurationIsValidated(t *testing.T) {
 	t.Parallel()
 	dead := &consumer.DeadLetters{}
 	h := func(context.Context, *consumer.Message) error { return nil }
-	rs, _ := idempotency.NewRedisStore(redis.NewClient(&redis.Options{}), "")
+	rdb := redis.NewClient(&redis.Options{})
+	defer rdb.Close()
+	rs, _ := idempotency.NewRedisStore(rdb, "")
 	shortGuard, _ := idempotency.NewGuard("g", rs, idempotency.WithRetention(time.Minute))
 	ns := []string{"127.0.0.1:9876"}
 	cases := map[string]func() error{

@@ -32,7 +32,9 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer redisSrv.Close()
-	store, _ := idempotency.NewRedisStore(redis.NewClient(&redis.Options{Addr: redisSrv.Addr()}), "")
+	rdb := redis.NewClient(&redis.Options{Addr: redisSrv.Addr()})
+	defer rdb.Close()
+	store, _ := idempotency.NewRedisStore(rdb, "")
 	guard, err := idempotency.NewGuard("coupon-service", store)
 	if err != nil {
 		log.Fatal(err)

@@ -255,7 +255,9 @@ func TestMySQLStoresKeysVerbatimAndPurges(t *testing.T) {
 
 func TestConfigurationIsValidated(t *testing.T) {
 	t.Parallel()
-	rs, _ := idempotency.NewRedisStore(redis.NewClient(&redis.Options{}), "")
+	rdb := redis.NewClient(&redis.Options{})
+	defer rdb.Close()
+	rs, _ := idempotency.NewRedisStore(rdb, "")
 	for name, opts := range map[string][]idempotency.Option{
 		"retention below lease": {idempotency.WithLease(time.Hour), idempotency.WithRetention(time.Minute)},
 		"zero lease":            {idempotency.WithLease(0)},

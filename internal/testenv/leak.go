@@ -3,11 +3,29 @@ package testenv
 import "go.uber.org/goleak"
 
 // ClientLeakOptions are the goleak options for goroutines the official
-// client leaves behind after Shutdown: its background loops sleep 1 to 10 s
-// before they first look at the done channel (internal/client.go Start).
-// They exit on their own; goleak cannot wait that long.
+// client v2.1.2 leaves behind after Shutdown, each by name: its background
+// loops sleep 1 to 10 s before they first look at the done channel
+// (internal/client.go Start); the push consumer's stats goroutines never
+// stop (#1147); pulls in flight wait out their 30 s timeout; orderly queue
+// loops finish their sleep; the transaction producer's check-back loop
+// never ends; and a package-level cache starts a janitor at init. None of
+// them is ours.
 func ClientLeakOptions() []goleak.Option {
+	const c = "github.com/apache/rocketmq-client-go/v2/"
 	return []goleak.Option{
+		goleak.IgnoreAnyFunction(c + "consumer.(*statsItemSet).init.func1"),
+		goleak.IgnoreAnyFunction(c + "consumer.(*statsItemSet).init.func2"),
+		goleak.IgnoreAnyFunction(c + "consumer.(*statsItemSet).init.func3"),
+		goleak.IgnoreAnyFunction(c + "consumer.(*statsItemSet).init.func4"),
+		goleak.IgnoreAnyFunction(c + "consumer.(*statsItemSet).init.func5"),
+		goleak.IgnoreAnyFunction(c + "consumer.(*statsItemSet).init.func6"),
+		goleak.IgnoreAnyFunction(c + "consumer.(*pushConsumer).Start.func1.1.1"),
+		goleak.IgnoreAnyFunction(c + "consumer.(*pushConsumer).Start.func1.2"), // sleeps ConsumeTimeout (15 min) first
+		goleak.IgnoreAnyFunction(c + "consumer.(*pushConsumer).Start.func1.3"),
+		goleak.IgnoreAnyFunction(c + "consumer.(*pushConsumer).consumeMessageOrderly"),
+		goleak.IgnoreAnyFunction(c + "consumer.(*pushConsumer).consumeMessageConcurrently.func1"),
+		goleak.IgnoreAnyFunction(c + "producer.(*transactionProducer).checkTransactionState"),
+		goleak.IgnoreAnyFunction("github.com/patrickmn/go-cache.(*janitor).Run"),
 		goleak.IgnoreAnyFunction("github.com/apache/rocketmq-client-go/v2/internal.(*rmqClient).Start.func1.1"),
 		goleak.IgnoreAnyFunction("github.com/apache/rocketmq-client-go/v2/internal.(*rmqClient).Start.func1.2"),
 		goleak.IgnoreAnyFunction("github.com/apache/rocketmq-client-go/v2/internal.(*rmqClient).Start.func1.3"),
