@@ -18,8 +18,8 @@ import (
 )
 
 type queries struct {
-	insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimIDs, claimed, predecessor,
-	markSent, markResent, retryLater, markDead, release, giveUp, purge, pending, dead,
+	insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimed, predecessor,
+	markSent, retryLater, markDead, release, giveUp, purge, pending, dead,
 	insertSent, insertAborted, statusOf, insertClaimed, claimLocked string
 }
 
@@ -42,16 +42,12 @@ func newQueries(t string) queries {
 			" ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
 		selectUnconfirmed: "SELECT id FROM " + t + " WHERE status = 1 AND next_attempt_at <= NOW(6)" +
 			" AND sent_at < NOW(6) - INTERVAL ? MICROSECOND ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
-		claimIDs: "UPDATE " + t + " SET lease_owner = ?, next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND" +
-			" WHERE id IN (?) AND status = ? AND next_attempt_at <= NOW(6)",
 		claimLocked: "UPDATE " + t + " SET lease_owner = ?, next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND WHERE id IN (?)",
 		claimed:     "SELECT " + columns + " FROM " + t + " WHERE id IN (?) AND lease_owner = ? ORDER BY id",
 		predecessor: "SELECT 1 FROM " + t + " WHERE sharding_hash = ? AND id < ? AND status IN (0, 3)" +
 			" AND sharding_key = ? LIMIT 1",
 		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, msg_id = ?, last_error = '', lease_owner = ''," +
 			" sent_at = NOW(6), next_attempt_at = NOW(6), updated_at = NOW(6) WHERE id = ? AND status = 0 AND lease_owner = ?",
-		markResent: "UPDATE " + t + " SET attempts = attempts + 1, msg_id = ?, lease_owner = '', sent_at = NOW(6)," +
-			" next_attempt_at = NOW(6), updated_at = NOW(6) WHERE id = ? AND status = 1 AND lease_owner = ?",
 		retryLater: "UPDATE " + t + " SET attempts = attempts + 1, last_error = ?, lease_owner = ''," +
 			" next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND, updated_at = NOW(6)" +
 			" WHERE id = ? AND status = ? AND lease_owner = ?",
@@ -130,19 +126,6 @@ func (b *BatchReport) Add(o BatchReport) {
 	b.Dead += o.Dead
 	b.Blocked += o.Blocked
 	b.LostClaims += o.LostClaims
-}
-
-// Dispatch claims the given Pending rows that are due and sends them.
-func (r *Relay) Dispatch(ctx context.Context, ids ...int64) (BatchReport, error) {
-	owner := newToken()
-	q, args, err := sqlx.In(r.q.claimIDs, owner, r.cfg.lease.Microseconds(), ids, int(Pending))
-	if err != nil {
-		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
-	}
-	if _, err := r.db.ExecContext(ctx, q, args...); err != nil {
-		return BatchReport{}, fmt.Errorf("outbox: claim: %w", err)
-	}
-	return r.sendClaimed(ctx, owner, ids, false)
 }
 
 // DispatchDue claims up to limit due Pending rows (oldest due first,
@@ -433,16 +416,16 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 		}
 		res, sendErr := r.pub.Send(ctx, producer.Message{Topic: row.Topic, Body: row.Body, Keys: []string{row.Key},
 			Tag: row.Tag, Properties: row.Properties, ShardingKey: row.ShardingKey, Delay: row.Delay})
-		if (sendErr == nil || producer.IsNotDurable(sendErr)) && row.ShardingKey == "" {
+		sent := sendErr == nil || producer.IsNotDurable(sendErr)
+		if sent && (row.ShardingKey == "" || resend) {
+			// Unordered rows, and resends (their order was settled by the
+			// first send), are marked in one batch after the group.
 			done = append(done, sentRow{row.ID, res.MsgID})
 			continue
 		}
-		if sendErr == nil || producer.IsNotDurable(sendErr) {
-			q := r.q.markSent
-			if resend {
-				q = r.q.markResent
-			}
-			n, err := r.exec(ctx, q, res.MsgID, row.ID, owner)
+		if sent {
+			// The next row of the key is sent only once this one is Sent.
+			n, err := r.exec(ctx, r.q.markSent, res.MsgID, row.ID, owner)
 			if err != nil {
 				return rep, nil, fmt.Errorf("outbox: mark %d sent: %w", row.ID, err)
 			}
