@@ -238,6 +238,14 @@ const checkTimeout = 30 * time.Second
 
 // CheckLocalTransaction answers the broker's check-back from the table.
 func (l listener) CheckLocalTransaction(ext *primitive.MessageExt) primitive.LocalTransactionState {
+	// The client keeps calling this after Shutdown; after Close the table
+	// is not touched, and the broker asks another producer later.
+	l.m.mu.RLock()
+	closed := l.m.closed
+	l.m.mu.RUnlock()
+	if closed {
+		return primitive.UnknowState
+	}
 	// The client gives this callback no ctx; the work is bounded instead.
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()

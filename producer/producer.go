@@ -82,6 +82,8 @@ func New(nameServers []string, opts ...Option) (*Producer, error) {
 		cfg.instance = uniqueInstance("reliablemq-p-")
 	}
 	clientlog.Contain()
+	// The client calls the selector without a context, so the change is
+	// logged without one.
 	sel := &orderly.Selector{OnChange: func(ch orderly.QueueCountChange) {
 		cfg.logger.LogAttrs(context.Background(), slog.LevelWarn, "queue count changed; sharding keys re-hash",
 			slog.String("topic", ch.Topic), slog.Int("old", ch.Old), slog.Int("new", ch.New))

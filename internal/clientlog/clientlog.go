@@ -50,6 +50,8 @@ func Install(out *slog.Logger) {
 	rlog.SetLogger(current)
 }
 
+// log forwards one client log line. The client's logger interface carries
+// no context, so there is none to pass on.
 func (l *logger) log(level slog.Level, msg string, fields map[string]interface{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
