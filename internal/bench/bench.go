@@ -358,6 +358,25 @@ func (e *env) pairs() []pair {
 			run: func(ctx context.Context) (float64, float64, error) { return e.transactPair(ctx) }},
 		pair{name: fmt.Sprintf("reconcile drain of %d rows", e.cfg.DrainRows), baseline: "raw send", subject: "Job.RunOnce",
 			target: 0.7, run: func(ctx context.Context) (float64, float64, error) { return e.drainPair(ctx) }},
+		pair{name: "Redis guard vs Redis's bound", baseline: "SET NX", subject: "Guard.Do (claim+complete)",
+			run: func(ctx context.Context) (float64, float64, error) {
+				store, _ := idempotency.NewRedisStore(e.rdb, fmt.Sprint("bench:", time.Now().UnixNano(), ":"))
+				g, err := idempotency.NewGuard("bench-redis", store)
+				if err != nil {
+					return 0, 0, err
+				}
+				b, err := parallel(n, workers, func() error {
+					return e.rdb.SetNX(ctx, fmt.Sprint("bench:nx:", time.Now().UnixNano(), ":", e.seq.Add(1)), "1", time.Minute).Err()
+				})
+				if err != nil {
+					return 0, 0, err
+				}
+				s, err := parallel(n, workers, func() error {
+					_, err := g.Do(ctx, fmt.Sprint("k-", e.seq.Add(1)), func(context.Context) error { return nil })
+					return err
+				})
+				return b, s, err
+			}},
 		pair{name: "context: Redis SET NX vs MySQL commit", baseline: "MySQL INSERT+COMMIT", subject: "Redis SET NX",
 			run: func(ctx context.Context) (float64, float64, error) {
 				b, err := parallel(n, workers, func() error {

@@ -19,8 +19,8 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(results) != 10 {
-		t.Fatalf("%d results, want 10", len(results))
+	if len(results) != 11 {
+		t.Fatalf("%d results, want 11", len(results))
 	}
 	for _, r := range results {
 		if r.BaseRate <= 0 || r.Rate <= 0 || r.Ratio <= 0 {
