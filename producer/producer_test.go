@@ -29,6 +29,17 @@ func newProducer(t testing.TB, env *testenv.RocketMQ, opts ...producer.Option) *
 	return p
 }
 
+// embeddedProducer starts rmqtest (skipping on a real cluster: the test
+// needs its faults or clock), a topic with the given queues, and a producer.
+func embeddedProducer(t *testing.T, queues int, opts ...producer.Option) (*rmqtest.Broker, string, *producer.Producer) {
+	t.Helper()
+	env := testenv.NewRocketMQ(t)
+	b := env.RequireEmbedded(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, queues)
+	return b, topic, newProducer(t, env, opts...)
+}
+
 func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -173,11 +184,7 @@ func TestDelayMapsToTheSmallestLevelNotBelow(t *testing.T) {
 
 func TestDelayedSendIsHeldUntilItsLevel(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
-	p := newProducer(t, env)
+	b, topic, p := embeddedProducer(t, 1)
 	if _, err := p.Send(ctxT(t), producer.Message{Topic: topic, Body: []byte("x"), Delay: 25 * time.Second}); err != nil {
 		t.Fatalf("send: %v", err)
 	}
@@ -196,11 +203,7 @@ func TestDelayedSendIsHeldUntilItsLevel(t *testing.T) {
 
 func TestLostReplyIsOutcomeUnknownAndNotRetried(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 2)
-	p := newProducer(t, env, producer.WithSendTimeout(300*time.Millisecond))
+	b, topic, p := embeddedProducer(t, 2, producer.WithSendTimeout(300*time.Millisecond))
 	b.Inject(rmqtest.SendMessage, rmqtest.Fault{DropReply: true})
 	_, err := p.Send(ctxT(t), producer.Message{Topic: topic, Body: []byte("x"), Keys: []string{"k1"}})
 	var se *producer.SendError
@@ -215,11 +218,7 @@ func TestLostReplyIsOutcomeUnknownAndNotRetried(t *testing.T) {
 
 func TestCtxDeadlineWhileWaitingIsOutcomeUnknown(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
-	p := newProducer(t, env)
+	b, topic, p := embeddedProducer(t, 1)
 	if _, err := p.Send(ctxT(t), producer.Message{Topic: topic, Body: []byte("warm")}); err != nil {
 		t.Fatalf("warm-up send: %v", err)
 	}
@@ -252,11 +251,7 @@ func waitStored(t *testing.T, b *rmqtest.Broker, topic string, n int) {
 
 func TestTransientRefusalIsRetriedWithTheSameMsgID(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
-	p := newProducer(t, env, producer.WithRetryBackoff(time.Millisecond))
+	b, topic, p := embeddedProducer(t, 1, producer.WithRetryBackoff(time.Millisecond))
 	b.Inject(rmqtest.SendMessage, rmqtest.Fault{Times: 2, Code: rmqtest.CodeServiceNotAvailable, Remark: "busy"})
 	res, err := p.Send(ctxT(t), producer.Message{Topic: topic, Body: []byte("x")})
 	if err != nil || res.Attempts != 3 {
@@ -277,11 +272,7 @@ func TestTransientRefusalIsRetriedWithTheSameMsgID(t *testing.T) {
 
 func TestPermanentRefusalIsNotRetried(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
-	p := newProducer(t, env, producer.WithRetryBackoff(time.Millisecond))
+	b, topic, p := embeddedProducer(t, 1, producer.WithRetryBackoff(time.Millisecond))
 	for _, code := range []int{rmqtest.CodeNoPermission, rmqtest.CodeMessageIllegal} {
 		b.Inject(rmqtest.SendMessage, rmqtest.Fault{Code: code})
 		_, err := p.Send(ctxT(t), producer.Message{Topic: topic, Body: []byte("x")})
@@ -297,11 +288,7 @@ func TestPermanentRefusalIsNotRetried(t *testing.T) {
 
 func TestWeakDurabilityIsReportedDistinctly(t *testing.T) {
 	t.Parallel()
-	env := testenv.NewRocketMQ(t)
-	b := env.RequireEmbedded(t)
-	topic := testenv.Name(t, "T")
-	env.CreateTopic(t, topic, 1)
-	p := newProducer(t, env)
+	b, topic, p := embeddedProducer(t, 1)
 	b.Inject(rmqtest.SendMessage, rmqtest.Fault{Code: rmqtest.CodeFlushDiskTimeout})
 	res, err := p.Send(ctxT(t), producer.Message{Topic: topic, Body: []byte("x")})
 	if !producer.IsNotDurable(err) || res.MsgID == "" {

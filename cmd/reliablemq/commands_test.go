@@ -103,11 +103,15 @@ func TestBadInputIsAClearErrorNotAPanic(t *testing.T) {
 	}
 	for _, args := range cases {
 		out, err := runCmd(t, args...)
-		if err == nil {
+		switch {
+		case err == nil:
 			t.Errorf("%v: no error\n%s", args, out)
-		}
-		if !errors.Is(err, errUsage) && strings.Contains(err.Error(), "goroutine") {
-			t.Errorf("%v: %v", args, err)
+		case errors.Is(err, errUsage):
+			if !strings.Contains(out, "usage") && !strings.Contains(out, args[0]+":") {
+				t.Errorf("%v: usage error without usage text or a reason:\n%s", args, out)
+			}
+		case !strings.HasPrefix(err.Error(), args[0]+":") || strings.Contains(err.Error(), "\n"):
+			t.Errorf("%v: error %q, want one line naming the command", args, err)
 		}
 	}
 }

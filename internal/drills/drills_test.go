@@ -86,16 +86,7 @@ func TestDrill02BrokerOutageMidBurst(t *testing.T) {
 func TestDrill03KilledBetweenCommitAndSend(t *testing.T) {
 	t.Parallel()
 	d := newDrill(t, 4)
-	tx := d.db.MustBegin()
-	for i := range ops {
-		tx.MustExec("INSERT INTO orders (id) VALUES (?)", fmt.Sprint("o-", i))
-		if _, _, err := d.relay.Enqueue(d.ctx, tx, outbox.Message{Topic: d.topic, Key: fmt.Sprint("o-", i), Body: []byte("x")}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	} // ... and nobody dispatches
+	d.commitUnsent(ops)
 	d.startConsumer(d.applyOnce())
 	d.reconcile()
 	d.settle(2 * time.Minute)
@@ -107,18 +98,10 @@ func TestDrill03KilledBetweenCommitAndSend(t *testing.T) {
 func TestDrill04RestartAndRebalanceMidStream(t *testing.T) {
 	t.Parallel()
 	d := newDrill(t, 8)
-	store, err := idempotency.NewMySQLStore(d.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	guard, err := idempotency.NewGuard(d.group, store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	guard := d.claimGuard()
 	effect := func(ctx context.Context, m *consumer.Message) error {
-		time.Sleep(time.Millisecond)
-		_, err := d.db.ExecContext(ctx, "INSERT INTO effects (order_id) VALUES (?)", consumer.Key(m))
-		return err
+		time.Sleep(time.Millisecond) // slow enough that the rebalance lands mid-stream
+		return d.recordEffect(ctx, m)
 	}
 	first := d.startConsumer(effect, consumer.WithGuard(guard))
 	d.placeOrders(0, ops, nil)
@@ -143,23 +126,13 @@ func TestDrill04RestartAndRebalanceMidStream(t *testing.T) {
 func TestDrill05CrashMidHandler(t *testing.T) {
 	t.Parallel()
 	d := newDrill(t, 4)
-	store, err := idempotency.NewMySQLStore(d.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	guard, err := idempotency.NewGuard(d.group, store, idempotency.WithLease(3*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
+	guard := d.claimGuard(idempotency.WithLease(3 * time.Second))
 	for i := range 50 { // the crashed consumer's claims
 		if c, err := guard.Claim(d.ctx, fmt.Sprint("o-", i)); err != nil || c.Outcome != idempotency.Acquired {
 			t.Fatalf("claim: %v %v", c, err)
 		}
 	}
-	d.startConsumer(func(ctx context.Context, m *consumer.Message) error {
-		_, err := d.db.ExecContext(ctx, "INSERT INTO effects (order_id) VALUES (?)", consumer.Key(m))
-		return err
-	}, consumer.WithGuard(guard))
+	d.startConsumer(d.recordEffect, consumer.WithGuard(guard))
 	d.placeOrders(0, ops, nil)
 	d.settle(2 * time.Minute)
 	d.ledger(0)
@@ -206,14 +179,7 @@ func TestDrill06ConsumerDatabaseDown(t *testing.T) {
 func TestDrill07PoisonInOrderedStream(t *testing.T) {
 	t.Parallel()
 	d := newDrill(t, 8)
-	store, err := idempotency.NewMySQLStore(d.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	guard, err := idempotency.NewGuard(d.group, store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	guard := d.claimGuard()
 	const keys, steps = 200, 5
 	c, err := consumer.NewOrderly(d.env.NameServers(), d.group, d.topic, func(ctx context.Context, m *consumer.Message) error {
 		var step int
@@ -327,16 +293,7 @@ func TestDrill10TwoReconcilersFlappingBroker(t *testing.T) {
 	t.Parallel()
 	d := newDrill(t, 4)
 	b := d.env.RequireEmbedded(t)
-	tx := d.db.MustBegin()
-	for i := range ops {
-		tx.MustExec("INSERT INTO orders (id) VALUES (?)", fmt.Sprint("o-", i))
-		if _, _, err := d.relay.Enqueue(d.ctx, tx, outbox.Message{Topic: d.topic, Key: fmt.Sprint("o-", i), Body: []byte("x")}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	d.commitUnsent(ops)
 	d.startConsumer(d.applyOnce())
 	opts := []outbox.Option{outbox.WithBackoff(20*time.Millisecond, 100*time.Millisecond), outbox.WithMaxAttempts(1000)}
 	d.reconcile(opts...)

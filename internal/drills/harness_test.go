@@ -97,6 +97,44 @@ func (d *drill) placeOrders(from, n int, rollback func(int) bool) {
 	wg.Wait()
 }
 
+// commitUnsent commits n orders with their outbox rows and sends nothing,
+// as a process killed right after its commit would.
+func (d *drill) commitUnsent(n int) {
+	d.t.Helper()
+	tx := d.db.MustBegin()
+	for i := range n {
+		id := fmt.Sprint("o-", i)
+		tx.MustExec("INSERT INTO orders (id) VALUES (?)", id)
+		if _, _, err := d.relay.Enqueue(d.ctx, tx, outbox.Message{Topic: d.topic, Key: id, Body: []byte("x")}); err != nil {
+			d.t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// claimGuard is a claim-mode guard for the drill's group on MySQL.
+func (d *drill) claimGuard(opts ...idempotency.Option) *idempotency.Guard {
+	d.t.Helper()
+	store, err := idempotency.NewMySQLStore(d.db)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	g, err := idempotency.NewGuard(d.group, store, opts...)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return g
+}
+
+// recordEffect is an unguarded effect: one effects row per call, so a
+// duplicate that gets past a guard shows in the ledger.
+func (d *drill) recordEffect(ctx context.Context, m *consumer.Message) error {
+	_, err := d.db.ExecContext(ctx, "INSERT INTO effects (order_id) VALUES (?)", consumer.Key(m))
+	return err
+}
+
 // reconcile runs a reconcile job until the test ends.
 func (d *drill) reconcile(opts ...outbox.Option) {
 	relay := d.relay
