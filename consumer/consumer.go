@@ -370,7 +370,8 @@ func (c *Consumer) resend(ctx context.Context, ext *primitive.MessageExt, attemp
 	for k, v := range ext.GetProperties() {
 		props[k] = v
 	}
-	for _, k := range []string{"DELAY", "REAL_TOPIC", "REAL_QID", "MIN_OFFSET", "MAX_OFFSET", "CONSUME_START_TIME", "TRAN_MSG", "PGROUP"} {
+	for _, k := range []string{remoting.PropDelay, remoting.PropRealTopic, remoting.PropRealQueueID, "MIN_OFFSET",
+		"MAX_OFFSET", "CONSUME_START_TIME", remoting.PropTransactionPrepared, remoting.PropProducerGroup} {
 		delete(props, k)
 	}
 	if props[remoting.PropRetryTopic] == "" {
