@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,11 +14,9 @@ import (
 	"github.com/apache/rocketmq-client-go/v2"
 	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
-	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
-	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 )
 
 // Errors.
@@ -89,7 +86,7 @@ type Consumer struct {
 	orderly bool
 	policy  ParkPolicy
 	client  rocketmq.PushConsumer
-	retrier rocketmq.Producer // re-sends retries itself (concurrent mode)
+	retrier *retrySender // stores retry copies itself (concurrent mode)
 	names   []string
 
 	mu       sync.Mutex
@@ -156,7 +153,8 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 		cfg.instance = "reliablemq-c-" + hex.EncodeToString(b[:])
 	}
 	return &Consumer{cfg: cfg, group: group, topic: topic, handler: h, orderly: orderly, policy: policy,
-		names: nameServers, running: make(map[uint64]context.CancelFunc), shutdown: make(chan struct{})}, nil
+		names: nameServers, running: make(map[uint64]context.CancelFunc), shutdown: make(chan struct{}),
+		retrier: newRetrySender(group)}, nil
 }
 
 // Start connects and begins consuming. The topic must exist.
@@ -195,23 +193,7 @@ func (c *Consumer) Start() error {
 	if err := client.Subscribe(c.topic, sel, listener); err != nil {
 		return fmt.Errorf("consumer: subscribe %s: %w", c.topic, err)
 	}
-	if !c.orderly {
-		retrier, err := rocketmq.NewProducer(rmqproducer.WithNameServer(c.names),
-			rmqproducer.WithGroupName(c.group+"-retry"), rmqproducer.WithInstanceName(c.cfg.instance+"-r"),
-			rmqproducer.WithRetry(0))
-		if err != nil {
-			return fmt.Errorf("consumer: new retry producer: %w", err)
-		}
-		if err := retrier.Start(); err != nil {
-			return fmt.Errorf("consumer: start retry producer: %w", err)
-		}
-		c.retrier = retrier
-	}
 	if err := client.Start(); err != nil {
-		if c.retrier != nil {
-			_ = c.retrier.Shutdown() // the start error is the one to report
-			c.retrier = nil
-		}
 		return fmt.Errorf("consumer: start: %w", err)
 	}
 	c.client = client
@@ -263,11 +245,7 @@ func (c *Consumer) Close() error {
 		if err := c.client.Shutdown(); err != nil {
 			errs = append(errs, fmt.Errorf("consumer: shutdown: %w", err))
 		}
-		if c.retrier != nil {
-			if err := c.retrier.Shutdown(); err != nil {
-				errs = append(errs, fmt.Errorf("consumer: shutdown retry producer: %w", err))
-			}
-		}
+		c.retrier.close()
 		c.closeErr = errors.Join(errs...)
 		close(c.shutdown)
 	})
@@ -336,8 +314,13 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 			level = len(c.cfg.delayLevels)
 		}
 	}
-	if len(msgs) == 1 && c.resend(ctx, msgs[0], attempt, level) == nil {
-		return rmqconsumer.ConsumeSuccess, nil
+	if len(msgs) == 1 {
+		err := c.retrier.send(ctx, msgs[0], attempt, level)
+		if err == nil {
+			return rmqconsumer.ConsumeSuccess, nil
+		}
+		c.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "retry copy not stored, falling back to the client's send-back",
+			slog.String("msg_id", msgs[0].MsgId), slog.Any("error", err))
 	}
 	// Fall back to the client's send-back.
 	if cc, ok := primitive.GetConcurrentlyCtx(ctx); ok {
@@ -354,48 +337,6 @@ func (c *Consumer) retryLevel(attempt int) int {
 		return l
 	}
 	return min(2+attempt, len(c.cfg.delayLevels))
-}
-
-// resend puts a retry of ext on the group's retry topic itself, as the
-// Java client does when a send-back fails, instead of asking the broker to
-// (CONSUMER_SEND_MSG_BACK): the official Go client drops a message whose
-// send-back the broker refuses (apache/rocketmq-client-go#1106). The copy
-// keeps the body, keys, tag, properties and message id, and carries the
-// attempt count. Acknowledge the original only if this returns nil.
-func (c *Consumer) resend(ctx context.Context, ext *primitive.MessageExt, attempt, level int) error {
-	if c.retrier == nil {
-		return errors.New("no retry producer")
-	}
-	props := make(map[string]string, len(ext.GetProperties())+2)
-	for k, v := range ext.GetProperties() {
-		props[k] = v
-	}
-	for _, k := range []string{remoting.PropDelay, remoting.PropRealTopic, remoting.PropRealQueueID, "MIN_OFFSET",
-		"MAX_OFFSET", "CONSUME_START_TIME", remoting.PropTransactionPrepared, remoting.PropProducerGroup} {
-		delete(props, k)
-	}
-	if props[remoting.PropRetryTopic] == "" {
-		props[remoting.PropRetryTopic] = ext.Topic
-	}
-	props[remoting.PropAttempt] = strconv.Itoa(attempt)
-	if props[remoting.PropUniqKey] == "" && ext.MsgId != "" {
-		props[remoting.PropUniqKey] = ext.MsgId
-	}
-	pm := primitive.NewMessage("%RETRY%"+c.group, ext.Body)
-	pm.WithProperties(props)
-	if level > 0 {
-		pm.WithDelayTimeLevel(level)
-	}
-	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	res, err := c.retrier.SendSync(sctx, pm)
-	if err != nil {
-		return err
-	}
-	if res.Status != primitive.SendOK {
-		return fmt.Errorf("retry stored with status %d", res.Status)
-	}
-	return nil
 }
 
 func (c *Consumer) consumeOrderly(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {

@@ -139,12 +139,24 @@ func parseSendHeader(req *remoting.Command) sendHeader {
 	if req.Code == remoting.ReqSendBatchMessage {
 		return sendHeader{group: e["a"], topic: e["b"], defaultTopic: e["c"], defaultQueues: atoi(e["d"]),
 			queueID: atoi(e["e"]), sysFlag: atoi(e["f"]), bornTimestamp: atoi64(e["g"]), flag: atoi(e["h"]),
-			properties: e["i"], reconsumeTimes: atoi(e["j"]), maxReconsumeTimes: atoi(e["l"])}
+			properties: e["i"], reconsumeTimes: atoi(e["j"]), maxReconsumeTimes: maxReconsume(e["l"])}
 	}
 	return sendHeader{group: e["producerGroup"], topic: e["topic"], defaultTopic: e["defaultTopic"],
 		defaultQueues: atoi(e["defaultTopicQueueNums"]), queueID: atoi(e["queueId"]), sysFlag: atoi(e["sysFlag"]),
 		bornTimestamp: atoi64(e["bornTimestamp"]), flag: atoi(e["flag"]), properties: e["properties"],
-		reconsumeTimes: atoi(e["reconsumeTimes"]), maxReconsumeTimes: atoi(e["maxReconsumeTimes"])}
+		reconsumeTimes: atoi(e["reconsumeTimes"]), maxReconsumeTimes: maxReconsume(e["maxReconsumeTimes"])}
+}
+
+// groupRetryMaxTimes is a subscription group's retryMaxTimes on a 4.9.4
+// broker: the retry budget of a SEND_MESSAGE to %RETRY% whose header
+// names none.
+const groupRetryMaxTimes = 16
+
+func maxReconsume(field string) int {
+	if field == "" {
+		return groupRetryMaxTimes
+	}
+	return atoi(field)
 }
 
 func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
@@ -203,7 +215,10 @@ func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
 		return response(remoting.CodeSystemError, fmt.Sprintf("request queueId[%d] is illegal, %s Producer: %s", queue, h.topic, c.remote))
 	}
 	target := t
-	if strings.HasPrefix(h.topic, retryPrefix) && h.reconsumeTimes >= h.maxReconsumeTimes && h.maxReconsumeTimes > 0 {
+	if strings.HasPrefix(h.topic, retryPrefix) && h.reconsumeTimes >= h.maxReconsumeTimes {
+		// As a 4.9.4 broker does: a copy whose retries are used up goes to
+		// the group's DLQ. The request's properties, DELAY included, are
+		// kept, so a delayed copy reaches the DLQ through the schedule topic.
 		target = b.ensureTopicLocked(dlqPrefix+strings.TrimPrefix(h.topic, retryPrefix), 1, permWrite)
 		queue = 0
 	}

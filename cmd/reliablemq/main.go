@@ -22,6 +22,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -75,8 +77,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "reliablemq: unknown command %q\n\n%s", args[0], usage)
 		return errUsage
 	}
-	if errors.Is(err, errHelp) {
+	if errors.Is(err, errHelp) || err == nil {
 		return nil
 	}
-	return err
+	return &oneLine{err}
+}
+
+// oneLine prints an error (often several joined ones) on one line, each
+// distinct line once, so a cron job's log has one line per failure.
+type oneLine struct{ err error }
+
+func (e *oneLine) Unwrap() error { return e.err }
+
+func (e *oneLine) Error() string {
+	var parts []string
+	for _, l := range strings.Split(e.err.Error(), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !slices.Contains(parts, l) {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
