@@ -2,12 +2,9 @@ package consumer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -108,38 +105,19 @@ func (d *Drain) tryStart(ctx context.Context) (*Consumer, error) {
 	return c, nil
 }
 
-const permReadWrite = 6
-
-// unquotedKey matches the integer map keys Java writes without quotes in
-// brokerAddrs.
-var unquotedKey = regexp.MustCompile(`([{,])(-?\d+):`)
-
-type routeData struct {
-	BrokerDatas []struct {
-		BrokerName  string            `json:"brokerName"`
-		BrokerAddrs map[string]string `json:"brokerAddrs"`
-	} `json:"brokerDatas"`
-	QueueDatas []struct {
-		BrokerName     string `json:"brokerName"`
-		Perm           int    `json:"perm"`
-		ReadQueueNums  int    `json:"readQueueNums"`
-		WriteQueueNums int    `json:"writeQueueNums"`
-	} `json:"queueDatas"`
-}
-
 // makeReadable reports whether the DLQ topic exists, and sets perm 6 on
 // every master broker where it is not readable.
 func (d *Drain) makeReadable(ctx context.Context) (bool, error) {
-	var route *routeData
+	var route *remoting.Route
 	var lastErr error
 	for _, ns := range d.names {
-		r, found, err := fetchRoute(ctx, ns, d.dlq)
+		r, err := remoting.FetchRoute(ctx, ns, d.dlq)
+		if errors.Is(err, remoting.ErrNoRoute) {
+			return false, nil
+		}
 		if err != nil {
 			lastErr = err
 			continue
-		}
-		if !found {
-			return false, nil
 		}
 		route = r
 		break
@@ -148,7 +126,7 @@ func (d *Drain) makeReadable(ctx context.Context) (bool, error) {
 		return false, lastErr
 	}
 	for _, q := range route.QueueDatas {
-		if q.Perm&4 != 0 {
+		if q.Perm&remoting.PermRead != 0 {
 			continue
 		}
 		for _, b := range route.BrokerDatas {
@@ -156,7 +134,8 @@ func (d *Drain) makeReadable(ctx context.Context) (bool, error) {
 			if b.BrokerName != q.BrokerName || addr == "" {
 				continue
 			}
-			if err := updatePerm(ctx, addr, d.dlq, q.ReadQueueNums, q.WriteQueueNums); err != nil {
+			err := remoting.UpdateTopic(ctx, addr, d.dlq, q.ReadQueueNums, q.WriteQueueNums, remoting.PermRead|remoting.PermWrite)
+			if err != nil {
 				return true, err
 			}
 			d.logger.LogAttrs(ctx, slog.LevelInfo, "dlq topic made readable", slog.String("topic", d.dlq),
@@ -164,52 +143,4 @@ func (d *Drain) makeReadable(ctx context.Context) (bool, error) {
 		}
 	}
 	return true, nil
-}
-
-func fetchRoute(ctx context.Context, namesrv, topic string) (*routeData, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	c, err := remoting.Dial(ctx, namesrv)
-	if err != nil {
-		return nil, false, err
-	}
-	defer c.Close()
-	resp, err := c.Invoke(ctx, &remoting.Command{Code: remoting.ReqGetRouteInfoByTopic,
-		ExtFields: map[string]string{"topic": topic}})
-	if err != nil {
-		return nil, false, err
-	}
-	if resp.Code == remoting.CodeTopicNotExist {
-		return nil, false, nil
-	}
-	if resp.Code != remoting.CodeSuccess {
-		return nil, false, fmt.Errorf("route of %s: code %d %s", topic, resp.Code, resp.Remark)
-	}
-	var r routeData
-	if err := json.Unmarshal(unquotedKey.ReplaceAll(resp.Body, []byte(`$1"$2":`)), &r); err != nil {
-		return nil, false, fmt.Errorf("route of %s: %w", topic, err)
-	}
-	return &r, true, nil
-}
-
-func updatePerm(ctx context.Context, broker, topic string, read, write int) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	c, err := remoting.Dial(ctx, broker)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resp, err := c.Invoke(ctx, &remoting.Command{Code: remoting.ReqUpdateAndCreateTopic, ExtFields: map[string]string{
-		"topic": topic, "defaultTopic": "TBW102", "readQueueNums": strconv.Itoa(read),
-		"writeQueueNums": strconv.Itoa(write), "perm": strconv.Itoa(permReadWrite), "topicFilterType": "SINGLE_TAG",
-		"topicSysFlag": "0", "order": "false",
-	}})
-	if err != nil {
-		return fmt.Errorf("update %s perm on %s: %w", topic, broker, err)
-	}
-	if resp.Code != remoting.CodeSuccess {
-		return fmt.Errorf("update %s perm on %s: code %d %s", topic, broker, resp.Code, resp.Remark)
-	}
-	return nil
 }

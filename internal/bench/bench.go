@@ -20,7 +20,6 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/apache/rocketmq-client-go/v2"
-	"github.com/apache/rocketmq-client-go/v2/admin"
 	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
@@ -30,6 +29,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/migrations"
 	"github.com/seed157d4c4d/reliablemq/outbox"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -194,19 +194,11 @@ func (e *env) topic(ctx context.Context, prefix string) (string, error) {
 	if e.broker != nil {
 		return name, e.broker.CreateTopic(name, 8)
 	}
-	brokerAddr := os.Getenv("RMQ_BROKER")
-	if brokerAddr == "" {
+	brokers := os.Getenv("RMQ_BROKER")
+	if brokers == "" {
 		return "", fmt.Errorf("set RMQ_BROKER with RMQ_NAMESRV (topic creation)")
 	}
-	a, err := admin.NewAdmin(admin.WithResolver(primitive.NewPassthroughResolver(e.names)))
-	if err != nil {
-		return "", err
-	}
-	defer a.Close()
-	err = a.CreateTopic(ctx, admin.WithTopicCreate(name), admin.WithBrokerAddrCreate(brokerAddr),
-		admin.WithReadQueueNums(8), admin.WithWriteQueueNums(8))
-	time.Sleep(2 * time.Second)
-	return name, err
+	return name, remoting.CreateTopic(ctx, e.names, remoting.SplitAddrs(brokers), name, 8)
 }
 
 // parallel runs op n times over w goroutines and returns ops/s.

@@ -5,7 +5,8 @@
 // A test that needs a service with no embedded stand-in (MySQL) is
 // skipped with a message naming the variable, unless RELIABLEMQ_REQUIRE
 // lists the backend ("mysql,redis"): then it fails, so CI cannot pass by
-// skipping.
+// skipping. With "rocketmq" listed, a test that would fall back to rmqtest
+// fails instead.
 package testenv
 
 import (
@@ -20,8 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/rocketmq-client-go/v2/admin"
-	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
@@ -51,6 +50,9 @@ func NewRocketMQ(t testing.TB, opts ...rmqtest.Option) *RocketMQ {
 	if ns := os.Getenv("RMQ_NAMESRV"); ns != "" {
 		return &RocketMQ{Namesrv: ns, Broker: os.Getenv("RMQ_BROKER")}
 	}
+	if required("rocketmq") {
+		t.Fatalf("testenv: a real RocketMQ is required (RELIABLEMQ_REQUIRE) but RMQ_NAMESRV is not set")
+	}
 	b := rmqtest.Run(t, opts...)
 	return &RocketMQ{Namesrv: b.NamesrvAddr(), Broker: b.BrokerAddr(), Embedded: b}
 }
@@ -59,7 +61,7 @@ func NewRocketMQ(t testing.TB, opts ...rmqtest.Option) *RocketMQ {
 func (r *RocketMQ) Real() bool { return r.Embedded == nil }
 
 // NameServers is the name server list for the client options.
-func (r *RocketMQ) NameServers() []string { return strings.Split(r.Namesrv, ";") }
+func (r *RocketMQ) NameServers() []string { return remoting.SplitAddrs(r.Namesrv) }
 
 // RequireEmbedded returns the rmqtest broker, or skips the test on a real
 // cluster: fault injection and clock control exist only in rmqtest.
@@ -84,20 +86,10 @@ func (r *RocketMQ) CreateTopic(t testing.TB, topic string, queues int) {
 	if r.Broker == "" {
 		t.Fatalf("RMQ_BROKER must be set with RMQ_NAMESRV for admin calls")
 	}
-	a, err := admin.NewAdmin(admin.WithResolver(primitive.NewPassthroughResolver(r.NameServers())))
+	err := remoting.CreateTopic(context.Background(), r.NameServers(), remoting.SplitAddrs(r.Broker), topic, queues)
 	if err != nil {
-		t.Fatalf("admin: %v", err)
+		t.Fatal(err)
 	}
-	defer a.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err = a.CreateTopic(ctx, admin.WithTopicCreate(topic), admin.WithBrokerAddrCreate(r.Broker),
-		admin.WithReadQueueNums(queues), admin.WithWriteQueueNums(queues))
-	if err != nil {
-		t.Fatalf("create topic %s: %v", topic, err)
-	}
-	// The broker registers the topic with the name server a moment later.
-	time.Sleep(2 * time.Second)
 }
 
 var unsafeChars = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)

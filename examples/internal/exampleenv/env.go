@@ -13,11 +13,10 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/apache/rocketmq-client-go/v2/admin"
-	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/migrations"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
@@ -111,23 +110,13 @@ func (e *Env) CreateTopic(ctx context.Context, topic string, queues int, groups 
 			}
 			continue
 		}
-		brokerAddr := os.Getenv("RMQ_BROKER")
-		if brokerAddr == "" {
-			return errors.New("set RMQ_BROKER (the broker address) with RMQ_NAMESRV to create topics")
+		brokers := os.Getenv("RMQ_BROKER")
+		if brokers == "" {
+			return errors.New("set RMQ_BROKER (the broker addresses) with RMQ_NAMESRV to create topics")
 		}
-		a, err := admin.NewAdmin(admin.WithResolver(primitive.NewPassthroughResolver(e.NameServers)))
-		if err != nil {
+		if err := remoting.CreateTopic(ctx, e.NameServers, remoting.SplitAddrs(brokers), t, queues); err != nil {
 			return err
 		}
-		err = a.CreateTopic(ctx, admin.WithTopicCreate(t), admin.WithBrokerAddrCreate(brokerAddr),
-			admin.WithReadQueueNums(queues), admin.WithWriteQueueNums(queues))
-		a.Close()
-		if err != nil {
-			return err
-		}
-	}
-	if e.Broker == nil {
-		time.Sleep(2 * time.Second) // the broker registers new topics with the name server
 	}
 	return nil
 }

@@ -1,0 +1,162 @@
+package remoting
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Topic permission bits.
+const (
+	PermWrite = 2
+	PermRead  = 4
+)
+
+// adminTimeout bounds one admin exchange when the caller's ctx has no
+// earlier deadline.
+const adminTimeout = 5 * time.Second
+
+// Route is a topic's route as a name server answers GET_ROUTEINFO_BY_TOPIC.
+type Route struct {
+	BrokerDatas []struct {
+		BrokerName  string            `json:"brokerName"`
+		BrokerAddrs map[string]string `json:"brokerAddrs"`
+	} `json:"brokerDatas"`
+	QueueDatas []struct {
+		BrokerName     string `json:"brokerName"`
+		Perm           int    `json:"perm"`
+		ReadQueueNums  int    `json:"readQueueNums"`
+		WriteQueueNums int    `json:"writeQueueNums"`
+	} `json:"queueDatas"`
+}
+
+// MasterAddr is the address of brokerName's master (broker id 0), or "".
+func (r *Route) MasterAddr(brokerName string) string {
+	for _, b := range r.BrokerDatas {
+		if b.BrokerName == brokerName {
+			return b.BrokerAddrs["0"]
+		}
+	}
+	return ""
+}
+
+// ErrNoRoute is returned by [FetchRoute] for a topic the name server does
+// not know.
+var ErrNoRoute = errors.New("remoting: topic has no route")
+
+// unquotedKey matches the integer map keys Java writes without quotes in
+// brokerAddrs.
+var unquotedKey = regexp.MustCompile(`([{,])(-?\d+):`)
+
+// FetchRoute asks the name server at namesrv for topic's route.
+func FetchRoute(ctx context.Context, namesrv, topic string) (*Route, error) {
+	resp, err := invokeOnce(ctx, namesrv, &Command{Code: ReqGetRouteInfoByTopic,
+		ExtFields: map[string]string{"topic": topic}})
+	if err != nil {
+		return nil, fmt.Errorf("route of %s: %w", topic, err)
+	}
+	if resp.Code == CodeTopicNotExist {
+		return nil, fmt.Errorf("route of %s: %w", topic, ErrNoRoute)
+	}
+	if resp.Code != CodeSuccess {
+		return nil, fmt.Errorf("route of %s: code %d %s", topic, resp.Code, resp.Remark)
+	}
+	var r Route
+	if err := json.Unmarshal(unquotedKey.ReplaceAll(resp.Body, []byte(`$1"$2":`)), &r); err != nil {
+		return nil, fmt.Errorf("route of %s: %w", topic, err)
+	}
+	return &r, nil
+}
+
+// UpdateTopic creates topic on the broker at broker, or updates its queue
+// counts and permission (UPDATE_AND_CREATE_TOPIC).
+func UpdateTopic(ctx context.Context, broker, topic string, read, write, perm int) error {
+	resp, err := invokeOnce(ctx, broker, &Command{Code: ReqUpdateAndCreateTopic, ExtFields: map[string]string{
+		"topic": topic, "defaultTopic": "TBW102", "readQueueNums": strconv.Itoa(read),
+		"writeQueueNums": strconv.Itoa(write), "perm": strconv.Itoa(perm), "topicFilterType": "SINGLE_TAG",
+		"topicSysFlag": "0", "order": "false",
+	}})
+	if err != nil {
+		return fmt.Errorf("update topic %s on %s: %w", topic, broker, err)
+	}
+	if resp.Code != CodeSuccess {
+		return fmt.Errorf("update topic %s on %s: code %d %s", topic, broker, resp.Code, resp.Remark)
+	}
+	return nil
+}
+
+// CreateTopic creates topic with queues read and write queues on every
+// broker in brokers and waits until every name server routes it to all of
+// them (a consumer's Start fails on a real broker until then, auto-create
+// or not). The wait is bounded by ctx and 30 s.
+func CreateTopic(ctx context.Context, namesrvs, brokers []string, topic string, queues int) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, b := range brokers {
+		if err := UpdateTopic(ctx, b, topic, queues, queues, PermRead|PermWrite); err != nil {
+			return fmt.Errorf("create topic: %w", err)
+		}
+	}
+	for _, ns := range namesrvs {
+		if err := WaitRoute(ctx, ns, topic, brokers); err != nil {
+			return fmt.Errorf("create topic: %w", err)
+		}
+	}
+	return nil
+}
+
+// WaitRoute polls the name server until topic's route lists every broker
+// in brokers (addresses), or ctx ends.
+func WaitRoute(ctx context.Context, namesrv, topic string, brokers []string) error {
+	for {
+		r, err := FetchRoute(ctx, namesrv, topic)
+		if err == nil && routesAll(r, brokers) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New("not every broker registered it")
+			}
+			return fmt.Errorf("wait for route of %s: %w (%w)", topic, ctx.Err(), err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func routesAll(r *Route, brokers []string) bool {
+	for _, want := range brokers {
+		found := false
+		for _, b := range r.BrokerDatas {
+			for _, addr := range b.BrokerAddrs {
+				found = found || addr == want
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// SplitAddrs splits a ";"- or ","-separated address list, as RocketMQ
+// writes name server lists.
+func SplitAddrs(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ';' || r == ',' || r == ' ' })
+}
+
+func invokeOnce(ctx context.Context, addr string, req *Command) (*Command, error) {
+	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
+	defer cancel()
+	c, err := Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Invoke(ctx, req)
+}
