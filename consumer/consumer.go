@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,7 +96,9 @@ type Consumer struct {
 	running  map[uint64]context.CancelFunc
 	nextCall uint64
 	inflight sync.WaitGroup
+	stopping chan struct{} // closed when Close begins
 	shutdown chan struct{} // closed once the client is shut down
+	trouble  *trouble
 
 	closeOnce sync.Once
 	closeErr  error
@@ -153,8 +156,9 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 		cfg.instance = "reliablemq-c-" + hex.EncodeToString(b[:])
 	}
 	return &Consumer{cfg: cfg, group: group, topic: topic, handler: h, orderly: orderly, policy: policy,
-		names: nameServers, running: make(map[uint64]context.CancelFunc), shutdown: make(chan struct{}),
-		retrier: newRetrySender(group)}, nil
+		names: nameServers, running: make(map[uint64]context.CancelFunc), stopping: make(chan struct{}),
+		shutdown: make(chan struct{}), retrier: newRetrySender(group),
+		trouble: &trouble{group: group, logger: cfg.logger, alert: cfg.troubleAlert}}, nil
 }
 
 // Start connects and begins consuming. The topic must exist.
@@ -220,6 +224,7 @@ func (c *Consumer) Close() error {
 		c.closing = true
 		started := c.started
 		c.mu.Unlock()
+		close(c.stopping)
 		if !started {
 			close(c.shutdown)
 			return
@@ -314,18 +319,13 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 			level = len(c.cfg.delayLevels)
 		}
 	}
-	if len(msgs) == 1 {
-		err := c.retrier.send(ctx, msgs[0], attempt, level)
-		if err == nil {
-			return rmqconsumer.ConsumeSuccess, nil
-		}
-		c.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "retry copy not stored, falling back to the client's send-back",
-			slog.String("msg_id", msgs[0].MsgId), slog.Any("error", err))
+	if len(msgs) == 1 && c.storeRetry(msgs[0], attempt, level) {
+		return rmqconsumer.ConsumeSuccess, nil
 	}
-	// Fall back to the client's send-back.
-	if cc, ok := primitive.GetConcurrentlyCtx(ctx); ok {
-		cc.DelayLevelWhenNextConsume = level
-	}
+	// Closing (or, never in practice, a batch): the client drops results
+	// after shutdown, so the message is redelivered after a restart. Its
+	// send-back is never asked for: it loses a message the broker refuses.
+	<-c.shutdown
 	return rmqconsumer.ConsumeRetryLater, nil
 }
 
@@ -337,6 +337,31 @@ func (c *Consumer) retryLevel(attempt int) int {
 		return l
 	}
 	return min(2+attempt, len(c.cfg.delayLevels))
+}
+
+// storeRetry stores ext's retry copy, trying again with backoff while the
+// broker refuses it or cannot be reached, until the copy is stored (true)
+// or Close begins (false). The failures are counted, logged and, past
+// [troubleAfter] in a row, reported.
+func (c *Consumer) storeRetry(ext *primitive.MessageExt, attempt, level int) bool {
+	ctx := context.Background() // the client's listener ctx is Background too; Close ends the loop
+	wait := 100 * time.Millisecond
+	for {
+		err := c.retrier.send(ctx, ext, attempt, level)
+		c.trouble.observe(ctx, OpRetryStore, err, ext.GetKeys(), ext.MsgId)
+		if err == nil {
+			return true
+		}
+		c.stats.storeErrors.Add(1)
+		c.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "retry copy not stored, trying again", slog.String("msg_id", ext.MsgId),
+			slog.Duration("in", wait), slog.Any("error", err))
+		select {
+		case <-c.stopping:
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
 }
 
 func (c *Consumer) consumeOrderly(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
@@ -378,6 +403,7 @@ func (c *Consumer) deliver(parent context.Context, m *Message) verdict {
 	key := c.cfg.keyFunc(m)
 	if c.orderly && c.policy == ParkKey && m.ShardingKey != "" {
 		parked, err := c.cfg.parker.(KeyParker).HasParked(bctx, c.group, m.ShardingKey)
+		c.trouble.observe(bctx, OpCheckParked, err, m.ShardingKey, m.MsgID)
 		if err != nil {
 			return c.storeError(bctx, m, "check parked key", err)
 		}
@@ -391,7 +417,9 @@ func (c *Consumer) deliver(parent context.Context, m *Message) verdict {
 			return c.park(bctx, m, nil, m.Attempt, ErrNoKey, CausePermanent)
 		}
 		var err error
-		if claim, err = c.cfg.guard.Claim(bctx, key); err != nil {
+		claim, err = c.cfg.guard.Claim(bctx, key)
+		c.trouble.observe(bctx, OpClaim, err, key, m.MsgID)
+		if err != nil {
 			return c.storeError(bctx, m, "claim", err)
 		}
 		switch claim.Outcome {
@@ -401,6 +429,10 @@ func (c *Consumer) deliver(parent context.Context, m *Message) verdict {
 			return ack
 		case idempotency.Busy:
 			c.stats.busy.Add(1)
+			if m.Attempt == busyReportAttempt {
+				c.trouble.report(bctx, Trouble{Group: c.group, Op: OpBusy, Failures: m.Attempt, Key: key, MsgID: m.MsgID,
+					Err: fmt.Errorf("consumer: key held by another consumer for %d deliveries (lease %v)", m.Attempt, c.cfg.guard.Lease())})
+			}
 			return busy
 		}
 		if c.orderly {
@@ -458,6 +490,7 @@ func (c *Consumer) park(ctx context.Context, m *Message, claim *idempotency.Clai
 		ShardingKey: m.ShardingKey, Properties: m.Properties, Body: m.Body, Attempts: attempts,
 		LastError: text, Cause: kind, Status: Parked}
 	inserted, err := c.cfg.parker.Park(ctx, dl)
+	c.trouble.observe(ctx, OpPark, err, strings.Join(m.Keys, " "), m.MsgID)
 	if err != nil {
 		if claim != nil {
 			_ = claim.Release(ctx) // best effort; the lease frees the key otherwise

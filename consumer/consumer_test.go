@@ -166,15 +166,28 @@ func TestGuardStoreDownRetriesNeverAcks(t *testing.T) {
 		t.Fatal(err)
 	}
 	var calls atomic.Int32
+	var mu sync.Mutex
+	var troubles []consumer.Trouble
 	h := func(ctx context.Context, m *consumer.Message) error { calls.Add(1); return nil }
 	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
-		consumer.WithRetryDelay(time.Second), consumer.WithMaxAttempts(16)))
+		consumer.WithRetryDelay(time.Second), consumer.WithMaxAttempts(16),
+		consumer.WithTroubleAlert(func(_ context.Context, tr consumer.Trouble) {
+			mu.Lock()
+			defer mu.Unlock()
+			troubles = append(troubles, tr)
+		})))
 	mini.Close()
 	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
-	f.eventually("a store error", func() bool { return c.Stats().StoreErrors >= 2 })
+	f.eventually("store errors past the alert threshold", func() bool { return c.Stats().StoreErrors >= 7 })
 	if calls.Load() != 0 || c.Stats().Handled != 0 {
 		t.Fatalf("handler ran with the guard down")
 	}
+	mu.Lock()
+	if len(troubles) != 1 || troubles[0].Op != consumer.OpClaim || troubles[0].Failures != 5 ||
+		troubles[0].Key != "k" || troubles[0].Err == nil {
+		t.Errorf("troubles %+v, want one claim trouble after 5 failures", troubles)
+	}
+	mu.Unlock()
 	if err := mini.Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -484,5 +497,44 @@ func TestUnusualMessagesAreHandledVerbatim(t *testing.T) {
 		}
 	case <-time.After(waitFor):
 		t.Fatal("not delivered")
+	}
+}
+
+// TestRefusedRetryStoreIsRetriedUntilStored has the broker refuse the
+// retry copy seven times (a real broker stores a SEND_MESSAGE to %RETRY%
+// whatever the topic's permission, so only rmqtest can): the failed
+// message is neither acknowledged nor lost, the run of refusals is
+// reported once, and the retry runs once a copy is stored. The consumer
+// never falls back to the client's send-back, which drops a message the
+// broker refuses.
+func TestRefusedRetryStoreIsRetriedUntilStored(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	b := f.env.RequireEmbedded(t)
+	var calls atomic.Int32
+	var mu sync.Mutex
+	var troubles []consumer.Trouble
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, func(ctx context.Context, m *consumer.Message) error {
+		if calls.Add(1) == 1 {
+			return errors.New("first attempt fails")
+		}
+		return nil
+	}, consumer.WithParker(f.dead), consumer.WithRetryDelay(time.Second),
+		consumer.WithTroubleAlert(func(_ context.Context, tr consumer.Trouble) {
+			mu.Lock()
+			defer mu.Unlock()
+			troubles = append(troubles, tr)
+		})))
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
+	b.Inject(rmqtest.SendMessage, rmqtest.Fault{Times: 7, Code: rmqtest.CodeSystemError, Remark: "store busy"})
+	b.Inject(rmqtest.ConsumerSendMsgBack, rmqtest.Fault{Times: 100, Code: rmqtest.CodeSystemError})
+	f.eventually("handled once a retry copy is stored", func() bool { return c.Stats().Handled == 1 })
+	if calls.Load() != 2 || len(f.parked()) != 0 || c.Stats().StoreErrors != 7 {
+		t.Fatalf("calls %d, parked %d, store errors %d", calls.Load(), len(f.parked()), c.Stats().StoreErrors)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(troubles) != 1 || troubles[0].Op != consumer.OpRetryStore || troubles[0].Failures != 5 {
+		t.Fatalf("troubles %+v, want one retry-store trouble", troubles)
 	}
 }

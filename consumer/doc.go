@@ -7,12 +7,17 @@
 //   - nil acknowledges the message;
 //   - an error or a panic (a *[PanicError]) is a retry, never an ack: the
 //     message comes back after [WithRetryDelay] through the group's
-//     %RETRY% topic. The consumer puts the retry copy there itself (same
-//     message id, keys and body, with its attempt count) and acknowledges
-//     the original only once the copy is stored; it falls back to the
-//     client's send-back only if that fails. The official client drops a
-//     message whose send-back the broker refuses (#1106), so it is not
-//     relied on;
+//     %RETRY% topic. The consumer stores the retry copy there itself (same
+//     message id, keys, tag, properties and body; the attempt count in the
+//     broker's own reconsumeTimes, so it survives restarts) and
+//     acknowledges the original only once the copy is stored. While the
+//     broker refuses the copy or cannot be reached, it tries again with
+//     backoff and the message stays unacknowledged; on Close it is left
+//     for redelivery. The client's send-back is never used: it drops a
+//     message the broker refuses (#1106);
+//   - a guard, parker or retry store that fails five times in a row, or a
+//     key another consumer holds past several leases, is logged at Error
+//     and reported to [WithTroubleAlert] once per run of failures;
 //   - at the attempt cap ([WithMaxAttempts], default 4) or on a
 //     [Permanent] error the message is parked with its error and attempt
 //     count in a [Parker] (the [DeadLetters] table), the alert hook fires

@@ -22,6 +22,7 @@ type config struct {
 	keyFunc      func(*Message) string
 	parker       Parker
 	alert        func(context.Context, *DeadLetter)
+	troubleAlert func(context.Context, Trouble)
 	maxAttempts  int
 	retryDelay   time.Duration
 	delayLevels  []time.Duration
@@ -63,6 +64,15 @@ func WithParker(p Parker) Option { return optionFunc(func(c *config) { c.parker 
 // Error).
 func WithAlert(fn func(context.Context, *DeadLetter)) Option {
 	return optionFunc(func(c *config) { c.alert = fn })
+}
+
+// WithTroubleAlert sets a function called when messages stop moving
+// without being parked: a guard, parker or retry store that fails five
+// times in a row (once per run of failures; a success re-arms it), or a
+// key still held by another consumer at the fourth delivery. Default: none
+// (each is also logged at Error).
+func WithTroubleAlert(fn func(context.Context, Trouble)) Option {
+	return optionFunc(func(c *config) { c.troubleAlert = fn })
 }
 
 // WithMaxAttempts sets how many deliveries a failing message gets before

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/consumer"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/apache/rocketmq-client-go/v2/producer"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
@@ -335,4 +337,117 @@ func sortedBodies(msgs []*primitive.MessageExt) string {
 	}
 	slices.Sort(bodies)
 	return strings.Join(bodies, ",")
+}
+
+// TestSendToRetryTopic pins what a broker does with a SEND_MESSAGE to
+// %RETRY%<group> (the consumer's own retry copy): with reconsumeTimes
+// below the header's maxReconsumeTimes the copy waits out its DELAY level
+// and lands in the retry topic with the header's reconsumeTimes; at or
+// above it, it lands in %DLQ%<group>. (0 against 0, what the official
+// producer sends, is DLQ on 4.9.4 and retry on 5.x, whose rule is
+// strictly above; rmqtest follows 4.9.4 and a unit test pins that.)
+func TestSendToRetryTopic(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	for _, tc := range []struct {
+		name                  string
+		reconsume, maxRetries int
+		wantDLQ               bool
+	}{
+		{"below the cap", 2, 16, false},
+		{"above the cap", 3, 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			group := testenv.Name(t, "CG")
+			retry, dlq := "%RETRY%"+group, "%DLQ%"+group
+			env.CreateTopic(t, retry, 1)
+			resp := invoke(t, remoting.SplitAddrs(env.Broker)[0], &remoting.Command{Code: remoting.ReqSendMessage, Body: []byte("copy"),
+				ExtFields: map[string]string{
+					"producerGroup": group, "topic": retry, "defaultTopic": "TBW102", "defaultTopicQueueNums": "4",
+					"queueId": "0", "sysFlag": "0", "bornTimestamp": fmt.Sprint(time.Now().UnixMilli()), "flag": "0",
+					"properties": remoting.EncodeProperties(map[string]string{remoting.PropDelay: "1",
+						remoting.PropUniqKey: "U-" + group, remoting.PropRetryTopic: "Orders"}),
+					"reconsumeTimes": fmt.Sprint(tc.reconsume), "unitMode": "false",
+					"maxReconsumeTimes": fmt.Sprint(tc.maxRetries), "batch": "false",
+				}})
+			if resp.Code != remoting.CodeSuccess {
+				t.Fatalf("send: code %d %s", resp.Code, resp.Remark)
+			}
+			want, other := retry, dlq
+			if tc.wantDLQ {
+				want, other = dlq, retry
+			}
+			waitUntil(t, "the copy lands in "+want, func() bool {
+				if env.Embedded != nil {
+					env.Embedded.Advance(time.Second)
+				}
+				return maxOffset(t, env.Broker, want) == 1
+			})
+			if n := maxOffset(t, env.Broker, other); n != 0 {
+				t.Errorf("%s holds %d messages, want 0", other, n)
+			}
+			if !tc.wantDLQ {
+				m := queryOne(t, env.Broker, retry, "U-"+group)
+				props := remoting.DecodeProperties(m.Properties)
+				if m.ReconsumeTimes != int32(tc.reconsume) || props[remoting.PropRetryTopic] != "Orders" ||
+					props[remoting.PropRealTopic] != retry {
+					t.Errorf("retry copy: reconsumeTimes %d, properties %v", m.ReconsumeTimes, props)
+				}
+			}
+		})
+	}
+}
+
+// maxOffset is queue 0's max offset (GET_MAX_OFFSET works on a write-only
+// DLQ too); 0 for a topic the broker does not have.
+func maxOffset(t *testing.T, broker, topic string) int64 {
+	t.Helper()
+	resp := invoke(t, remoting.SplitAddrs(broker)[0], &remoting.Command{Code: remoting.ReqGetMaxOffset,
+		ExtFields: map[string]string{"topic": topic, "queueId": "0"}})
+	if resp.Code != remoting.CodeSuccess {
+		return 0
+	}
+	n, _ := strconv.ParseInt(resp.ExtFields["offset"], 10, 64)
+	return n
+}
+
+// queryOne finds the message whose UNIQ_KEY is key in topic (QUERY_MESSAGE).
+func queryOne(t *testing.T, broker, topic, key string) *remoting.StoredMessage {
+	t.Helper()
+	var msgs []*remoting.StoredMessage
+	waitUntil(t, "the index finds "+key, func() bool {
+		resp := invoke(t, remoting.SplitAddrs(broker)[0], &remoting.Command{Code: remoting.ReqQueryMessage,
+			ExtFields: map[string]string{"topic": topic, "key": key, "maxNum": "4", "beginTimestamp": "0",
+				"endTimestamp": fmt.Sprint(time.Now().Add(time.Hour).UnixMilli())}})
+		if resp.Code != remoting.CodeSuccess {
+			return false
+		}
+		var err error
+		msgs, err = remoting.DecodeStoredMessages(resp.Body)
+		return err == nil && len(msgs) > 0
+	})
+	return msgs[0]
+}
+
+// TestSendIgnoresTheTopicsWritePermission pins that a broker stores a
+// SEND_MESSAGE to a read-only topic: clients avoid unwritable queues by
+// their route, the broker does not check (only a send-back checks the
+// retry topic's permission). The consumer's own retry copies rely on it.
+func TestSendIgnoresTheTopicsWritePermission(t *testing.T) {
+	t.Parallel()
+	env, topic := newTopic(t, 1)
+	broker := remoting.SplitAddrs(env.Broker)[0]
+	if err := remoting.UpdateTopic(context.Background(), broker, topic, 1, 1, remoting.PermRead); err != nil {
+		t.Fatal(err)
+	}
+	resp := invoke(t, broker, &remoting.Command{Code: remoting.ReqSendMessage, Body: []byte("x"),
+		ExtFields: map[string]string{"producerGroup": "PG", "topic": topic, "defaultTopic": "TBW102",
+			"defaultTopicQueueNums": "4", "queueId": "0", "sysFlag": "0", "flag": "0",
+			"bornTimestamp": fmt.Sprint(time.Now().UnixMilli()), "properties": "", "reconsumeTimes": "0",
+			"unitMode": "false", "maxReconsumeTimes": "0", "batch": "false"}})
+	if resp.Code != remoting.CodeSuccess {
+		t.Fatalf("send to a read-only topic: code %d %s", resp.Code, resp.Remark)
+	}
+	// A real broker indexes the stored message a moment later.
+	waitUntil(t, "the message is in the queue", func() bool { return maxOffset(t, env.Broker, topic) == 1 })
 }

@@ -204,9 +204,9 @@ func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
 		n := min(max(h.defaultQueues, 1), dt.write)
 		t = b.ensureTopicLocked(h.topic, n, dt.perm&^permInherit)
 	}
-	if t.perm&permWrite == 0 {
-		return response(remoting.CodeNoPermission, "the topic["+h.topic+"] sending message is forbidden")
-	}
+	// A 4.9.4 broker does not check the topic's own permission on
+	// SEND_MESSAGE (clients skip unwritable queues by their route); only a
+	// send-back checks the retry topic's.
 	queue := h.queueID
 	if queue < 0 {
 		queue = rand.IntN(t.write)

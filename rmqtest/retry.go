@@ -24,6 +24,9 @@ func (b *Broker) sendMsgBack(req *remoting.Command) *remoting.Command {
 		return response(remoting.CodeSystemError, fmt.Sprintf("look message by offset failed, %d", off))
 	}
 	retry := b.ensureTopicLocked(retryPrefix+group, 1, permRead|permWrite)
+	if retry.perm&permWrite == 0 {
+		return response(remoting.CodeNoPermission, "the topic["+retry.name+"] sending message is forbidden")
+	}
 	m := stored.clone()
 	if _, has := m.props[remoting.PropRetryTopic]; !has {
 		m.props[remoting.PropRetryTopic] = stored.Topic

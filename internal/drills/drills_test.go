@@ -12,6 +12,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/outbox"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
@@ -308,13 +309,20 @@ func TestDrill10TwoReconcilersFlappingBroker(t *testing.T) {
 }
 
 // Drill 8: the broker refuses the consumer's send-backs, a path on which
-// the official client drops the message. The consumer re-sends retries
-// itself, so every failed first attempt is retried and applied once.
+// the official client drops the message: the group's retry topic is made
+// read-only, which a broker checks on a send-back (NO_PERMISSION) but not
+// on a plain send. The consumer stores retry copies itself, so every
+// failed first attempt is retried and applied once. Runs on rmqtest and on
+// a real broker alike.
 func TestDrill08SendBackRejected(t *testing.T) {
 	t.Parallel()
 	d := newDrill(t, 4)
-	b := d.env.RequireEmbedded(t)
-	b.Inject(rmqtest.ConsumerSendMsgBack, rmqtest.Fault{Times: 10 * ops, Code: rmqtest.CodeSystemError, Remark: "store busy"})
+	for _, b := range remoting.SplitAddrs(d.env.Broker) {
+		err := remoting.UpdateTopic(d.ctx, b, "%RETRY%"+d.group, 1, 1, remoting.PermRead)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	apply := d.applyOnce()
 	var firstTries sync.Map
 	c := d.startConsumer(func(ctx context.Context, m *consumer.Message) error {
