@@ -1,5 +1,5 @@
 # Shortcuts; CI runs .ci/run.
-.PHONY: test race drills bench quickstart
+.PHONY: test race drills bench quickstart rocketmq-up rocketmq-down rocketmq-status
 
 test:
 	go test ./...
@@ -18,3 +18,15 @@ bench:
 
 quickstart:
 	go run ./examples/quickstart
+
+# A real Apache RocketMQ 4.9.4 from Maven Central on loopback (see README,
+# "A real broker without Docker"); `eval "$$(scripts/rocketmq env)"` then
+# points the tests at it.
+rocketmq-up:
+	scripts/rocketmq start
+
+rocketmq-down:
+	scripts/rocketmq stop
+
+rocketmq-status:
+	scripts/rocketmq status
