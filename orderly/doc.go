@@ -12,10 +12,18 @@
 //
 // # Failure modes
 //
-// The mapping depends on the topic's writable queue count. When it
-// changes (queues added, a broker of the cluster down) keys re-hash, and
-// messages of a key already sent to its old queue may be consumed after
-// newer ones on its new queue. The [Selector] reports such a change
-// ([QueueCountChange]; producer.WithQueueCountChange); drain or pause the
-// producers of ordered topics around planned queue changes.
+// The mapping depends on the topic's queue layout. When a broker leaves
+// the route (it died), the [Selector] keeps hashing over the old layout:
+// keys whose queue was on the lost broker are held back (their sends fail
+// as transient and the outbox retries them) rather than re-hashed onto a
+// live queue while their earlier messages wait on the lost one; other keys
+// keep their queues. After [Selector.LossGrace] (default 10 minutes) the
+// smaller layout is adopted. Queues added (a new broker, more queues) are
+// adopted at once. Either change re-hashes keys, and messages of a key
+// already sent to its old queue may then be consumed after newer ones on
+// its new queue; the Selector reports it ([QueueCountChange];
+// producer.WithQueueCountChange). Drain or pause the producers of ordered
+// topics around planned queue changes. Between a broker's death and the
+// client's next route refresh (up to 30 s) sends to its queues fail in
+// transport, which is transient too.
 package orderly

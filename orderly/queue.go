@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 )
@@ -24,28 +25,63 @@ func QueueIndex(key string, queues int) int {
 	return int(h.Sum32() % uint32(queues))
 }
 
-// QueueCountChange describes a topic whose writable queue count changed
-// between two selections. Keys re-hash onto other queues after it, so
-// messages of one key that are still in flight on the old queue may be
-// consumed out of order with the ones sent after the change.
+// QueueCountChange describes a topic whose queue layout changed: queues
+// added, or queues missing from the route for longer than
+// [Selector.LossGrace]. Keys re-hash onto other queues after it, so
+// messages of one key still waiting on the old queue may be consumed out of
+// order with the ones sent after the change.
 type QueueCountChange struct {
 	Topic    string
 	Old, New int
 }
 
+// QueueUnavailable describes a keyed send held back: the queue its key
+// maps to is on a broker missing from the route (down, or not yet
+// routed). The send fails as transient; the outbox retries it.
+type QueueUnavailable struct {
+	Topic, ShardingKey, BrokerName string
+	QueueID                        int
+}
+
+// DefaultLossGrace is [Selector.LossGrace]'s default.
+const DefaultLossGrace = 10 * time.Minute
+
 // Selector picks the queue for a message's sharding key. It sorts the
 // queues by broker name and queue id first, so the choice does not depend on
 // the order the route arrived in. Messages without a sharding key go round
-// robin. It is safe for concurrent use.
+// robin over the queues the route offers. It is safe for concurrent use.
 //
-// OnChange, when set, is called (outside any lock) each time a topic's
-// queue count differs from the one seen on the previous selection.
+// Keys hash over the topic's layout: the largest queue list seen. When a
+// broker drops out of the route (it died, or lost its registration) the
+// layout is kept: a key whose queue was on that broker is not re-hashed
+// onto a live queue while its earlier messages wait on the lost one;
+// Select returns nil for it, which the client reports as a failed send
+// ("route info not found", transient), and OnUnavailable is called. Keys on
+// live queues keep their queues. Only when the queues stay missing for
+// LossGrace is the smaller layout adopted (and reported through OnChange),
+// so a broker removed for good does not hold keys back forever. Queues
+// that appear (a broker or queues added) are adopted at once and reported.
 type Selector struct {
+	// OnChange, when set, is called (outside any lock) each time a topic's
+	// layout changes after its first selection.
 	OnChange func(QueueCountChange)
+	// OnUnavailable, when set, is called (outside any lock) for each keyed
+	// selection held back because its queue is missing from the route.
+	OnUnavailable func(QueueUnavailable)
+	// LossGrace is how long queues may be missing from the route before
+	// the layout without them is adopted. Zero means [DefaultLossGrace].
+	LossGrace time.Duration
 
-	mu     sync.Mutex
-	counts map[string]int
-	next   uint32
+	mu      sync.Mutex
+	layouts map[string]*layout
+	next    uint32
+}
+
+type layout struct {
+	queues []*primitive.MessageQueue // sorted
+	// missingSince is when the route first lacked some of queues; zero
+	// while it offers all of them.
+	missingSince time.Time
 }
 
 // Select implements the official client's producer.QueueSelector.
@@ -58,21 +94,68 @@ func (s *Selector) Select(msg *primitive.Message, mqs []*primitive.MessageQueue,
 	}
 	key := msg.GetShardingKey()
 	s.mu.Lock()
-	if s.counts == nil {
-		s.counts = make(map[string]int)
-	}
-	old, seen := s.counts[msg.Topic]
-	s.counts[msg.Topic] = len(mqs)
+	change, keyed := s.layoutLocked(msg.Topic, mqs)
 	rr := s.next
 	s.next++
 	s.mu.Unlock()
-	if seen && old != len(mqs) && s.OnChange != nil {
-		s.OnChange(QueueCountChange{Topic: msg.Topic, Old: old, New: len(mqs)})
+	if change != nil && s.OnChange != nil {
+		s.OnChange(*change)
 	}
 	if key == "" {
 		return mqs[rr%uint32(len(mqs))]
 	}
-	return mqs[QueueIndex(key, len(mqs))]
+	want := keyed[QueueIndex(key, len(keyed))]
+	if i, found := slices.BinarySearchFunc(mqs, want, compareQueues); found {
+		return mqs[i]
+	}
+	if s.OnUnavailable != nil {
+		s.OnUnavailable(QueueUnavailable{Topic: msg.Topic, ShardingKey: key, BrokerName: want.BrokerName, QueueID: want.QueueId})
+	}
+	return nil
+}
+
+// layoutLocked updates topic's layout from the route's sorted queues and
+// returns the change to report, if any, and the layout keys hash over.
+func (s *Selector) layoutLocked(topic string, mqs []*primitive.MessageQueue) (*QueueCountChange, []*primitive.MessageQueue) {
+	if s.layouts == nil {
+		s.layouts = make(map[string]*layout)
+	}
+	l := s.layouts[topic]
+	if l == nil {
+		s.layouts[topic] = &layout{queues: mqs}
+		return nil, mqs
+	}
+	grace := s.LossGrace
+	if grace <= 0 {
+		grace = DefaultLossGrace
+	}
+	adopt := false
+	switch {
+	case !subset(mqs, l.queues): // queues added: adopt at once
+		adopt = true
+	case len(mqs) == len(l.queues): // the whole layout is routed
+		l.missingSince = time.Time{}
+	case l.missingSince.IsZero():
+		l.missingSince = time.Now()
+	case time.Since(l.missingSince) >= grace:
+		adopt = true
+	}
+	if !adopt {
+		return nil, l.queues
+	}
+	change := &QueueCountChange{Topic: topic, Old: len(l.queues), New: len(mqs)}
+	l.queues, l.missingSince = mqs, time.Time{}
+	return change, mqs
+}
+
+// subset reports whether every queue of a (sorted) is in b (sorted).
+func subset(a, b []*primitive.MessageQueue) bool {
+	for _, q := range a {
+		if _, found := slices.BinarySearchFunc(b, q, compareQueues); !found {
+			return false
+		}
+	}
+	return true
 }
 
 func compareQueues(a, b *primitive.MessageQueue) int {

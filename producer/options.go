@@ -28,6 +28,7 @@ type config struct {
 	maxBodySize   int
 	orderedTopics []string
 	onQueueChange func(orderly.QueueCountChange)
+	lossGrace     time.Duration
 	logger        *slog.Logger
 }
 
@@ -89,6 +90,14 @@ func WithOrderedTopics(topics ...string) Option {
 	return optionFunc(func(c *config) { c.orderedTopics = append(c.orderedTopics, topics...) })
 }
 
+// WithQueueLossGrace sets how long a sharding key whose queue's broker
+// left the route is held back (its sends fail as [Transient], so an outbox
+// retries them) before the keys re-hash over the queues still routed.
+// Default [orderly.DefaultLossGrace], 10 minutes. See [orderly.Selector].
+func WithQueueLossGrace(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.lossGrace = d })
+}
+
 // WithQueueCountChange sets a function called when a topic's writable queue
 // count changes between two sends. Keys re-hash to other queues after such
 // a change, so per-key order can break for messages still in flight. The
@@ -121,6 +130,9 @@ func newConfig(opts []Option) (*config, error) {
 	}
 	if c.backoff < 0 {
 		errs = append(errs, fmt.Errorf("producer: negative retry backoff %v", c.backoff))
+	}
+	if c.lossGrace < 0 {
+		errs = append(errs, fmt.Errorf("producer: negative queue loss grace %v", c.lossGrace))
 	}
 	if c.sendTimeout <= 0 || c.sendTimeout > maxSendTimeout {
 		errs = append(errs, fmt.Errorf("producer: send timeout %v outside (0, %v]", c.sendTimeout, maxSendTimeout))

@@ -84,12 +84,17 @@ func New(nameServers []string, opts ...Option) (*Producer, error) {
 	clientlog.Contain()
 	// The client calls the selector without a context, so the change is
 	// logged without one.
-	sel := &orderly.Selector{OnChange: func(ch orderly.QueueCountChange) {
+	sel := &orderly.Selector{LossGrace: cfg.lossGrace, OnChange: func(ch orderly.QueueCountChange) {
 		cfg.logger.LogAttrs(context.Background(), slog.LevelWarn, "queue count changed; sharding keys re-hash",
 			slog.String("topic", ch.Topic), slog.Int("old", ch.Old), slog.Int("new", ch.New))
 		if cfg.onQueueChange != nil {
 			cfg.onQueueChange(ch)
 		}
+	}, OnUnavailable: func(u orderly.QueueUnavailable) {
+		cfg.logger.LogAttrs(context.Background(), slog.LevelWarn,
+			"sharding key's queue is on a broker missing from the route; send held back (the client reports route info not found)",
+			slog.String("topic", u.Topic), slog.String("sharding_key", u.ShardingKey),
+			slog.String("broker", u.BrokerName), slog.Int("queue", u.QueueID))
 	}}
 	c, err := rocketmq.NewProducer(
 		rmqproducer.WithNameServer(nameServers),
