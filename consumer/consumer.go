@@ -52,7 +52,9 @@ const (
 // parked message. [DeadLetters] implements it.
 type KeyParker interface {
 	Parker
-	HasParked(ctx context.Context, group, shardingKey string) (bool, error)
+	// HasParked reports whether group has a parked message of
+	// shardingKey whose dead-letter id is below before (0: any).
+	HasParked(ctx context.Context, group, shardingKey string, before int64) (bool, error)
 }
 
 // Stats counts what a consumer did since it started.
@@ -402,7 +404,9 @@ func (c *Consumer) deliver(parent context.Context, m *Message) verdict {
 
 	key := c.cfg.keyFunc(m)
 	if c.orderly && c.policy == ParkKey && m.ShardingKey != "" {
-		parked, err := c.cfg.parker.(KeyParker).HasParked(bctx, c.group, m.ShardingKey)
+		// A replay waits only for messages of its key parked before it:
+		// replayed oldest first, the key drains.
+		parked, err := c.cfg.parker.(KeyParker).HasParked(bctx, c.group, m.ShardingKey, m.ReplayOf)
 		c.trouble.observe(bctx, OpCheckParked, err, m.ShardingKey, m.MsgID)
 		if err != nil {
 			return c.storeError(bctx, m, "check parked key", err)

@@ -7,11 +7,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -134,29 +139,35 @@ func (d *DeadLetters) Park(ctx context.Context, dl *DeadLetter) (bool, error) {
 	if body == nil {
 		body = []byte{}
 	}
+	// A plain INSERT: a message parked before is told by the duplicate
+	// error, whatever the DSN says about affected rows (clientFoundRows).
 	res, err := d.db.ExecContext(ctx, "INSERT INTO "+d.t+" (consumer_group, topic, msg_id, biz_keys, tags, sharding_key,"+
 		" sharding_hash, properties, body, attempts, last_error, cause, status, reason, created_at, updated_at)"+
-		" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NOW(6), NOW(6))"+
-		" ON DUPLICATE KEY UPDATE id = id",
+		" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 		dl.Group, dl.Topic, dl.MsgID, []byte(strings.Join(dl.Keys, " ")), []byte(dl.Tag), []byte(dl.ShardingKey),
 		shardingHash(dl.ShardingKey), props, body, dl.Attempts, dl.LastError, string(dl.Cause))
+	if sqldb.IsDuplicate(err) {
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("consumer: park %s: %w", dl.MsgID, err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
+	if dl.ID, err = res.LastInsertId(); err != nil {
 		return false, fmt.Errorf("consumer: park %s: %w", dl.MsgID, err)
 	}
-	return n == 1, nil
+	return true, nil
 }
 
 // HasParked reports whether group has a parked message with this
-// sharding key.
-func (d *DeadLetters) HasParked(ctx context.Context, group, shardingKey string) (bool, error) {
+// sharding key whose id is below before (0: any id).
+func (d *DeadLetters) HasParked(ctx context.Context, group, shardingKey string, before int64) (bool, error) {
+	if before <= 0 {
+		before = math.MaxInt64
+	}
 	var one int
 	err := d.db.GetContext(ctx, &one, "SELECT 1 FROM "+d.t+
-		" WHERE consumer_group = ? AND sharding_hash = ? AND status = 1 AND sharding_key = ? LIMIT 1",
-		group, shardingHash(shardingKey), []byte(shardingKey))
+		" WHERE consumer_group = ? AND sharding_hash = ? AND status = 1 AND sharding_key = ? AND id < ? LIMIT 1",
+		group, shardingHash(shardingKey), []byte(shardingKey), before)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -166,31 +177,35 @@ func (d *DeadLetters) HasParked(ctx context.Context, group, shardingKey string) 
 	return true, nil
 }
 
+// deadLetterColumns are named, never *, so that a migration adding a
+// column does not break a running older version.
+const deadLetterColumns = "id, consumer_group, topic, msg_id, biz_keys, tags, sharding_key, properties, body," +
+	" attempts, last_error, cause, status, reason, created_at, updated_at"
+
 type row struct {
-	ID           int64     `db:"id"`
-	Group        string    `db:"consumer_group"`
-	Topic        string    `db:"topic"`
-	MsgID        string    `db:"msg_id"`
-	Keys         []byte    `db:"biz_keys"`
-	Tags         []byte    `db:"tags"`
-	ShardingKey  []byte    `db:"sharding_key"`
-	Properties   []byte    `db:"properties"`
-	Body         []byte    `db:"body"`
-	Attempts     int       `db:"attempts"`
-	LastError    string    `db:"last_error"`
-	Cause        string    `db:"cause"`
-	Status       int       `db:"status"`
-	Reason       string    `db:"reason"`
-	CreatedAt    time.Time `db:"created_at"`
-	UpdatedAt    time.Time `db:"updated_at"`
-	ShardingHash []byte    `db:"sharding_hash"`
+	ID          int64      `db:"id"`
+	Group       string     `db:"consumer_group"`
+	Topic       string     `db:"topic"`
+	MsgID       string     `db:"msg_id"`
+	Keys        []byte     `db:"biz_keys"`
+	Tags        []byte     `db:"tags"`
+	ShardingKey []byte     `db:"sharding_key"`
+	Properties  []byte     `db:"properties"`
+	Body        []byte     `db:"body"`
+	Attempts    int        `db:"attempts"`
+	LastError   string     `db:"last_error"`
+	Cause       string     `db:"cause"`
+	Status      int        `db:"status"`
+	Reason      string     `db:"reason"`
+	CreatedAt   sqldb.Time `db:"created_at"`
+	UpdatedAt   sqldb.Time `db:"updated_at"`
 }
 
 func (r *row) deadLetter() (*DeadLetter, error) {
 	dl := &DeadLetter{ID: r.ID, Group: r.Group, Topic: r.Topic, MsgID: r.MsgID, Keys: strings.Fields(string(r.Keys)),
 		Tag: string(r.Tags), ShardingKey: string(r.ShardingKey), Body: r.Body, Attempts: r.Attempts,
 		LastError: r.LastError, Cause: Cause(r.Cause), Status: Status(r.Status), Reason: r.Reason,
-		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
+		CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time}
 	if err := json.Unmarshal(r.Properties, &dl.Properties); err != nil {
 		return nil, fmt.Errorf("consumer: dead letter %d properties: %w", r.ID, err)
 	}
@@ -211,7 +226,7 @@ type Filter struct {
 
 // List returns dead letters in id order.
 func (d *DeadLetters) List(ctx context.Context, f Filter) ([]*DeadLetter, error) {
-	q := "SELECT * FROM " + d.t + " WHERE id > ?"
+	q := "SELECT " + deadLetterColumns + " FROM " + d.t + " WHERE id > ?"
 	args := []any{f.AfterID}
 	if f.Group != "" {
 		q += " AND consumer_group = ?"
@@ -245,7 +260,7 @@ func (d *DeadLetters) List(ctx context.Context, f Filter) ([]*DeadLetter, error)
 // Get returns one dead letter, or [ErrNotFound].
 func (d *DeadLetters) Get(ctx context.Context, id int64) (*DeadLetter, error) {
 	var r row
-	err := d.db.GetContext(ctx, &r, "SELECT * FROM "+d.t+" WHERE id = ?", id)
+	err := d.db.GetContext(ctx, &r, "SELECT "+deadLetterColumns+" FROM "+d.t+" WHERE id = ?", id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
@@ -268,8 +283,13 @@ func (d *DeadLetters) Replay(ctx context.Context, id int64, pub Publisher, reaso
 	if dl.Status != Parked {
 		return fmt.Errorf("%w: %d is %s", ErrNotParked, id, dl.Status)
 	}
+	props := maps.Clone(dl.Properties)
+	if props == nil {
+		props = make(map[string]string, 1)
+	}
+	props[remoting.PropReplayOf] = strconv.FormatInt(id, 10)
 	_, err = pub.Send(ctx, producer.Message{Topic: dl.Topic, Body: dl.Body, Keys: dl.Keys, Tag: dl.Tag,
-		Properties: dl.Properties, ShardingKey: dl.ShardingKey})
+		Properties: props, ShardingKey: dl.ShardingKey})
 	if err != nil {
 		return fmt.Errorf("consumer: replay %d: %w", id, err)
 	}
@@ -282,7 +302,7 @@ func (d *DeadLetters) Discard(ctx context.Context, id int64, reason string) erro
 }
 
 func (d *DeadLetters) transition(ctx context.Context, id int64, to Status, reason string) error {
-	res, err := d.db.ExecContext(ctx, "UPDATE "+d.t+" SET status = ?, reason = ?, updated_at = NOW(6) WHERE id = ? AND status = 1",
+	res, err := d.db.ExecContext(ctx, "UPDATE "+d.t+" SET status = ?, reason = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 1",
 		int(to), reason, id)
 	if err != nil {
 		return fmt.Errorf("consumer: mark dead letter %d %s: %w", id, to, err)

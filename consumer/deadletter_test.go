@@ -42,13 +42,13 @@ func TestDeadLettersStoreEverythingVerbatim(t *testing.T) {
 		got.Attempts != 4 || got.LastError != in.LastError || got.Cause != in.Cause || got.Status != consumer.Parked {
 		t.Fatalf("stored %+v\nwant %+v", got, in)
 	}
-	if has, err := dead.HasParked(ctx, "g", in.ShardingKey); err != nil || !has {
+	if has, err := dead.HasParked(ctx, "g", in.ShardingKey, 0); err != nil || !has {
 		t.Fatalf("HasParked: %v %v", has, err)
 	}
 	if err := dead.Discard(ctx, got.ID, "duplicate of #7"); err != nil {
 		t.Fatal(err)
 	}
-	if has, _ := dead.HasParked(ctx, "g", in.ShardingKey); has {
+	if has, _ := dead.HasParked(ctx, "g", in.ShardingKey, 0); has {
 		t.Fatal("a discarded message still parks its key")
 	}
 	if err := dead.Discard(ctx, got.ID, "again"); !errors.Is(err, consumer.ErrNotParked) {

@@ -28,7 +28,10 @@ type Message struct {
 	Properties map[string]string
 	Body       []byte
 	// Attempt is 1 on the first delivery and grows with each redelivery.
-	Attempt     int
+	Attempt int
+	// ReplayOf is the id of the dead letter this delivery replays
+	// ([DeadLetters.Replay]), 0 for any other message.
+	ReplayOf    int64
 	Queue       int
 	QueueOffset int64
 	BornTime    time.Time
@@ -66,8 +69,11 @@ func FromClient(ext *primitive.MessageExt) *Message {
 	if k := ext.GetKeys(); k != "" {
 		m.Keys = strings.Fields(k)
 	}
+	if id, err := strconv.ParseInt(ext.GetProperty(remoting.PropReplayOf), 10, 64); err == nil && id > 0 {
+		m.ReplayOf = id
+	}
 	for name, v := range ext.GetProperties() {
-		if !remoting.IsSystemProperty(name) {
+		if !remoting.IsSystemProperty(name) && name != remoting.PropReplayOf {
 			if m.Properties == nil {
 				m.Properties = make(map[string]string)
 			}

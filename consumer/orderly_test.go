@@ -98,8 +98,9 @@ func TestOrderlyPoisonParksTheKeyOthersFlow(t *testing.T) {
 	f := newFixture(t, 4)
 	eff := newEffects()
 	var panics atomic.Int32
+	var fixed atomic.Bool
 	h := func(ctx context.Context, m *consumer.Message) error {
-		if m.ShardingKey == "order-1" && string(m.Body) == "1" {
+		if m.ShardingKey == "order-1" && string(m.Body) == "1" && !fixed.Load() {
 			return errors.New("schema mismatch")
 		}
 		if m.ShardingKey == "order-2" && string(m.Body) == "0" && panics.Add(1) == 1 {
@@ -135,6 +136,23 @@ func TestOrderlyPoisonParksTheKeyOthersFlow(t *testing.T) {
 	}
 	if st := c.Stats(); st.Parked != 3 || panics.Load() != 2 {
 		t.Errorf("stats %+v, panics %d", st, panics.Load())
+	}
+
+	// The documented fix: repair the handler, replay the key's parked
+	// messages oldest first. Each replay waits only for messages parked
+	// before it, so the key drains in order instead of parking again.
+	fixed.Store(true)
+	for _, d := range dls {
+		if err := f.dead.Replay(context.Background(), d.ID, f.prod, "handler fixed"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.eventually("order-1 drained by its replay", func() bool { return eff.count("order-1") == steps })
+	checkInOrder(t, eff, orders, steps, nil)
+	for _, d := range f.parked() {
+		if d.Status == consumer.Parked {
+			t.Errorf("dead letter %d parked again after its replay (%s)", d.ID, d.Cause)
+		}
 	}
 }
 

@@ -56,19 +56,19 @@ func NewMySQLStore(db *sqlx.DB, opts ...Option) (*MySQLStore, error) {
 func newQueries(t string) queries {
 	return queries{
 		insert: "INSERT INTO " + t + " (consumer_group, key_hash, biz_key, status, token, attempts, expires_at, created_at, updated_at)" +
-			" VALUES (?, ?, ?, ?, ?, 1, NOW(6) + INTERVAL ? MICROSECOND, NOW(6), NOW(6))",
+			" VALUES (?, ?, ?, ?, ?, 1, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 		// Assignments run left to right: attempts reads the old status.
 		// LAST_INSERT_ID(expr) hands the new count back in the OK packet.
 		takeOver: "UPDATE " + t + " SET attempts = LAST_INSERT_ID(IF(status = 2, 1, attempts + 1)), status = ?, token = ?," +
-			" expires_at = NOW(6) + INTERVAL ? MICROSECOND, updated_at = NOW(6)" +
-			" WHERE consumer_group = ? AND key_hash = ? AND expires_at < NOW(6)",
+			" expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, updated_at = UTC_TIMESTAMP(6)" +
+			" WHERE consumer_group = ? AND key_hash = ? AND expires_at < UTC_TIMESTAMP(6)",
 		status: "SELECT status FROM " + t + " WHERE consumer_group = ? AND key_hash = ?",
-		complete: "UPDATE " + t + " SET status = 2, attempts = 0, expires_at = NOW(6) + INTERVAL ? MICROSECOND, updated_at = NOW(6)" +
+		complete: "UPDATE " + t + " SET status = 2, attempts = 0, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
-		release: "UPDATE " + t + " SET expires_at = '1970-01-02 00:00:00', updated_at = NOW(6)" +
+		release: "UPDATE " + t + " SET expires_at = '1970-01-02 00:00:00', updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
 		forget: "DELETE FROM " + t + " WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
-		purge:  "DELETE FROM " + t + " WHERE expires_at < NOW(6) - INTERVAL ? MICROSECOND AND status = ? LIMIT ?",
+		purge:  "DELETE FROM " + t + " WHERE expires_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND AND status = ? LIMIT ?",
 	}
 }
 

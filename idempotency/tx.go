@@ -43,8 +43,8 @@ func NewTxGuard(db *sqlx.DB, group string, opts ...Option) (*TxGuard, error) {
 		status: q.status + " LOCK IN SHARE MODE",
 		// A done marker past its retention is taken over in place.
 		takeOver: "UPDATE " + c.table + " SET status = 2, attempts = 1, token = ?," +
-			" expires_at = NOW(6) + INTERVAL ? MICROSECOND, updated_at = NOW(6)" +
-			" WHERE consumer_group = ? AND key_hash = ? AND status = 2 AND expires_at < NOW(6)",
+			" expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, updated_at = UTC_TIMESTAMP(6)" +
+			" WHERE consumer_group = ? AND key_hash = ? AND status = 2 AND expires_at < UTC_TIMESTAMP(6)",
 	}, nil
 }
 

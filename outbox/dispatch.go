@@ -14,13 +14,14 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 type queries struct {
 	insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimed, predecessor,
 	markSent, retryLater, markDead, release, giveUp, purge, pending, dead,
-	insertSent, insertAborted, statusOf, insertClaimed, claimLocked string
+	insertSent, insertAborted, statusOf, idOf, insertClaimed, claimLocked string
 }
 
 const columns = "id, topic, biz_key, tag, sharding_key, properties, body, delay_ms, status, attempts, next_attempt_at," +
@@ -30,80 +31,82 @@ func newQueries(t string) queries {
 	return queries{
 		insert: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
 			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)" +
-			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, NOW(6), '', '', '', NOW(6), NOW(6))" +
-			" ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
-		confirm: "UPDATE " + t + " SET status = 2, updated_at = NOW(6)" +
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, UTC_TIMESTAMP(6), '', '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
+		confirm: "UPDATE " + t + " SET status = 2, updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE topic = ? AND key_hash = ? AND biz_key = ? AND status IN (0, 1)",
-		replay: "UPDATE " + t + " SET status = 0, attempts = 0, next_attempt_at = NOW(6), lease_owner = '', updated_at = NOW(6)" +
+		replay: "UPDATE " + t + " SET status = 0, attempts = 0, next_attempt_at = UTC_TIMESTAMP(6), lease_owner = '', updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE id = ? AND status = 3",
 		get:  "SELECT " + columns + " FROM " + t + " WHERE id = ?",
 		list: "SELECT " + columns + " FROM " + t + " WHERE status = ? AND id > ? ORDER BY id LIMIT ?",
-		selectDue: "SELECT id FROM " + t + " WHERE status = 0 AND next_attempt_at <= NOW(6)" +
+		selectDue: "SELECT id FROM " + t + " WHERE status = 0 AND next_attempt_at <= UTC_TIMESTAMP(6)" +
 			" ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
-		selectUnconfirmed: "SELECT id FROM " + t + " WHERE status = 1 AND next_attempt_at <= NOW(6)" +
-			" AND sent_at < NOW(6) - INTERVAL ? MICROSECOND ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
-		claimLocked: "UPDATE " + t + " SET lease_owner = ?, next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND WHERE id IN (?)",
+		selectUnconfirmed: "SELECT id FROM " + t + " WHERE status = 1 AND next_attempt_at <= UTC_TIMESTAMP(6)" +
+			" AND sent_at + INTERVAL delay_ms * 1000 MICROSECOND < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND" +
+			" ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
+		claimLocked: "UPDATE " + t + " SET lease_owner = ?, next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND WHERE id IN (?)",
 		claimed:     "SELECT " + columns + " FROM " + t + " WHERE id IN (?) AND lease_owner = ? ORDER BY id",
 		predecessor: "SELECT 1 FROM " + t + " WHERE sharding_hash = ? AND id < ? AND status IN (0, 3)" +
 			" AND sharding_key = ? LIMIT 1",
 		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, msg_id = ?, last_error = '', lease_owner = ''," +
-			" sent_at = NOW(6), next_attempt_at = NOW(6), updated_at = NOW(6) WHERE id = ? AND status = 0 AND lease_owner = ?",
+			" sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 0 AND lease_owner = ?",
 		retryLater: "UPDATE " + t + " SET attempts = attempts + 1, last_error = ?, lease_owner = ''," +
-			" next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND, updated_at = NOW(6)" +
+			" next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE id = ? AND status = ? AND lease_owner = ?",
 		markDead: "UPDATE " + t + " SET status = 3, attempts = attempts + 1, last_error = ?, lease_owner = ''," +
-			" updated_at = NOW(6) WHERE id = ? AND status = 0 AND lease_owner = ?",
-		release: "UPDATE " + t + " SET lease_owner = '', next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND" +
+			" updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 0 AND lease_owner = ?",
+		release: "UPDATE " + t + " SET lease_owner = '', next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND" +
 			" WHERE id = ? AND lease_owner = ?",
 		// An unconfirmed row out of resends stays Sent and is no longer due.
 		giveUp: "UPDATE " + t + " SET lease_owner = '', last_error = ?, next_attempt_at = '9999-12-31 00:00:00'," +
-			" updated_at = NOW(6) WHERE id = ? AND status = 1 AND lease_owner = ?",
-		purge:   "DELETE FROM " + t + " WHERE status = ? AND updated_at < NOW(6) - INTERVAL ? MICROSECOND LIMIT ?",
-		pending: "SELECT COUNT(*), MIN(created_at) FROM " + t + " WHERE status = 0",
+			" updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 1 AND lease_owner = ?",
+		purge: "DELETE FROM " + t + " WHERE status = ? AND updated_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND LIMIT ?",
+		pending: "SELECT COUNT(*), COALESCE(TIMESTAMPDIFF(MICROSECOND, MIN(created_at), UTC_TIMESTAMP(6)), 0) FROM " + t +
+			" WHERE status = 0",
 		insertSent: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
 			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at, sent_at)" +
-			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 1, 1, NOW(6), '', '', ?, NOW(6), NOW(6), NOW(6))",
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 1, 1, UTC_TIMESTAMP(6), '', '', ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 		insertAborted: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
 			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)" +
-			" VALUES (?, ?, ?, '', '', ?, '{}', '', 0, 4, 0, NOW(6), '', 'rolled back by a transaction check-back', '', NOW(6), NOW(6))" +
-			" ON DUPLICATE KEY UPDATE id = id",
+			" VALUES (?, ?, ?, '', '', ?, '{}', '', 0, 4, 0, UTC_TIMESTAMP(6), '', 'rolled back by a transaction check-back', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 		statusOf: "SELECT status, msg_id FROM " + t + " WHERE topic = ? AND key_hash = ? AND biz_key = ?",
+		// A locking read: it sees the row that made the insert a duplicate
+		// even if it committed after this transaction's snapshot.
+		idOf: "SELECT id FROM " + t + " WHERE topic = ? AND key_hash = ? LOCK IN SHARE MODE",
 		// A row enqueued by Transact is claimed from the start by the
 		// transaction's own token, so reconcile leaves it alone while
 		// Transact sends it right after the commit (or until the lease
 		// ends, if the process died).
 		insertClaimed: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
 			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)" +
-			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, NOW(6) + INTERVAL ? MICROSECOND, ?, '', '', NOW(6), NOW(6))" +
-			" ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, ?, '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 		dead: "SELECT COUNT(*) FROM " + t + " WHERE status = 3",
 	}
 }
 
 type dbRow struct {
-	ID            int64      `db:"id"`
-	Topic         string     `db:"topic"`
-	Key           []byte     `db:"biz_key"`
-	Tag           []byte     `db:"tag"`
-	ShardingKey   []byte     `db:"sharding_key"`
-	Properties    []byte     `db:"properties"`
-	Body          []byte     `db:"body"`
-	DelayMillis   int64      `db:"delay_ms"`
-	Status        int        `db:"status"`
-	Attempts      int        `db:"attempts"`
-	NextAttemptAt time.Time  `db:"next_attempt_at"`
-	LastError     string     `db:"last_error"`
-	MsgID         string     `db:"msg_id"`
-	CreatedAt     time.Time  `db:"created_at"`
-	UpdatedAt     time.Time  `db:"updated_at"`
-	SentAt        *time.Time `db:"sent_at"`
+	ID            int64          `db:"id"`
+	Topic         string         `db:"topic"`
+	Key           []byte         `db:"biz_key"`
+	Tag           []byte         `db:"tag"`
+	ShardingKey   []byte         `db:"sharding_key"`
+	Properties    []byte         `db:"properties"`
+	Body          []byte         `db:"body"`
+	DelayMillis   int64          `db:"delay_ms"`
+	Status        int            `db:"status"`
+	Attempts      int            `db:"attempts"`
+	NextAttemptAt sqldb.Time     `db:"next_attempt_at"`
+	LastError     string         `db:"last_error"`
+	MsgID         string         `db:"msg_id"`
+	CreatedAt     sqldb.Time     `db:"created_at"`
+	UpdatedAt     sqldb.Time     `db:"updated_at"`
+	SentAt        sqldb.NullTime `db:"sent_at"`
 }
 
 func (d *dbRow) row() (*Row, error) {
 	r := &Row{ID: d.ID, Message: Message{Topic: d.Topic, Key: string(d.Key), Body: d.Body, Tag: string(d.Tag),
 		ShardingKey: string(d.ShardingKey), Delay: time.Duration(d.DelayMillis) * time.Millisecond},
-		Status: Status(d.Status), Attempts: d.Attempts, NextAttemptAt: d.NextAttemptAt, LastError: d.LastError,
-		MsgID: d.MsgID, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, SentAt: d.SentAt}
+		Status: Status(d.Status), Attempts: d.Attempts, NextAttemptAt: d.NextAttemptAt.Time, LastError: d.LastError,
+		MsgID: d.MsgID, CreatedAt: d.CreatedAt.Time, UpdatedAt: d.UpdatedAt.Time, SentAt: d.SentAt.Ptr()}
 	if err := json.Unmarshal(d.Properties, &r.Properties); err != nil {
 		return nil, fmt.Errorf("outbox: row %d properties: %w", d.ID, err)
 	}
@@ -361,7 +364,7 @@ func (r *Relay) markSentBatch(ctx context.Context, owners []string, rows []sentR
 		b.WriteString(" WHEN ? THEN ?")
 		args = append(args, s.id, s.msgID)
 	}
-	b.WriteString(" END, attempts = attempts + 1, lease_owner = '', sent_at = NOW(6), next_attempt_at = NOW(6), updated_at = NOW(6)")
+	b.WriteString(" END, attempts = attempts + 1, lease_owner = '', sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)")
 	status := Pending
 	if resend {
 		status = Sent
@@ -553,17 +556,11 @@ type Backlog struct {
 // Backlog counts Pending and Dead rows.
 func (r *Relay) Backlog(ctx context.Context) (Backlog, error) {
 	var b Backlog
-	var oldest *time.Time
-	if err := r.db.QueryRowxContext(ctx, r.q.pending).Scan(&b.Pending, &oldest); err != nil {
+	var oldestMicros int64
+	if err := r.db.QueryRowxContext(ctx, r.q.pending).Scan(&b.Pending, &oldestMicros); err != nil {
 		return b, fmt.Errorf("outbox: backlog: %w", err)
 	}
-	var now time.Time
-	if oldest != nil {
-		if err := r.db.GetContext(ctx, &now, "SELECT NOW(6)"); err != nil {
-			return b, fmt.Errorf("outbox: backlog: %w", err)
-		}
-		b.OldestPending = now.Sub(*oldest)
-	}
+	b.OldestPending = time.Duration(oldestMicros) * time.Microsecond
 	if err := r.db.GetContext(ctx, &b.DeadRows, r.q.dead); err != nil {
 		return b, fmt.Errorf("outbox: backlog: %w", err)
 	}

@@ -16,8 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -219,11 +219,6 @@ func validate(m Message) error {
 	return nil
 }
 
-func isDuplicate(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1062
-}
-
 func hash(s string) []byte {
 	h := sha256.Sum256([]byte(s))
 	return h[:]
@@ -255,18 +250,36 @@ func (r *Relay) enqueue(ctx context.Context, ex Execer, m Message, owner string)
 		q = r.q.insertClaimed
 		args = append(args, r.cfg.lease.Microseconds(), owner)
 	}
+	// A plain INSERT: a duplicate is told by its error, whatever the DSN
+	// says about affected rows (clientFoundRows). The failed statement
+	// leaves the caller's transaction usable.
 	res, err := ex.ExecContext(ctx, q, args...)
+	if sqldb.IsDuplicate(err) {
+		if id, err = r.existing(ctx, ex, m); err != nil {
+			return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
+		}
+		return id, false, nil
+	}
 	if err != nil {
 		return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
 	}
 	if id, err = res.LastInsertId(); err != nil {
 		return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
+	return id, true, nil
+}
+
+// existing returns the id of the row m's topic and key already have.
+func (r *Relay) existing(ctx context.Context, ex Execer, m Message) (int64, error) {
+	q, ok := ex.(interface {
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+	})
+	if !ok {
+		return 0, errors.New("duplicate key, and the Execer cannot query for the existing row")
 	}
-	return id, n == 1, nil
+	var id int64
+	err := q.QueryRowContext(ctx, r.q.idOf, m.Topic, hash(m.Key)).Scan(&id)
+	return id, err
 }
 
 // Tx is a business transaction started by [Relay.Transact]; rows enqueued
@@ -278,15 +291,23 @@ type Tx struct {
 	rows  []*Row
 }
 
-// Enqueue writes m in this transaction (see [Relay.Enqueue]). A second
-// enqueue of a topic and key already in the outbox returns the existing
-// row's id and sends nothing.
+// Enqueue writes m in this transaction (see [Relay.Enqueue]). Key is the
+// event's identity: a topic and key already in the outbox (an earlier
+// event, or a retry of this request) are not written again, and Enqueue
+// returns the existing row's id with an error matching [ErrDuplicate]; the
+// transaction stays usable, so a caller retrying a request may ignore it.
+// Key an order's successive events apart ("o-1-paid", "o-1-shipped") and
+// use ShardingKey for the order.
 func (t *Tx) Enqueue(ctx context.Context, m Message) (int64, error) {
 	id, created, err := t.relay.enqueue(ctx, t.Tx, m, t.owner)
-	if err == nil && created {
-		t.rows = append(t.rows, &Row{ID: id, Message: m})
+	if err != nil {
+		return id, err
 	}
-	return id, err
+	if !created {
+		return id, fmt.Errorf("%w: %s/%s is row %d", ErrDuplicate, m.Topic, m.Key, id)
+	}
+	t.rows = append(t.rows, &Row{ID: id, Message: m})
+	return id, nil
 }
 
 // Transact runs fn in a new transaction and commits it; fn's error (or

@@ -17,11 +17,14 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 	"github.com/seed157d4c4d/reliablemq/orderly"
 )
 
-// ErrDuplicate is returned by [TxMessenger.Send] when the topic and key
-// were already used: the first transaction won, this one rolled back.
+// ErrDuplicate says a topic and key were already used: [Tx.Enqueue]
+// returns it with the existing row's id (nothing written, the transaction
+// usable); [TxMessenger.Send] returns it when the first transaction won
+// and this one rolled back.
 var ErrDuplicate = errors.New("outbox: duplicate key")
 
 // ErrClosed is returned by [TxMessenger.Send] after Close.
@@ -217,7 +220,7 @@ func (m *TxMessenger) local(call *txCall, msgID string) error {
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	_, err = tx.ExecContext(ctx, m.q.insertSent, msg.Topic, hash(msg.Key), []byte(msg.Key), []byte(msg.Tag),
 		[]byte(msg.ShardingKey), hash(msg.ShardingKey), props, msg.Body, msgID)
-	if isDuplicate(err) {
+	if sqldb.IsDuplicate(err) {
 		return fmt.Errorf("%w: %s/%s", ErrDuplicate, msg.Topic, msg.Key)
 	}
 	if err != nil {
@@ -270,14 +273,12 @@ func (l listener) CheckLocalTransaction(ext *primitive.MessageExt) primitive.Loc
 
 // decide answers a check-back for the half message msgID of topic/key.
 func (m *TxMessenger) decide(ctx context.Context, topic, key, msgID string) (primitive.LocalTransactionState, error) {
-	res, err := m.db.ExecContext(ctx, m.q.insertAborted, topic, hash(key), []byte(key), hash(""))
-	if err != nil {
-		return primitive.UnknowState, err
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return primitive.UnknowState, err
-	} else if n == 1 {
+	_, err := m.db.ExecContext(ctx, m.q.insertAborted, topic, hash(key), []byte(key), hash(""))
+	if err == nil {
 		return primitive.RollbackMessageState, nil // no row: it never committed, and now it cannot
+	}
+	if !sqldb.IsDuplicate(err) {
+		return primitive.UnknowState, err
 	}
 	var row struct {
 		Status int    `db:"status"`

@@ -29,6 +29,10 @@ const (
 	// PropAttempt is reliablemq's own: the delivery attempt a retry copy
 	// re-sent by the consumer wrapper follows.
 	PropAttempt = "RELIABLEMQ_ATTEMPT"
+	// PropReplayOf is reliablemq's own: the dead-letter id a replayed
+	// message was parked as. An application property as far as the client
+	// and the producer are concerned; the consumer reads and hides it.
+	PropReplayOf = "RELIABLEMQ_REPLAY_OF"
 )
 
 // EncodeProperties writes the property string the way a 4.9.4 broker stores

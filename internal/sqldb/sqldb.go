@@ -1,0 +1,89 @@
+// Package sqldb holds the MySQL conventions the stores share, so that
+// they hold whatever DSN options and session settings a caller's handle
+// was opened with:
+//
+//   - every time the stores write is UTC_TIMESTAMP(6) arithmetic in SQL,
+//     never NOW() (which follows each session's time_zone) and never a Go
+//     time.Time parameter (which the driver converts to its loc);
+//   - every DATETIME they read is scanned through [Time], which takes the
+//     column's wall clock as UTC whether the driver parsed it (parseTime,
+//     in any loc) or handed over the text (no parseTime);
+//   - an insert that may hit a unique key is a plain INSERT whose duplicate
+//     error [IsDuplicate] recognises, never ON DUPLICATE KEY UPDATE with
+//     affected-row counting (which clientFoundRows changes).
+package sqldb
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// Time is a DATETIME column holding a UTC wall clock.
+type Time struct{ time.Time }
+
+// datetime is MySQL's text form of a DATETIME(6).
+const datetime = "2006-01-02 15:04:05.999999"
+
+// Scan implements sql.Scanner.
+func (t *Time) Scan(v any) error {
+	switch v := v.(type) {
+	case time.Time:
+		// The driver read the wall clock in its loc; the column holds UTC.
+		t.Time = time.Date(v.Year(), v.Month(), v.Day(), v.Hour(), v.Minute(), v.Second(), v.Nanosecond(), time.UTC)
+	case []byte:
+		return t.parse(string(v))
+	case string:
+		return t.parse(v)
+	case nil:
+		t.Time = time.Time{}
+	default:
+		return fmt.Errorf("sqldb: cannot scan %T into a time", v)
+	}
+	return nil
+}
+
+func (t *Time) parse(s string) error {
+	p, err := time.ParseInLocation(datetime, s, time.UTC)
+	if err != nil {
+		return fmt.Errorf("sqldb: %w", err)
+	}
+	t.Time = p
+	return nil
+}
+
+// NullTime is a nullable [Time]; Valid is false for NULL.
+type NullTime struct {
+	Time  time.Time
+	Valid bool
+}
+
+// Scan implements sql.Scanner.
+func (n *NullTime) Scan(v any) error {
+	if v == nil {
+		n.Time, n.Valid = time.Time{}, false
+		return nil
+	}
+	var t Time
+	if err := t.Scan(v); err != nil {
+		return err
+	}
+	n.Time, n.Valid = t.Time, true
+	return nil
+}
+
+// Ptr returns the time or nil for NULL.
+func (n NullTime) Ptr() *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	return &n.Time
+}
+
+// IsDuplicate reports whether err is MySQL's duplicate-key error (1062).
+func IsDuplicate(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1062
+}
