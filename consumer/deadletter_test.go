@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
@@ -66,5 +67,44 @@ func TestDeadLettersStoreEverythingVerbatim(t *testing.T) {
 	}
 	if _, err := consumer.NewDeadLetters(nil, ""); err == nil {
 		t.Fatal("nil db accepted")
+	}
+}
+
+// TestDeadLettersUnderEveryDSNVariantAndCase parks, re-parks, reads back
+// and lists through handles opened with each DSN option and session
+// setting; groups differing only in case keep separate rows.
+func TestDeadLettersUnderEveryDSNVariantAndCase(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	ctx := context.Background()
+	for _, v := range testenv.MySQLVariants(t, db) {
+		t.Run(v.Name, func(t *testing.T) {
+			dead, err := consumer.NewDeadLetters(v.DB, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			group := testenv.Name(t, "G")
+			for _, g := range []string{group, strings.ToLower(group)} {
+				dl := &consumer.DeadLetter{Group: g, Topic: "T", MsgID: "M1", Keys: []string{"k"}, ShardingKey: "s",
+					Body: []byte("b"), Attempts: 3, LastError: "boom", Cause: consumer.CauseRetries}
+				inserted, err := dead.Park(ctx, dl)
+				if err != nil || !inserted || dl.ID == 0 {
+					t.Fatalf("park in group %s: inserted %v, id %d, %v", g, inserted, dl.ID, err)
+				}
+				if again, err := dead.Park(ctx, dl); err != nil || again {
+					t.Fatalf("re-park: inserted %v, %v", again, err)
+				}
+				got, err := dead.Get(ctx, dl.ID)
+				if err != nil || got.Group != g || time.Since(got.CreatedAt).Abs() > time.Minute {
+					t.Fatalf("get: %+v %v", got, err)
+				}
+				if has, err := dead.HasParked(ctx, g, "s", 0); err != nil || !has {
+					t.Fatalf("has parked: %v %v", has, err)
+				}
+			}
+			if list, err := dead.List(ctx, consumer.Filter{Group: group}); err != nil || len(list) != 1 {
+				t.Fatalf("list of %s: %d rows, %v", group, len(list), err)
+			}
+		})
 	}
 }

@@ -101,3 +101,59 @@ func Redis(t testing.TB) redis.UniversalClient {
 	}
 	return c
 }
+
+// Variant is a handle on a test database opened with other DSN options or
+// session settings than the default.
+type Variant struct {
+	Name string
+	DB   *sqlx.DB
+}
+
+// MySQLVariants opens db's database again once per configuration a user's
+// application may run with, each a test case for code that must hold
+// under all of them: sessions ahead of and behind UTC, a loc other than
+// UTC, clientFoundRows, parseTime off, interpolateParams. The handles are
+// closed when the test ends.
+func MySQLVariants(t testing.TB, db *sqlx.DB) []Variant {
+	t.Helper()
+	east := time.FixedZone("UTC+8", 8*3600)
+	variants := []struct {
+		name   string
+		mutate func(*mysql.Config)
+	}{
+		{"session +08:00", func(c *mysql.Config) { c.Params = map[string]string{"time_zone": "'+08:00'"} }},
+		{"session -07:00", func(c *mysql.Config) { c.Params = map[string]string{"time_zone": "'-07:00'"} }},
+		{"loc UTC+8 with a +08:00 session", func(c *mysql.Config) {
+			c.Loc = east
+			c.Params = map[string]string{"time_zone": "'+08:00'"}
+		}},
+		{"clientFoundRows", func(c *mysql.Config) { c.ClientFoundRows = true }},
+		{"parseTime off", func(c *mysql.Config) { c.ParseTime = false }},
+		{"interpolateParams", func(c *mysql.Config) { c.InterpolateParams = true }},
+	}
+	out := make([]Variant, 0, len(variants))
+	for _, v := range variants {
+		cfg, err := mysql.ParseDSN(MySQLDSN(t, db))
+		if err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		v.mutate(cfg)
+		conn, err := mysql.NewConnector(cfg) // not through a DSN: a fixed zone has no name to parse
+		if err != nil {
+			t.Fatalf("testenv: open %s: %v", v.name, err)
+		}
+		vdb := sqlx.NewDb(sql.OpenDB(conn), "mysql")
+		t.Cleanup(func() { vdb.Close() })
+		out = append(out, Variant{Name: v.name, DB: vdb})
+	}
+	return out
+}
+
+// MySQLSessions returns two handles on db's database whose sessions run 15
+// hours apart (+08:00 and -07:00), as two application instances in
+// different time zones would.
+func MySQLSessions(t testing.TB, db *sqlx.DB) (east, west *sqlx.DB) {
+	t.Helper()
+	v := MySQLVariants(t, db)
+	return v[0].DB, v[1].DB
+}

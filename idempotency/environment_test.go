@@ -1,0 +1,133 @@
+package idempotency_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+)
+
+func mysqlGuard(t *testing.T, db *sqlx.DB, group string, opts ...idempotency.Option) *idempotency.Guard {
+	t.Helper()
+	s, err := idempotency.NewMySQLStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := idempotency.NewGuard(group, s, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func claimKey(t *testing.T, g *idempotency.Guard, key string) *idempotency.Claim {
+	t.Helper()
+	c, err := g.Claim(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestLeasesHoldAcrossSessionTimeZones: two instances whose MySQL sessions
+// run 15 hours apart share one guard. A live claim is never taken over
+// (the effect would run twice), and a claim left by a crash is free once
+// its lease ends, not hours later.
+func TestLeasesHoldAcrossSessionTimeZones(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	east, west := testenv.MySQLSessions(t, db)
+	for _, tc := range []struct {
+		name           string
+		holder, second *sqlx.DB
+	}{{"held east, claimed west", east, west}, {"held west, claimed east", west, east}} {
+		t.Run(tc.name, func(t *testing.T) {
+			group := testenv.Name(t, "g")
+			first := mysqlGuard(t, tc.holder, group, idempotency.WithLease(time.Minute))
+			other := mysqlGuard(t, tc.second, group, idempotency.WithLease(time.Minute))
+			if c := claimKey(t, first, "live"); c.Outcome != idempotency.Acquired {
+				t.Fatalf("first claim: %v", c.Outcome)
+			}
+			if c := claimKey(t, other, "live"); c.Outcome != idempotency.Busy {
+				t.Fatalf("a live claim from another time zone: %v, want Busy", c.Outcome)
+			}
+			short := mysqlGuard(t, tc.holder, group, idempotency.WithLease(time.Second))
+			if c := claimKey(t, short, "crashed"); c.Outcome != idempotency.Acquired {
+				t.Fatalf("claim: %v", c.Outcome)
+			}
+			time.Sleep(1500 * time.Millisecond) // the holder "crashed"; its lease ends
+			if c := claimKey(t, other, "crashed"); c.Outcome != idempotency.Acquired || c.Attempt != 2 {
+				t.Fatalf("an expired claim from another time zone: %v attempt %d, want Acquired attempt 2", c.Outcome, c.Attempt)
+			}
+		})
+	}
+}
+
+// TestGuardUnderEveryDSNVariant runs a claim, a duplicate and a
+// completion through handles opened with each DSN option and session
+// setting, and across them.
+func TestGuardUnderEveryDSNVariant(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	ctx := context.Background()
+	for _, v := range testenv.MySQLVariants(t, db) {
+		t.Run(v.Name, func(t *testing.T) {
+			group := testenv.Name(t, "g")
+			g := mysqlGuard(t, v.DB, group)
+			c := claimKey(t, g, "k")
+			if c.Outcome != idempotency.Acquired {
+				t.Fatalf("claim: %v", c.Outcome)
+			}
+			if d := claimKey(t, g, "k"); d.Outcome != idempotency.Busy {
+				t.Fatalf("duplicate while processing: %v", d.Outcome)
+			}
+			if err := c.Complete(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if d := claimKey(t, mysqlGuard(t, db, group), "k"); d.Outcome != idempotency.Done {
+				t.Fatalf("duplicate after completion, seen from the default handle: %v", d.Outcome)
+			}
+			tg, err := idempotency.NewTxGuard(v.DB, group+"-tx")
+			if err != nil {
+				t.Fatal(err)
+			}
+			runs := 0
+			for range 2 {
+				if _, err := tg.Do(ctx, "k", func(context.Context, *sqlx.Tx) error { runs++; return nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if runs != 1 {
+				t.Fatalf("transactional guard ran the effect %d times", runs)
+			}
+		})
+	}
+}
+
+// TestGroupsDifferingOnlyInCaseAreDistinct: RocketMQ names are
+// case-sensitive, so are the guard's groups.
+func TestGroupsDifferingOnlyInCaseAreDistinct(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	ctx := context.Background()
+	for _, group := range []string{"Coupons", "coupons", "COUPONS"} {
+		c := claimKey(t, mysqlGuard(t, db, group), "order-1")
+		if c.Outcome != idempotency.Acquired {
+			t.Fatalf("group %s: %v, want Acquired (another case variant's marker)", group, c.Outcome)
+		}
+		if err := c.Complete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		tg, err := idempotency.NewTxGuard(db, group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ran := false
+		if _, err := tg.Do(ctx, "order-2", func(context.Context, *sqlx.Tx) error { ran = true; return nil }); err != nil || !ran {
+			t.Fatalf("transactional guard, group %s: ran %v, %v", group, ran, err)
+		}
+	}
+}

@@ -1,0 +1,168 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/outbox"
+	"github.com/seed157d4c4d/reliablemq/producer"
+)
+
+func relayOn(t *testing.T, db *sqlx.DB, pub outbox.Publisher, opts ...outbox.Option) *outbox.Relay {
+	t.Helper()
+	r, err := outbox.NewRelay(db, pub, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestRelayUnderEveryDSNVariant enqueues, detects a duplicate, sends,
+// reads back and reports through handles opened with each DSN option and
+// session setting.
+func TestRelayUnderEveryDSNVariant(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	ctx := context.Background()
+	for _, v := range testenv.MySQLVariants(t, db) {
+		t.Run(v.Name, func(t *testing.T) {
+			pub := newFake()
+			r := relayOn(t, v.DB, pub)
+			topic := testenv.Name(t, "T")
+			m := outbox.Message{Topic: topic, Key: "k", Body: []byte("first")}
+			if _, created, err := r.Enqueue(ctx, v.DB, m); err != nil || !created {
+				t.Fatalf("enqueue: created %v, %v", created, err)
+			}
+			m.Body = []byte("second")
+			if _, created, err := r.Enqueue(ctx, v.DB, m); err != nil || created {
+				t.Fatalf("duplicate enqueue: created %v, %v", created, err)
+			}
+			err := r.Transact(ctx, func(ctx context.Context, tx *outbox.Tx) error {
+				_, err := tx.Enqueue(ctx, m)
+				if !errors.Is(err, outbox.ErrDuplicate) {
+					t.Errorf("duplicate Tx.Enqueue: %v, want ErrDuplicate", err)
+				}
+				_, err = tx.Enqueue(ctx, outbox.Message{Topic: topic, Key: "k2", Body: []byte("x")})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, err := r.Backlog(ctx); err != nil || b.Pending != 1 || b.OldestPending < 0 || b.OldestPending > time.Minute {
+				t.Fatalf("backlog %+v, %v", b, err)
+			}
+			rep, err := r.DispatchDue(ctx, 10)
+			if err != nil || rep.Sent != 1 || pub.count("k") != 1 {
+				t.Fatalf("dispatch: %+v %v; sent %v", rep, err, pub.order())
+			}
+			for _, s := range pub.sent {
+				if s.Keys[0] == "k" && string(s.Body) != "first" {
+					t.Fatalf("the duplicate's body was sent: %q", s.Body)
+				}
+			}
+			rows, err := r.List(ctx, outbox.Sent, 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mine := 0
+			for _, row := range rows {
+				if row.Topic != topic {
+					continue
+				}
+				mine++
+				if row.SentAt == nil || time.Since(*row.SentAt).Abs() > time.Minute || time.Since(row.CreatedAt).Abs() > time.Minute {
+					t.Errorf("row %d read back with times sent %v, created %v", row.ID, row.SentAt, row.CreatedAt)
+				}
+			}
+			if mine != 2 {
+				t.Fatalf("%d sent rows of %s, want 2", mine, topic)
+			}
+		})
+	}
+}
+
+// TestDueTimesHoldAcrossSessionTimeZones: two relays whose sessions run 15
+// hours apart. A row one of them backed off is not resent early by the
+// other, and a row enqueued by one is due for the other at once.
+func TestDueTimesHoldAcrossSessionTimeZones(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	east, west := testenv.MySQLSessions(t, db)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name          string
+		first, second *sqlx.DB
+	}{{"east then west", east, west}, {"west then east", west, east}} {
+		t.Run(tc.name, func(t *testing.T) {
+			down := newFake()
+			down.fail = func(producer.Message) error { return errors.New("broker down") }
+			topic := testenv.Name(t, "T")
+			a := relayOn(t, tc.first, down, outbox.WithBackoff(time.Hour, time.Hour))
+			if _, _, err := a.Enqueue(ctx, tc.first, outbox.Message{Topic: topic, Key: "backed-off", Body: []byte("x")}); err != nil {
+				t.Fatal(err)
+			}
+			if rep, err := a.DispatchDue(ctx, 10); err != nil || rep.Failed != 1 {
+				t.Fatalf("first relay: %+v %v", rep, err)
+			}
+			up := newFake()
+			b := relayOn(t, tc.second, up)
+			if rep, err := b.DispatchDue(ctx, 10); err != nil || rep.Sent != 0 {
+				t.Fatalf("a row backed off for an hour was resent by the other time zone: %+v %v", rep, err)
+			}
+			if _, _, err := a.Enqueue(ctx, tc.first, outbox.Message{Topic: topic, Key: "fresh", Body: []byte("x")}); err != nil {
+				t.Fatal(err)
+			}
+			if rep, err := b.DispatchDue(ctx, 10); err != nil || rep.Sent != 1 || up.count("fresh") != 1 {
+				t.Fatalf("a fresh row from the other time zone is not due: %+v %v", rep, err)
+			}
+		})
+	}
+}
+
+// TestTopicsDifferingOnlyInCaseAreDistinct: RocketMQ topics are
+// case-sensitive; the same key on OrderEvents and orderevents is two
+// messages.
+func TestTopicsDifferingOnlyInCaseAreDistinct(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	ctx := context.Background()
+	pub := newFake()
+	r := relayOn(t, db, pub)
+	for _, topic := range []string{"OrderEvents", "orderevents", "ORDEREVENTS"} {
+		if _, created, err := r.Enqueue(ctx, db, outbox.Message{Topic: topic, Key: "o-1", Body: []byte(topic)}); err != nil || !created {
+			t.Fatalf("topic %s: created %v, %v", topic, created, err)
+		}
+	}
+	if rep, err := r.DispatchDue(ctx, 10); err != nil || rep.Sent != 3 {
+		t.Fatalf("dispatch: %+v %v", rep, err)
+	}
+}
+
+// TestConfirmTimeoutCountsFromTheDueTime: a row delayed 30 minutes is not
+// "never confirmed" a few seconds after it was handed to the broker.
+func TestConfirmTimeoutCountsFromTheDueTime(t *testing.T) {
+	t.Parallel()
+	pub := newFake()
+	db, r := setup(t, pub)
+	ctx := context.Background()
+	for _, m := range []outbox.Message{
+		{Topic: "t", Key: "delayed", Body: []byte("x"), Delay: 30 * time.Minute},
+		{Topic: "t", Key: "plain", Body: []byte("x")},
+	} {
+		if _, _, err := r.Enqueue(ctx, db, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep, err := r.DispatchDue(ctx, 10); err != nil || rep.Sent != 2 {
+		t.Fatalf("dispatch: %+v %v", rep, err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	rep, err := r.ResendUnconfirmed(ctx, time.Second, 10)
+	if err != nil || rep.Sent != 1 || pub.count("delayed") != 1 || pub.count("plain") != 2 {
+		t.Fatalf("resend: %+v %v; delayed sent %d, plain %d", rep, err, pub.count("delayed"), pub.count("plain"))
+	}
+}
