@@ -11,7 +11,7 @@ func TestTimeReadsTheWallClockAsUTC(t *testing.T) {
 	for _, v := range []any{
 		want,
 		time.Date(2026, 3, 29, 1, 30, 0, 123456000, shanghai), // parseTime with loc=Asia/Shanghai
-		[]byte("2026-03-29 01:30:00.123456"),                 // no parseTime
+		[]byte("2026-03-29 01:30:00.123456"),                  // no parseTime
 		"2026-03-29 01:30:00.123456",
 	} {
 		var got Time
