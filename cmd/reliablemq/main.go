@@ -49,6 +49,7 @@ commands:
   dead         list, show, replay or discard parked messages
   bench        measure each layer's overhead as ratios against the raw client
   dev-broker   run an in-process RocketMQ name server and broker (rmqtest)
+  record       proxy a real name server and brokers, writing every frame to a transcript
 
 Run "reliablemq <command> -h" for a command's flags.
 `
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = deadCmd(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(ctx, args[1:], stdout, stderr)
+	case "record":
+		err = recordCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,225 @@
+package rmqtest_test
+
+// TestRecordScenarios captures the transcripts in testdata/ from a real
+// broker through the recording proxy (internal/record); TestReplayRecorded
+// (replay_test.go) replays them against rmqtest. To record again, start a
+// real 4.9.4 name server and broker with every delay level at 1 s
+// (scripts/rocketmq start --fast-delays) and run
+//
+//	RMQ_RECORD_DIR=$PWD/testdata RMQ_NAMESRV=... RMQ_BROKER=... go test -run TestRecordScenarios -v .
+//
+// Each scenario uses fresh group and topic names, and its file is only
+// replaced when the scenario ran to its end.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/internal/record"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+)
+
+// recorder drives one scenario's raw requests through the proxy.
+type recorder struct {
+	t      *testing.T
+	p      *record.Proxy
+	broker string // the proxy's listener for the real broker
+	conn   *remoting.Conn
+	suffix string
+}
+
+func (r *recorder) invoke(req *remoting.Command) *remoting.Command {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := r.conn.Invoke(ctx, req)
+	if err != nil {
+		r.t.Fatalf("code %d: %v", req.Code, err)
+	}
+	return resp
+}
+
+// send is SEND_MESSAGE with the header fields consumer/retry.go writes.
+func (r *recorder) send(group, topic string, reconsume, maxReconsume int, props map[string]string, body string) *remoting.Command {
+	r.t.Helper()
+	resp := r.invoke(&remoting.Command{Code: remoting.ReqSendMessage, Body: []byte(body), ExtFields: map[string]string{
+		"producerGroup": group, "topic": topic, "defaultTopic": "TBW102", "defaultTopicQueueNums": "4",
+		"queueId": "0", "sysFlag": "0", "bornTimestamp": strconv.FormatInt(time.Now().UnixMilli(), 10), "flag": "0",
+		"properties": remoting.EncodeProperties(props), "reconsumeTimes": strconv.Itoa(reconsume), "unitMode": "false",
+		"maxReconsumeTimes": strconv.Itoa(maxReconsume), "batch": "false",
+	}})
+	r.p.Note(fmt.Sprintf("SEND_MESSAGE to %s (reconsumeTimes=%d maxReconsumeTimes=%d): code %d queueId %s msgId %s",
+		topic, reconsume, maxReconsume, resp.Code, resp.ExtFields["queueId"], resp.ExtFields["msgId"]))
+	return resp
+}
+
+func (r *recorder) maxOffset(topic string) int64 {
+	r.t.Helper()
+	resp := r.invoke(&remoting.Command{Code: remoting.ReqGetMaxOffset,
+		ExtFields: map[string]string{"topic": topic, "queueId": "0"}})
+	n, _ := strconv.ParseInt(resp.ExtFields["offset"], 10, 64)
+	r.p.Note(fmt.Sprintf("GET_MAX_OFFSET %s queue 0: code %d offset %d", topic, resp.Code, n))
+	return n
+}
+
+func (r *recorder) query(topic, key string) []*remoting.StoredMessage {
+	r.t.Helper()
+	resp := r.invoke(&remoting.Command{Code: remoting.ReqQueryMessage, ExtFields: map[string]string{
+		"topic": topic, "key": key, "maxNum": "32", "beginTimestamp": "0",
+		"endTimestamp": strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)}})
+	var msgs []*remoting.StoredMessage
+	if resp.Code == remoting.CodeSuccess {
+		var err error
+		if msgs, err = remoting.DecodeStoredMessages(resp.Body); err != nil {
+			r.t.Fatalf("query %s %s: %v", topic, key, err)
+		}
+	}
+	r.p.Note(fmt.Sprintf("QUERY_MESSAGE %s key %s: code %d, %d messages", topic, key, resp.Code, len(msgs)))
+	return msgs
+}
+
+func (r *recorder) updateTopic(topic string, perm int) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := remoting.UpdateTopic(ctx, r.broker, topic, 1, 1, perm); err != nil {
+		r.t.Fatal(err)
+	}
+	r.p.Note(fmt.Sprintf("UPDATE_AND_CREATE_TOPIC %s: 1 queue, perm %d", topic, perm))
+}
+
+func TestRecordScenarios(t *testing.T) {
+	dir := os.Getenv("RMQ_RECORD_DIR")
+	if dir == "" {
+		t.Skip("set RMQ_RECORD_DIR, RMQ_NAMESRV and RMQ_BROKER (a real broker, every delay level 1 s) to record testdata/*.jsonl")
+	}
+	namesrv, broker := os.Getenv("RMQ_NAMESRV"), remoting.SplitAddrs(os.Getenv("RMQ_BROKER"))
+	if namesrv == "" || len(broker) != 1 {
+		t.Fatal("RMQ_RECORD_DIR needs RMQ_NAMESRV and exactly one broker in RMQ_BROKER")
+	}
+	for _, sc := range []struct {
+		name string
+		what string
+		run  func(*recorder)
+	}{
+		{"retry_send_rule", "SEND_MESSAGE to %RETRY%<group> with DELAY=1: reconsumeTimes 0 >= max 0 and 2 < 16", recordRetrySendRule},
+		{"send_readonly_topic", "SEND_MESSAGE to a topic with perm 4 (read only)", recordSendReadOnly},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			var rnd [4]byte
+			rand.Read(rnd[:])
+			tmp, err := os.CreateTemp(dir, sc.name+".*.tmp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.Remove(tmp.Name()) // gone after the rename, left only if the scenario failed
+			defer tmp.Close()
+			p, err := record.Start(context.Background(), namesrv, tmp, record.WithMeta("scenario", sc.name),
+				record.WithMeta("what", sc.what), record.WithMeta("realBroker", broker[0]),
+				record.WithMeta("server", "Apache RocketMQ 4.9.4 (scripts/rocketmq --fast-delays: all 18 delay levels 1 s)"),
+				record.WithMeta("client", "raw remoting.Conn requests (rmqtest/record_test.go)"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			r := &recorder{t: t, p: p, suffix: hex.EncodeToString(rnd[:])}
+			// The route of TBW102, to show the proxy's rewrite; requests
+			// then go to the proxy's listener for the broker.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			route, err := remoting.FetchRoute(ctx, p.NamesrvAddr(), "TBW102")
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.broker, err = p.BrokerAddr(broker[0]); err != nil {
+				t.Fatal(err)
+			}
+			if got := route.MasterAddr("broker-a"); got != r.broker {
+				t.Fatalf("route through the proxy names %q, want its broker listener %s", got, r.broker)
+			}
+			r.conn, err = remoting.Dial(context.Background(), r.broker)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc.run(r)
+			r.conn.Close()
+			if err := p.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := tmp.Chmod(0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := tmp.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if t.Failed() {
+				return
+			}
+			if err := os.Rename(tmp.Name(), filepath.Join(dir, sc.name+".jsonl")); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// recordRetrySendRule: a copy sent to the retry topic whose reconsumeTimes
+// has reached maxReconsumeTimes goes to %DLQ% (through the schedule topic,
+// DELAY kept); one below the cap lands in %RETRY% after its delay.
+func recordRetrySendRule(r *recorder) {
+	t := r.t
+	group := "CG_RecRetry_" + r.suffix
+	retry, dlq := "%RETRY%"+group, "%DLQ%"+group
+	origin := "TopicRecRetry_" + r.suffix
+	r.updateTopic(retry, remoting.PermRead|remoting.PermWrite)
+	dlqKey, retryKey := "REC-DLQ-"+r.suffix, "REC-RETRY-"+r.suffix
+	props := func(key string) map[string]string {
+		return map[string]string{remoting.PropDelay: "1", remoting.PropUniqKey: key, remoting.PropRetryTopic: origin,
+			remoting.PropKeys: "order-" + r.suffix}
+	}
+	if resp := r.send(group, retry, 0, 0, props(dlqKey), "copy for the DLQ"); resp.Code != remoting.CodeSuccess {
+		t.Errorf("send reconsumeTimes=0 max=0: code %d %s", resp.Code, resp.Remark)
+	}
+	if resp := r.send(group, retry, 2, 16, props(retryKey), "copy for the retry topic"); resp.Code != remoting.CodeSuccess {
+		t.Errorf("send reconsumeTimes=2 max=16: code %d %s", resp.Code, resp.Remark)
+	}
+	r.p.Note("waiting 2.5 s for the delay level (1 s) to come due")
+	time.Sleep(2500 * time.Millisecond)
+	if n := r.maxOffset(retry); n != 1 {
+		t.Errorf("%s max offset %d, want 1", retry, n)
+	}
+	if n := r.maxOffset(dlq); n != 1 {
+		t.Errorf("%s max offset %d, want 1", dlq, n)
+	}
+	if msgs := r.query(dlq, dlqKey); len(msgs) != 1 {
+		t.Errorf("DLQ copy: %d messages", len(msgs))
+	}
+	if msgs := r.query(retry, retryKey); len(msgs) != 1 {
+		t.Errorf("retry copy: %d messages", len(msgs))
+	}
+	// Each copy is indexed under its own topic only.
+	r.query(retry, dlqKey)
+	r.query(dlq, retryKey)
+}
+
+// recordSendReadOnly: SEND_MESSAGE does not check the topic's own write
+// permission.
+func recordSendReadOnly(r *recorder) {
+	topic := "TopicRecReadOnly_" + r.suffix
+	r.updateTopic(topic, remoting.PermRead)
+	if resp := r.send("PG_RecReadOnly_"+r.suffix, topic, 0, 0, map[string]string{
+		remoting.PropUniqKey: "REC-RO-" + r.suffix, remoting.PropWait: "true"}, "to a read-only topic"); resp.Code != remoting.CodeSuccess {
+		r.t.Logf("send to a read-only topic: code %d %s", resp.Code, resp.Remark)
+	}
+	// The broker dispatches to the consume queue after it answers.
+	r.p.Note("waiting 0.5 s for the consume queue and index to catch up")
+	time.Sleep(500 * time.Millisecond)
+	r.maxOffset(topic)
+	r.query(topic, "REC-RO-"+r.suffix)
+}
