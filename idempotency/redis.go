@@ -2,19 +2,26 @@ package idempotency
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
-	"sync"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/seed157d4c4d/reliablemq/internal/combine"
 )
 
-// RedisStore keeps claims in Redis: per key, a claim string holding the
-// fencing token (expiring with the lease) or "done" (expiring with the
-// retention), and an attempt counter beside it. Each method is one Lua
-// script, atomic on the server. Keys are "<prefix><group>:<key>" and the
-// same with ":n" appended; Redis Cluster users should put a hash tag in
-// the prefix or group.
+// RedisStore keeps claims in Redis: per group and key, a claim string
+// holding the fencing token (expiring with the lease) or "done" (expiring
+// with the retention), and an attempt counter beside it. Each method is
+// one Lua script, atomic on the server. The two keys are
+// "<prefix>{<tag>}:c" and "<prefix>{<tag>}:n", tag a hash of the group and
+// the business key: no business key can name another's counter, and on
+// Redis Cluster the two keys of one business key share a slot while
+// different business keys spread over every master.
 //
 // Durability is Redis's: a failover that loses recent writes can lose done
 // markers, letting a duplicate through. Use the MySQL store or [TxGuard]
@@ -22,25 +29,37 @@ import (
 type RedisStore struct {
 	rdb    redis.UniversalClient
 	prefix string
-	batch  scriptBatcher
+	legacy bool // also honour done markers of the pre-hash key layout
+	batch  *combine.Batcher[*scriptCall]
 }
 
 // NewRedisStore returns a store on rdb whose keys start with prefix
-// ("reliablemq:idem:" when empty).
+// ("reliablemq:idem:" when empty; braces are refused, since a hash tag
+// there would put every key in one cluster slot). On a single Redis (not
+// Cluster or Ring) a claim also honours a done marker written under the
+// key layout before this one ("<prefix><group>:<key>"), so an upgrade does
+// not let duplicates through.
 func NewRedisStore(rdb redis.UniversalClient, prefix string) (*RedisStore, error) {
 	if rdb == nil {
 		return nil, errors.New("idempotency: nil redis client")
 	}
+	if strings.ContainsAny(prefix, "{}") {
+		return nil, fmt.Errorf("idempotency: redis key prefix %q holds a brace (a hash tag would pin every key to one slot)", prefix)
+	}
 	if prefix == "" {
 		prefix = "reliablemq:idem:"
 	}
-	return &RedisStore{rdb: rdb, prefix: prefix}, nil
+	_, single := rdb.(*redis.Client)
+	s := &RedisStore{rdb: rdb, prefix: prefix, legacy: single}
+	s.batch = combine.New(maxPipeline, func(ctx context.Context, calls []*scriptCall) { flush(ctx, rdb, calls) })
+	return s, nil
 }
 
 var (
 	claimScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if v == 'done' then return {2, 0} end
+if KEYS[3] and redis.call('GET', KEYS[3]) == 'done' then return {2, 0} end
 if v then return {3, 0} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local n = redis.call('INCR', KEYS[2])
@@ -62,13 +81,19 @@ return 1`)
 const counterTTL = 7 * 24 * time.Hour
 
 func (s *RedisStore) keys(group, key string) []string {
-	k := s.prefix + group + ":" + key
-	return []string{k, k + ":n"}
+	h := sha256.New()
+	h.Write([]byte(strconv.Itoa(len(group)) + ":" + group + ":" + key)) // hash.Hash.Write never fails
+	k := s.prefix + "{" + hex.EncodeToString(h.Sum(nil)[:16]) + "}"
+	return []string{k + ":c", k + ":n"}
 }
 
 // Claim implements [Store].
 func (s *RedisStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error) {
-	r, err := s.run(ctx, claimScript, s.keys(group, key), token, lease.Milliseconds(), counterTTL.Milliseconds()).Int64Slice()
+	keys := s.keys(group, key)
+	if s.legacy {
+		keys = append(keys, s.prefix+group+":"+key)
+	}
+	r, err := s.run(ctx, claimScript, keys, token, lease.Milliseconds(), counterTTL.Milliseconds()).Int64Slice()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -105,9 +130,17 @@ func (s *RedisStore) run1(ctx context.Context, script *redis.Script, keys []stri
 
 // run evaluates script through the batcher: calls made at the same time by
 // concurrent handlers share one pipelined round trip, the way a database's
-// group commit shares one flush. Each call still gets its own reply.
+// group commit shares one flush, and no caller flushes more than one
+// batch (package combine). Each call still gets its own reply.
 func (s *RedisStore) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	return s.batch.do(ctx, s.rdb, &scriptCall{script: script, keys: keys, args: args})
+	c := &scriptCall{script: script, keys: keys, args: args}
+	if !s.batch.Do(ctx, c) {
+		// Gave up before any round trip carried it: not run.
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(ctx.Err())
+		return cmd
+	}
+	return c.cmd
 }
 
 type scriptCall struct {
@@ -115,51 +148,10 @@ type scriptCall struct {
 	keys   []string
 	args   []any
 	cmd    *redis.Cmd
-	done   chan struct{}
-}
-
-// scriptBatcher pipelines concurrent script calls: a caller that finds no
-// flush in progress flushes everything queued, its own call included, and
-// keeps flushing what queued meanwhile; the others wait for their reply.
-type scriptBatcher struct {
-	mu       sync.Mutex
-	pending  []*scriptCall
-	flushing bool
 }
 
 // maxPipeline bounds the calls one round trip carries.
 const maxPipeline = 128
-
-func (b *scriptBatcher) do(ctx context.Context, rdb redis.UniversalClient, c *scriptCall) *redis.Cmd {
-	c.done = make(chan struct{})
-	b.mu.Lock()
-	b.pending = append(b.pending, c)
-	if b.flushing {
-		b.mu.Unlock()
-		select {
-		case <-c.done:
-			return c.cmd
-		case <-ctx.Done():
-			// The reply will still be delivered to c; this caller stops
-			// waiting. The outcome is unknown, as for any timed-out call.
-			cmd := redis.NewCmd(ctx)
-			cmd.SetErr(ctx.Err())
-			return cmd
-		}
-	}
-	b.flushing = true
-	for len(b.pending) > 0 {
-		calls := b.pending[:min(len(b.pending), maxPipeline)]
-		b.pending = b.pending[len(calls):]
-		b.mu.Unlock()
-		flush(ctx, rdb, calls)
-		b.mu.Lock()
-	}
-	b.flushing = false
-	b.mu.Unlock()
-	<-c.done
-	return c.cmd
-}
 
 // flush sends calls in one pipeline. Scripts the server does not know yet
 // (NOSCRIPT) are retried one by one with their full source.
@@ -180,7 +172,6 @@ func flush(ctx context.Context, rdb redis.UniversalClient, calls []*scriptCall) 
 			cmd = c.script.Run(ctx, rdb, c.keys, c.args...)
 		}
 		c.cmd = cmd
-		close(c.done)
 	}
 }
 

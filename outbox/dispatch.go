@@ -295,62 +295,52 @@ type sentRow struct {
 	msgID string
 }
 
-// markCombiner lets concurrent Transact calls share one mark statement, as
-// a database's group commit shares one flush: a caller that finds no flush
-// in progress becomes the flusher and marks everything queued, its own
-// rows and those queued meanwhile; the others wait for its result.
-type markCombiner struct {
-	mu       sync.Mutex
-	pending  []*markReq
-	flushing bool
-}
-
+// markReq is one Transact call's rows to mark Sent, combined with other
+// calls' into one statement (package combine: no caller flushes more than
+// one batch).
 type markReq struct {
 	owner string
 	rows  []sentRow
-	done  chan error
+	err   error
 }
+
+// markRequests bounds the Transact calls one shared mark serves.
+const markRequests = 64
 
 // markFlushTimeout bounds a shared flush, which must not depend on the
 // flusher's own ctx.
 const markFlushTimeout = 10 * time.Second
 
+func (r *Relay) flushMarks(ctx context.Context, reqs []*markReq) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markFlushTimeout)
+	defer cancel()
+	var all []sentRow
+	owners := make([]string, 0, len(reqs))
+	for _, q := range reqs {
+		all = append(all, q.rows...)
+		owners = append(owners, q.owner)
+	}
+	var err error
+	for len(all) > 0 && err == nil {
+		chunk := all[:min(len(all), markChunk)]
+		all = all[len(chunk):]
+		_, err = r.markSentBatch(ctx, owners, chunk, false)
+	}
+	for _, q := range reqs {
+		q.err = err
+	}
+}
+
+// markShared marks rows Sent in a statement shared with concurrent calls.
+// If ctx ends before any statement took them, it returns ctx's error and
+// the rows stay claimed until their lease ends (then they are resent,
+// which consumers absorb).
 func (r *Relay) markShared(ctx context.Context, owner string, rows []sentRow) error {
-	req := &markReq{owner: owner, rows: rows, done: make(chan error, 1)}
-	c := &r.combiner
-	c.mu.Lock()
-	c.pending = append(c.pending, req)
-	if c.flushing {
-		c.mu.Unlock()
-		return <-req.done
+	req := &markReq{owner: owner, rows: rows}
+	if !r.marks.Do(ctx, req) {
+		return ctx.Err()
 	}
-	c.flushing = true
-	for len(c.pending) > 0 {
-		batch := c.pending
-		c.pending = nil
-		c.mu.Unlock()
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markFlushTimeout)
-		var all []sentRow
-		var owners []string
-		for _, q := range batch {
-			all = append(all, q.rows...)
-			owners = append(owners, q.owner)
-		}
-		var err error
-		for len(all) > 0 && err == nil {
-			chunk := all[:min(len(all), markChunk)]
-			all = all[len(chunk):]
-			_, err = r.markSentBatch(fctx, owners, chunk, false)
-		}
-		cancel()
-		for _, q := range batch {
-			q.done <- err
-		}
-		c.mu.Lock()
-	}
-	c.flushing = false
-	c.mu.Unlock()
-	return <-req.done
+	return req.err
 }
 
 // markSentBatch marks rows Sent (or re-sent) in one conditional UPDATE and

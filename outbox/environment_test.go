@@ -3,6 +3,9 @@ package outbox_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -164,5 +167,44 @@ func TestConfirmTimeoutCountsFromTheDueTime(t *testing.T) {
 	rep, err := r.ResendUnconfirmed(ctx, time.Second, 10)
 	if err != nil || rep.Sent != 1 || pub.count("delayed") != 1 || pub.count("plain") != 2 {
 		t.Fatalf("resend: %+v %v; delayed sent %d, plain %d", rep, err, pub.count("delayed"), pub.count("plain"))
+	}
+}
+
+// TestTransactLatencyStaysFarBelowTheLease: under steady load, the shared
+// mark after commit never keeps one caller flushing the others' rows; the
+// slowest Transact stays under a tenth of the lease its rows are claimed
+// for, so they are never resent while it still runs.
+func TestTransactLatencyStaysFarBelowTheLease(t *testing.T) {
+	t.Parallel()
+	const lease = 5 * time.Second
+	_, r := setup(t, newFake(), outbox.WithLease(lease))
+	deadline := time.Now().Add(2 * time.Second)
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(deadline); i++ {
+				start := time.Now()
+				err := r.Transact(context.Background(), func(ctx context.Context, tx *outbox.Tx) error {
+					_, err := tx.Enqueue(ctx, outbox.Message{Topic: "t", Key: fmt.Sprint(w, "-", i), Body: []byte("x")})
+					return err
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(start))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	p999, worst := lat[len(lat)*999/1000], lat[len(lat)-1]
+	t.Logf("%d Transact calls from 16 goroutines: p99.9 %v, max %v (lease %v)", len(lat), p999, worst, lease)
+	if worst > lease/10 {
+		t.Fatalf("slowest Transact took %v, more than a tenth of the %v lease", worst, lease)
 	}
 }

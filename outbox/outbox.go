@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/internal/combine"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
@@ -161,11 +162,11 @@ var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 // table: rows are claimed with SELECT ... FOR UPDATE SKIP LOCKED and a
 // lease, and every state change is one conditional UPDATE.
 type Relay struct {
-	db       *sqlx.DB
-	pub      Publisher
-	cfg      config
-	q        queries
-	combiner markCombiner
+	db    *sqlx.DB
+	pub   Publisher
+	cfg   config
+	q     queries
+	marks *combine.Batcher[*markReq]
 }
 
 // NewRelay returns a relay over db's outbox table, sending through pub.
@@ -200,7 +201,9 @@ func NewRelay(db *sqlx.DB, pub Publisher, opts ...Option) (*Relay, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &Relay{db: db, pub: pub, cfg: c, q: newQueries(c.table)}, nil
+	r := &Relay{db: db, pub: pub, cfg: c, q: newQueries(c.table)}
+	r.marks = combine.New(markRequests, r.flushMarks)
+	return r, nil
 }
 
 var topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)

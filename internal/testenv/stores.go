@@ -157,3 +157,15 @@ func MySQLSessions(t testing.TB, db *sqlx.DB) (east, west *sqlx.DB) {
 	v := MySQLVariants(t, db)
 	return v[0].DB, v[1].DB
 }
+
+// RedisCluster returns the seed addresses of the Redis Cluster that
+// REDIS_CLUSTER_ADDRS names (comma-separated). Without it the test is
+// skipped (or fails, when RELIABLEMQ_REQUIRE lists redis-cluster).
+func RedisCluster(t testing.TB) []string {
+	t.Helper()
+	addrs := os.Getenv("REDIS_CLUSTER_ADDRS")
+	if addrs == "" {
+		missing(t, "redis-cluster", "REDIS_CLUSTER_ADDRS")
+	}
+	return strings.Split(addrs, ",")
+}

@@ -1,0 +1,149 @@
+package idempotency_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+)
+
+func redisGuard(t *testing.T, rdb redis.UniversalClient, group string, opts ...idempotency.Option) *idempotency.Guard {
+	t.Helper()
+	s, err := idempotency.NewRedisStore(rdb, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := idempotency.NewGuard(group, s, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestRedisKeysCannotCollide: business keys and groups built from the
+// store's own separators never share a claim or a counter.
+func TestRedisKeysCannotCollide(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	for _, pair := range [][2]string{{"g", "k"}, {"g", "k:n"}, {"g", "k:c"}, {"g", "k:x"}, {"g:k", "x"}, {"g", ":k"}, {"g:", "k"},
+		{"g", "{k}"}, {"{g}", "k"}, {"G", "k"}} {
+		c := claimKey(t, redisGuard(t, rdb, pair[0]), pair[1])
+		if c.Outcome != idempotency.Acquired || c.Attempt != 1 {
+			t.Fatalf("group %q key %q: %v attempt %d, want a fresh claim", pair[0], pair[1], c.Outcome, c.Attempt)
+		}
+		if err := c.Complete(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := idempotency.NewRedisStore(rdb, "app:{pinned}:"); err == nil {
+		t.Fatal("a prefix with a hash tag was accepted")
+	}
+}
+
+// TestRedisHonoursDoneMarkersOfTheOldLayout: after an upgrade, a key
+// completed under the previous key layout is still a duplicate.
+func TestRedisHonoursDoneMarkersOfTheOldLayout(t *testing.T) {
+	t.Parallel()
+	mini := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mini.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	if err := mini.Set("reliablemq:idem:coupons:order-7", "done"); err != nil {
+		t.Fatal(err)
+	}
+	if c := claimKey(t, redisGuard(t, rdb, "coupons"), "order-7"); c.Outcome != idempotency.Done {
+		t.Fatalf("claim of a key done under the old layout: %v, want Done", c.Outcome)
+	}
+}
+
+// TestRedisClaimLatencyStaysFarBelowTheLease: under steady load from many
+// handlers, no single Claim waits long (a caller never keeps flushing
+// other callers' work): the slowest call stays under a tenth of the
+// lease, so a claim cannot outlive the lease it took.
+func TestRedisClaimLatencyStaysFarBelowTheLease(t *testing.T) {
+	t.Parallel()
+	var rdb redis.UniversalClient
+	if os.Getenv("REDIS_ADDR") != "" {
+		rdb = testenv.Redis(t)
+	} else {
+		rdb = redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
+		t.Cleanup(func() { rdb.Close() })
+	}
+	g := redisGuard(t, rdb, testenv.Name(t, "g"), idempotency.WithLease(5*time.Second))
+	const workers = 32
+	deadline := time.Now().Add(2 * time.Second)
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			var mine []time.Duration
+			for i := 0; time.Now().Before(deadline); i++ {
+				start := time.Now()
+				if _, err := g.Claim(context.Background(), strings.Repeat("x", w%5)+string(rune('a'+w))+":"+string(rune(i))); err != nil {
+					t.Error(err)
+					return
+				}
+				mine = append(mine, time.Since(start))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	p999, worst := lat[len(lat)*999/1000], lat[len(lat)-1]
+	t.Logf("%d claims from %d goroutines: p99.9 %v, max %v (lease %v)", len(lat), workers, p999, worst, g.Lease())
+	if worst > g.Lease()/10 {
+		t.Fatalf("slowest claim took %v, more than a tenth of the %v lease", worst, g.Lease())
+	}
+}
+
+// TestRedisClusterSpreadsKeysOverEveryMaster runs the guard on a Redis
+// Cluster (REDIS_CLUSTER_ADDRS, comma-separated; CI starts three masters):
+// claims and completions work, and the keys land on every master.
+func TestRedisClusterSpreadsKeysOverEveryMaster(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.RedisCluster(t)})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	g := redisGuard(t, rdb, testenv.Name(t, "g"))
+	for i := range 300 {
+		key := "order-" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
+		c := claimKey(t, g, key)
+		if c.Outcome != idempotency.Acquired {
+			t.Fatalf("claim %s: %v", key, c.Outcome)
+		}
+		if err := c.Complete(ctx); err != nil {
+			t.Fatalf("complete %s: %v", key, err)
+		}
+		if d := claimKey(t, g, key); d.Outcome != idempotency.Done {
+			t.Fatalf("duplicate %s: %v", key, d.Outcome)
+		}
+	}
+	var mu sync.Mutex
+	var sizes []int64
+	err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		n, err := m.DBSize(ctx).Result()
+		mu.Lock()
+		sizes = append(sizes, n)
+		mu.Unlock()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sizes) < 3 || slices.Contains(sizes, 0) {
+		t.Fatalf("keys per master %v: want every one of at least 3 masters used", sizes)
+	}
+}
