@@ -19,7 +19,7 @@ import (
 )
 
 type queries struct {
-	insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimed, predecessor,
+	lockKey, insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimed, predecessor,
 	markSent, retryLater, markDead, release, giveUp, purge, pending, dead,
 	insertSent, insertAborted, statusOf, idOf, insertClaimed, claimLocked string
 }
@@ -29,6 +29,11 @@ const columns = "id, topic, biz_key, tag, sharding_key, properties, body, delay_
 
 func newQueries(t string) queries {
 	return queries{
+		// Takes the key's row lock, creating the row on first use (on a
+		// duplicate, ON DUPLICATE KEY UPDATE takes an exclusive lock): a
+		// second transaction enqueueing the key waits here until the first
+		// commits or rolls back. Affected rows are not read.
+		lockKey: "INSERT INTO " + t + "_order (sharding_hash) VALUES (?) ON DUPLICATE KEY UPDATE sharding_hash = sharding_hash",
 		insert: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
 			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)" +
 			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, UTC_TIMESTAMP(6), '', '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",

@@ -208,3 +208,124 @@ func TestTransactLatencyStaysFarBelowTheLease(t *testing.T) {
 		t.Fatalf("slowest Transact took %v, more than a tenth of the %v lease", worst, lease)
 	}
 }
+
+// TestKeyOrderHoldsAcrossConcurrentTransactions: T1 enqueues step 1 of a
+// key and stays open; T2 enqueues step 2 of the same key. T2 must not
+// commit (and so be sent) first: it waits for T1, and the key's steps
+// reach the broker in order.
+func TestKeyOrderHoldsAcrossConcurrentTransactions(t *testing.T) {
+	t.Parallel()
+	pub := newFake()
+	db, r := setup(t, pub)
+	ctx := context.Background()
+	step := func(tx *sqlx.Tx, n int) error {
+		_, _, err := r.Enqueue(ctx, tx, outbox.Message{Topic: "t", Key: fmt.Sprint("o-1-", n), Body: []byte(fmt.Sprint(n)), ShardingKey: "o-1"})
+		return err
+	}
+	t1 := db.MustBegin()
+	defer t1.Rollback() //nolint:errcheck // a no-op after Commit; on failure it lets T2 and the cleanup finish
+	if err := step(t1, 1); err != nil {
+		t.Fatal(err)
+	}
+	t2done := make(chan error, 1)
+	go func() {
+		t2 := db.MustBegin()
+		if err := step(t2, 2); err != nil {
+			t2.Rollback()
+			t2done <- err
+			return
+		}
+		t2done <- t2.Commit()
+	}()
+	time.Sleep(300 * time.Millisecond) // T2 commits now unless it waits for T1
+	if rep, err := r.DispatchDue(ctx, 10); err != nil || rep.Sent != 0 {
+		t.Fatalf("a later step was sent while an earlier one was uncommitted: %+v %v", rep, err)
+	}
+	if err := t1.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-t2done; err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := r.DispatchDue(ctx, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := pub.order(); fmt.Sprint(got) != "[o-1-1 o-1-2]" {
+		t.Fatalf("sent %v, want step 1 then step 2", got)
+	}
+}
+
+// TestKeyOrderUnderRandomInterleavings: several relays and many
+// transactions that enqueue steps of a few shared keys, hold their
+// transactions open for random times and commit in random order; every
+// key's steps are sent in the order they were enqueued.
+func TestKeyOrderUnderRandomInterleavings(t *testing.T) {
+	t.Parallel()
+	pub := newFake()
+	db, r := setup(t, pub)
+	relays := []*outbox.Relay{r, relayOn(t, db, pub), relayOn(t, db, pub)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, rl := range relays {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if _, err := rl.DispatchDue(ctx, 20); err != nil && ctx.Err() == nil {
+					t.Error(err)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		})
+	}
+	const keys, txs = 4, 120
+	var mu sync.Mutex
+	next := map[string]int{} // the step each key's next enqueue gets, in lock order
+	step := map[string]int{} // event key -> its step
+	var writers sync.WaitGroup
+	for i := range txs {
+		writers.Go(func() {
+			key := fmt.Sprint("k", i%keys)
+			rl := relays[i%len(relays)]
+			err := rl.Transact(context.Background(), func(ctx context.Context, tx *outbox.Tx) error {
+				// The first enqueue of the key takes its lock; the step is
+				// numbered only then, so numbering follows lock order.
+				if _, err := tx.Enqueue(ctx, outbox.Message{Topic: "t", Key: fmt.Sprint("e-", i), Body: []byte("x"), ShardingKey: key}); err != nil {
+					return err
+				}
+				mu.Lock()
+				step[fmt.Sprint("e-", i)] = next[key]
+				next[key]++
+				mu.Unlock()
+				time.Sleep(time.Duration(i*7%20) * time.Millisecond)
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	writers.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for count(t, db, "SELECT COUNT(*) FROM mq_log WHERE status = 0") > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	seen := map[string]int{}
+	for _, m := range pub.sent {
+		key := m.ShardingKey
+		mu.Lock()
+		n := step[m.Keys[0]]
+		mu.Unlock()
+		if n != seen[key] {
+			t.Fatalf("key %s: step %d sent when step %d was next (%d sent so far)", key, n, seen[key], len(pub.sent))
+		}
+		seen[key]++
+	}
+	if len(pub.sent) != txs {
+		t.Fatalf("%d sent, want %d", len(pub.sent), txs)
+	}
+}

@@ -125,7 +125,10 @@ type optionFunc func(*config)
 
 func (f optionFunc) apply(c *config) { f(c) }
 
-// WithTable sets the outbox table, a plain identifier. Default "mq_log".
+// WithTable sets the outbox table, a plain identifier of at most 58
+// bytes. Default "mq_log". The table "<name>_order" (mq_log_order in the
+// migrations) holds the per-sharding-key locks that keep a key's rows in
+// enqueue order; create both for another name.
 func WithTable(name string) Option { return optionFunc(func(c *config) { c.table = name }) }
 
 // WithLease sets how long a claimed row is reserved for the relay that
@@ -180,8 +183,8 @@ func NewRelay(db *sqlx.DB, pub Publisher, opts ...Option) (*Relay, error) {
 	if db == nil || pub == nil {
 		errs = append(errs, errors.New("outbox: nil db or publisher"))
 	}
-	if !identifier.MatchString(c.table) {
-		errs = append(errs, fmt.Errorf("outbox: table name %q is not a plain identifier", c.table))
+	if !identifier.MatchString(c.table + "_order") {
+		errs = append(errs, fmt.Errorf("outbox: table name %q is not a plain identifier of at most 58 bytes", c.table))
 	}
 	if c.lease < time.Second {
 		errs = append(errs, fmt.Errorf("outbox: lease %v < 1s", c.lease))
@@ -231,6 +234,14 @@ func hash(s string) []byte {
 // transaction, so the row commits or rolls back with the business data. A
 // second Enqueue of the same topic and key returns the existing row's id
 // with created false (the first message wins).
+//
+// A message with a ShardingKey locks that key until ex's transaction ends:
+// another transaction enqueueing the same key waits for it, so a key's
+// rows are sent in the order their transactions enqueued them even when
+// the later transaction would commit first. Enqueue a transaction's keys in
+// a consistent order (or retry on a deadlock error) when it enqueues
+// several. Through a plain *sql.DB (no transaction) the lock ends with the
+// statement.
 func (r *Relay) Enqueue(ctx context.Context, ex Execer, m Message) (id int64, created bool, err error) {
 	return r.enqueue(ctx, ex, m, "")
 }
@@ -248,6 +259,11 @@ func (r *Relay) enqueue(ctx context.Context, ex Execer, m Message, owner string)
 	}
 	args := []any{m.Topic, hash(m.Key), []byte(m.Key), []byte(m.Tag),
 		[]byte(m.ShardingKey), hash(m.ShardingKey), props, m.Body, m.Delay.Milliseconds()}
+	if m.ShardingKey != "" {
+		if _, err := ex.ExecContext(ctx, r.q.lockKey, hash(m.ShardingKey)); err != nil {
+			return 0, false, fmt.Errorf("outbox: enqueue %s/%s: lock sharding key: %w", m.Topic, m.Key, err)
+		}
+	}
 	q := r.q.insert
 	if owner != "" {
 		q = r.q.insertClaimed
