@@ -442,6 +442,12 @@ func (c *Consumer) deliver(parent context.Context, m *Message) verdict {
 		if c.orderly {
 			m.Attempt = claim.Attempt // survives restarts, unlike the client's count
 		}
+		// Past the lease another delivery may take the key over: the
+		// handler's ctx ends with it.
+		var cancelLease context.CancelFunc
+		hctx, cancelLease = context.WithDeadline(hctx, claim.Deadline())
+		defer cancelLease()
+		m.ClaimToken = claim.Token()
 	}
 	err := Invoke(hctx, c.handler, m)
 	if err == nil {

@@ -538,3 +538,45 @@ func TestRefusedRetryStoreIsRetriedUntilStored(t *testing.T) {
 		t.Fatalf("troubles %+v, want one retry-store trouble", troubles)
 	}
 }
+
+// TestHandlerCtxEndsWithTheLease: with a guard, a handler slower than the
+// claim's lease sees its ctx end when the lease does (after which a
+// redelivery could take the key over), fails, and is retried; each run
+// carries the claim's fencing token.
+func TestHandlerCtxEndsWithTheLease(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	const lease = 1500 * time.Millisecond
+	var calls atomic.Int32
+	var mu sync.Mutex
+	var overran time.Duration
+	var tokens []string
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, func(ctx context.Context, m *consumer.Message) error {
+		mu.Lock()
+		tokens = append(tokens, m.ClaimToken)
+		mu.Unlock()
+		if calls.Add(1) > 1 {
+			return nil
+		}
+		start := time.Now()
+		select {
+		case <-ctx.Done():
+			mu.Lock()
+			overran = time.Since(start)
+			mu.Unlock()
+			return ctx.Err()
+		case <-time.After(time.Minute):
+			return errors.New("the handler's ctx outlived the lease")
+		}
+	}, consumer.WithGuard(f.guard(idempotency.WithLease(lease))), consumer.WithParker(f.dead), consumer.WithRetryDelay(time.Second)))
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"slow"}})
+	f.eventually("handled on the retry", func() bool { return c.Stats().Handled == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if overran == 0 || overran > lease {
+		t.Fatalf("first run's ctx ended after %v, want within the %v lease", overran, lease)
+	}
+	if len(tokens) != 2 || tokens[0] == "" || tokens[0] == tokens[1] {
+		t.Fatalf("claim tokens %q: want one per run, distinct", tokens)
+	}
+}

@@ -29,6 +29,10 @@ type Message struct {
 	Body       []byte
 	// Attempt is 1 on the first delivery and grows with each redelivery.
 	Attempt int
+	// ClaimToken is the guard's fencing token for this delivery ("" without
+	// a guard): an effect outside the guard's store can carry it to refuse
+	// a delivery whose lease ran out (see idempotency.Claim.Token).
+	ClaimToken string
 	// ReplayOf is the id of the dead letter this delivery replays
 	// ([DeadLetters.Replay]), 0 for any other message.
 	ReplayOf    int64
@@ -40,7 +44,9 @@ type Message struct {
 // Handler handles one message. Returning nil acknowledges it; an error (or
 // a panic) makes it a retry, and after the attempt cap it is parked.
 // Wrap an error with [Permanent] to park at once. The ctx is cancelled when
-// [Consumer.Close] gives up waiting (see [WithDrainTimeout]).
+// [Consumer.Close] gives up waiting (see [WithDrainTimeout]), and with a
+// guard it ends with the claim's lease: past it a redelivery may run the
+// same key, so a handler must stop (and fail) when its ctx ends.
 type Handler func(ctx context.Context, m *Message) error
 
 // FromClient converts the official client's message. The orderly package

@@ -131,3 +131,24 @@ func TestGroupsDifferingOnlyInCaseAreDistinct(t *testing.T) {
 		}
 	}
 }
+
+// TestDoBoundsTheEffectByTheLease: Guard.Do's effect sees a ctx that ends
+// no later than the claim's lease, and the claim exposes its token.
+func TestDoBoundsTheEffectByTheLease(t *testing.T) {
+	t.Parallel()
+	g := mysqlGuard(t, testenv.MySQL(t), testenv.Name(t, "g"), idempotency.WithLease(time.Second))
+	_, err := g.Do(context.Background(), "k", func(ctx context.Context) error {
+		d, ok := ctx.Deadline()
+		if limit := time.Now().Add(time.Second); !ok || d.After(limit) {
+			t.Errorf("effect deadline %v (set %v), want by %v", d, ok, limit)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := claimKey(t, g, "other")
+	if len(c.Token()) != 32 || c.Deadline().After(time.Now().Add(time.Second)) {
+		t.Fatalf("token %q, deadline %v", c.Token(), c.Deadline())
+	}
+}

@@ -147,11 +147,24 @@ type Claim struct {
 	Outcome Outcome
 	// Attempt counts the claims of the key since it was last completed,
 	// this one included (1 on the first); set when Outcome is Acquired.
-	Attempt int
-	key     string
-	token   string
-	guard   *Guard
+	Attempt  int
+	key      string
+	token    string
+	deadline time.Time
+	guard    *Guard
 }
+
+// Token is the claim's fencing token: the store accepts Complete, Release
+// and Forget only from the claim holding it. Effects outside the store can
+// carry it the same way (a version column, a conditional write) to refuse
+// a claim that lost its lease.
+func (c *Claim) Token() string { return c.token }
+
+// Deadline is when the lease ends at the earliest, counted from before the
+// claim was asked for. After it another delivery may take the key over, so
+// the effect must be done (and Complete called) before it; [Guard.Do] and
+// the consumer bound the effect's ctx by it.
+func (c *Claim) Deadline() time.Time { return c.deadline }
 
 // Claim tries to take key. A store error means the outcome is unknown:
 // treat it as a retry, never as done.
@@ -160,11 +173,12 @@ func (g *Guard) Claim(ctx context.Context, key string) (*Claim, error) {
 		return nil, ErrEmptyKey
 	}
 	token := newToken()
+	deadline := time.Now().Add(g.lease)
 	o, n, err := g.store.Claim(ctx, g.group, key, token, g.lease)
 	if err != nil {
 		return nil, fmt.Errorf("idempotency: claim %q: %w", key, err)
 	}
-	return &Claim{Outcome: o, Attempt: n, key: key, token: token, guard: g}, nil
+	return &Claim{Outcome: o, Attempt: n, key: key, token: token, deadline: deadline, guard: g}, nil
 }
 
 // Complete records the effect as applied, suppressing duplicates for the
@@ -193,7 +207,8 @@ func (c *Claim) release(ctx context.Context, forget bool) error {
 
 // Do runs fn once per key: it claims key, runs fn when acquired, completes
 // on success and releases on error. It returns the claim outcome; with
-// Done or Busy fn did not run. fn's error is returned as is. A failure to
+// Done or Busy fn did not run. fn's ctx ends with the lease
+// ([Claim.Deadline]). fn's error is returned as is. A failure to
 // record completion after fn succeeded is returned too: the effect is
 // applied, and a redelivery after the lease may apply it again unless fn
 // is itself idempotent.
@@ -205,7 +220,11 @@ func (g *Guard) Do(ctx context.Context, key string, fn func(context.Context) err
 	if c.Outcome != Acquired {
 		return c.Outcome, nil
 	}
-	if err := fn(ctx); err != nil {
+	// fn runs within the lease: past it another delivery may run it too.
+	fctx, cancel := context.WithDeadline(ctx, c.Deadline())
+	err = fn(fctx)
+	cancel()
+	if err != nil {
 		if rerr := c.Release(ctx); rerr != nil {
 			return Acquired, errors.Join(err, rerr)
 		}

@@ -302,12 +302,45 @@ func (r *Relay) existing(ctx context.Context, ex Execer, m Message) (int64, erro
 }
 
 // Tx is a business transaction started by [Relay.Transact]; rows enqueued
-// through it are sent right after it commits.
+// through it are sent right after it commits. It offers the statements a
+// business transaction needs, and no Commit or Rollback: Transact ends the
+// transaction, by fn's result. It is not safe for concurrent use (nor is
+// the transaction beneath it).
 type Tx struct {
-	*sqlx.Tx
+	tx    *sqlx.Tx
 	relay *Relay
 	owner string
 	rows  []*Row
+}
+
+// ExecContext runs a statement in the transaction.
+func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(ctx, query, args...)
+}
+
+// QueryContext runs a query in the transaction.
+func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(ctx, query, args...)
+}
+
+// QueryRowContext runs a query expected to return at most one row.
+func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(ctx, query, args...)
+}
+
+// GetContext scans one row into dest, as sqlx does.
+func (t *Tx) GetContext(ctx context.Context, dest any, query string, args ...any) error {
+	return t.tx.GetContext(ctx, dest, query, args...)
+}
+
+// SelectContext scans rows into the slice dest, as sqlx does.
+func (t *Tx) SelectContext(ctx context.Context, dest any, query string, args ...any) error {
+	return t.tx.SelectContext(ctx, dest, query, args...)
+}
+
+// NamedExecContext runs a statement with named parameters, as sqlx does.
+func (t *Tx) NamedExecContext(ctx context.Context, query string, arg any) (sql.Result, error) {
+	return t.tx.NamedExecContext(ctx, query, arg)
 }
 
 // Enqueue writes m in this transaction (see [Relay.Enqueue]). Key is the
@@ -318,7 +351,7 @@ type Tx struct {
 // Key an order's successive events apart ("o-1-paid", "o-1-shipped") and
 // use ShardingKey for the order.
 func (t *Tx) Enqueue(ctx context.Context, m Message) (int64, error) {
-	id, created, err := t.relay.enqueue(ctx, t.Tx, m, t.owner)
+	id, created, err := t.relay.enqueue(ctx, t.tx, m, t.owner)
 	if err != nil {
 		return id, err
 	}
@@ -342,7 +375,7 @@ func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) erro
 	if err != nil {
 		return fmt.Errorf("outbox: begin: %w", err)
 	}
-	t := &Tx{Tx: tx, relay: r, owner: newToken()}
+	t := &Tx{tx: tx, relay: r, owner: newToken()}
 	committed := false
 	defer func() {
 		if !committed {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 	"github.com/seed157d4c4d/reliablemq/orderly"
+	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 // ErrDuplicate says a topic and key were already used: [Tx.Enqueue]
@@ -26,6 +28,9 @@ import (
 // usable); [TxMessenger.Send] returns it when the first transaction won
 // and this one rolled back.
 var ErrDuplicate = errors.New("outbox: duplicate key")
+
+// maxTxBody is the broker's default maxMessageSize (4 MiB).
+const maxTxBody = 4 << 20
 
 // ErrClosed is returned by [TxMessenger.Send] after Close.
 var ErrClosed = errors.New("outbox: closed")
@@ -126,16 +131,18 @@ func (m *TxMessenger) Send(ctx context.Context, msg Message, fn func(context.Con
 	if msg.Delay != 0 {
 		return fmt.Errorf("%w: transactional messages cannot be delayed", ErrInvalidMessage)
 	}
+	// The producer's own checks, so a transactional message is refused
+	// exactly when a plain send of it would be.
+	if err := producer.Validate(producer.Message{Topic: msg.Topic, Body: msg.Body, Keys: []string{msg.Key}, Tag: msg.Tag,
+		ShardingKey: msg.ShardingKey, Properties: msg.Properties}); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+	}
+	if len(msg.Body) > maxTxBody {
+		return fmt.Errorf("%w: body %d bytes > %d", ErrInvalidMessage, len(msg.Body), maxTxBody)
+	}
 	pm := primitive.NewMessage(msg.Topic, msg.Body)
 	if len(msg.Properties) > 0 {
-		props := make(map[string]string, len(msg.Properties))
-		for k, v := range msg.Properties {
-			if remoting.IsSystemProperty(k) {
-				return fmt.Errorf("%w: property %q is reserved", ErrInvalidMessage, k)
-			}
-			props[k] = v
-		}
-		pm.WithProperties(props)
+		pm.WithProperties(maps.Clone(msg.Properties))
 	}
 	pm.WithKeys([]string{msg.Key})
 	if msg.Tag != "" {

@@ -115,6 +115,22 @@ func TestTxMessengerCommitRollbackAndCheckBack(t *testing.T) {
 	if err := m.Send(bg, msg("lost-rollback"), order("lost-rollback", nil)); !errors.Is(err, outbox.ErrDuplicate) {
 		t.Fatalf("late send of an aborted key: %v, want ErrDuplicate", err)
 	}
+	// Refused exactly as the producer refuses a plain send, before any
+	// transaction runs.
+	for _, bad := range []outbox.Message{
+		{Topic: topic, Key: "sep", Body: []byte("x"), Properties: map[string]string{"a": "b\x01c"}},
+		{Topic: topic, Key: "utf8-\xff", Body: []byte("x")},
+		{Topic: topic, Key: "tag", Body: []byte("x"), Tag: "t\x02"},
+		{Topic: topic, Key: "big", Body: make([]byte, 5<<20)},
+		{Topic: "bad topic", Key: "k", Body: []byte("x")},
+	} {
+		if err := m.Send(bg, bad, order(bad.Key, nil)); !errors.Is(err, outbox.ErrInvalidMessage) {
+			t.Errorf("send of %q: %v, want ErrInvalidMessage", bad.Key, err)
+		}
+	}
+	if n := rows("SELECT COUNT(*) FROM orders WHERE id IN ('sep', 'tag', 'big', 'k')"); n != 0 {
+		t.Errorf("%d business rows written for refused messages", n)
+	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -243,38 +243,58 @@ var (
 	topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)
 )
 
-// build validates m and converts it to the client's message.
-func (p *Producer) build(m Message) (*primitive.Message, error) {
+// Validate reports whether m can be sent as it is, whatever the
+// producer's options: a valid topic name, a body, keys without spaces or
+// separators, valid UTF-8 in keys, tag and properties (they travel in a
+// JSON header, which would alter them silently), no property separators
+// and no reserved property names. The error matches [ErrInvalidMessage].
+// Send checks this and the producer's own limits (body size, ordered
+// topics); code that builds messages elsewhere (the outbox's transactional
+// messages) checks it to refuse the same messages.
+func Validate(m Message) error {
 	switch {
 	case !topicPattern.MatchString(m.Topic):
-		return nil, fmt.Errorf("%w: topic %q", ErrInvalidMessage, m.Topic)
+		return fmt.Errorf("%w: topic %q", ErrInvalidMessage, m.Topic)
 	case len(m.Body) == 0:
-		return nil, fmt.Errorf("%w: empty body", ErrInvalidMessage)
-	case len(m.Body) > p.cfg.maxBodySize:
-		return nil, fmt.Errorf("%w: body %d bytes > %d", ErrInvalidMessage, len(m.Body), p.cfg.maxBodySize)
-	case m.ShardingKey == "" && slices.Contains(p.cfg.orderedTopics, m.Topic):
-		return nil, fmt.Errorf("%w: topic %s", ErrNoShardingKey, m.Topic)
+		return fmt.Errorf("%w: empty body", ErrInvalidMessage)
 	}
 	for _, k := range m.Keys {
 		if k == "" || strings.ContainsAny(k, " \x01\x02") {
-			return nil, fmt.Errorf("%w: key %q is empty or contains a space or control separator", ErrInvalidMessage, k)
+			return fmt.Errorf("%w: key %q is empty or contains a space or control separator", ErrInvalidMessage, k)
 		}
 	}
-	// Keys, tag and properties travel in the request's JSON header, which
-	// would replace invalid UTF-8 silently.
 	texts := append([]string{m.Tag, m.ShardingKey}, m.Keys...)
 	for k, v := range m.Properties {
 		texts = append(texts, k, v)
 	}
 	for _, s := range texts {
 		if !utf8.ValidString(s) {
-			return nil, fmt.Errorf("%w: %q is not valid UTF-8 (keys, tag and properties must be)", ErrInvalidMessage, s)
+			return fmt.Errorf("%w: %q is not valid UTF-8 (keys, tag and properties must be)", ErrInvalidMessage, s)
 		}
 	}
 	for _, s := range []string{m.Tag, m.ShardingKey} {
 		if strings.ContainsAny(s, "\x01\x02") {
-			return nil, fmt.Errorf("%w: %q contains a property separator", ErrInvalidMessage, s)
+			return fmt.Errorf("%w: %q contains a property separator", ErrInvalidMessage, s)
 		}
+	}
+	for k, v := range m.Properties {
+		if k == "" || remoting.IsSystemProperty(k) || strings.ContainsAny(k+v, "\x01\x02") {
+			return fmt.Errorf("%w: property %q is reserved or malformed", ErrInvalidMessage, k)
+		}
+	}
+	return nil
+}
+
+// build validates m and converts it to the client's message.
+func (p *Producer) build(m Message) (*primitive.Message, error) {
+	if err := Validate(m); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(m.Body) > p.cfg.maxBodySize:
+		return nil, fmt.Errorf("%w: body %d bytes > %d", ErrInvalidMessage, len(m.Body), p.cfg.maxBodySize)
+	case m.ShardingKey == "" && slices.Contains(p.cfg.orderedTopics, m.Topic):
+		return nil, fmt.Errorf("%w: topic %s", ErrNoShardingKey, m.Topic)
 	}
 	level, err := p.cfg.delayLevel(m.Delay)
 	if err != nil {
@@ -284,9 +304,6 @@ func (p *Producer) build(m Message) (*primitive.Message, error) {
 	if len(m.Properties) > 0 {
 		props := make(map[string]string, len(m.Properties)+4)
 		for k, v := range m.Properties {
-			if k == "" || remoting.IsSystemProperty(k) || strings.ContainsAny(k+v, "\x01\x02") {
-				return nil, fmt.Errorf("%w: property %q is reserved or malformed", ErrInvalidMessage, k)
-			}
 			props[k] = v
 		}
 		pm.WithProperties(props) // replaces the map: before keys and tags
