@@ -67,20 +67,25 @@ func TestRetryCapParksOnceAlertsOnceAndAcks(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 1)
 	var calls, alerts atomic.Int32
+	var alertedID atomic.Int64
 	h := func(ctx context.Context, m *consumer.Message) error {
 		calls.Add(1)
 		return fmt.Errorf("attempt %d: upstream 503", m.Attempt)
 	}
 	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(f.guard()),
 		consumer.WithParker(f.dead), consumer.WithMaxAttempts(3), consumer.WithRetryDelay(time.Second),
-		consumer.WithAlert(func(ctx context.Context, d *consumer.DeadLetter) { alerts.Add(1) })))
+		consumer.WithAlert(func(ctx context.Context, d *consumer.DeadLetter) {
+			alerts.Add(1)
+			alertedID.Store(d.ID)
+		})))
 	res := f.send(producer.Message{Body: []byte("poison"), Keys: []string{"order-9"}, Tag: "paid",
 		Properties: map[string]string{"trace": "t-1"}})
 	f.eventually("parked", func() bool { return len(f.parked()) == 1 })
 	f.settle()
 	dls := f.parked()
-	if len(dls) != 1 || alerts.Load() != 1 || calls.Load() != 3 {
-		t.Fatalf("%d dead letters, %d alerts, %d calls; want 1, 1, 3", len(dls), alerts.Load(), calls.Load())
+	if len(dls) != 1 || alerts.Load() != 1 || calls.Load() != 3 || alertedID.Load() != dls[0].ID {
+		t.Fatalf("%d dead letters, %d alerts (for id %d), %d calls; want 1, 1 (for the row's id), 3",
+			len(dls), alerts.Load(), alertedID.Load(), calls.Load())
 	}
 	d := dls[0]
 	if d.MsgID != res.MsgID || d.Attempts != 3 || d.Cause != consumer.CauseRetries || d.Status != consumer.Parked ||
