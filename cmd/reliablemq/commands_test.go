@@ -41,10 +41,10 @@ func TestMigrateReconcileAndDead(t *testing.T) {
 	dsn := testenv.MySQLDSN(t, db)
 	ns := env.Namesrv
 
-	mustRun(t, "00003_outbox.sql", "migrate", "-dsn", dsn, "status")
-	mustRun(t, "rolled back 00003_outbox.sql", "migrate", "-dsn", dsn, "down")
+	mustRun(t, "00005_outbox_key_order.sql", "migrate", "-dsn", dsn, "status")
+	mustRun(t, "rolled back 00005_outbox_key_order.sql", "migrate", "-dsn", dsn, "down")
 	mustRun(t, "pending", "migrate", "-dsn", dsn, "status")
-	mustRun(t, "applied 00003_outbox.sql", "migrate", "-dsn", dsn, "up")
+	mustRun(t, "applied 00005_outbox_key_order.sql", "migrate", "-dsn", dsn, "up")
 	mustRun(t, "already up to date", "migrate", "-dsn", dsn, "up")
 
 	// Two outbox rows left pending, as after a crash between commit and send.
