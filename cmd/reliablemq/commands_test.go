@@ -70,9 +70,9 @@ func TestMigrateReconcileAndDead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mustRun(t, "order-m-2", "dead", "-dsn", dsn, "list")
+	mustRun(t, "order-m-2", "dead", "list", "-dsn", dsn) // flags after the action, as the docs write them
 	mustRun(t, "last error:\nboom\nstack", "dead", "-dsn", dsn, "show", "1")
-	mustRun(t, "discarded 1", "dead", "-dsn", dsn, "-reason", "test order", "discard", "1")
+	mustRun(t, "discarded 1", "dead", "discard", "1", "-dsn", dsn, "-reason", "test order")
 	mustRun(t, "replayed 2", "dead", "-dsn", dsn, "-namesrv", ns, "-reason", "fixed", "replay", "2")
 	mustRun(t, "(none)", "dead", "-dsn", dsn, "list")
 	mustRun(t, "replayed", "dead", "-dsn", dsn, "-status", "all", "list")
@@ -113,5 +113,50 @@ func TestBadInputIsAClearErrorNotAPanic(t *testing.T) {
 		case !strings.HasPrefix(err.Error(), args[0]+":") || strings.Contains(err.Error(), "\n"):
 			t.Errorf("%v: error %q, want one line naming the command", args, err)
 		}
+	}
+}
+
+// TestNoPasswordInAnyOutput: a DSN's password never reaches usage text or
+// errors, whether it came from MYSQL_DSN or -dsn.
+func TestNoPasswordInAnyOutput(t *testing.T) {
+	const secret = "S3cretPw"
+	t.Setenv("MYSQL_DSN", "app:"+secret+"@tcp(127.0.0.1:1)/orders")
+	for _, args := range [][]string{
+		{"reconcile", "-h"},
+		{"dead", "-h"},
+		{"migrate", "-h"},
+		{"migrate", "up"},
+		{"dead", "list"},
+		{"reconcile", "-once", "-namesrv", "127.0.0.1:1"},
+		{"migrate", "-dsn", "app:" + secret + "@tcp(127.0.0.1:1)/orders", "status"},
+		{"reconcile", "-bogus"},
+	} {
+		out, err := runCmd(t, args...)
+		text := out
+		if err != nil {
+			text += err.Error()
+		}
+		if strings.Contains(text, secret) {
+			t.Errorf("%v printed the password:\n%s", args, text)
+		}
+	}
+}
+
+// TestReconcileOnceFailsWhenASendFails: rows that cannot be sent make
+// -once exit non-zero (1), naming the failures.
+func TestReconcileOnceFailsWhenASendFails(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	dsn := testenv.MySQLDSN(t, db)
+	relay, err := outbox.NewRelay(db, &producer.Producer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := relay.Enqueue(context.Background(), db, outbox.Message{Topic: "t", Key: "k", Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCmd(t, "reconcile", "-dsn", dsn, "-namesrv", "127.0.0.1:1", "-once")
+	if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), "1 sends failed") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("reconcile -once with an unreachable name server: %v\n%s", err, out)
 	}
 }

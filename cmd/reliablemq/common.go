@@ -13,14 +13,28 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 )
 
-// parseFlags parses args into fs, printing usage problems to stderr.
-// It reports errHelp for -h.
+// parseFlags parses args into fs, printing usage problems to stderr. Flags
+// may come before or after the positional arguments ("dead list -group g"
+// and "dead -group g list" are the same); fs.Args() holds the positional
+// ones afterwards. It reports errHelp for -h.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return errHelp
+			}
+			return errUsage
 		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	if err := fs.Parse(append([]string{"--"}, positional...)); err != nil {
 		return errUsage
 	}
 	return nil
@@ -28,16 +42,21 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 
 var errHelp = errors.New("help shown")
 
+// dsnFlag's default is not shown in usage text: a DSN may hold a
+// password. openDB falls back to MYSQL_DSN.
 func dsnFlag(fs *flag.FlagSet) *string {
-	return fs.String("dsn", os.Getenv("MYSQL_DSN"), "MySQL DSN, e.g. user:pass@tcp(host:3306)/db (env MYSQL_DSN)")
+	return fs.String("dsn", "", "MySQL DSN, e.g. user:pass@tcp(host:3306)/db (default: $MYSQL_DSN, never printed)")
 }
 
 func namesrvFlag(fs *flag.FlagSet) *string {
-	return fs.String("namesrv", os.Getenv("RMQ_NAMESRV"), "RocketMQ name servers, ';'-separated (env RMQ_NAMESRV)")
+	return fs.String("namesrv", "", "RocketMQ name servers, ';'-separated (default: $RMQ_NAMESRV)")
 }
 
 // openDB opens and pings the database dsn names.
 func openDB(dsn string) (*sqlx.DB, error) {
+	if dsn == "" {
+		dsn = os.Getenv("MYSQL_DSN")
+	}
 	if dsn == "" {
 		return nil, errors.New("no database: pass -dsn or set MYSQL_DSN")
 	}
@@ -58,6 +77,9 @@ func openDB(dsn string) (*sqlx.DB, error) {
 }
 
 func nameServers(s string) ([]string, error) {
+	if s == "" {
+		s = os.Getenv("RMQ_NAMESRV")
+	}
 	if s == "" {
 		return nil, errors.New("no name server: pass -namesrv or set RMQ_NAMESRV")
 	}

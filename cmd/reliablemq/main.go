@@ -10,9 +10,11 @@
 // outbox reconcile job. dead works the manual-handling table. dev-broker
 // runs rmqtest, the in-process RocketMQ name server and broker, as a
 // standalone process so programs using the official client can be tried
-// locally without Docker or a JVM. -dsn defaults to $MYSQL_DSN and
-// -namesrv to $RMQ_NAMESRV. Errors print one line and exit with status 1;
-// usage errors exit with 2.
+// locally without Docker or a JVM. -dsn defaults to $MYSQL_DSN (never
+// printed: it may hold a password) and -namesrv to $RMQ_NAMESRV. Flags may
+// come before or after a command's action. Exit status: 0 ok; 1 failed
+// work (one line on stderr, "reliablemq: <command>: ..."; reconcile -once
+// also when a send failed); 2 usage.
 package main
 
 import (
@@ -20,14 +22,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/signal"
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 func main() {
+	// The MySQL driver logs some connection errors itself; they reach the
+	// user through the returned errors.
+	_ = mysql.SetLogger(log.New(io.Discard, "", 0)) // a non-nil logger is never refused
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -47,7 +48,11 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			modes++
 		}
 	}
-	if modes != 1 || fs.NArg() > 0 {
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "reconcile: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
+	if modes != 1 {
 		fmt.Fprintln(stderr, "reconcile: give exactly one of -once, -every, -cron")
 		fs.Usage()
 		return errUsage
@@ -78,6 +83,7 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	defer p.Close()
 	relay, err := outbox.NewRelay(db, p, outbox.WithTable(*table), outbox.WithMaxAttempts(*attempts),
+		outbox.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 		outbox.WithAlert(func(_ context.Context, r *outbox.Row) {
 			fmt.Fprintf(stdout, "ALERT dead row %d topic %s key %s after %d attempts: %s\n", r.ID, r.Topic, r.Key, r.Attempts, r.LastError)
 		}))
@@ -88,7 +94,10 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var progressMu sync.Mutex // batch hooks come from two claim loops
 	var lastProgress time.Time
 	var progressed int
-	opts = append(opts, reconcile.WithBatch(*batch), reconcile.WithConfirmTimeout(*confirm), reconcile.WithRetention(*retention),
+	// Failed runs and sends go to stderr: a broken daemon must not look
+	// healthy.
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts = append(opts, reconcile.WithLogger(logger), reconcile.WithBatch(*batch), reconcile.WithConfirmTimeout(*confirm), reconcile.WithRetention(*retention),
 		reconcile.WithBatchHook(func(_ context.Context, b outbox.BatchReport) {
 			progressMu.Lock()
 			defer progressMu.Unlock()
@@ -119,7 +128,13 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *once {
 		r, err := job.RunOnce(ctx)
 		printReport(stdout, r)
-		return err
+		if err != nil {
+			return err
+		}
+		if r.Failed > 0 || r.Dead > 0 {
+			return fmt.Errorf("reconcile: %d sends failed, %d rows dead (their last_error says why)", r.Failed, r.Dead)
+		}
+		return nil
 	}
 	return job.Run(ctx)
 }
