@@ -157,7 +157,7 @@ func (c *config) delayLevel(d time.Duration) (int, error) {
 	}
 	l, err := delaylevel.Level(c.delayLevels, d)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrDelayTooLong, err)
+		return 0, fmt.Errorf("%w: %v > %v", ErrDelayTooLong, d, c.delayLevels[len(c.delayLevels)-1])
 	}
 	return l, nil
 }

@@ -177,8 +177,9 @@ func TestDelayMapsToTheSmallestLevelNotBelow(t *testing.T) {
 			t.Errorf("DelayLevel(%v) = %d, %v; want %d", c.d, got, err, c.want)
 		}
 	}
-	if _, err := p.DelayLevel(2*time.Hour + 1); !errors.Is(err, producer.ErrDelayTooLong) {
-		t.Errorf("DelayLevel(2h+1ns) err = %v, want ErrDelayTooLong", err)
+	if _, err := p.DelayLevel(2*time.Hour + 1); !errors.Is(err, producer.ErrDelayTooLong) ||
+		strings.Count(err.Error(), "largest delay level") != 1 {
+		t.Errorf("DelayLevel(2h+1ns) err = %v, want ErrDelayTooLong saying so once", err)
 	}
 }
 
