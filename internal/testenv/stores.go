@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,13 +15,45 @@ import (
 	"github.com/seed157d4c4d/reliablemq/migrations"
 )
 
+// defaultMySQL is the quickstart's default server, used when MYSQL_DSN is
+// unset and it answers.
+const defaultMySQL = "root@tcp(127.0.0.1:3306)/?parseTime=true"
+
+var (
+	localMySQL      sync.Once
+	localMySQLFound bool
+)
+
+// mysqlDSN is MYSQL_DSN, or the local default when it is unset and a MySQL
+// answers there (checked once per test binary), or "".
+func mysqlDSN() string {
+	if dsn := os.Getenv("MYSQL_DSN"); dsn != "" {
+		return dsn
+	}
+	localMySQL.Do(func() {
+		db, err := sql.Open("mysql", defaultMySQL)
+		if err != nil {
+			return
+		}
+		defer db.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		localMySQLFound = db.PingContext(ctx) == nil
+	})
+	if localMySQLFound {
+		return defaultMySQL
+	}
+	return ""
+}
+
 // MySQL returns a connection to a fresh database on the server MYSQL_DSN
-// names, with the migrations applied; the database is dropped when the
-// test ends. Without MYSQL_DSN the test is skipped (or fails, when
-// RELIABLEMQ_REQUIRE lists mysql).
+// names (or, when it is unset, the local MySQL at the quickstart's default
+// root@tcp(127.0.0.1:3306)/ if one answers), with the migrations applied;
+// the database is dropped when the test ends. With neither the test is
+// skipped (or fails, when RELIABLEMQ_REQUIRE lists mysql).
 func MySQL(t testing.TB) *sqlx.DB {
 	t.Helper()
-	dsn := os.Getenv("MYSQL_DSN")
+	dsn := mysqlDSN()
 	if dsn == "" {
 		missing(t, "mysql", "MYSQL_DSN")
 	}
@@ -73,7 +106,7 @@ func MySQLDSN(t testing.TB, db *sqlx.DB) string {
 	if err := db.Get(&name, "SELECT DATABASE()"); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	cfg, err := mysql.ParseDSN(os.Getenv("MYSQL_DSN"))
+	cfg, err := mysql.ParseDSN(mysqlDSN())
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
