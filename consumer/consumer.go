@@ -159,7 +159,7 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 	}
 	return &Consumer{cfg: cfg, group: group, topic: topic, handler: h, orderly: orderly, policy: policy,
 		names: nameServers, running: make(map[uint64]context.CancelFunc), stopping: make(chan struct{}),
-		shutdown: make(chan struct{}), retrier: newRetrySender(group),
+		shutdown: make(chan struct{}), retrier: newRetrySender(group, cfg.credentials),
 		trouble: &trouble{group: group, logger: cfg.logger, alert: cfg.troubleAlert}}, nil
 }
 
@@ -183,6 +183,10 @@ func (c *Consumer) Start() error {
 		rmqconsumer.WithConsumeMessageBatchMaxSize(1),
 		rmqconsumer.WithConsumeGoroutineNums(c.cfg.goroutines),
 		rmqconsumer.WithConsumerOrder(c.orderly),
+	}
+	if cr := c.cfg.credentials; cr.AccessKey != "" {
+		opts = append(opts, rmqconsumer.WithCredentials(primitive.Credentials{AccessKey: cr.AccessKey,
+			SecretKey: cr.SecretKey, SecurityToken: cr.SecurityToken}))
 	}
 	if !c.orderly {
 		opts = append(opts, rmqconsumer.WithMaxReconsumeTimes(maxBrokerRetries))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 // maxBrokerRetries is the client's MaxReconsumeTimes: the broker moves a
@@ -31,6 +32,7 @@ type config struct {
 	selector     string
 	instance     string
 	goroutines   int
+	credentials  producer.Credentials
 	logger       *slog.Logger
 }
 
@@ -118,6 +120,14 @@ func WithInstanceName(name string) Option { return optionFunc(func(c *config) { 
 // WithConcurrency sets how many handlers run at once. Default 20.
 func WithConcurrency(n int) Option { return optionFunc(func(c *config) { c.goroutines = n }) }
 
+// WithCredentials signs every request to the broker with an ACL account's
+// keys: the client's own and the retry copies this package stores. The
+// account needs SUB on the group (which covers its %RETRY% topic) and SUB
+// on the topic. Default: none (a cluster without ACL).
+func WithCredentials(c producer.Credentials) Option {
+	return optionFunc(func(cfg *config) { cfg.credentials = c })
+}
+
 // WithLogger sets the logger. Default: discard.
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
 
@@ -152,6 +162,9 @@ func newConfig(opts []Option, orderly bool) (*config, error) {
 	}
 	if c.retryDelay < 0 || c.drainTimeout < 0 || c.handlerTTL < 0 {
 		errs = append(errs, errors.New("consumer: negative duration"))
+	}
+	if (c.credentials.AccessKey == "") != (c.credentials.SecretKey == "") {
+		errs = append(errs, errors.New("consumer: credentials need both an access key and a secret key"))
 	}
 	if c.goroutines < 1 {
 		errs = append(errs, fmt.Errorf("consumer: concurrency %d < 1", c.goroutines))

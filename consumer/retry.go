@@ -11,6 +11,7 @@ import (
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 // retrySendTimeout bounds one retry store, dial included.
@@ -42,14 +43,15 @@ const retrySendTimeout = 3 * time.Second
 // (its store host, the address the broker registers).
 type retrySender struct {
 	group string
+	creds producer.Credentials
 
 	mu     sync.Mutex
 	idle   map[string][]*remoting.Conn // by broker address
 	closed bool
 }
 
-func newRetrySender(group string) *retrySender {
-	return &retrySender{group: group, idle: make(map[string][]*remoting.Conn)}
+func newRetrySender(group string, creds producer.Credentials) *retrySender {
+	return &retrySender{group: group, creds: creds, idle: make(map[string][]*remoting.Conn)}
 }
 
 // send stores the retry copy of ext for the delivery after attempt, due
@@ -92,6 +94,7 @@ func (s *retrySender) send(ctx context.Context, ext *primitive.MessageExt, attem
 		"maxReconsumeTimes":     strconv.Itoa(maxBrokerRetries),
 		"batch":                 "false",
 	}}
+	remoting.Sign(req, s.creds.AccessKey, s.creds.SecretKey, s.creds.SecurityToken)
 	ctx, cancel := context.WithTimeout(ctx, retrySendTimeout)
 	defer cancel()
 	resp, err := s.invoke(ctx, ext.StoreHost, req)

@@ -29,7 +29,25 @@ type config struct {
 	orderedTopics []string
 	onQueueChange func(orderly.QueueCountChange)
 	lossGrace     time.Duration
+	credentials   Credentials
 	logger        *slog.Logger
+}
+
+// Credentials are a RocketMQ ACL account's keys, for clusters that run with
+// aclEnable (many production and hosted clusters do). Every request the
+// client or this library sends to the broker is signed with them.
+type Credentials struct {
+	AccessKey, SecretKey string
+	// SecurityToken is optional (temporary credentials).
+	SecurityToken string
+}
+
+// String hides the secret and the token, so credentials never reach a log.
+func (c Credentials) String() string {
+	if c.AccessKey == "" {
+		return "(no credentials)"
+	}
+	return "access key " + c.AccessKey
 }
 
 // Option configures a [Producer].
@@ -90,6 +108,12 @@ func WithOrderedTopics(topics ...string) Option {
 	return optionFunc(func(c *config) { c.orderedTopics = append(c.orderedTopics, topics...) })
 }
 
+// WithCredentials signs every request with an ACL account's keys.
+// Default: none (a cluster without ACL).
+func WithCredentials(c Credentials) Option {
+	return optionFunc(func(cfg *config) { cfg.credentials = c })
+}
+
 // WithQueueLossGrace sets how long a sharding key whose queue's broker
 // left the route is held back (its sends fail as [Transient], so an outbox
 // retries them) before the keys re-hash over the queues still routed.
@@ -130,6 +154,9 @@ func newConfig(opts []Option) (*config, error) {
 	}
 	if c.backoff < 0 {
 		errs = append(errs, fmt.Errorf("producer: negative retry backoff %v", c.backoff))
+	}
+	if (c.credentials.AccessKey == "") != (c.credentials.SecretKey == "") {
+		errs = append(errs, errors.New("producer: credentials need both an access key and a secret key"))
 	}
 	if c.lossGrace < 0 {
 		errs = append(errs, fmt.Errorf("producer: negative queue loss grace %v", c.lossGrace))

@@ -96,13 +96,18 @@ func New(nameServers []string, opts ...Option) (*Producer, error) {
 			slog.String("topic", u.Topic), slog.String("sharding_key", u.ShardingKey),
 			slog.String("broker", u.BrokerName), slog.Int("queue", u.QueueID))
 	}}
-	c, err := rocketmq.NewProducer(
+	copts := []rmqproducer.Option{
 		rmqproducer.WithNameServer(nameServers),
 		rmqproducer.WithGroupName(cfg.group),
 		rmqproducer.WithInstanceName(cfg.instance),
 		rmqproducer.WithRetry(0), // our own retry policy, see [WithRetry]
 		rmqproducer.WithQueueSelector(sel),
-	)
+	}
+	if cfg.credentials.AccessKey != "" {
+		copts = append(copts, rmqproducer.WithCredentials(primitive.Credentials{AccessKey: cfg.credentials.AccessKey,
+			SecretKey: cfg.credentials.SecretKey, SecurityToken: cfg.credentials.SecurityToken}))
+	}
+	c, err := rocketmq.NewProducer(copts...)
 	if err != nil {
 		return nil, fmt.Errorf("producer: new client: %w", err)
 	}

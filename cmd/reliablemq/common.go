@@ -11,6 +11,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
+	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 // parseFlags parses args into fs, printing usage problems to stderr. Flags
@@ -85,4 +86,16 @@ func nameServers(s string) ([]string, error) {
 	}
 	clientlog.Contain()
 	return strings.Split(s, ";"), nil
+}
+
+// brokerCredentials reads an ACL account from RMQ_ACCESS_KEY and
+// RMQ_SECRET_KEY (and RMQ_SECURITY_TOKEN), from the environment only:
+// flags would show the secret in ps. Nothing when unset.
+func brokerCredentials() []producer.Option {
+	ak := os.Getenv("RMQ_ACCESS_KEY")
+	if ak == "" {
+		return nil
+	}
+	return []producer.Option{producer.WithCredentials(producer.Credentials{AccessKey: ak,
+		SecretKey: os.Getenv("RMQ_SECRET_KEY"), SecurityToken: os.Getenv("RMQ_SECURITY_TOKEN")})}
 }

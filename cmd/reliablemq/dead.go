@@ -111,7 +111,7 @@ func deadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return fmt.Errorf("dead: %w", err)
 		}
-		p, err := producer.New(names)
+		p, err := producer.New(names, brokerCredentials()...)
 		if err != nil {
 			return err
 		}

@@ -77,7 +77,7 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	defer db.Close()
-	p, err := producer.New(names)
+	p, err := producer.New(names, brokerCredentials()...)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,8 @@ package remoting
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
 	"os"
@@ -120,4 +122,29 @@ func FuzzBatch(f *testing.F) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+// TestSignMatchesTheBrokersRule pins the ACL signature: the base64
+// HMAC-SHA1 of every header field's value but Signature's, in key order
+// (AccessKey and SecurityToken included), then the body. A broker with ACL
+// on accepted requests signed so (the real-broker ACL test).
+func TestSignMatchesTheBrokersRule(t *testing.T) {
+	req := &Command{Code: ReqSendMessage, Body: []byte("body"), ExtFields: map[string]string{"topic": "T", "queueId": "0"}}
+	Sign(req, "ak", "sk", "tok")
+	mac := hmac.New(sha1.New, []byte("sk"))
+	mac.Write([]byte("ak" + "tok" + "0" + "T" + "body")) // AccessKey, SecurityToken, queueId, topic
+	if want := base64.StdEncoding.EncodeToString(mac.Sum(nil)); req.ExtFields["Signature"] != want ||
+		req.ExtFields["AccessKey"] != "ak" || req.ExtFields["SecurityToken"] != "tok" {
+		t.Fatalf("signed fields %v, want Signature %s", req.ExtFields, want)
+	}
+	before := req.ExtFields["Signature"]
+	Sign(req, "ak", "sk", "tok") // signing again ignores the old signature
+	if req.ExtFields["Signature"] != before {
+		t.Fatal("re-signing changed the signature")
+	}
+	plain := &Command{Code: ReqSendMessage}
+	Sign(plain, "", "", "")
+	if len(plain.ExtFields) != 0 {
+		t.Fatalf("signing without credentials added %v", plain.ExtFields)
+	}
 }
