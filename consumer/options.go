@@ -128,7 +128,9 @@ func WithCredentials(c producer.Credentials) Option {
 	return optionFunc(func(cfg *config) { cfg.credentials = c })
 }
 
-// WithLogger sets the logger. Default: discard.
+// WithLogger sets the logger. Default: [slog.Default] at construction, so
+// retries, parked messages, dead rows and failed runs are visible without
+// wiring; slog.New(slog.DiscardHandler) silences it.
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
 
 func newConfig(opts []Option, orderly bool) (*config, error) {
@@ -175,7 +177,7 @@ func newConfig(opts []Option, orderly bool) (*config, error) {
 		}
 	}
 	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
+		c.logger = slog.Default()
 	}
 	return c, errors.Join(errs...)
 }

@@ -155,7 +155,9 @@ func WithAlert(fn func(context.Context, *Row)) Option {
 	return optionFunc(func(c *config) { c.alert = fn })
 }
 
-// WithLogger sets the logger. Default: discard.
+// WithLogger sets the logger. Default: [slog.Default] at construction, so
+// retries, parked messages, dead rows and failed runs are visible without
+// wiring; slog.New(slog.DiscardHandler) silences it.
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
@@ -199,7 +201,7 @@ func NewRelay(db *sqlx.DB, pub Publisher, opts ...Option) (*Relay, error) {
 		errs = append(errs, fmt.Errorf("outbox: concurrency %d < 1", c.concurrency))
 	}
 	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
+		c.logger = slog.Default()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

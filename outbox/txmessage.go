@@ -89,7 +89,7 @@ func NewTxMessenger(db *sqlx.DB, nameServers []string, group string, opts ...Opt
 		return nil, err
 	}
 	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
+		c.logger = slog.Default()
 	}
 	m := &TxMessenger{db: db, q: newQueries(c.table), logger: c.logger}
 	var b [6]byte

@@ -130,7 +130,9 @@ func WithQueueCountChange(fn func(orderly.QueueCountChange)) Option {
 	return optionFunc(func(c *config) { c.onQueueChange = fn })
 }
 
-// WithLogger sets the logger. Default: discard.
+// WithLogger sets the logger. Default: [slog.Default] at construction, so
+// retries, parked messages, dead rows and failed runs are visible without
+// wiring; slog.New(slog.DiscardHandler) silences it.
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
 
 func newConfig(opts []Option) (*config, error) {
@@ -171,7 +173,7 @@ func newConfig(opts []Option) (*config, error) {
 		errs = append(errs, fmt.Errorf("producer: max body size %d <= 0", c.maxBodySize))
 	}
 	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
+		c.logger = slog.Default()
 	}
 	return c, errors.Join(errs...)
 }

@@ -75,7 +75,9 @@ func WithBatchHook(fn func(context.Context, outbox.BatchReport)) Option {
 	return optionFunc(func(c *config) { c.onBatch = fn })
 }
 
-// WithLogger sets the logger. Default: discard.
+// WithLogger sets the logger. Default: [slog.Default] at construction, so
+// retries, parked messages, dead rows and failed runs are visible without
+// wiring; slog.New(slog.DiscardHandler) silences it.
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
 
 // Report is what one run did and what is left.
@@ -120,7 +122,7 @@ func New(relay *outbox.Relay, opts ...Option) (*Job, error) {
 		errs = append(errs, errors.New("reconcile: negative duration"))
 	}
 	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
+		c.logger = slog.Default()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
