@@ -2,14 +2,12 @@ package consumer
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"math"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -108,8 +106,6 @@ type DeadLetters struct {
 	t  string
 }
 
-var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
-
 // NewDeadLetters returns the table table ("" for mq_dead_letter) on db.
 func NewDeadLetters(db *sqlx.DB, table string) (*DeadLetters, error) {
 	if table == "" {
@@ -118,15 +114,10 @@ func NewDeadLetters(db *sqlx.DB, table string) (*DeadLetters, error) {
 	if db == nil {
 		return nil, errors.New("consumer: nil db")
 	}
-	if !identifier.MatchString(table) {
+	if !sqldb.ValidTable(table) {
 		return nil, fmt.Errorf("consumer: table name %q is not a plain identifier", table)
 	}
 	return &DeadLetters{db: db, t: table}, nil
-}
-
-func shardingHash(key string) []byte {
-	h := sha256.Sum256([]byte(key))
-	return h[:]
 }
 
 // Park implements [Parker].
@@ -145,7 +136,7 @@ func (d *DeadLetters) Park(ctx context.Context, dl *DeadLetter) (bool, error) {
 		" sharding_hash, properties, body, attempts, last_error, cause, status, reason, created_at, updated_at)"+
 		" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 		dl.Group, dl.Topic, dl.MsgID, []byte(strings.Join(dl.Keys, " ")), []byte(dl.Tag), []byte(dl.ShardingKey),
-		shardingHash(dl.ShardingKey), props, body, dl.Attempts, dl.LastError, string(dl.Cause))
+		sqldb.Hash(dl.ShardingKey), props, body, dl.Attempts, dl.LastError, string(dl.Cause))
 	if sqldb.IsDuplicate(err) {
 		return false, nil
 	}
@@ -167,7 +158,7 @@ func (d *DeadLetters) HasParked(ctx context.Context, group, shardingKey string, 
 	var one int
 	err := d.db.GetContext(ctx, &one, "SELECT 1 FROM "+d.t+
 		" WHERE consumer_group = ? AND sharding_hash = ? AND status = 1 AND sharding_key = ? AND id < ? LIMIT 1",
-		group, shardingHash(shardingKey), []byte(shardingKey), before)
+		group, sqldb.Hash(shardingKey), []byte(shardingKey), before)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}

@@ -2,11 +2,11 @@ package idempotency
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 )
 
 // Sentinel errors.
@@ -115,7 +115,7 @@ func newGuardConfig(opts []Option, leased bool) (guardConfig, error) {
 	if leased && c.retention < c.lease {
 		errs = append(errs, fmt.Errorf("idempotency: retention %v shorter than the lease %v", c.retention, c.lease))
 	}
-	if !validIdentifier(c.table) {
+	if !sqldb.ValidTable(c.table) {
 		errs = append(errs, fmt.Errorf("idempotency: table name %q is not a plain identifier", c.table))
 	}
 	return c, errors.Join(errs...)
@@ -172,7 +172,7 @@ func (g *Guard) Claim(ctx context.Context, key string) (*Claim, error) {
 	if key == "" {
 		return nil, ErrEmptyKey
 	}
-	token := newToken()
+	token := sqldb.Token()
 	deadline := time.Now().Add(g.lease)
 	o, n, err := g.store.Claim(ctx, g.group, key, token, g.lease)
 	if err != nil {
@@ -231,10 +231,4 @@ func (g *Guard) Do(ctx context.Context, key string, fn func(context.Context) err
 		return Acquired, err
 	}
 	return Acquired, c.Complete(ctx)
-}
-
-func newToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
-	return hex.EncodeToString(b[:])
 }

@@ -2,20 +2,14 @@ package idempotency
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 )
-
-var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
-
-func validIdentifier(s string) bool { return identifier.MatchString(s) }
 
 // WithTable sets the consume-log table of a [MySQLStore] or [TxGuard].
 // It must be a plain identifier. Default "mq_consume_log" (created by the
@@ -72,25 +66,15 @@ func newQueries(t string) queries {
 	}
 }
 
-func keyHash(key string) []byte {
-	h := sha256.Sum256([]byte(key))
-	return h[:]
-}
-
-func isDuplicate(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1062
-}
-
 // Claim implements [Store].
 func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error) {
-	h := keyHash(key)
+	h := sqldb.Hash(key)
 	for range 3 { // a purge may remove the row between two statements
 		_, err := s.db.ExecContext(ctx, s.q.insert, group, h, []byte(key), statusProcessing, token, lease.Microseconds())
 		if err == nil {
 			return Acquired, 1, nil
 		}
-		if !isDuplicate(err) {
+		if !sqldb.IsDuplicate(err) {
 			return 0, 0, err
 		}
 		res, err := s.db.ExecContext(ctx, s.q.takeOver, statusProcessing, token, lease.Microseconds(), group, h)
@@ -121,15 +105,15 @@ func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease 
 
 // Complete implements [Store].
 func (s *MySQLStore) Complete(ctx context.Context, group, key, token string, retain time.Duration) error {
-	return s.exec1(ctx, s.q.complete, retain.Microseconds(), group, keyHash(key), token)
+	return s.exec1(ctx, s.q.complete, retain.Microseconds(), group, sqldb.Hash(key), token)
 }
 
 // Release implements [Store].
 func (s *MySQLStore) Release(ctx context.Context, group, key, token string, forget bool) error {
 	if forget {
-		return s.exec1(ctx, s.q.forget, group, keyHash(key), token)
+		return s.exec1(ctx, s.q.forget, group, sqldb.Hash(key), token)
 	}
-	return s.exec1(ctx, s.q.release, group, keyHash(key), token)
+	return s.exec1(ctx, s.q.release, group, sqldb.Hash(key), token)
 }
 
 func (s *MySQLStore) exec1(ctx context.Context, query string, args ...any) error {

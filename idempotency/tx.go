@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 )
 
 // TxGuard is the transactional mode: the dedup row is inserted in the same
@@ -62,10 +63,10 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 		return 0, fmt.Errorf("idempotency: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	h := keyHash(key)
-	token := newToken()
+	h := sqldb.Hash(key)
+	token := sqldb.Token()
 	_, err = tx.ExecContext(ctx, g.q.insert, g.group, h, []byte(key), statusDone, token, g.retention)
-	if isDuplicate(err) {
+	if sqldb.IsDuplicate(err) {
 		var res sql.Result
 		res, err = tx.ExecContext(ctx, g.takeOver, token, g.retention, g.group, h)
 		if err == nil {

@@ -152,7 +152,7 @@ func (r *Relay) ResendUnconfirmed(ctx context.Context, timeout time.Duration, li
 }
 
 func (r *Relay) claimAndSend(ctx context.Context, selectQ string, selectArgs []any, status Status, resend bool) (BatchReport, error) {
-	owner := newToken()
+	owner := sqldb.Token()
 	var ids []int64
 	var err error
 	for attempt := 1; ; attempt++ {
@@ -393,7 +393,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 	for i, row := range rows {
 		if row.ShardingKey != "" && !resend {
 			var one int
-			err := r.db.GetContext(ctx, &one, r.q.predecessor, hash(row.ShardingKey), row.ID, []byte(row.ShardingKey))
+			err := r.db.GetContext(ctx, &one, r.q.predecessor, sqldb.Hash(row.ShardingKey), row.ID, []byte(row.ShardingKey))
 			if err == nil { // an earlier row of the key is Pending or Dead
 				rep.Blocked += len(rows) - i
 				return rep, nil, r.releaseAll(ctx, owner, rows[i:])

@@ -2,10 +2,7 @@ package outbox
 
 import (
 	"context"
-	crand "crypto/rand"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -160,8 +157,6 @@ func WithAlert(fn func(context.Context, *Row)) Option {
 // wiring; slog.New(slog.DiscardHandler) silences it.
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
 
-var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
-
 // Relay writes, sends and tracks outbox rows. It is safe for concurrent
 // use, and any number of relays (in any number of processes) may share a
 // table: rows are claimed with SELECT ... FOR UPDATE SKIP LOCKED and a
@@ -185,7 +180,7 @@ func NewRelay(db *sqlx.DB, pub Publisher, opts ...Option) (*Relay, error) {
 	if db == nil || pub == nil {
 		errs = append(errs, errors.New("outbox: nil db or publisher"))
 	}
-	if !identifier.MatchString(c.table + "_order") {
+	if !sqldb.ValidTable(c.table + "_order") {
 		errs = append(errs, fmt.Errorf("outbox: table name %q is not a plain identifier of at most 58 bytes", c.table))
 	}
 	if c.lease < time.Second {
@@ -227,11 +222,6 @@ func validate(m Message) error {
 	return nil
 }
 
-func hash(s string) []byte {
-	h := sha256.Sum256([]byte(s))
-	return h[:]
-}
-
 // Enqueue writes m as a Pending row through ex, normally the business
 // transaction, so the row commits or rolls back with the business data. A
 // second Enqueue of the same topic and key returns the existing row's id
@@ -259,10 +249,10 @@ func (r *Relay) enqueue(ctx context.Context, ex Execer, m Message, owner string)
 			return 0, false, fmt.Errorf("outbox: properties: %w", err)
 		}
 	}
-	args := []any{m.Topic, hash(m.Key), []byte(m.Key), []byte(m.Tag),
-		[]byte(m.ShardingKey), hash(m.ShardingKey), props, m.Body, m.Delay.Milliseconds()}
+	args := []any{m.Topic, sqldb.Hash(m.Key), []byte(m.Key), []byte(m.Tag),
+		[]byte(m.ShardingKey), sqldb.Hash(m.ShardingKey), props, m.Body, m.Delay.Milliseconds()}
 	if m.ShardingKey != "" {
-		if _, err := ex.ExecContext(ctx, r.q.lockKey, hash(m.ShardingKey)); err != nil {
+		if _, err := ex.ExecContext(ctx, r.q.lockKey, sqldb.Hash(m.ShardingKey)); err != nil {
 			return 0, false, fmt.Errorf("outbox: enqueue %s/%s: lock sharding key: %w", m.Topic, m.Key, err)
 		}
 	}
@@ -299,7 +289,7 @@ func (r *Relay) existing(ctx context.Context, ex Execer, m Message) (int64, erro
 		return 0, errors.New("duplicate key, and the Execer cannot query for the existing row")
 	}
 	var id int64
-	err := q.QueryRowContext(ctx, r.q.idOf, m.Topic, hash(m.Key)).Scan(&id)
+	err := q.QueryRowContext(ctx, r.q.idOf, m.Topic, sqldb.Hash(m.Key)).Scan(&id)
 	return id, err
 }
 
@@ -377,7 +367,7 @@ func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) erro
 	if err != nil {
 		return fmt.Errorf("outbox: begin: %w", err)
 	}
-	t := &Tx{tx: tx, relay: r, owner: newToken()}
+	t := &Tx{tx: tx, relay: r, owner: sqldb.Token()}
 	committed := false
 	defer func() {
 		if !committed {
@@ -406,7 +396,7 @@ func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) erro
 // the database), that the message of topic and key was consumed. Reconcile
 // stops resending it. It reports whether a row moved to Confirmed.
 func (r *Relay) Confirm(ctx context.Context, ex Execer, topic, key string) (bool, error) {
-	res, err := ex.ExecContext(ctx, r.q.confirm, topic, hash(key), []byte(key))
+	res, err := ex.ExecContext(ctx, r.q.confirm, topic, sqldb.Hash(key), []byte(key))
 	if err != nil {
 		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
 	}
@@ -476,10 +466,4 @@ func (r *Relay) backoff(attempts int) time.Duration {
 	}
 	d = min(d, r.cfg.maxBackoff)
 	return d/2 + rand.N(d/2+1)
-}
-
-func newToken() string {
-	var b [16]byte
-	_, _ = crand.Read(b[:]) // crypto/rand.Read never returns an error
-	return hex.EncodeToString(b[:])
 }

@@ -82,7 +82,7 @@ func NewTxMessenger(db *sqlx.DB, nameServers []string, group string, opts ...Opt
 	if db == nil || len(nameServers) == 0 || group == "" {
 		errs = append(errs, errors.New("outbox: tx messenger needs a db, name servers and a group"))
 	}
-	if !identifier.MatchString(c.table) {
+	if !sqldb.ValidTable(c.table) {
 		errs = append(errs, fmt.Errorf("outbox: table name %q is not a plain identifier", c.table))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -225,8 +225,8 @@ func (m *TxMessenger) local(call *txCall, msgID string) error {
 		return fmt.Errorf("outbox: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	_, err = tx.ExecContext(ctx, m.q.insertSent, msg.Topic, hash(msg.Key), []byte(msg.Key), []byte(msg.Tag),
-		[]byte(msg.ShardingKey), hash(msg.ShardingKey), props, msg.Body, msgID)
+	_, err = tx.ExecContext(ctx, m.q.insertSent, msg.Topic, sqldb.Hash(msg.Key), []byte(msg.Key), []byte(msg.Tag),
+		[]byte(msg.ShardingKey), sqldb.Hash(msg.ShardingKey), props, msg.Body, msgID)
 	if sqldb.IsDuplicate(err) {
 		return fmt.Errorf("%w: %s/%s", ErrDuplicate, msg.Topic, msg.Key)
 	}
@@ -280,7 +280,7 @@ func (l listener) CheckLocalTransaction(ext *primitive.MessageExt) primitive.Loc
 
 // decide answers a check-back for the half message msgID of topic/key.
 func (m *TxMessenger) decide(ctx context.Context, topic, key, msgID string) (primitive.LocalTransactionState, error) {
-	_, err := m.db.ExecContext(ctx, m.q.insertAborted, topic, hash(key), []byte(key), hash(""))
+	_, err := m.db.ExecContext(ctx, m.q.insertAborted, topic, sqldb.Hash(key), []byte(key), sqldb.Hash(""))
 	if err == nil {
 		return primitive.RollbackMessageState, nil // no row: it never committed, and now it cannot
 	}
@@ -291,7 +291,7 @@ func (m *TxMessenger) decide(ctx context.Context, topic, key, msgID string) (pri
 		Status int    `db:"status"`
 		MsgID  string `db:"msg_id"`
 	}
-	if err := m.db.GetContext(ctx, &row, m.q.statusOf, topic, hash(key), []byte(key)); err != nil {
+	if err := m.db.GetContext(ctx, &row, m.q.statusOf, topic, sqldb.Hash(key), []byte(key)); err != nil {
 		return primitive.UnknowState, err
 	}
 	// The row is this message's only if its transaction wrote it: a second

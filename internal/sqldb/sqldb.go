@@ -14,8 +14,12 @@
 package sqldb
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -86,4 +90,27 @@ func (n NullTime) Ptr() *time.Time {
 func IsDuplicate(err error) bool {
 	var me *mysql.MySQLError
 	return errors.As(err, &me) && me.Number == 1062
+}
+
+// identifier is what the stores accept as a table name: a plain,
+// unquoted MySQL identifier.
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+// ValidTable reports whether name can be a table name in the stores' SQL:
+// table names are configuration, validated once, never quoted user input.
+func ValidTable(name string) bool { return identifier.MatchString(name) }
+
+// Hash is the SHA-256 of s, the fixed-width index key the stores use for
+// business and sharding keys of any length and bytes.
+func Hash(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+// Token returns a random 128-bit hex string: fencing tokens, claim owners,
+// client instance names.
+func Token() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
+	return hex.EncodeToString(b[:])
 }
