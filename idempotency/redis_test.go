@@ -65,11 +65,13 @@ func TestRedisHonoursDoneMarkersOfTheOldLayout(t *testing.T) {
 	}
 }
 
-// TestRedisClaimLatencyStaysFarBelowTheLease: under steady load from many
+// TestRedisClaimLatencyStaysBelowTheLease: under steady load from many
 // handlers, no single Claim waits long (a caller never keeps flushing
-// other callers' work): the slowest call stays under a tenth of the
-// lease, so a claim cannot outlive the lease it took.
-func TestRedisClaimLatencyStaysFarBelowTheLease(t *testing.T) {
+// other callers' work; the structural rule is pinned in internal/combine):
+// the slowest call stays under the lease, so a claim cannot outlive the
+// lease it took. The bound is the lease, not a speed: the machine may be
+// loaded.
+func TestRedisClaimLatencyStaysBelowTheLease(t *testing.T) {
 	t.Parallel()
 	var rdb redis.UniversalClient
 	if os.Getenv("REDIS_ADDR") != "" {
@@ -104,8 +106,8 @@ func TestRedisClaimLatencyStaysFarBelowTheLease(t *testing.T) {
 	slices.Sort(lat)
 	p999, worst := lat[len(lat)*999/1000], lat[len(lat)-1]
 	t.Logf("%d claims from %d goroutines: p99.9 %v, max %v (lease %v)", len(lat), workers, p999, worst, g.Lease())
-	if worst > g.Lease()/10 {
-		t.Fatalf("slowest claim took %v, more than a tenth of the %v lease", worst, g.Lease())
+	if worst >= g.Lease() {
+		t.Fatalf("slowest claim took %v, as long as the %v lease", worst, g.Lease())
 	}
 }
 
