@@ -502,7 +502,7 @@ func (c *Consumer) park(ctx context.Context, m *Message, claim *idempotency.Clai
 	}
 	dl := &DeadLetter{Group: c.group, Topic: m.Topic, MsgID: m.MsgID, Keys: m.Keys, Tag: m.Tag,
 		ShardingKey: m.ShardingKey, Properties: m.Properties, Body: m.Body, Attempts: attempts,
-		LastError: text, Cause: kind, Status: Parked}
+		LastError: text, Cause: kind, Status: Parked, ReplayOf: m.ReplayOf}
 	inserted, err := c.cfg.parker.Park(ctx, dl)
 	c.trouble.observe(ctx, OpPark, err, strings.Join(m.Keys, " "), m.MsgID)
 	if err != nil {

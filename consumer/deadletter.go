@@ -73,9 +73,21 @@ type DeadLetter struct {
 	Cause       Cause
 	Status      Status
 	// Reason is the operator's note on a replay or discard.
-	Reason    string
+	Reason string
+	// ReplayOf is, for a replayed message that was parked again, the id
+	// of the original dead letter (the first of the chain); 0 otherwise.
+	// Under [ParkKey] the row keeps the original's place in its key.
+	ReplayOf  int64
 	CreatedAt time.Time
 	UpdatedAt time.Time
+}
+
+// origin is the id whose place d holds in its key's order.
+func (d *DeadLetter) origin() int64 {
+	if d.ReplayOf > 0 {
+		return d.ReplayOf
+	}
+	return d.ID
 }
 
 // Parker records messages for manual handling. Park must be idempotent
@@ -133,10 +145,10 @@ func (d *DeadLetters) Park(ctx context.Context, dl *DeadLetter) (bool, error) {
 	// A plain INSERT: a message parked before is told by the duplicate
 	// error, whatever the DSN says about affected rows (clientFoundRows).
 	res, err := d.db.ExecContext(ctx, "INSERT INTO "+d.t+" (consumer_group, topic, msg_id, biz_keys, tags, sharding_key,"+
-		" sharding_hash, properties, body, attempts, last_error, cause, status, reason, created_at, updated_at)"+
-		" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
+		" sharding_hash, properties, body, attempts, last_error, cause, status, reason, replay_of, created_at, updated_at)"+
+		" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 		dl.Group, dl.Topic, dl.MsgID, []byte(strings.Join(dl.Keys, " ")), []byte(dl.Tag), []byte(dl.ShardingKey),
-		sqldb.Hash(dl.ShardingKey), props, body, dl.Attempts, dl.LastError, string(dl.Cause))
+		sqldb.Hash(dl.ShardingKey), props, body, dl.Attempts, dl.LastError, string(dl.Cause), dl.ReplayOf)
 	if sqldb.IsDuplicate(err) {
 		return false, nil
 	}
@@ -150,14 +162,16 @@ func (d *DeadLetters) Park(ctx context.Context, dl *DeadLetter) (bool, error) {
 }
 
 // HasParked reports whether group has a parked message with this
-// sharding key whose id is below before (0: any id).
+// sharding key whose place in the key's order (its id, or for a replay
+// parked again the original's id) is below before (0: any).
 func (d *DeadLetters) HasParked(ctx context.Context, group, shardingKey string, before int64) (bool, error) {
 	if before <= 0 {
 		before = math.MaxInt64
 	}
 	var one int
 	err := d.db.GetContext(ctx, &one, "SELECT 1 FROM "+d.t+
-		" WHERE consumer_group = ? AND sharding_hash = ? AND status = 1 AND sharding_key = ? AND id < ? LIMIT 1",
+		" WHERE consumer_group = ? AND sharding_hash = ? AND status = 1 AND sharding_key = ?"+
+		" AND IF(replay_of > 0, replay_of, id) < ? LIMIT 1",
 		group, sqldb.Hash(shardingKey), []byte(shardingKey), before)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
@@ -169,9 +183,11 @@ func (d *DeadLetters) HasParked(ctx context.Context, group, shardingKey string, 
 }
 
 // deadLetterColumns are named, never *, so that a migration adding a
-// column does not break a running older version.
+// column does not break a running older version; times are read as text
+// (see sqldb).
 const deadLetterColumns = "id, consumer_group, topic, msg_id, biz_keys, tags, sharding_key, properties, body," +
-	" attempts, last_error, cause, status, reason, created_at, updated_at"
+	" attempts, last_error, cause, status, reason, replay_of, CAST(created_at AS CHAR) AS created_at," +
+	" CAST(updated_at AS CHAR) AS updated_at"
 
 type row struct {
 	ID          int64      `db:"id"`
@@ -188,6 +204,7 @@ type row struct {
 	Cause       string     `db:"cause"`
 	Status      int        `db:"status"`
 	Reason      string     `db:"reason"`
+	ReplayOf    int64      `db:"replay_of"`
 	CreatedAt   sqldb.Time `db:"created_at"`
 	UpdatedAt   sqldb.Time `db:"updated_at"`
 }
@@ -196,7 +213,7 @@ func (r *row) deadLetter() (*DeadLetter, error) {
 	dl := &DeadLetter{ID: r.ID, Group: r.Group, Topic: r.Topic, MsgID: r.MsgID, Keys: strings.Fields(string(r.Keys)),
 		Tag: string(r.Tags), ShardingKey: string(r.ShardingKey), Body: r.Body, Attempts: r.Attempts,
 		LastError: r.LastError, Cause: Cause(r.Cause), Status: Status(r.Status), Reason: r.Reason,
-		CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time}
+		ReplayOf: r.ReplayOf, CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time}
 	if err := json.Unmarshal(r.Properties, &dl.Properties); err != nil {
 		return nil, fmt.Errorf("consumer: dead letter %d properties: %w", r.ID, err)
 	}
@@ -278,7 +295,7 @@ func (d *DeadLetters) Replay(ctx context.Context, id int64, pub Publisher, reaso
 	if props == nil {
 		props = make(map[string]string, 1)
 	}
-	props[remoting.PropReplayOf] = strconv.FormatInt(id, 10)
+	props[remoting.PropReplayOf] = strconv.FormatInt(dl.origin(), 10)
 	_, err = pub.Send(ctx, producer.Message{Topic: dl.Topic, Body: dl.Body, Keys: dl.Keys, Tag: dl.Tag,
 		Properties: props, ShardingKey: dl.ShardingKey})
 	if err != nil {

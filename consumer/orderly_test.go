@@ -138,15 +138,36 @@ func TestOrderlyPoisonParksTheKeyOthersFlow(t *testing.T) {
 		t.Errorf("stats %+v, panics %d", st, panics.Load())
 	}
 
+	// A replay while the handler is still broken: the first message fails
+	// again and is parked again in its original place, so the key's later
+	// messages are parked again behind it, never applied ahead of it.
+	replayAll := func(dls []*consumer.DeadLetter) {
+		t.Helper()
+		for _, d := range dls {
+			if err := f.dead.Replay(context.Background(), d.ID, f.prod, "replay"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	parkedNow := func() []*consumer.DeadLetter {
+		var out []*consumer.DeadLetter
+		for _, d := range f.parked() {
+			if d.Status == consumer.Parked {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	replayAll(dls)
+	f.eventually("the broken replay parked again", func() bool { return len(parkedNow()) == steps-1 })
+	if n := eff.count("order-1"); n != 1 {
+		t.Fatalf("order-1 handled %d steps after a replay of its still failing first message, want only step 0", n)
+	}
 	// The documented fix: repair the handler, replay the key's parked
 	// messages oldest first. Each replay waits only for messages parked
 	// before it, so the key drains in order instead of parking again.
 	fixed.Store(true)
-	for _, d := range dls {
-		if err := f.dead.Replay(context.Background(), d.ID, f.prod, "handler fixed"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	replayAll(parkedNow())
 	f.eventually("order-1 drained by its replay", func() bool { return eff.count("order-1") == steps })
 	checkInOrder(t, eff, orders, steps, nil)
 	for _, d := range f.parked() {

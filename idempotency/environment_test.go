@@ -2,6 +2,7 @@ package idempotency_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -108,12 +109,13 @@ func TestGuardUnderEveryDSNVariant(t *testing.T) {
 }
 
 // TestGroupsDifferingOnlyInCaseAreDistinct: RocketMQ names are
-// case-sensitive, so are the guard's groups.
+// case-sensitive, so are the guard's groups; so is everything else a
+// byte-for-byte comparison tells apart (trailing spaces).
 func TestGroupsDifferingOnlyInCaseAreDistinct(t *testing.T) {
 	t.Parallel()
 	db := testenv.MySQL(t)
 	ctx := context.Background()
-	for _, group := range []string{"Coupons", "coupons", "COUPONS"} {
+	for _, group := range []string{"Coupons", "coupons", "COUPONS", "coupons ", " coupons"} {
 		c := claimKey(t, mysqlGuard(t, db, group), "order-1")
 		if c.Outcome != idempotency.Acquired {
 			t.Fatalf("group %s: %v, want Acquired (another case variant's marker)", group, c.Outcome)
@@ -150,5 +152,34 @@ func TestDoBoundsTheEffectByTheLease(t *testing.T) {
 	c := claimKey(t, g, "other")
 	if len(c.Token()) != 32 || c.Deadline().After(time.Now().Add(time.Second)) {
 		t.Fatalf("token %q, deadline %v", c.Token(), c.Deadline())
+	}
+}
+
+// TestReleasedClaimIsLost: after Release, the old holder can neither
+// complete nor release again (ErrLostClaim), on every store alike, and the
+// key is free for the next claim.
+func TestReleasedClaimIsLost(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			g, err := idempotency.NewGuard(testenv.Name(t, "g"), b.store(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := claimKey(t, g, "k")
+			if err := c.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Release(ctx); !errors.Is(err, idempotency.ErrLostClaim) {
+				t.Errorf("second release: %v, want ErrLostClaim", err)
+			}
+			if err := c.Complete(ctx); !errors.Is(err, idempotency.ErrLostClaim) {
+				t.Errorf("complete after release: %v, want ErrLostClaim", err)
+			}
+			if n := claimKey(t, g, "k"); n.Outcome != idempotency.Acquired || n.Attempt != 2 {
+				t.Errorf("next claim: %v attempt %d, want Acquired attempt 2", n.Outcome, n.Attempt)
+			}
+		})
 	}
 }

@@ -59,7 +59,9 @@ func newQueries(t string) queries {
 		status: "SELECT status FROM " + t + " WHERE consumer_group = ? AND key_hash = ?",
 		complete: "UPDATE " + t + " SET status = 2, attempts = 0, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
-		release: "UPDATE " + t + " SET expires_at = '1970-01-02 00:00:00', updated_at = UTC_TIMESTAMP(6)" +
+		// The token goes with the claim: a Complete or Release by the old
+		// holder then finds nothing (ErrLostClaim), as on Redis.
+		release: "UPDATE " + t + " SET expires_at = '1970-01-02 00:00:00', token = '', updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
 		forget: "DELETE FROM " + t + " WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
 		purge:  "DELETE FROM " + t + " WHERE expires_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND AND status = ? LIMIT ?",

@@ -90,7 +90,9 @@ func (s *RedisStore) keys(group, key string) []string {
 // Claim implements [Store].
 func (s *RedisStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error) {
 	keys := s.keys(group, key)
-	if s.legacy {
+	if s.legacy && !strings.ContainsAny(group, ":{}") {
+		// The old layout is ambiguous for groups holding its separator
+		// or a hash tag (another key's name); those are not looked up.
 		keys = append(keys, s.prefix+group+":"+key)
 	}
 	r, err := s.run(ctx, claimScript, keys, token, lease.Milliseconds(), counterTTL.Milliseconds()).Int64Slice()

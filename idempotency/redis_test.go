@@ -63,6 +63,21 @@ func TestRedisHonoursDoneMarkersOfTheOldLayout(t *testing.T) {
 	if c := claimKey(t, redisGuard(t, rdb, "coupons"), "order-7"); c.Outcome != idempotency.Done {
 		t.Fatalf("claim of a key done under the old layout: %v, want Done", c.Outcome)
 	}
+	// A group shaped like another key's hash tag must not read that key's
+	// marker through the old layout's name.
+	ctx := context.Background()
+	c := claimKey(t, redisGuard(t, rdb, "coupons"), "order-1")
+	if err := c.Complete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	names, err := rdb.Keys(ctx, "reliablemq:idem:{*}:c").Result()
+	if err != nil || len(names) != 1 {
+		t.Fatalf("new-layout keys %v, %v", names, err)
+	}
+	tag := strings.TrimSuffix(strings.TrimPrefix(names[0], "reliablemq:idem:"), ":c")
+	if c := claimKey(t, redisGuard(t, rdb, tag), "c"); c.Outcome != idempotency.Acquired {
+		t.Fatalf("group %s key c: %v, want Acquired (it read another key's marker)", tag, c.Outcome)
+	}
 }
 
 // TestRedisClaimLatencyStaysBelowTheLease: under steady load from many

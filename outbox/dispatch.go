@@ -24,8 +24,11 @@ type queries struct {
 	insertSent, insertAborted, statusOf, idOf, insertClaimed, claimLocked string
 }
 
-const columns = "id, topic, biz_key, tag, sharding_key, properties, body, delay_ms, status, attempts, next_attempt_at," +
-	" last_error, msg_id, created_at, updated_at, sent_at"
+// columns reads times as text (see sqldb): a DATETIME the driver parses in
+// a loc with DST would shift inside the zone's gap hour.
+const columns = "id, topic, biz_key, tag, sharding_key, properties, body, delay_ms, status, attempts," +
+	" CAST(next_attempt_at AS CHAR) AS next_attempt_at, last_error, msg_id, CAST(created_at AS CHAR) AS created_at," +
+	" CAST(updated_at AS CHAR) AS updated_at, CAST(sent_at AS CHAR) AS sent_at"
 
 func newQueries(t string) queries {
 	return queries{

@@ -88,6 +88,8 @@ type Row struct {
 // *sqlx.DB all satisfy it. Pass the business transaction.
 type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	// QueryRowContext reads the existing row of a duplicate key.
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // Publisher sends a message; *producer.Producer implements it.
@@ -282,14 +284,8 @@ func (r *Relay) enqueue(ctx context.Context, ex Execer, m Message, owner string)
 
 // existing returns the id of the row m's topic and key already have.
 func (r *Relay) existing(ctx context.Context, ex Execer, m Message) (int64, error) {
-	q, ok := ex.(interface {
-		QueryRowContext(context.Context, string, ...any) *sql.Row
-	})
-	if !ok {
-		return 0, errors.New("duplicate key, and the Execer cannot query for the existing row")
-	}
 	var id int64
-	err := q.QueryRowContext(ctx, r.q.idOf, m.Topic, sqldb.Hash(m.Key)).Scan(&id)
+	err := ex.QueryRowContext(ctx, r.q.idOf, m.Topic, sqldb.Hash(m.Key)).Scan(&id)
 	return id, err
 }
 

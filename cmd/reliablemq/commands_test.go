@@ -41,10 +41,10 @@ func TestMigrateReconcileAndDead(t *testing.T) {
 	dsn := testenv.MySQLDSN(t, db)
 	ns := env.Namesrv
 
-	mustRun(t, "00005_outbox_key_order.sql", "migrate", "-dsn", dsn, "status")
-	mustRun(t, "rolled back 00005_outbox_key_order.sql", "migrate", "-dsn", dsn, "down")
+	mustRun(t, "00006_dead_letter_replay_of.sql", "migrate", "-dsn", dsn, "status")
+	mustRun(t, "rolled back 00006_dead_letter_replay_of.sql", "migrate", "-dsn", dsn, "down")
 	mustRun(t, "pending", "migrate", "-dsn", dsn, "status")
-	mustRun(t, "applied 00005_outbox_key_order.sql", "migrate", "-dsn", dsn, "up")
+	mustRun(t, "applied 00006_dead_letter_replay_of.sql", "migrate", "-dsn", dsn, "up")
 	mustRun(t, "already up to date", "migrate", "-dsn", dsn, "up")
 
 	// Two outbox rows left pending, as after a crash between commit and send.
@@ -94,6 +94,8 @@ func TestBadInputIsAClearErrorNotAPanic(t *testing.T) {
 		{"migrate", "-dsn", "root@tcp(127.0.0.1:1)/x", "up"},
 		{"reconcile"},
 		{"reconcile", "-once", "-every", "1s"},
+		{"reconcile", "-every", "-5s"},
+		{"reconcile", "-once", "extra"},
 		{"reconcile", "-cron", "every tuesday", "-namesrv", "127.0.0.1:1", "-dsn", "root@tcp(127.0.0.1:1)/x"},
 		{"reconcile", "-once"},
 		{"dead"},
@@ -107,7 +109,7 @@ func TestBadInputIsAClearErrorNotAPanic(t *testing.T) {
 		case err == nil:
 			t.Errorf("%v: no error\n%s", args, out)
 		case errors.Is(err, errUsage):
-			if !strings.Contains(out, "usage") && !strings.Contains(out, args[0]+":") {
+			if !strings.Contains(out, "usage") && !strings.Contains(out, "reliablemq: "+args[0]+":") {
 				t.Errorf("%v: usage error without usage text or a reason:\n%s", args, out)
 			}
 		case !strings.HasPrefix(err.Error(), args[0]+":") || strings.Contains(err.Error(), "\n"):

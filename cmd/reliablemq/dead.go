@@ -44,7 +44,7 @@ func deadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case (action == "show" || action == "replay" || action == "discard") && fs.NArg() == 2:
 		var err error
 		if id, err = strconv.ParseInt(fs.Arg(1), 10, 64); err != nil || id <= 0 {
-			fmt.Fprintf(stderr, "dead: %s: bad id %q\n", action, fs.Arg(1))
+			fmt.Fprintf(stderr, "reliablemq: dead: %s: bad id %q\n", action, fs.Arg(1))
 			return errUsage
 		}
 	default:
@@ -52,7 +52,7 @@ func deadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errUsage
 	}
 	if action == "discard" && *reason == "" {
-		fmt.Fprintln(stderr, "dead: discard needs -reason")
+		fmt.Fprintln(stderr, "reliablemq: dead: discard needs -reason")
 		return errUsage
 	}
 	db, err := openDB(*dsn)
@@ -76,7 +76,7 @@ func deadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			f.Status = consumer.Discarded
 		case "all":
 		default:
-			fmt.Fprintf(stderr, "dead: unknown -status %q\n", *status)
+			fmt.Fprintf(stderr, "reliablemq: dead: unknown -status %q\n", *status)
 			return errUsage
 		}
 		dls, err := dead.List(ctx, f)

@@ -25,7 +25,7 @@ func devBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return errUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "dev-broker: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "reliablemq: dev-broker: unexpected argument %q\n", fs.Arg(0))
 		return errUsage
 	}
 	opts := []rmqtest.Option{rmqtest.WithNamesrvAddr(*namesrv), rmqtest.WithBrokerAddr(*broker)}

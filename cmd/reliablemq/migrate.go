@@ -29,7 +29,7 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	action := fs.Arg(0)
 	if action != "up" && action != "down" && action != "status" {
-		fmt.Fprintf(stderr, "migrate: unknown action %q\n", action)
+		fmt.Fprintf(stderr, "reliablemq: migrate: unknown action %q\n", action)
 		fs.Usage()
 		return errUsage
 	}

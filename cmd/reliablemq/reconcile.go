@@ -49,11 +49,15 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "reconcile: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "reliablemq: reconcile: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
+	if *every < 0 {
+		fmt.Fprintf(stderr, "reliablemq: reconcile: -every %v is negative\n", *every)
 		return errUsage
 	}
 	if modes != 1 {
-		fmt.Fprintln(stderr, "reconcile: give exactly one of -once, -every, -cron")
+		fmt.Fprintln(stderr, "reliablemq: reconcile: give exactly one of -once, -every, -cron")
 		fs.Usage()
 		return errUsage
 	}
@@ -189,7 +193,7 @@ func (m *metrics) serve(addr string, stderr io.Writer) (stop func(), err error) 
 	go func() {
 		defer close(done)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintln(stderr, "reconcile: metrics server:", err)
+			fmt.Fprintln(stderr, "reliablemq: reconcile: metrics server:", err)
 		}
 	}()
 	return func() {

@@ -24,7 +24,7 @@ func recordCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "record: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "reliablemq: record: unexpected argument %q\n", fs.Arg(0))
 		return errUsage
 	}
 	addrs := remoting.SplitAddrs(*namesrv)

@@ -5,9 +5,11 @@
 //   - every time the stores write is UTC_TIMESTAMP(6) arithmetic in SQL,
 //     never NOW() (which follows each session's time_zone) and never a Go
 //     time.Time parameter (which the driver converts to its loc);
-//   - every DATETIME they read is scanned through [Time], which takes the
-//     column's wall clock as UTC whether the driver parsed it (parseTime,
-//     in any loc) or handed over the text (no parseTime);
+//   - every DATETIME they read is selected as text (CAST(col AS CHAR))
+//     and scanned through [Time] as a UTC wall clock, whatever parseTime and
+//     loc say (a DATETIME the driver parses in a loc with DST shifts inside
+//     the zone's gap hour); [Time] also takes a parsed time.Time's wall
+//     clock, for columns read without the cast;
 //   - an insert that may hit a unique key is a plain INSERT whose duplicate
 //     error [IsDuplicate] recognises, never ON DUPLICATE KEY UPDATE with
 //     affected-row counting (which clientFoundRows changes).
