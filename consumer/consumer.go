@@ -325,7 +325,7 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 			level = len(c.cfg.delayLevels)
 		}
 	}
-	if len(msgs) == 1 && c.storeRetry(msgs[0], attempt, level) {
+	if len(msgs) == 1 && c.storeRetry(ctx, msgs[0], attempt, level) {
 		return rmqconsumer.ConsumeSuccess, nil
 	}
 	// Closing (or, never in practice, a batch): the client drops results
@@ -349,8 +349,9 @@ func (c *Consumer) retryLevel(attempt int) int {
 // broker refuses it or cannot be reached, until the copy is stored (true)
 // or Close begins (false). The failures are counted, logged and, past
 // [troubleAfter] in a row, reported.
-func (c *Consumer) storeRetry(ext *primitive.MessageExt, attempt, level int) bool {
-	ctx := context.Background() // the client's listener ctx is Background too; Close ends the loop
+// ctx is the client's listener ctx, which it never cancels: Close ends the
+// loop through c.stopping.
+func (c *Consumer) storeRetry(ctx context.Context, ext *primitive.MessageExt, attempt, level int) bool {
 	wait := 100 * time.Millisecond
 	for {
 		err := c.retrier.send(ctx, ext, attempt, level)
