@@ -304,7 +304,7 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 	result := ack
 	var attempt int
 	for _, ext := range msgs {
-		m := FromClient(ext)
+		m := fromClient(ext)
 		attempt = max(attempt, m.Attempt)
 		result = max(result, c.deliver(ctx, m))
 	}
@@ -374,7 +374,7 @@ func (c *Consumer) storeRetry(ctx context.Context, ext *primitive.MessageExt, at
 func (c *Consumer) consumeOrderly(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
 	result := ack
 	for _, ext := range msgs {
-		if result = c.deliver(ctx, FromClient(ext)); result != ack {
+		if result = c.deliver(ctx, fromClient(ext)); result != ack {
 			break
 		}
 	}
@@ -454,7 +454,7 @@ func (c *Consumer) deliver(parent context.Context, m *Message) verdict {
 		defer cancelLease()
 		m.ClaimToken = claim.Token()
 	}
-	err := Invoke(hctx, c.handler, m)
+	err := invoke(hctx, c.handler, m)
 	if err == nil {
 		if claim != nil {
 			if cerr := claim.Complete(bctx); cerr != nil {

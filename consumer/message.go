@@ -50,9 +50,8 @@ type Message struct {
 // same key, so a handler must stop (and fail) when its ctx ends.
 type Handler func(ctx context.Context, m *Message) error
 
-// FromClient converts the official client's message. The orderly package
-// uses it; applications do not need it.
-func FromClient(ext *primitive.MessageExt) *Message {
+// fromClient converts the official client's message.
+func fromClient(ext *primitive.MessageExt) *Message {
 	m := &Message{
 		Topic:       ext.Topic,
 		MsgID:       ext.MsgId,
@@ -122,8 +121,8 @@ type PanicError struct {
 
 func (e *PanicError) Error() string { return fmt.Sprintf("consumer: handler panic: %v", e.Value) }
 
-// Invoke runs h on m, turning a panic into a *[PanicError].
-func Invoke(ctx context.Context, h Handler, m *Message) (err error) {
+// invoke runs h on m, turning a panic into a *[PanicError].
+func invoke(ctx context.Context, h Handler, m *Message) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &PanicError{Value: v, Stack: debug.Stack()}
