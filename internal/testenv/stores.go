@@ -142,6 +142,29 @@ type Variant struct {
 	DB   *sqlx.DB
 }
 
+// variant is one DSN variation a user's application may run with.
+type variant struct {
+	name   string
+	mutate func(*mysql.Config)
+}
+
+var (
+	utcPlus8 = time.FixedZone("UTC+8", 8*3600)
+	// variants are the configurations [MySQLVariants] opens; the first two
+	// are the sessions [MySQLSessions] returns.
+	variants = []variant{
+		{"session +08:00", func(c *mysql.Config) { c.Params = map[string]string{"time_zone": "'+08:00'"} }},
+		{"session -07:00", func(c *mysql.Config) { c.Params = map[string]string{"time_zone": "'-07:00'"} }},
+		{"loc UTC+8 with a +08:00 session", func(c *mysql.Config) {
+			c.Loc = utcPlus8
+			c.Params = map[string]string{"time_zone": "'+08:00'"}
+		}},
+		{"clientFoundRows", func(c *mysql.Config) { c.ClientFoundRows = true }},
+		{"parseTime off", func(c *mysql.Config) { c.ParseTime = false }},
+		{"interpolateParams", func(c *mysql.Config) { c.InterpolateParams = true }},
+	}
+)
+
 // MySQLVariants opens db's database again once per configuration a user's
 // application may run with, each a test case for code that must hold
 // under all of them: sessions ahead of and behind UTC, a loc other than
@@ -149,35 +172,9 @@ type Variant struct {
 // closed when the test ends.
 func MySQLVariants(t testing.TB, db *sqlx.DB) []Variant {
 	t.Helper()
-	east := time.FixedZone("UTC+8", 8*3600)
-	variants := []struct {
-		name   string
-		mutate func(*mysql.Config)
-	}{
-		{"session +08:00", func(c *mysql.Config) { c.Params = map[string]string{"time_zone": "'+08:00'"} }},
-		{"session -07:00", func(c *mysql.Config) { c.Params = map[string]string{"time_zone": "'-07:00'"} }},
-		{"loc UTC+8 with a +08:00 session", func(c *mysql.Config) {
-			c.Loc = east
-			c.Params = map[string]string{"time_zone": "'+08:00'"}
-		}},
-		{"clientFoundRows", func(c *mysql.Config) { c.ClientFoundRows = true }},
-		{"parseTime off", func(c *mysql.Config) { c.ParseTime = false }},
-		{"interpolateParams", func(c *mysql.Config) { c.InterpolateParams = true }},
-	}
 	out := make([]Variant, 0, len(variants))
 	for _, v := range variants {
-		cfg, err := mysql.ParseDSN(MySQLDSN(t, db))
-		if err != nil {
-			t.Fatalf("testenv: %v", err)
-		}
-		v.mutate(cfg)
-		conn, err := mysql.NewConnector(cfg) // not through a DSN: a fixed zone has no name to parse
-		if err != nil {
-			t.Fatalf("testenv: open %s: %v", v.name, err)
-		}
-		vdb := sqlx.NewDb(sql.OpenDB(conn), "mysql")
-		t.Cleanup(func() { vdb.Close() })
-		out = append(out, Variant{Name: v.name, DB: vdb})
+		out = append(out, Variant{Name: v.name, DB: openVariant(t, db, v)})
 	}
 	return out
 }
@@ -187,8 +184,23 @@ func MySQLVariants(t testing.TB, db *sqlx.DB) []Variant {
 // different time zones would.
 func MySQLSessions(t testing.TB, db *sqlx.DB) (east, west *sqlx.DB) {
 	t.Helper()
-	v := MySQLVariants(t, db)
-	return v[0].DB, v[1].DB
+	return openVariant(t, db, variants[0]), openVariant(t, db, variants[1])
+}
+
+func openVariant(t testing.TB, db *sqlx.DB, v variant) *sqlx.DB {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(MySQLDSN(t, db))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	v.mutate(cfg)
+	conn, err := mysql.NewConnector(cfg) // not through a DSN: a fixed zone has no name to parse
+	if err != nil {
+		t.Fatalf("testenv: open %s: %v", v.name, err)
+	}
+	vdb := sqlx.NewDb(sql.OpenDB(conn), "mysql")
+	t.Cleanup(func() { vdb.Close() })
+	return vdb
 }
 
 // RedisCluster returns the seed addresses of the Redis Cluster that
