@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -30,7 +31,7 @@ func TestACLEndToEnd(t *testing.T) {
 		createSigned(t, env, admin, tp)
 	}
 	db := testenv.MySQL(t)
-	dead, err := consumer.NewDeadLetters(db, "")
+	dead, err := deadletter.NewTable(db)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,31 +32,6 @@ var (
 	ErrKeyParked = errors.New("consumer: an earlier message of this sharding key is parked")
 )
 
-// ParkPolicy says what an orderly consumer does with the messages of a
-// sharding key after one of them is parked.
-type ParkPolicy int
-
-const (
-	// ParkMessage parks only the failed message; later messages of its key
-	// are consumed. For streams where a step may be skipped and redone by
-	// a human later.
-	ParkMessage ParkPolicy = iota
-	// ParkKey parks the failed message and every later message of the same
-	// sharding key while any message of the key is parked, so a key's
-	// messages never apply out of order (binlog-style sync). The parker
-	// must implement [KeyParker].
-	ParkKey
-)
-
-// KeyParker is a [Parker] that can tell whether a sharding key has a
-// parked message. [DeadLetters] implements it.
-type KeyParker interface {
-	Parker
-	// HasParked reports whether group has a parked message of
-	// shardingKey whose dead-letter id is below before (0: any).
-	HasParked(ctx context.Context, group, shardingKey string, before int64) (bool, error)
-}
-
 // Stats counts what a consumer did since it started.
 type Stats struct {
 	// Handled: handler succeeded (and, with a guard, the key was recorded
@@ -113,18 +88,6 @@ type Consumer struct {
 // parked. Call [Consumer.Start] to begin.
 func New(nameServers []string, group, topic string, h Handler, opts ...Option) (*Consumer, error) {
 	return newConsumer(nameServers, group, topic, h, false, ParkMessage, opts)
-}
-
-// NewOrderly returns an orderly consumer: each queue is consumed by one
-// handler at a time, in queue order, so messages sent with one sharding
-// key (see orderly.QueueIndex) are handled in the order they were sent. A
-// failure or panic suspends the queue for the retry delay (default 1 s)
-// and retries the same message; nothing after it on the queue runs
-// meanwhile. The attempt count lives in the guard's store (WithGuard is
-// required), so the cap holds across restarts and rebalances; at the cap
-// the message is parked per policy and the queue moves on.
-func NewOrderly(nameServers []string, group, topic string, h Handler, policy ParkPolicy, opts ...Option) (*Consumer, error) {
-	return newConsumer(nameServers, group, topic, h, true, policy, opts)
 }
 
 func newConsumer(nameServers []string, group, topic string, h Handler, orderly bool, policy ParkPolicy, opts []Option) (*Consumer, error) {
@@ -209,6 +172,17 @@ func (c *Consumer) Start() error {
 	c.client = client
 	c.started = true
 	return nil
+}
+
+// Run starts the consumer, consumes until ctx ends, then closes it (see
+// [Consumer.Close]) and returns. It returns Start's error, or Close's, or
+// nil after a clean stop.
+func (c *Consumer) Run(ctx context.Context) error {
+	if err := c.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return c.Close()
 }
 
 // Stats returns the counters so far.
@@ -371,27 +345,6 @@ func (c *Consumer) storeRetry(ctx context.Context, ext *primitive.MessageExt, at
 	}
 }
 
-func (c *Consumer) consumeOrderly(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
-	result := ack
-	for _, ext := range msgs {
-		if result = c.deliver(ctx, fromClient(ext)); result != ack {
-			break
-		}
-	}
-	if result == closing {
-		<-c.shutdown
-	}
-	if result != ack {
-		// The only result v2.1.2 honours without skipping the message; the
-		// suspend time must be set here, the client option is ignored.
-		if oc, ok := primitive.GetOrderlyCtx(ctx); ok {
-			oc.SuspendCurrentQueueTimeMillis = int(max(c.cfg.retryDelay.Milliseconds(), 1))
-		}
-		return rmqconsumer.SuspendCurrentQueueAMoment, nil
-	}
-	return rmqconsumer.ConsumeSuccess, nil
-}
-
 // bookkeeping bounds store calls made after the handler, which must not be
 // cut short by the handler's own cancellation.
 const bookkeeping = 10 * time.Second
@@ -503,7 +456,7 @@ func (c *Consumer) park(ctx context.Context, m *Message, claim *idempotency.Clai
 	}
 	dl := &DeadLetter{Group: c.group, Topic: m.Topic, MsgID: m.MsgID, Keys: m.Keys, Tag: m.Tag,
 		ShardingKey: m.ShardingKey, Properties: m.Properties, Body: m.Body, Attempts: attempts,
-		LastError: text, Cause: kind, Status: Parked, ReplayOf: m.ReplayOf}
+		LastError: text, Cause: kind, ReplayOf: m.ReplayOf}
 	inserted, err := c.cfg.parker.Park(ctx, dl)
 	c.trouble.observe(ctx, OpPark, err, strings.Join(m.Keys, " "), m.MsgID)
 	if err != nil {

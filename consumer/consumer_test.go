@@ -13,6 +13,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/producer"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
@@ -88,7 +89,7 @@ func TestRetryCapParksOnceAlertsOnceAndAcks(t *testing.T) {
 			len(dls), alerts.Load(), alertedID.Load(), calls.Load())
 	}
 	d := dls[0]
-	if d.MsgID != res.MsgID || d.Attempts != 3 || d.Cause != consumer.CauseRetries || d.Status != consumer.Parked ||
+	if d.MsgID != res.MsgID || d.Attempts != 3 || d.Cause != consumer.CauseRetries || d.Status != deadletter.Parked ||
 		d.Topic != f.topic || string(d.Body) != "poison" || d.Tag != "paid" || d.Properties["trace"] != "t-1" ||
 		strings.Join(d.Keys, ",") != "order-9" || !strings.Contains(d.LastError, "attempt 3: upstream 503") {
 		t.Fatalf("dead letter %+v", d)
@@ -110,7 +111,7 @@ func TestPermanentErrorAndMissingKeyParkAtOnce(t *testing.T) {
 	f.send(producer.Message{Body: []byte("a"), Keys: []string{"k1"}})
 	f.send(producer.Message{Body: []byte("no key")})
 	f.eventually("both parked", func() bool { return len(f.parked()) == 2 })
-	byBody := map[string]*consumer.DeadLetter{}
+	byBody := map[string]*deadletter.Entry{}
 	for _, d := range f.parked() {
 		byBody[string(d.Body)] = d
 	}
@@ -165,7 +166,7 @@ func TestGuardStoreDownRetriesNeverAcks(t *testing.T) {
 	mini := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mini.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
-	store, _ := idempotency.NewRedisStore(rdb, "")
+	store, _ := idempotency.NewRedisStore(rdb)
 	g, err := idempotency.NewGuard(f.group, store)
 	if err != nil {
 		t.Fatal(err)
@@ -252,16 +253,16 @@ func TestReplayRunsOnceAndOnlyOnce(t *testing.T) {
 	if err := f.dead.Replay(ctx, id, f.prod, "config fixed"); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.dead.Replay(ctx, id, f.prod, "again"); !errors.Is(err, consumer.ErrNotParked) {
+	if err := f.dead.Replay(ctx, id, f.prod, "again"); !errors.Is(err, deadletter.ErrNotParked) {
 		t.Fatalf("second replay: %v, want ErrNotParked", err)
 	}
-	if err := f.dead.Discard(ctx, id, "late"); !errors.Is(err, consumer.ErrNotParked) {
+	if err := f.dead.Discard(ctx, id, "late"); !errors.Is(err, deadletter.ErrNotParked) {
 		t.Fatalf("discard after replay: %v, want ErrNotParked", err)
 	}
 	f.eventually("replayed message handled", func() bool { return eff.count("order-5") == 1 })
 	f.settle()
 	d, err := f.dead.Get(ctx, id)
-	if err != nil || d.Status != consumer.Replayed || d.Reason != "config fixed" || eff.count("order-5") != 1 {
+	if err != nil || d.Status != deadletter.Replayed || d.Reason != "config fixed" || eff.count("order-5") != 1 {
 		t.Fatalf("after replay: %+v %v, effects %d", d, err, eff.count("order-5"))
 	}
 }
@@ -311,11 +312,11 @@ func TestCloseWaitsForHandlersThenCancelsThem(t *testing.T) {
 
 func TestConfigurationIsValidated(t *testing.T) {
 	t.Parallel()
-	dead := &consumer.DeadLetters{}
+	dead := &deadletter.Table{}
 	h := func(context.Context, *consumer.Message) error { return nil }
 	rdb := redis.NewClient(&redis.Options{})
 	defer rdb.Close()
-	rs, _ := idempotency.NewRedisStore(rdb, "")
+	rs, _ := idempotency.NewRedisStore(rdb)
 	shortGuard, _ := idempotency.NewGuard("g", rs, idempotency.WithRetention(time.Minute))
 	ns := []string{"127.0.0.1:9876"}
 	cases := map[string]func() error{

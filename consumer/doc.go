@@ -20,7 +20,7 @@
 //     and reported to [WithTroubleAlert] once per run of failures;
 //   - at the attempt cap ([WithMaxAttempts], default 4) or on a
 //     [Permanent] error the message is parked with its error and attempt
-//     count in a [Parker] (the [DeadLetters] table), the alert hook fires
+//     count in a [Parker] (deadletter.Table), the alert hook fires
 //     once, and the message is acknowledged;
 //   - a failure of the guard or of the parker is a retry too.
 //
@@ -41,10 +41,16 @@
 //
 // # Manual handling
 //
-// [DeadLetters] lists, shows, replays (a new send to the original topic
-// with the original keys, tag, properties and sharding key; the guard
-// forgot the key when it was parked, so the replay runs once) and discards
-// parked messages. `reliablemq dead` is the same from the command line.
+// Package deadletter holds the parked messages: its Table is the usual
+// [Parker] and lists, replays and discards them (`reliablemq dead` from the
+// command line), and its Drain moves what the broker put in a group's
+// %DLQ% topic there too.
+//
+// # Lifecycle
+//
+// [Consumer.Run] starts the consumer, consumes until its ctx ends and
+// closes it; [Consumer.Start] and [Consumer.Close] are the same in two
+// steps.
 //
 // # Shutdown
 //

@@ -34,7 +34,7 @@ func Example() {
 	defer redisSrv.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: redisSrv.Addr()})
 	defer rdb.Close()
-	store, _ := idempotency.NewRedisStore(rdb, "")
+	store, _ := idempotency.NewRedisStore(rdb)
 	guard, err := idempotency.NewGuard("coupon-service", store)
 	if err != nil {
 		log.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -23,7 +24,7 @@ type fixture struct {
 	topic string
 	group string
 	db    *sqlx.DB
-	dead  *consumer.DeadLetters
+	dead  *deadletter.Table
 	prod  *producer.Producer
 }
 
@@ -39,7 +40,7 @@ func newFixture(t *testing.T, queues int) *fixture {
 	env.CreateTopic(t, "%RETRY%"+f.group, 1)
 	f.db = testenv.MySQL(t)
 	var err error
-	if f.dead, err = consumer.NewDeadLetters(f.db, ""); err != nil {
+	if f.dead, err = deadletter.NewTable(f.db); err != nil {
 		t.Fatal(err)
 	}
 	if f.prod, err = producer.New(env.NameServers()); err != nil {
@@ -49,7 +50,7 @@ func newFixture(t *testing.T, queues int) *fixture {
 	return f
 }
 
-func (f *fixture) guard(opts ...idempotency.Option) *idempotency.Guard {
+func (f *fixture) guard(opts ...idempotency.GuardOption) *idempotency.Guard {
 	f.t.Helper()
 	s, err := idempotency.NewMySQLStore(f.db)
 	if err != nil {
@@ -119,9 +120,9 @@ func (f *fixture) settle() {
 	}
 }
 
-func (f *fixture) parked() []*consumer.DeadLetter {
+func (f *fixture) parked() []*deadletter.Entry {
 	f.t.Helper()
-	dls, err := f.dead.List(context.Background(), consumer.Filter{Group: f.group})
+	dls, err := f.dead.List(context.Background(), deadletter.Filter{Group: f.group})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -162,7 +163,7 @@ func (e *effects) total() int {
 }
 
 // memoryParker keeps parked messages in memory; production code parks
-// into a consumer.DeadLetters table.
+// into a deadletter.Table table.
 type memoryParker struct {
 	mu     sync.Mutex
 	parked []*consumer.DeadLetter

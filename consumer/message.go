@@ -33,7 +33,7 @@ type Message struct {
 	// a guard): an effect outside the guard's store can carry it to refuse
 	// a delivery whose lease ran out (see idempotency.Claim.Token).
 	ClaimToken string
-	// ReplayOf is, for a delivery of [DeadLetters.Replay], the id of the
+	// ReplayOf is, for a delivery of deadletter.Table.Replay, the id of the
 	// original dead letter it replays (the first of the chain when a replay
 	// was parked again), 0 for any other message.
 	ReplayOf    int64

@@ -58,7 +58,7 @@ func WithKeyFunc(fn func(*Message) string) Option {
 }
 
 // WithParker sets where messages are parked after the attempt cap
-// (usually a [DeadLetters] table). Required.
+// (usually a deadletter.Table). Required.
 func WithParker(p Parker) Option { return optionFunc(func(c *config) { c.parker = p }) }
 
 // WithAlert sets a function called once for each newly parked message,

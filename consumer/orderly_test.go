@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -141,7 +142,7 @@ func TestOrderlyPoisonParksTheKeyOthersFlow(t *testing.T) {
 	// A replay while the handler is still broken: the first message fails
 	// again and is parked again in its original place, so the key's later
 	// messages are parked again behind it, never applied ahead of it.
-	replayAll := func(dls []*consumer.DeadLetter) {
+	replayAll := func(dls []*deadletter.Entry) {
 		t.Helper()
 		for _, d := range dls {
 			if err := f.dead.Replay(context.Background(), d.ID, f.prod, "replay"); err != nil {
@@ -149,10 +150,10 @@ func TestOrderlyPoisonParksTheKeyOthersFlow(t *testing.T) {
 			}
 		}
 	}
-	parkedNow := func() []*consumer.DeadLetter {
-		var out []*consumer.DeadLetter
+	parkedNow := func() []*deadletter.Entry {
+		var out []*deadletter.Entry
 		for _, d := range f.parked() {
-			if d.Status == consumer.Parked {
+			if d.Status == deadletter.Parked {
 				out = append(out, d)
 			}
 		}
@@ -171,7 +172,7 @@ func TestOrderlyPoisonParksTheKeyOthersFlow(t *testing.T) {
 	f.eventually("order-1 drained by its replay", func() bool { return eff.count("order-1") == steps })
 	checkInOrder(t, eff, orders, steps, nil)
 	for _, d := range f.parked() {
-		if d.Status == consumer.Parked {
+		if d.Status == deadletter.Parked {
 			t.Errorf("dead letter %d parked again after its replay (%s)", d.ID, d.Cause)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
-func mysqlGuard(t *testing.T, db *sqlx.DB, group string, opts ...idempotency.Option) *idempotency.Guard {
+func mysqlGuard(t *testing.T, db *sqlx.DB, group string, opts ...idempotency.GuardOption) *idempotency.Guard {
 	t.Helper()
 	s, err := idempotency.NewMySQLStore(db)
 	if err != nil {

@@ -19,7 +19,7 @@ func ExampleGuard_Do() {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rdb.Close()
 
-	store, err := idempotency.NewRedisStore(rdb, "")
+	store, err := idempotency.NewRedisStore(rdb)
 	if err != nil {
 		log.Fatal(err)
 	}

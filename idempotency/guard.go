@@ -74,56 +74,13 @@ type Guard struct {
 	retention time.Duration
 }
 
-// Option configures a [Guard] or a [TxGuard].
-type Option interface{ apply(*guardConfig) }
-
-type guardConfig struct {
-	lease, retention time.Duration
-	table            string
-}
-
-type optionFunc func(*guardConfig)
-
-func (f optionFunc) apply(c *guardConfig) { f(c) }
-
-// WithLease sets how long a claim holds a key before another consumer may
-// take it over: longer than the handler's worst-case run time, short
-// enough that a crash mid-handler does not hold the key for long.
-// Default 1 minute. (Guard only.)
-func WithLease(d time.Duration) Option { return optionFunc(func(c *guardConfig) { c.lease = d }) }
-
-// WithRetention sets how long a done marker suppresses duplicates. It must
-// cover the longest span over which a duplicate can arrive: the consumer's
-// redelivery span (see consumer.RedeliverySpan), outbox resends, and
-// upstream retries. Default 7 days.
-func WithRetention(d time.Duration) Option {
-	return optionFunc(func(c *guardConfig) { c.retention = d })
-}
-
-func newGuardConfig(opts []Option, leased bool) (guardConfig, error) {
-	c := guardConfig{lease: time.Minute, retention: 7 * 24 * time.Hour, table: "mq_consume_log"}
-	for _, o := range opts {
-		o.apply(&c)
-	}
-	var errs []error
-	if c.lease < time.Millisecond {
-		errs = append(errs, fmt.Errorf("idempotency: lease %v < 1ms", c.lease))
-	}
-	if c.retention <= 0 {
-		errs = append(errs, fmt.Errorf("idempotency: retention %v <= 0", c.retention))
-	}
-	if leased && c.retention < c.lease {
-		errs = append(errs, fmt.Errorf("idempotency: retention %v shorter than the lease %v", c.retention, c.lease))
-	}
-	if !sqldb.ValidTable(c.table) {
-		errs = append(errs, fmt.Errorf("idempotency: table name %q is not a plain identifier", c.table))
-	}
-	return c, errors.Join(errs...)
-}
-
 // NewGuard returns a guard for consumer group over store.
-func NewGuard(group string, store Store, opts ...Option) (*Guard, error) {
-	c, err := newGuardConfig(opts, true)
+func NewGuard(group string, store Store, opts ...GuardOption) (*Guard, error) {
+	c := defaults()
+	for _, o := range opts {
+		o.applyGuard(&c)
+	}
+	err := c.check(true)
 	if group == "" {
 		err = errors.Join(err, errors.New("idempotency: empty group"))
 	}

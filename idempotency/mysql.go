@@ -11,11 +11,6 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 )
 
-// WithTable sets the consume-log table of a [MySQLStore] or [TxGuard].
-// It must be a plain identifier. Default "mq_consume_log" (created by the
-// migrations package).
-func WithTable(name string) Option { return optionFunc(func(c *guardConfig) { c.table = name }) }
-
 const (
 	statusProcessing = 1
 	statusDone       = 2
@@ -35,9 +30,13 @@ type queries struct {
 	insert, takeOver, status, complete, release, forget, purge string
 }
 
-// NewMySQLStore returns a store on db. Only [WithTable] applies.
-func NewMySQLStore(db *sqlx.DB, opts ...Option) (*MySQLStore, error) {
-	c, err := newGuardConfig(opts, false)
+// NewMySQLStore returns a store on db.
+func NewMySQLStore(db *sqlx.DB, opts ...MySQLOption) (*MySQLStore, error) {
+	c := defaults()
+	for _, o := range opts {
+		o.applyMySQL(&c)
+	}
+	err := c.check(false)
 	if db == nil {
 		err = errors.Join(err, errors.New("idempotency: nil db"))
 	}

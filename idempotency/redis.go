@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -33,24 +32,24 @@ type RedisStore struct {
 	batch  *combine.Batcher[*scriptCall]
 }
 
-// NewRedisStore returns a store on rdb whose keys start with prefix
-// ("reliablemq:idem:" when empty; braces are refused, since a hash tag
-// there would put every key in one cluster slot). On a single Redis (not
-// Cluster or Ring) a claim also honours a done marker written under the
-// key layout before this one ("<prefix><group>:<key>"), so an upgrade does
-// not let duplicates through.
-func NewRedisStore(rdb redis.UniversalClient, prefix string) (*RedisStore, error) {
+// NewRedisStore returns a store on rdb (keys under [WithPrefix]). On a
+// single Redis (not Cluster or Ring) a claim also honours a done marker
+// written under the key layout before this one ("<prefix><group>:<key>"),
+// so an upgrade does not let duplicates through.
+func NewRedisStore(rdb redis.UniversalClient, opts ...RedisOption) (*RedisStore, error) {
+	c := defaults()
+	for _, o := range opts {
+		o.applyRedis(&c)
+	}
+	err := c.check(false)
 	if rdb == nil {
-		return nil, errors.New("idempotency: nil redis client")
+		err = errors.Join(err, errors.New("idempotency: nil redis client"))
 	}
-	if strings.ContainsAny(prefix, "{}") {
-		return nil, fmt.Errorf("idempotency: redis key prefix %q holds a brace (a hash tag would pin every key to one slot)", prefix)
-	}
-	if prefix == "" {
-		prefix = "reliablemq:idem:"
+	if err != nil {
+		return nil, err
 	}
 	_, single := rdb.(*redis.Client)
-	s := &RedisStore{rdb: rdb, prefix: prefix, legacy: single}
+	s := &RedisStore{rdb: rdb, prefix: c.prefix, legacy: single}
 	s.batch = combine.New(maxPipeline, func(ctx context.Context, calls []*scriptCall) { flush(ctx, rdb, calls) })
 	return s, nil
 }

@@ -15,9 +15,9 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
-func redisGuard(t *testing.T, rdb redis.UniversalClient, group string, opts ...idempotency.Option) *idempotency.Guard {
+func redisGuard(t *testing.T, rdb redis.UniversalClient, group string, opts ...idempotency.GuardOption) *idempotency.Guard {
 	t.Helper()
-	s, err := idempotency.NewRedisStore(rdb, "")
+	s, err := idempotency.NewRedisStore(rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestRedisKeysCannotCollide(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := idempotency.NewRedisStore(rdb, "app:{pinned}:"); err == nil {
+	if _, err := idempotency.NewRedisStore(rdb, idempotency.WithPrefix("app:{pinned}:")); err == nil {
 		t.Fatal("a prefix with a hash tag was accepted")
 	}
 }

@@ -37,7 +37,7 @@ func backends() []backend {
 			return s
 		}, sleep},
 		{"redis", func(t *testing.T) idempotency.Store {
-			s, err := idempotency.NewRedisStore(testenv.Redis(t), testenv.Name(t, "idem")+":")
+			s, err := idempotency.NewRedisStore(testenv.Redis(t), idempotency.WithPrefix(testenv.Name(t, "idem")+":"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -47,7 +47,7 @@ func backends() []backend {
 			mini = miniredis.RunT(t)
 			rdb := redis.NewClient(&redis.Options{Addr: mini.Addr()})
 			t.Cleanup(func() { rdb.Close() })
-			s, err := idempotency.NewRedisStore(rdb, "")
+			s, err := idempotency.NewRedisStore(rdb)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,9 +58,9 @@ func backends() []backend {
 
 const lease = 400 * time.Millisecond
 
-func newGuard(t *testing.T, s idempotency.Store, opts ...idempotency.Option) *idempotency.Guard {
+func newGuard(t *testing.T, s idempotency.Store, opts ...idempotency.GuardOption) *idempotency.Guard {
 	t.Helper()
-	g, err := idempotency.NewGuard(testenv.Name(t, "G"), s, append([]idempotency.Option{idempotency.WithLease(lease)}, opts...)...)
+	g, err := idempotency.NewGuard(testenv.Name(t, "G"), s, append([]idempotency.GuardOption{idempotency.WithLease(lease)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestStoreDownIsAnErrorNotAnOutcome(t *testing.T) {
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer rdb.Close()
-	rs, _ := idempotency.NewRedisStore(rdb, "")
+	rs, _ := idempotency.NewRedisStore(rdb)
 	db := testenv.MySQL(t)
 	closed, err := sqlx.Open("mysql", testenv.MySQLDSN(t, db))
 	if err != nil {
@@ -257,11 +257,10 @@ func TestConfigurationIsValidated(t *testing.T) {
 	t.Parallel()
 	rdb := redis.NewClient(&redis.Options{})
 	defer rdb.Close()
-	rs, _ := idempotency.NewRedisStore(rdb, "")
-	for name, opts := range map[string][]idempotency.Option{
+	rs, _ := idempotency.NewRedisStore(rdb)
+	for name, opts := range map[string][]idempotency.GuardOption{
 		"retention below lease": {idempotency.WithLease(time.Hour), idempotency.WithRetention(time.Minute)},
 		"zero lease":            {idempotency.WithLease(0)},
-		"bad table":             {idempotency.WithTable("x; DROP TABLE y")},
 	} {
 		if _, err := idempotency.NewGuard("g", rs, opts...); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -272,6 +271,17 @@ func TestConfigurationIsValidated(t *testing.T) {
 	}
 	if _, err := idempotency.NewMySQLStore(nil); err == nil {
 		t.Error("nil db accepted")
+	}
+	if _, err := idempotency.NewMySQLStore(&sqlx.DB{}, idempotency.WithTable("x; DROP TABLE y")); err == nil ||
+		!strings.Contains(err.Error(), "table name") {
+		t.Errorf("bad table: %v", err)
+	}
+	if _, err := idempotency.NewTxGuard(&sqlx.DB{}, "g", idempotency.WithTable("mq_consume_log`"), idempotency.WithRetention(0)); err == nil ||
+		!strings.Contains(err.Error(), "table name") || !strings.Contains(err.Error(), "retention") {
+		t.Errorf("tx guard: %v", err)
+	}
+	if _, err := idempotency.NewRedisStore(rdb, idempotency.WithPrefix("")); err == nil {
+		t.Error("empty prefix accepted")
 	}
 	g, _ := idempotency.NewGuard("g", rs)
 	if _, err := g.Claim(context.Background(), ""); !errors.Is(err, idempotency.ErrEmptyKey) {

@@ -25,10 +25,13 @@ type TxGuard struct {
 	takeOver  string
 }
 
-// NewTxGuard returns a transactional guard for group on db. [WithTable]
-// and [WithRetention] apply.
-func NewTxGuard(db *sqlx.DB, group string, opts ...Option) (*TxGuard, error) {
-	c, err := newGuardConfig(opts, false)
+// NewTxGuard returns a transactional guard for group on db.
+func NewTxGuard(db *sqlx.DB, group string, opts ...TxGuardOption) (*TxGuard, error) {
+	c := defaults()
+	for _, o := range opts {
+		o.applyTxGuard(&c)
+	}
+	err := c.check(false)
 	if db == nil {
 		err = errors.Join(err, errors.New("idempotency: nil db"))
 	}

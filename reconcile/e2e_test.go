@@ -8,6 +8,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/outbox"
@@ -45,7 +46,7 @@ func TestOutageAndLostAckEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead, _ := consumer.NewDeadLetters(db, "")
+	dead, _ := deadletter.NewTable(db)
 	c, err := consumer.New(env.NameServers(), group, topic, func(ctx context.Context, m *consumer.Message) error {
 		_, err := txGuard.Do(ctx, consumer.Key(m), func(ctx context.Context, tx *sqlx.Tx) error {
 			_, err := tx.ExecContext(ctx, "INSERT INTO coupons (order_id) VALUES (?)", consumer.Key(m))

@@ -89,7 +89,7 @@ func (r *recorder) updateTopic(topic string, perm int) {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := remoting.UpdateTopic(ctx, r.broker, topic, 1, 1, perm); err != nil {
+	if err := remoting.UpdateTopic(ctx, remoting.Auth{}, r.broker, topic, 1, 1, perm); err != nil {
 		r.t.Fatal(err)
 	}
 	r.p.Note(fmt.Sprintf("UPDATE_AND_CREATE_TOPIC %s: 1 queue, perm %d", topic, perm))

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/outbox"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -63,7 +64,7 @@ func TestMigrateReconcileAndDead(t *testing.T) {
 		t.Fatalf("%d messages on the broker, want 2", len(b.Messages(topic)))
 	}
 
-	dead, _ := consumer.NewDeadLetters(db, "")
+	dead, _ := deadletter.NewTable(db)
 	for _, id := range []string{"m-1", "m-2"} {
 		if _, err := dead.Park(context.Background(), &consumer.DeadLetter{Group: "coupons", Topic: topic, MsgID: id,
 			Keys: []string{"order-" + id}, Body: []byte("poison"), Attempts: 4, LastError: "boom\nstack", Cause: consumer.CauseRetries}); err != nil {
@@ -79,7 +80,7 @@ func TestMigrateReconcileAndDead(t *testing.T) {
 	if b := env.Embedded; b != nil && len(b.Messages(topic)) != 3 {
 		t.Fatalf("%d messages on the broker after replay, want 3", len(b.Messages(topic)))
 	}
-	if out, err := runCmd(t, "dead", "-dsn", dsn, "-reason", "x", "discard", "1"); !errors.Is(err, consumer.ErrNotParked) {
+	if out, err := runCmd(t, "dead", "-dsn", dsn, "-reason", "x", "discard", "1"); !errors.Is(err, deadletter.ErrNotParked) {
 		t.Fatalf("discard twice: %v\n%s", err, out)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -24,109 +24,148 @@ Works the manual-handling (dead-letter) table consumers park messages in.
 
 `
 
+// deadFlags are the dead command's flags.
+type deadFlags struct {
+	dsn, namesrv, group, status, reason, table *string
+	limit                                      *int
+	after                                      *int64
+}
+
 func deadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dead", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(stderr, deadUsage); fs.PrintDefaults() }
-	dsn, ns := dsnFlag(fs), namesrvFlag(fs)
-	group := fs.String("group", "", "only this consumer group (list)")
-	status := fs.String("status", "parked", "parked, replayed, discarded or all (list)")
-	limit := fs.Int("limit", 50, "rows to list")
-	after := fs.Int64("after", 0, "list rows with id greater than this")
-	reason := fs.String("reason", "", "why (replay, discard)")
-	table := fs.String("table", "mq_dead_letter", "dead-letter table")
+	f := deadFlags{dsn: dsnFlag(fs), namesrv: namesrvFlag(fs),
+		group:  fs.String("group", "", "only this consumer group (list)"),
+		status: fs.String("status", "parked", "parked, replayed, discarded or all (list)"),
+		limit:  fs.Int("limit", 50, "rows to list"),
+		after:  fs.Int64("after", 0, "list rows with id greater than this"),
+		reason: fs.String("reason", "", "why (replay, discard)"),
+		table:  fs.String("table", "mq_dead_letter", "dead-letter table"),
+	}
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	action := fs.Arg(0)
-	var id int64
-	switch {
-	case action == "list" && fs.NArg() == 1:
-	case (action == "show" || action == "replay" || action == "discard") && fs.NArg() == 2:
-		var err error
-		if id, err = strconv.ParseInt(fs.Arg(1), 10, 64); err != nil || id <= 0 {
-			fmt.Fprintf(stderr, "reliablemq: dead: %s: bad id %q\n", action, fs.Arg(1))
-			return errUsage
-		}
-	default:
-		fs.Usage()
-		return errUsage
+	action, id, err := deadAction(fs, f, stderr)
+	if err != nil {
+		return err
 	}
-	if action == "discard" && *reason == "" {
-		fmt.Fprintln(stderr, "reliablemq: dead: discard needs -reason")
-		return errUsage
-	}
-	db, err := openDB(*dsn)
+	db, err := openDB(*f.dsn)
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}
 	defer db.Close()
-	dead, err := consumer.NewDeadLetters(db, *table)
+	table, err := deadletter.NewTable(db, deadletter.WithTable(*f.table))
 	if err != nil {
 		return err
 	}
 	switch action {
 	case "list":
-		f := consumer.Filter{Group: *group, AfterID: *after, Limit: *limit}
-		switch *status {
-		case "parked":
-			f.Status = consumer.Parked
-		case "replayed":
-			f.Status = consumer.Replayed
-		case "discarded":
-			f.Status = consumer.Discarded
-		case "all":
-		default:
-			fmt.Fprintf(stderr, "reliablemq: dead: unknown -status %q\n", *status)
-			return errUsage
-		}
-		dls, err := dead.List(ctx, f)
-		if err != nil {
-			return err
-		}
-		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tGROUP\tTOPIC\tKEYS\tCAUSE\tSTATUS\tATTEMPTS\tPARKED AT\tERROR")
-		for _, d := range dls {
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Group, d.Topic, strings.Join(d.Keys, " "),
-				d.Cause, d.Status, d.Attempts, d.CreatedAt.Format("2006-01-02 15:04:05"), firstLine(d.LastError, 60))
-		}
-		if err := w.Flush(); err != nil {
-			return err
-		}
-		if len(dls) == 0 {
-			fmt.Fprintln(stdout, "(none)")
-		}
+		return deadList(ctx, table, f, stdout)
 	case "show":
-		d, err := dead.Get(ctx, id)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "id:           %d\ngroup:        %s\ntopic:        %s\nmsg id:       %s\nkeys:         %s\n"+
-			"tag:          %s\nsharding key: %s\nproperties:   %v\ncause:        %s\nstatus:       %s\nreason:       %s\n"+
-			"attempts:     %d\nparked at:    %s\nupdated at:   %s\nbody:         %q\nlast error:\n%s\n",
-			d.ID, d.Group, d.Topic, d.MsgID, strings.Join(d.Keys, " "), d.Tag, d.ShardingKey, d.Properties, d.Cause,
-			d.Status, d.Reason, d.Attempts, d.CreatedAt.Format("2006-01-02 15:04:05"), d.UpdatedAt.Format("2006-01-02 15:04:05"),
-			d.Body, d.LastError)
+		return deadShow(ctx, table, id, stdout)
 	case "replay":
-		names, err := nameServers(*ns)
-		if err != nil {
-			return fmt.Errorf("dead: %w", err)
-		}
-		p, err := producer.New(names, brokerCredentials()...)
-		if err != nil {
-			return err
-		}
-		defer p.Close()
-		if err := dead.Replay(ctx, id, p, *reason); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "replayed %d\n", id)
-	case "discard":
-		if err := dead.Discard(ctx, id, *reason); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "discarded %d\n", id)
+		return deadReplay(ctx, table, id, f, stdout)
+	default:
+		return deadDiscard(ctx, table, id, *f.reason, stdout)
 	}
-	return nil
+}
+
+// deadAction checks the action, its id and the flags it needs.
+func deadAction(fs *flag.FlagSet, f deadFlags, stderr io.Writer) (action string, id int64, err error) {
+	action = fs.Arg(0)
+	switch {
+	case action == "list" && fs.NArg() == 1:
+		if _, ok := statusFilter(*f.status); !ok {
+			fmt.Fprintf(stderr, "reliablemq: dead: unknown -status %q\n", *f.status)
+			return "", 0, errUsage
+		}
+	case (action == "show" || action == "replay" || action == "discard") && fs.NArg() == 2:
+		if id, err = strconv.ParseInt(fs.Arg(1), 10, 64); err != nil || id <= 0 {
+			fmt.Fprintf(stderr, "reliablemq: dead: %s: bad id %q\n", action, fs.Arg(1))
+			return "", 0, errUsage
+		}
+	default:
+		fs.Usage()
+		return "", 0, errUsage
+	}
+	if action == "discard" && *f.reason == "" {
+		fmt.Fprintln(stderr, "reliablemq: dead: discard needs -reason")
+		return "", 0, errUsage
+	}
+	return action, id, nil
+}
+
+// statusFilter maps -status to a filter status (0: all).
+func statusFilter(s string) (deadletter.Status, bool) {
+	switch s {
+	case "parked":
+		return deadletter.Parked, true
+	case "replayed":
+		return deadletter.Replayed, true
+	case "discarded":
+		return deadletter.Discarded, true
+	case "all":
+		return 0, true
+	}
+	return 0, false
+}
+
+func deadList(ctx context.Context, table *deadletter.Table, f deadFlags, stdout io.Writer) error {
+	status, _ := statusFilter(*f.status) // checked by deadAction
+	entries, err := table.List(ctx, deadletter.Filter{Group: *f.group, Status: status, AfterID: *f.after, Limit: *f.limit})
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		_, err := fmt.Fprintln(stdout, "(none)")
+		return err
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tGROUP\tTOPIC\tKEYS\tCAUSE\tSTATUS\tATTEMPTS\tPARKED AT\tERROR")
+	for _, e := range entries {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.Group, e.Topic, strings.Join(e.Keys, " "),
+			e.Cause, e.Status, e.Attempts, e.CreatedAt.Format("2006-01-02 15:04:05"), firstLine(e.LastError, 60))
+	}
+	return w.Flush()
+}
+
+func deadShow(ctx context.Context, table *deadletter.Table, id int64, stdout io.Writer) error {
+	e, err := table.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "id:           %d\ngroup:        %s\ntopic:        %s\nmsg id:       %s\nkeys:         %s\n"+
+		"tag:          %s\nsharding key: %s\nproperties:   %v\ncause:        %s\nstatus:       %s\nreason:       %s\n"+
+		"attempts:     %d\nparked at:    %s\nupdated at:   %s\nbody:         %q\nlast error:\n%s\n",
+		e.ID, e.Group, e.Topic, e.MsgID, strings.Join(e.Keys, " "), e.Tag, e.ShardingKey, e.Properties, e.Cause,
+		e.Status, e.Reason, e.Attempts, e.CreatedAt.Format("2006-01-02 15:04:05"), e.UpdatedAt.Format("2006-01-02 15:04:05"),
+		e.Body, e.LastError)
+	return err
+}
+
+func deadReplay(ctx context.Context, table *deadletter.Table, id int64, f deadFlags, stdout io.Writer) error {
+	names, err := nameServers(*f.namesrv)
+	if err != nil {
+		return fmt.Errorf("dead: %w", err)
+	}
+	p, err := producer.New(names, brokerCredentials()...)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	if err := table.Replay(ctx, id, p, *f.reason); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "replayed %d\n", id)
+	return err
+}
+
+func deadDiscard(ctx context.Context, table *deadletter.Table, id int64, reason string, stdout io.Writer) error {
+	if err := table.Discard(ctx, id, reason); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(stdout, "discarded %d\n", id)
+	return err
 }
 
 func firstLine(s string, n int) string {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/examples/internal/exampleenv"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -54,7 +55,7 @@ func run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dead, err := consumer.NewDeadLetters(env.DB, "")
+	dead, err := deadletter.NewTable(env.DB)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/examples/internal/exampleenv"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -37,7 +38,7 @@ func run(ctx context.Context, out io.Writer) error {
 	if err := env.CreateTopic(ctx, "order-paid", 4, "coupon-mysql", "coupon-redis"); err != nil {
 		return err
 	}
-	dead, err := consumer.NewDeadLetters(env.DB, "")
+	dead, err := deadletter.NewTable(env.DB)
 	if err != nil {
 		return err
 	}
@@ -64,7 +65,7 @@ func run(ctx context.Context, out io.Writer) error {
 
 	// Redis: claim, run, mark done; a crash mid-handler frees the key after the lease.
 	// (A fresh prefix per run: done markers live 7 days, across runs.)
-	store, err := idempotency.NewRedisStore(env.Redis, fmt.Sprintf("example:coupons:%d:", time.Now().UnixNano()))
+	store, err := idempotency.NewRedisStore(env.Redis, idempotency.WithPrefix(fmt.Sprintf("example:coupons:%d:", time.Now().UnixNano())))
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/examples/internal/exampleenv"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -37,7 +38,7 @@ func run(ctx context.Context, out io.Writer) error {
 	if err := env.CreateTopic(ctx, "invoices", 1, "invoicing"); err != nil {
 		return err
 	}
-	dead, err := consumer.NewDeadLetters(env.DB, "")
+	dead, err := deadletter.NewTable(env.DB)
 	if err != nil {
 		return err
 	}
@@ -85,8 +86,8 @@ func run(ctx context.Context, out io.Writer) error {
 			return err
 		}
 	}
-	list := func() []*consumer.DeadLetter {
-		dls, err := dead.List(ctx, consumer.Filter{Group: "invoicing", Status: consumer.Parked})
+	list := func() []*deadletter.Entry {
+		dls, err := dead.List(ctx, deadletter.Filter{Group: "invoicing", Status: deadletter.Parked})
 		if err != nil {
 			return nil
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/examples/internal/exampleenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
@@ -38,7 +39,7 @@ func run(ctx context.Context, out io.Writer, delay time.Duration) error {
 	if err := env.CreateTopic(ctx, "order-timeout", 2, "order-closer"); err != nil {
 		return err
 	}
-	dead, err := consumer.NewDeadLetters(env.DB, "")
+	dead, err := deadletter.NewTable(env.DB)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/examples/internal/exampleenv"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/outbox"
@@ -68,7 +69,7 @@ type world struct {
 	rdb     redis.UniversalClient
 	relay   *outbox.Relay
 	prod    *producer.Producer
-	dead    *consumer.DeadLetters
+	dead    *deadletter.Table
 	suffix  string
 	cleanup []func()
 }
@@ -211,7 +212,7 @@ func (w *world) setup(ctx context.Context) error {
 	if w.relay, err = outbox.NewRelay(w.db, w.prod, outbox.WithBackoff(50*time.Millisecond, 500*time.Millisecond)); err != nil {
 		return err
 	}
-	w.dead, err = consumer.NewDeadLetters(w.db, "")
+	w.dead, err = deadletter.NewTable(w.db)
 	return err
 }
 
@@ -290,7 +291,7 @@ func (w *world) startConsumers(ordersTopic, stepsTopic string) (*consumers, erro
 	}
 	// Notifications: the Redis guard around an effect outside any database.
 	notifyGroup := "notifications_" + w.suffix
-	store, err := idempotency.NewRedisStore(w.rdb, "quickstart:"+w.suffix+":")
+	store, err := idempotency.NewRedisStore(w.rdb, idempotency.WithPrefix("quickstart:"+w.suffix+":"))
 	if err != nil {
 		return nil, err
 	}

@@ -352,7 +352,7 @@ func (e *env) pairs() []pair {
 			target: 0.7, run: func(ctx context.Context) (float64, float64, error) { return e.drainPair(ctx) }},
 		pair{name: "Redis guard vs Redis's bound", baseline: "SET NX", subject: "Guard.Do (claim+complete)",
 			run: func(ctx context.Context) (float64, float64, error) {
-				store, _ := idempotency.NewRedisStore(e.rdb, fmt.Sprint("bench:", time.Now().UnixNano(), ":"))
+				store, _ := idempotency.NewRedisStore(e.rdb, idempotency.WithPrefix(fmt.Sprint("bench:", time.Now().UnixNano(), ":")))
 				g, err := idempotency.NewGuard("bench-redis", store)
 				if err != nil {
 					return 0, 0, err
@@ -505,7 +505,7 @@ func (e *env) consumePair(ctx context.Context, guard string) (float64, float64, 
 	opts := []consumer.Option{consumer.WithParker(discardParker{})}
 	switch guard {
 	case "redis":
-		store, _ := idempotency.NewRedisStore(e.rdb, fmt.Sprint("bench:", seq, ":"))
+		store, _ := idempotency.NewRedisStore(e.rdb, idempotency.WithPrefix(fmt.Sprint("bench:", seq, ":")))
 		g, err := idempotency.NewGuard(group, store)
 		if err != nil {
 			return 0, 0, err

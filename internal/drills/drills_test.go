@@ -324,7 +324,7 @@ func TestDrill08SendBackRejected(t *testing.T) {
 	t.Parallel()
 	d := newDrill(t, 4)
 	for _, b := range remoting.SplitAddrs(d.env.Broker) {
-		err := remoting.UpdateTopic(d.ctx, b, "%RETRY%"+d.group, 1, 1, remoting.PermRead)
+		err := remoting.UpdateTopic(d.ctx, remoting.Auth{}, b, "%RETRY%"+d.group, 1, 1, remoting.PermRead)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/outbox"
@@ -29,7 +30,7 @@ type drill struct {
 	group string
 	prod  *producer.Producer
 	relay *outbox.Relay
-	dead  *consumer.DeadLetters
+	dead  *deadletter.Table
 }
 
 func newDrill(t *testing.T, queues int, prodOpts ...producer.Option) *drill {
@@ -53,7 +54,7 @@ func newDrill(t *testing.T, queues int, prodOpts ...producer.Option) *drill {
 		outbox.WithMaxAttempts(1000)); err != nil {
 		t.Fatal(err)
 	}
-	if d.dead, err = consumer.NewDeadLetters(d.db, ""); err != nil {
+	if d.dead, err = deadletter.NewTable(d.db); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -115,7 +116,7 @@ func (d *drill) commitUnsent(n int) {
 }
 
 // claimGuard is a claim-mode guard for the drill's group on MySQL.
-func (d *drill) claimGuard(opts ...idempotency.Option) *idempotency.Guard {
+func (d *drill) claimGuard(opts ...idempotency.GuardOption) *idempotency.Guard {
 	d.t.Helper()
 	store, err := idempotency.NewMySQLStore(d.db)
 	if err != nil {

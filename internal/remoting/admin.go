@@ -73,14 +73,20 @@ func FetchRoute(ctx context.Context, namesrv, topic string) (*Route, error) {
 	return &r, nil
 }
 
+// Auth is a broker ACL account whose keys sign admin requests; the zero
+// value signs nothing (a cluster without ACL).
+type Auth struct{ AccessKey, SecretKey, SecurityToken string }
+
 // UpdateTopic creates topic on the broker at broker, or updates its queue
-// counts and permission (UPDATE_AND_CREATE_TOPIC).
-func UpdateTopic(ctx context.Context, broker, topic string, read, write, perm int) error {
-	resp, err := invokeOnce(ctx, broker, &Command{Code: ReqUpdateAndCreateTopic, ExtFields: map[string]string{
+// counts and permission (UPDATE_AND_CREATE_TOPIC), signed as auth.
+func UpdateTopic(ctx context.Context, auth Auth, broker, topic string, read, write, perm int) error {
+	req := &Command{Code: ReqUpdateAndCreateTopic, ExtFields: map[string]string{
 		"topic": topic, "defaultTopic": "TBW102", "readQueueNums": strconv.Itoa(read),
 		"writeQueueNums": strconv.Itoa(write), "perm": strconv.Itoa(perm), "topicFilterType": "SINGLE_TAG",
 		"topicSysFlag": "0", "order": "false",
-	}})
+	}}
+	Sign(req, auth.AccessKey, auth.SecretKey, auth.SecurityToken)
+	resp, err := invokeOnce(ctx, broker, req)
 	if err != nil {
 		return fmt.Errorf("update topic %s on %s: %w", topic, broker, err)
 	}
@@ -98,7 +104,7 @@ func CreateTopic(ctx context.Context, namesrvs, brokers []string, topic string, 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, b := range brokers {
-		if err := UpdateTopic(ctx, b, topic, queues, queues, PermRead|PermWrite); err != nil {
+		if err := UpdateTopic(ctx, Auth{}, b, topic, queues, queues, PermRead|PermWrite); err != nil {
 			return fmt.Errorf("create topic: %w", err)
 		}
 	}
@@ -159,4 +165,40 @@ func invokeOnce(ctx context.Context, addr string, req *Command) (*Command, error
 	}
 	defer c.Close()
 	return c.Invoke(ctx, req)
+}
+
+// MakeReadable reports whether topic has a route on the first name server
+// in namesrvs that answers, and gives read-write permission to its queues
+// on every master broker where they are not readable (a 4.x broker
+// creates a %DLQ% topic write-only). It returns the names of the brokers
+// it changed.
+func MakeReadable(ctx context.Context, auth Auth, namesrvs []string, topic string) (exists bool, changed []string, err error) {
+	var route *Route
+	var errs []error
+	for _, ns := range namesrvs {
+		r, err := FetchRoute(ctx, ns, topic)
+		if errors.Is(err, ErrNoRoute) {
+			return false, nil, nil
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("name server %s: %w", ns, err))
+			continue
+		}
+		route = r
+		break
+	}
+	if route == nil {
+		return false, nil, errors.Join(errs...)
+	}
+	for _, q := range route.QueueDatas {
+		addr := route.MasterAddr(q.BrokerName)
+		if q.Perm&PermRead != 0 || addr == "" {
+			continue
+		}
+		if err := UpdateTopic(ctx, auth, addr, topic, q.ReadQueueNums, q.WriteQueueNums, PermRead|PermWrite); err != nil {
+			return true, changed, err
+		}
+		changed = append(changed, q.BrokerName)
+	}
+	return true, changed, nil
 }

@@ -1,4 +1,4 @@
-package consumer_test
+package deadletter_test
 
 import (
 	"context"
@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
 func TestDeadLettersStoreEverythingVerbatim(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dead, err := consumer.NewDeadLetters(testenv.MySQL(t), "")
+	dead, err := deadletter.NewTable(testenv.MySQL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,14 +34,14 @@ func TestDeadLettersStoreEverythingVerbatim(t *testing.T) {
 	if _, err := dead.Park(ctx, &other); err != nil {
 		t.Fatal(err)
 	}
-	list, err := dead.List(ctx, consumer.Filter{Group: "g"})
+	list, err := dead.List(ctx, deadletter.Filter{Group: "g"})
 	if err != nil || len(list) != 1 {
 		t.Fatalf("list: %d, %v", len(list), err)
 	}
 	got := list[0]
 	if got.MsgID != in.MsgID || strings.Join(got.Keys, "|") != strings.Join(in.Keys, "|") || got.Tag != in.Tag ||
 		got.ShardingKey != in.ShardingKey || got.Properties["a"] != in.Properties["a"] || string(got.Body) != string(in.Body) ||
-		got.Attempts != 4 || got.LastError != in.LastError || got.Cause != in.Cause || got.Status != consumer.Parked {
+		got.Attempts != 4 || got.LastError != in.LastError || got.Cause != in.Cause || got.Status != deadletter.Parked {
 		t.Fatalf("stored %+v\nwant %+v", got, in)
 	}
 	if has, err := dead.HasParked(ctx, "g", in.ShardingKey, 0); err != nil || !has {
@@ -52,20 +53,20 @@ func TestDeadLettersStoreEverythingVerbatim(t *testing.T) {
 	if has, _ := dead.HasParked(ctx, "g", in.ShardingKey, 0); has {
 		t.Fatal("a discarded message still parks its key")
 	}
-	if err := dead.Discard(ctx, got.ID, "again"); !errors.Is(err, consumer.ErrNotParked) {
+	if err := dead.Discard(ctx, got.ID, "again"); !errors.Is(err, deadletter.ErrNotParked) {
 		t.Fatalf("second discard: %v", err)
 	}
-	if _, err := dead.Get(ctx, 999999); !errors.Is(err, consumer.ErrNotFound) {
+	if _, err := dead.Get(ctx, 999999); !errors.Is(err, deadletter.ErrNotFound) {
 		t.Fatalf("get missing: %v", err)
 	}
-	if err := dead.Discard(ctx, 999999, ""); !errors.Is(err, consumer.ErrNotFound) {
+	if err := dead.Discard(ctx, 999999, ""); !errors.Is(err, deadletter.ErrNotFound) {
 		t.Fatalf("discard missing: %v", err)
 	}
-	page, err := dead.List(ctx, consumer.Filter{AfterID: got.ID, Status: consumer.Parked})
+	page, err := dead.List(ctx, deadletter.Filter{AfterID: got.ID, Status: deadletter.Parked})
 	if err != nil || len(page) != 1 || page[0].Group != "g2" {
 		t.Fatalf("page after %d: %v %v", got.ID, page, err)
 	}
-	if _, err := consumer.NewDeadLetters(nil, ""); err == nil {
+	if _, err := deadletter.NewTable(nil); err == nil {
 		t.Fatal("nil db accepted")
 	}
 }
@@ -79,7 +80,7 @@ func TestDeadLettersUnderEveryDSNVariantAndCase(t *testing.T) {
 	ctx := context.Background()
 	for _, v := range testenv.MySQLVariants(t, db) {
 		t.Run(v.Name, func(t *testing.T) {
-			dead, err := consumer.NewDeadLetters(v.DB, "")
+			dead, err := deadletter.NewTable(v.DB)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -102,7 +103,7 @@ func TestDeadLettersUnderEveryDSNVariantAndCase(t *testing.T) {
 					t.Fatalf("has parked: %v %v", has, err)
 				}
 			}
-			if list, err := dead.List(ctx, consumer.Filter{Group: group}); err != nil || len(list) != 1 {
+			if list, err := dead.List(ctx, deadletter.Filter{Group: group}); err != nil || len(list) != 1 {
 				t.Fatalf("list of %s: %d rows, %v", group, len(list), err)
 			}
 		})

@@ -1,4 +1,4 @@
-package consumer
+package deadletter
 
 import (
 	"context"
@@ -13,26 +13,10 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 	"github.com/seed157d4c4d/reliablemq/producer"
-)
-
-// Cause says why a message was parked.
-type Cause string
-
-// Causes.
-const (
-	// CauseRetries: the handler failed on every attempt up to the cap.
-	CauseRetries Cause = "retries"
-	// CausePermanent: the handler returned a [Permanent] error, or the
-	// message had no business key.
-	CausePermanent Cause = "permanent"
-	// CauseDLQ: drained from the broker's %DLQ% topic.
-	CauseDLQ Cause = "dlq"
-	// CauseKeyParked: an earlier message of the same sharding key is
-	// parked, and the orderly consumer parks the key's later messages too.
-	CauseKeyParked Cause = "key-parked"
 )
 
 // Status is where a dead letter is in its manual handling.
@@ -57,44 +41,23 @@ func (s Status) String() string {
 	return fmt.Sprintf("Status(%d)", int(s))
 }
 
-// DeadLetter is a message parked for manual handling.
-type DeadLetter struct {
-	ID          int64
-	Group       string
-	Topic       string
-	MsgID       string
-	Keys        []string
-	Tag         string
-	ShardingKey string
-	Properties  map[string]string
-	Body        []byte
-	Attempts    int
-	LastError   string
-	Cause       Cause
-	Status      Status
+// Entry is a dead letter as the table holds it: the parked message and
+// its manual handling.
+type Entry struct {
+	consumer.DeadLetter
+	Status Status
 	// Reason is the operator's note on a replay or discard.
-	Reason string
-	// ReplayOf is, for a replayed message that was parked again, the id
-	// of the original dead letter (the first of the chain); 0 otherwise.
-	// Under [ParkKey] the row keeps the original's place in its key.
-	ReplayOf  int64
+	Reason    string
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
 
-// origin is the id whose place d holds in its key's order.
-func (d *DeadLetter) origin() int64 {
-	if d.ReplayOf > 0 {
-		return d.ReplayOf
+// origin is the id whose place e holds in its key's order.
+func (e *Entry) origin() int64 {
+	if e.ReplayOf > 0 {
+		return e.ReplayOf
 	}
-	return d.ID
-}
-
-// Parker records messages for manual handling. Park must be idempotent
-// per (Group, MsgID): parking the same delivery twice keeps one record and
-// reports inserted only the first time. [DeadLetters] implements it.
-type Parker interface {
-	Park(ctx context.Context, d *DeadLetter) (inserted bool, err error)
+	return e.ID
 }
 
 // Publisher sends a replayed message; *producer.Producer implements it.
@@ -104,39 +67,49 @@ type Publisher interface {
 
 var _ Publisher = (*producer.Producer)(nil)
 
-// Errors of [DeadLetters].
+// Errors.
 var (
-	ErrNotFound  = errors.New("consumer: dead letter not found")
-	ErrNotParked = errors.New("consumer: dead letter is not parked (already replayed or discarded)")
+	ErrNotFound  = errors.New("deadletter: not found")
+	ErrNotParked = errors.New("deadletter: not parked (already replayed or discarded)")
 )
 
-// DeadLetters is the manual-handling table (mq_dead_letter by default,
-// created by the migrations package). It is safe for concurrent use; every
-// state change is one conditional UPDATE.
-type DeadLetters struct {
+// Option configures a [Table].
+type Option func(*Table)
+
+// WithTable sets the table's name, a plain identifier. Default
+// "mq_dead_letter" (created by the migrations package).
+func WithTable(name string) Option { return func(t *Table) { t.t = name } }
+
+// Table is the manual-handling table. It is a [consumer.KeyParker], and
+// lists, replays and discards what was parked. It is safe for concurrent
+// use; every state change is one conditional UPDATE.
+type Table struct {
 	db *sqlx.DB
 	t  string
 }
 
-// NewDeadLetters returns the table table ("" for mq_dead_letter) on db.
-func NewDeadLetters(db *sqlx.DB, table string) (*DeadLetters, error) {
-	if table == "" {
-		table = "mq_dead_letter"
+var _ consumer.KeyParker = (*Table)(nil)
+
+// NewTable returns the dead-letter table on db.
+func NewTable(db *sqlx.DB, opts ...Option) (*Table, error) {
+	d := &Table{db: db, t: "mq_dead_letter"}
+	for _, o := range opts {
+		o(d)
 	}
 	if db == nil {
-		return nil, errors.New("consumer: nil db")
+		return nil, errors.New("deadletter: nil db")
 	}
-	if !sqldb.ValidTable(table) {
-		return nil, fmt.Errorf("consumer: table name %q is not a plain identifier", table)
+	if !sqldb.ValidTable(d.t) {
+		return nil, fmt.Errorf("deadletter: table name %q is not a plain identifier", d.t)
 	}
-	return &DeadLetters{db: db, t: table}, nil
+	return d, nil
 }
 
-// Park implements [Parker].
-func (d *DeadLetters) Park(ctx context.Context, dl *DeadLetter) (bool, error) {
+// Park implements [consumer.Parker]; it sets dl.ID when it inserts.
+func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error) {
 	props, err := json.Marshal(dl.Properties)
 	if err != nil {
-		return false, fmt.Errorf("consumer: park: %w", err)
+		return false, fmt.Errorf("deadletter: park: %w", err)
 	}
 	body := dl.Body
 	if body == nil {
@@ -153,10 +126,10 @@ func (d *DeadLetters) Park(ctx context.Context, dl *DeadLetter) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("consumer: park %s: %w", dl.MsgID, err)
+		return false, fmt.Errorf("deadletter: park %s: %w", dl.MsgID, err)
 	}
 	if dl.ID, err = res.LastInsertId(); err != nil {
-		return false, fmt.Errorf("consumer: park %s: %w", dl.MsgID, err)
+		return false, fmt.Errorf("deadletter: park %s: %w", dl.MsgID, err)
 	}
 	return true, nil
 }
@@ -164,7 +137,7 @@ func (d *DeadLetters) Park(ctx context.Context, dl *DeadLetter) (bool, error) {
 // HasParked reports whether group has a parked message with this
 // sharding key whose place in the key's order (its id, or for a replay
 // parked again the original's id) is below before (0: any).
-func (d *DeadLetters) HasParked(ctx context.Context, group, shardingKey string, before int64) (bool, error) {
+func (d *Table) HasParked(ctx context.Context, group, shardingKey string, before int64) (bool, error) {
 	if before <= 0 {
 		before = math.MaxInt64
 	}
@@ -177,7 +150,7 @@ func (d *DeadLetters) HasParked(ctx context.Context, group, shardingKey string, 
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("consumer: dead letters of key: %w", err)
+		return false, fmt.Errorf("deadletter: parked messages of a key: %w", err)
 	}
 	return true, nil
 }
@@ -209,18 +182,18 @@ type row struct {
 	UpdatedAt   sqldb.Time `db:"updated_at"`
 }
 
-func (r *row) deadLetter() (*DeadLetter, error) {
-	dl := &DeadLetter{ID: r.ID, Group: r.Group, Topic: r.Topic, MsgID: r.MsgID, Keys: strings.Fields(string(r.Keys)),
-		Tag: string(r.Tags), ShardingKey: string(r.ShardingKey), Body: r.Body, Attempts: r.Attempts,
-		LastError: r.LastError, Cause: Cause(r.Cause), Status: Status(r.Status), Reason: r.Reason,
-		ReplayOf: r.ReplayOf, CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time}
+func (r *row) entry() (*Entry, error) {
+	dl := &Entry{DeadLetter: consumer.DeadLetter{ID: r.ID, Group: r.Group, Topic: r.Topic, MsgID: r.MsgID,
+		Keys: strings.Fields(string(r.Keys)), Tag: string(r.Tags), ShardingKey: string(r.ShardingKey), Body: r.Body,
+		Attempts: r.Attempts, LastError: r.LastError, Cause: consumer.Cause(r.Cause), ReplayOf: r.ReplayOf},
+		Status: Status(r.Status), Reason: r.Reason, CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time}
 	if err := json.Unmarshal(r.Properties, &dl.Properties); err != nil {
-		return nil, fmt.Errorf("consumer: dead letter %d properties: %w", r.ID, err)
+		return nil, fmt.Errorf("deadletter: %d properties: %w", r.ID, err)
 	}
 	return dl, nil
 }
 
-// Filter selects dead letters for [DeadLetters.List].
+// Filter selects entries for [Table.List].
 type Filter struct {
 	// Group limits the list to one consumer group; empty for all.
 	Group string
@@ -233,7 +206,7 @@ type Filter struct {
 }
 
 // List returns dead letters in id order.
-func (d *DeadLetters) List(ctx context.Context, f Filter) ([]*DeadLetter, error) {
+func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
 	q := "SELECT " + deadLetterColumns + " FROM " + d.t + " WHERE id > ?"
 	args := []any{f.AfterID}
 	if f.Group != "" {
@@ -252,11 +225,11 @@ func (d *DeadLetters) List(ctx context.Context, f Filter) ([]*DeadLetter, error)
 	args = append(args, limit)
 	var rows []row
 	if err := d.db.SelectContext(ctx, &rows, q, args...); err != nil {
-		return nil, fmt.Errorf("consumer: list dead letters: %w", err)
+		return nil, fmt.Errorf("deadletter: list: %w", err)
 	}
-	out := make([]*DeadLetter, 0, len(rows))
+	out := make([]*Entry, 0, len(rows))
 	for i := range rows {
-		dl, err := rows[i].deadLetter()
+		dl, err := rows[i].entry()
 		if err != nil {
 			return nil, err
 		}
@@ -266,16 +239,16 @@ func (d *DeadLetters) List(ctx context.Context, f Filter) ([]*DeadLetter, error)
 }
 
 // Get returns one dead letter, or [ErrNotFound].
-func (d *DeadLetters) Get(ctx context.Context, id int64) (*DeadLetter, error) {
+func (d *Table) Get(ctx context.Context, id int64) (*Entry, error) {
 	var r row
 	err := d.db.GetContext(ctx, &r, "SELECT "+deadLetterColumns+" FROM "+d.t+" WHERE id = ?", id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("consumer: get dead letter %d: %w", id, err)
+		return nil, fmt.Errorf("deadletter: get %d: %w", id, err)
 	}
-	return r.deadLetter()
+	return r.entry()
 }
 
 // Replay sends a parked message again to its original topic, with its
@@ -283,7 +256,7 @@ func (d *DeadLetters) Get(ctx context.Context, id int64) (*DeadLetter, error) {
 // marks it replayed with reason. The send comes first: if marking fails
 // the message may be replayed twice, which the idempotency guard absorbs;
 // it is never marked replayed without having been sent.
-func (d *DeadLetters) Replay(ctx context.Context, id int64, pub Publisher, reason string) error {
+func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason string) error {
 	dl, err := d.Get(ctx, id)
 	if err != nil {
 		return err
@@ -299,24 +272,24 @@ func (d *DeadLetters) Replay(ctx context.Context, id int64, pub Publisher, reaso
 	_, err = pub.Send(ctx, producer.Message{Topic: dl.Topic, Body: dl.Body, Keys: dl.Keys, Tag: dl.Tag,
 		Properties: props, ShardingKey: dl.ShardingKey})
 	if err != nil {
-		return fmt.Errorf("consumer: replay %d: %w", id, err)
+		return fmt.Errorf("deadletter: replay %d: %w", id, err)
 	}
 	return d.transition(ctx, id, Replayed, reason)
 }
 
 // Discard marks a parked message as handled without replaying it.
-func (d *DeadLetters) Discard(ctx context.Context, id int64, reason string) error {
+func (d *Table) Discard(ctx context.Context, id int64, reason string) error {
 	return d.transition(ctx, id, Discarded, reason)
 }
 
-func (d *DeadLetters) transition(ctx context.Context, id int64, to Status, reason string) error {
+func (d *Table) transition(ctx context.Context, id int64, to Status, reason string) error {
 	res, err := d.db.ExecContext(ctx, "UPDATE "+d.t+" SET status = ?, reason = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 1",
 		int(to), reason, id)
 	if err != nil {
-		return fmt.Errorf("consumer: mark dead letter %d %s: %w", id, to, err)
+		return fmt.Errorf("deadletter: mark %d %s: %w", id, to, err)
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("consumer: mark dead letter %d %s: %w", id, to, err)
+		return fmt.Errorf("deadletter: mark %d %s: %w", id, to, err)
 	} else if n == 0 {
 		if _, err := d.Get(ctx, id); err != nil {
 			return err

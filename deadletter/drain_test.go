@@ -1,4 +1,4 @@
-package consumer_test
+package deadletter_test
 
 import (
 	"context"
@@ -10,9 +10,73 @@ import (
 	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
+
+const waitFor = 60 * time.Second
+
+// fixture is a broker, a topic, a dead-letter table and a producer.
+type fixture struct {
+	t     *testing.T
+	env   *testenv.RocketMQ
+	topic string
+	group string
+	dead  *deadletter.Table
+	prod  *producer.Producer
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	testenv.SkipUnderRace(t)
+	env := testenv.NewRocketMQ(t)
+	f := &fixture{t: t, env: env, topic: testenv.Name(t, "T"), group: testenv.Name(t, "G")}
+	env.CreateTopic(t, f.topic, 1)
+	var err error
+	if f.dead, err = deadletter.NewTable(testenv.MySQL(t)); err != nil {
+		t.Fatal(err)
+	}
+	if f.prod, err = producer.New(env.NameServers()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.prod.Close() })
+	return f
+}
+
+func (f *fixture) send(m producer.Message) {
+	f.t.Helper()
+	m.Topic = f.topic
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := f.prod.Send(ctx, m); err != nil {
+		f.t.Fatalf("send: %v", err)
+	}
+}
+
+// eventually waits for cond, moving rmqtest's clock.
+func (f *fixture) eventually(what string, cond func() bool) {
+	f.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("timed out waiting until %s", what)
+		}
+		if b := f.env.Embedded; b != nil {
+			b.Advance(time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (f *fixture) parked() []*deadletter.Entry {
+	f.t.Helper()
+	list, err := f.dead.List(context.Background(), deadletter.Filter{Group: f.group})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return list
+}
 
 // deadLetterViaClient makes the official client send one message to the
 // group's DLQ the way a consumer without this package does: it returns
@@ -52,7 +116,7 @@ func deadLetterViaClient(f *fixture, body string) {
 
 func TestDrainMovesBrokerDLQIntoTheTable(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, 1)
+	f := newFixture(t)
 	deadLetterViaClient(f, "stuck")
 	if b := f.env.Embedded; b != nil {
 		f.eventually("the DLQ exists", func() bool { _, ok := b.TopicPerm("%DLQ%" + f.group); return ok })
@@ -60,7 +124,7 @@ func TestDrainMovesBrokerDLQIntoTheTable(t *testing.T) {
 			t.Fatalf("DLQ created with perm %d, want 2 as on 4.x", perm)
 		}
 	}
-	d, err := consumer.NewDrain(f.env.NameServers(), f.group, f.dead, 100*time.Millisecond)
+	d, err := deadletter.NewDrain(f.env.NameServers(), f.group, f.dead, deadletter.WithInterval(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,8 +152,8 @@ func TestDrainMovesBrokerDLQIntoTheTable(t *testing.T) {
 
 func TestDrainWaitsForTheDLQToExist(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, 1)
-	d, err := consumer.NewDrain(f.env.NameServers(), f.group, f.dead, 50*time.Millisecond)
+	f := newFixture(t)
+	d, err := deadletter.NewDrain(f.env.NameServers(), f.group, f.dead, deadletter.WithInterval(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,62 @@
+package consumer
+
+import "context"
+
+// Cause says why a message was parked.
+type Cause string
+
+// Causes.
+const (
+	// CauseRetries: the handler failed on every attempt up to the cap.
+	CauseRetries Cause = "retries"
+	// CausePermanent: the handler returned a [Permanent] error, or the
+	// message had no business key.
+	CausePermanent Cause = "permanent"
+	// CauseDLQ: drained from the broker's %DLQ% topic (deadletter.Drain).
+	CauseDLQ Cause = "dlq"
+	// CauseKeyParked: an earlier message of the same sharding key is
+	// parked, and the orderly consumer parks the key's later messages too.
+	CauseKeyParked Cause = "key-parked"
+)
+
+// DeadLetter is a message the consumer gave up on, as it hands it to the
+// [Parker]: the message verbatim, how many deliveries it had and why it
+// was parked.
+type DeadLetter struct {
+	// ID is set by the parker when it records the message (0 if it keeps
+	// no ids).
+	ID          int64
+	Group       string
+	Topic       string
+	MsgID       string
+	Keys        []string
+	Tag         string
+	ShardingKey string
+	Properties  map[string]string
+	Body        []byte
+	Attempts    int
+	LastError   string
+	Cause       Cause
+	// ReplayOf is, for a replayed message that was parked again, the id
+	// of the original dead letter (the first of the chain); 0 otherwise.
+	// Under [ParkKey] it keeps the original's place in its key's order.
+	ReplayOf int64
+}
+
+// Parker records messages for manual handling. Park must be idempotent
+// per (Group, MsgID): parking the same delivery twice keeps one record and
+// reports inserted only the first time. deadletter.Table implements it.
+type Parker interface {
+	Park(ctx context.Context, d *DeadLetter) (inserted bool, err error)
+}
+
+// KeyParker is a [Parker] that can tell whether a sharding key has a
+// parked message; the orderly consumer's [ParkKey] policy needs one.
+// deadletter.Table implements it.
+type KeyParker interface {
+	Parker
+	// HasParked reports whether group has a parked message of
+	// shardingKey whose place in the key's order (its id, or for a
+	// replay parked again the original's) is below before (0: any).
+	HasParked(ctx context.Context, group, shardingKey string, before int64) (bool, error)
+}

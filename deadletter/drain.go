@@ -1,0 +1,150 @@
+package deadletter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/producer"
+)
+
+// Drain moves messages from a group's broker dead-letter topic
+// (%DLQ%<group>) into a [consumer.Parker] (normally the [Table]), so
+// nothing ends in a topic nobody reads. The broker puts a message there
+// when the client gives up on it without the consumer parking it first:
+// the official client's own retry limit, a consumer not using this
+// library, an orderly send-back to DLQ.
+//
+// RocketMQ 4.x creates the DLQ topic write-only (perm 2), so it cannot be
+// consumed; Drain updates its permission to read-write (6) on every master
+// broker that hosts it, then consumes it with its own consumer group,
+// "<group>-dlq-drain", parking each message with [consumer.CauseDLQ]. A
+// message is acknowledged only once parked; a parker that keeps failing
+// is reported like any consumer's (see consumer.WithTroubleAlert).
+type Drain struct {
+	names    []string
+	group    string
+	dlq      string
+	parker   consumer.Parker
+	cfg      drainConfig
+	drained  atomic.Int64
+	consumer []consumer.Option
+}
+
+type drainConfig struct {
+	interval    time.Duration
+	credentials producer.Credentials
+	logger      *slog.Logger
+}
+
+// DrainOption configures a [Drain].
+type DrainOption func(*drainConfig)
+
+// WithInterval sets how often Run looks for the DLQ topic until it
+// exists. Default 1 minute.
+func WithInterval(d time.Duration) DrainOption { return func(c *drainConfig) { c.interval = d } }
+
+// WithCredentials signs the drain's requests with an ACL account: it
+// needs SUB on the DLQ topic and on the drain's group, and the right to
+// update the DLQ topic's permission (an admin account on 4.x). Default:
+// none.
+func WithCredentials(cr producer.Credentials) DrainOption {
+	return func(c *drainConfig) { c.credentials = cr }
+}
+
+// WithLogger sets the logger. Default [slog.Default] at construction.
+func WithLogger(l *slog.Logger) DrainOption { return func(c *drainConfig) { c.logger = l } }
+
+// NewDrain returns a drain of group's DLQ into parker.
+func NewDrain(nameServers []string, group string, parker consumer.Parker, opts ...DrainOption) (*Drain, error) {
+	cfg := drainConfig{interval: time.Minute}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var errs []error
+	if len(nameServers) == 0 || group == "" || parker == nil {
+		errs = append(errs, errors.New("deadletter: a drain needs name servers, a group and a parker"))
+	}
+	if cfg.interval <= 0 {
+		errs = append(errs, fmt.Errorf("deadletter: drain interval %v <= 0", cfg.interval))
+	}
+	if (cfg.credentials.AccessKey == "") != (cfg.credentials.SecretKey == "") {
+		errs = append(errs, errors.New("deadletter: credentials need both an access key and a secret key"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	copts := []consumer.Option{consumer.WithParker(parker), consumer.WithMaxAttempts(16),
+		consumer.WithRetryDelay(time.Second), consumer.WithLogger(cfg.logger)}
+	if cfg.credentials.AccessKey != "" {
+		copts = append(copts, consumer.WithCredentials(cfg.credentials))
+	}
+	return &Drain{names: nameServers, group: group, dlq: "%DLQ%" + group, parker: parker, cfg: cfg, consumer: copts}, nil
+}
+
+// Drained returns how many messages Run has parked.
+func (d *Drain) Drained() int64 { return d.drained.Load() }
+
+// Run drains until ctx is cancelled: it waits for the DLQ topic to exist,
+// makes it readable and consumes it. It returns nil after a clean stop,
+// or the error of closing its consumer.
+func (d *Drain) Run(ctx context.Context) error {
+	tick := time.NewTicker(d.cfg.interval)
+	defer tick.Stop()
+	for {
+		c, err := d.tryStart(ctx)
+		if err != nil {
+			d.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "dlq drain not started", slog.String("group", d.group), slog.Any("error", err))
+		}
+		if c != nil {
+			<-ctx.Done()
+			return c.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// tryStart returns a running consumer of the DLQ, or nil when the topic
+// does not exist yet.
+func (d *Drain) tryStart(ctx context.Context) (*consumer.Consumer, error) {
+	cr := d.cfg.credentials
+	exists, changed, err := remoting.MakeReadable(ctx, remoting.Auth{AccessKey: cr.AccessKey, SecretKey: cr.SecretKey,
+		SecurityToken: cr.SecurityToken}, d.names, d.dlq)
+	for _, b := range changed {
+		d.cfg.logger.LogAttrs(ctx, slog.LevelInfo, "dlq topic made readable", slog.String("topic", d.dlq), slog.String("broker", b))
+	}
+	if err != nil || !exists {
+		return nil, err
+	}
+	c, err := consumer.New(d.names, d.group+"-dlq-drain", d.dlq, d.park, d.consumer...)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// park is the drain's handler.
+func (d *Drain) park(ctx context.Context, m *consumer.Message) error {
+	inserted, err := d.parker.Park(ctx, &consumer.DeadLetter{Group: d.group, Topic: m.Topic, MsgID: m.MsgID, Keys: m.Keys,
+		Tag: m.Tag, ShardingKey: m.ShardingKey, Properties: m.Properties, Body: m.Body, Attempts: m.Attempt,
+		LastError: "moved to the broker dead-letter topic " + d.dlq, Cause: consumer.CauseDLQ})
+	if err == nil && inserted {
+		d.drained.Add(1)
+	}
+	return err
+}
