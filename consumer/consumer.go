@@ -2,8 +2,6 @@ package consumer
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +16,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 )
 
 // Errors.
@@ -116,9 +115,7 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 		return nil, errors.Join(errs...)
 	}
 	if cfg.instance == "" {
-		var b [6]byte
-		_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
-		cfg.instance = "reliablemq-c-" + hex.EncodeToString(b[:])
+		cfg.instance = "reliablemq-c-" + sqldb.Token()[:12]
 	}
 	return &Consumer{cfg: cfg, group: group, topic: topic, handler: h, orderly: orderly, policy: policy,
 		names: nameServers, running: make(map[uint64]context.CancelFunc), stopping: make(chan struct{}),

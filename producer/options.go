@@ -11,10 +11,6 @@ import (
 	"github.com/seed157d4c4d/reliablemq/orderly"
 )
 
-// DefaultDelayLevels is the broker's default messageDelayLevel table
-// (1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h).
-var DefaultDelayLevels = slices.Clone(delaylevel.Default)
-
 // maxSendTimeout is the official client's own per-request ceiling.
 const maxSendTimeout = 3 * time.Second
 
@@ -92,7 +88,8 @@ func WithSendTimeout(d time.Duration) Option {
 }
 
 // WithDelayLevels sets the broker's delay level table (its
-// messageDelayLevel setting), ascending. Default [DefaultDelayLevels].
+// messageDelayLevel setting), ascending. Default the broker's default
+// table: 1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h.
 func WithDelayLevels(levels []time.Duration) Option {
 	return optionFunc(func(c *config) { c.delayLevels = slices.Clone(levels) })
 }
@@ -141,7 +138,7 @@ func newConfig(opts []Option) (*config, error) {
 		attempts:    3,
 		backoff:     100 * time.Millisecond,
 		sendTimeout: maxSendTimeout,
-		delayLevels: DefaultDelayLevels,
+		delayLevels: delaylevel.Default,
 		maxBodySize: 4 << 20,
 	}
 	for _, o := range opts {

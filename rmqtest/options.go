@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
 )
 
 // Option configures a [Broker].
@@ -27,15 +29,6 @@ type options struct {
 	maxMessageSize      int
 }
 
-// DefaultDelayLevels are the real broker's 18 delay levels: 1s 5s 10s 30s
-// 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h.
-var DefaultDelayLevels = []time.Duration{
-	time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second,
-	time.Minute, 2 * time.Minute, 3 * time.Minute, 4 * time.Minute, 5 * time.Minute,
-	6 * time.Minute, 7 * time.Minute, 8 * time.Minute, 9 * time.Minute, 10 * time.Minute,
-	20 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour,
-}
-
 func defaultOptions() options {
 	return options{
 		namesrvAddr:         "127.0.0.1:0",
@@ -43,7 +36,7 @@ func defaultOptions() options {
 		brokerName:          "broker-a",
 		clusterName:         "DefaultCluster",
 		autoCreateTopics:    true,
-		delayLevels:         DefaultDelayLevels,
+		delayLevels:         delaylevel.Default,
 		transactionTimeout:  6 * time.Second,
 		transactionInterval: 60 * time.Second,
 		transactionMaxCheck: 15,
@@ -81,7 +74,7 @@ func WithBrokerAddr(addr string) Option {
 }
 
 // WithDelayLevels replaces the delay level table (level 1 is the first
-// entry). Default [DefaultDelayLevels].
+// entry). Default the real broker's 18 levels, 1s 5s 10s 30s 1m ... 2h.
 func WithDelayLevels(levels ...time.Duration) Option {
 	return optionFunc(func(o *options) { o.delayLevels = append([]time.Duration(nil), levels...) })
 }

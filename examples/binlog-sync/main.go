@@ -88,10 +88,7 @@ func run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := c.Start(); err != nil {
-		return err
-	}
-	defer c.Close()
+	env.Go(ctx, c.Run)
 
 	p, err := producer.New(env.NameServers, producer.WithOrderedTopics("binlog"))
 	if err != nil {

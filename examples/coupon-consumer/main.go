@@ -82,10 +82,7 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	for _, c := range []*consumer.Consumer{viaMySQL, viaRedis} {
-		if err := c.Start(); err != nil {
-			return err
-		}
-		defer c.Close()
+		env.Go(ctx, c.Run)
 	}
 
 	p, err := producer.New(env.NameServers)

@@ -51,10 +51,7 @@ func run(ctx context.Context, out io.Writer, delay time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if err := c.Start(); err != nil {
-		return err
-	}
-	defer c.Close()
+	env.Go(ctx, c.Run)
 	p, err := producer.New(env.NameServers)
 	if err != nil {
 		return err

@@ -31,6 +31,21 @@ type Env struct {
 	closers []func()
 }
 
+// Go runs run (a consumer's, drain's or reconcile job's Run) in the
+// background; Close cancels its ctx and waits for it, printing its error
+// to stderr, if any.
+func (e *Env) Go(ctx context.Context, run func(context.Context) error) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	e.closers = append(e.closers, func() {
+		cancel()
+		if err := <-done; err != nil {
+			fmt.Fprintln(os.Stderr, "stopping:", err)
+		}
+	})
+}
+
 // Setup starts everything; database is the MySQL database to (re)create.
 func Setup(ctx context.Context, database string) (*Env, error) {
 	e := &Env{}
