@@ -17,6 +17,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/orderly"
 	"github.com/seed157d4c4d/reliablemq/outbox"
+	"github.com/seed157d4c4d/reliablemq/producer"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
 
@@ -369,7 +370,9 @@ func TestDrill11TwoMastersOneLost(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { ctl("restart", "broker-b") }) // later tests need it; a no-op restart if it runs
-	d := newDrill(t, 4)
+	var layoutChanges atomic.Int32
+	d := newDrill(t, 4, producer.WithQueueLossGrace(time.Hour),
+		producer.WithQueueCountChange(func(orderly.QueueCountChange) { layoutChanges.Add(1) }))
 	const keys = 100
 	var onB []string
 	for k := range keys {
@@ -439,6 +442,9 @@ func TestDrill11TwoMastersOneLost(t *testing.T) {
 	t.Logf("broker-b down: %d keys on broker-a applied, %d rows of broker-b's %d keys held in the outbox", keys-len(onB), pending, len(onB))
 	if pending != 2*len(onB) {
 		t.Errorf("%d rows pending, want steps 2-3 of broker-b's %d keys", pending, len(onB))
+	}
+	if n := layoutChanges.Load(); n != 0 {
+		t.Errorf("%d queue count changes reported within the loss grace; the layout must hold", n)
 	}
 
 	ctl("restart", "broker-b")

@@ -1,0 +1,89 @@
+package producer_test
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/producer"
+	"github.com/seed157d4c4d/reliablemq/rmqtest"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestOptionsReachTheBrokerAndTheLog: the producer registers under its
+// group, WithoutRetry makes one attempt, and retries are logged to the
+// configured logger.
+func TestOptionsReachTheBrokerAndTheLog(t *testing.T) {
+	t.Parallel()
+	group := testenv.Name(t, "PG")
+	var logs lockedBuffer
+	b, topic, p := embeddedProducer(t, 1, producer.WithGroup(group), producer.WithRetryBackoff(time.Millisecond),
+		producer.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if _, err := p.Send(ctxT(t), producer.Message{Topic: topic, Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for b.Producers(group) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no producer registered under group %s", group)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Inject(rmqtest.SendMessage, rmqtest.Fault{Times: 1, Code: rmqtest.CodeServiceNotAvailable, Remark: "busy"})
+	if res, err := p.Send(ctxT(t), producer.Message{Topic: topic, Body: []byte("y")}); err != nil || res.Attempts != 2 {
+		t.Fatalf("send after one refusal: %+v, %v; want success on attempt 2", res, err)
+	}
+	if out := logs.String(); !strings.Contains(out, "send failed, retrying") {
+		t.Errorf("the retry was not logged to the configured logger:\n%s", out)
+	}
+
+	single, err := producer.New([]string{b.NamesrvAddr()}, producer.WithoutRetry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer single.Close()
+	b.Inject(rmqtest.SendMessage, rmqtest.Fault{Times: 1, Code: rmqtest.CodeServiceNotAvailable})
+	_, err = single.Send(ctxT(t), producer.Message{Topic: topic, Body: []byte("z")})
+	var se *producer.SendError
+	if !errors.As(err, &se) || se.Attempts != 1 || se.Outcome != producer.Transient {
+		t.Fatalf("WithoutRetry: %v, want one transient attempt", err)
+	}
+}
+
+func TestCustomDelayLevels(t *testing.T) {
+	t.Parallel()
+	p := newProducer(t, testenv.NewRocketMQ(t), producer.WithDelayLevels([]time.Duration{time.Second, 3 * time.Second}))
+	if l, err := p.DelayLevel(2 * time.Second); err != nil || l != 2 {
+		t.Errorf("DelayLevel(2s) = %d, %v; want 2 on a two-level table", l, err)
+	}
+	if _, err := p.DelayLevel(4 * time.Second); !errors.Is(err, producer.ErrDelayTooLong) {
+		t.Errorf("DelayLevel(4s) err = %v, want ErrDelayTooLong", err)
+	}
+	if _, err := producer.New([]string{"127.0.0.1:9876"}, producer.WithDelayLevels([]time.Duration{2 * time.Second, time.Second})); err == nil {
+		t.Error("a descending delay table was accepted")
+	}
+	if _, err := producer.New([]string{"127.0.0.1:9876"}, producer.WithQueueLossGrace(-time.Second)); err == nil {
+		t.Error("a negative queue loss grace was accepted")
+	}
+}
