@@ -3,15 +3,12 @@ package consumer_test
 import (
 	"context"
 	"errors"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
-	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
@@ -23,12 +20,12 @@ import (
 // package stores are signed too) and parked; a denied account's send fails
 // with an error, and nothing of it is stored.
 func TestACLEndToEnd(t *testing.T) {
-	app, admin := aclAccount(t, "RMQ_ACL_APP"), aclAccount(t, "RMQ_ACL_ADMIN")
+	app, admin := testenv.ACLAccount(t, "RMQ_ACL_APP"), testenv.ACLAccount(t, "RMQ_ACL_ADMIN")
 	env := testenv.NewRocketMQ(t)
 	testenv.SkipUnderRace(t)
 	group, topic := testenv.Name(t, "G"), testenv.Name(t, "T")
 	for _, tp := range []string{topic, "%RETRY%" + group} {
-		createSigned(t, env, admin, tp)
+		env.CreateTopicAs(t, admin, tp, 1)
 	}
 	db := testenv.MySQL(t)
 	dead, err := deadletter.NewTable(db)
@@ -97,45 +94,6 @@ func TestACLEndToEnd(t *testing.T) {
 			t.Errorf("send with %v succeeded", cr)
 		} else {
 			t.Logf("send with %v: %v", cr, err)
-		}
-	}
-}
-
-func aclAccount(t *testing.T, variable string) producer.Credentials {
-	t.Helper()
-	v := os.Getenv(variable)
-	ak, sk, ok := strings.Cut(v, ":")
-	if !ok {
-		t.Skipf("needs a broker with ACL on (scripts/rocketmq start --acl deploy/rocketmq/acl-test.yml) and %s=accessKey:secretKey", variable)
-	}
-	return producer.Credentials{AccessKey: ak, SecretKey: sk}
-}
-
-// createSigned creates topic on every broker with the admin account and
-// waits for its route.
-func createSigned(t *testing.T, env *testenv.RocketMQ, admin producer.Credentials, topic string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	brokers := remoting.SplitAddrs(env.Broker)
-	for _, b := range brokers {
-		c, err := remoting.Dial(ctx, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := &remoting.Command{Code: remoting.ReqUpdateAndCreateTopic, ExtFields: map[string]string{
-			"topic": topic, "defaultTopic": "TBW102", "readQueueNums": "1", "writeQueueNums": "1", "perm": "6",
-			"topicFilterType": "SINGLE_TAG", "topicSysFlag": "0", "order": "false"}}
-		remoting.Sign(req, admin.AccessKey, admin.SecretKey, admin.SecurityToken)
-		resp, err := c.Invoke(ctx, req)
-		c.Close()
-		if err != nil || resp.Code != remoting.CodeSuccess {
-			t.Fatalf("create %s with the admin account: %v %+v", topic, err, resp)
-		}
-	}
-	for _, ns := range env.NameServers() {
-		if err := remoting.WaitRoute(ctx, ns, topic, brokers); err != nil {
-			t.Fatal(err)
 		}
 	}
 }

@@ -1,11 +1,9 @@
 package consumer_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,31 +15,13 @@ import (
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
-// syncBuffer is a log sink safe for the consumer's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestOptionsShapeWhatIsHandled: the tag expression filters, the key func
 // is what the guard dedups on, the logger receives the retries, and a
 // custom delay table bounds the retry delay.
 func TestOptionsShapeWhatIsHandled(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 1)
-	var logs syncBuffer
+	var logs testenv.Logs
 	var mu sync.Mutex
 	handled := map[string]int{}
 	var failed atomic.Bool
@@ -63,7 +43,7 @@ func TestOptionsShapeWhatIsHandled(t *testing.T) {
 	f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithParker(f.dead),
 		consumer.WithGuard(f.guard()), consumer.WithKeyFunc(byOrder), consumer.WithTagExpression("paid"),
 		consumer.WithInstanceName(testenv.Name(t, "inst")), consumer.WithDelayLevels(levels),
-		consumer.WithRetryDelay(2*time.Second), consumer.WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))))
+		consumer.WithRetryDelay(2*time.Second), consumer.WithLogger(logs.Logger())))
 	f.send(producer.Message{Body: []byte("paid-1"), Keys: []string{"k1"}, Tag: "paid", Properties: map[string]string{"order": "o-1"}})
 	f.send(producer.Message{Body: []byte("paid-2"), Keys: []string{"k2"}, Tag: "paid", Properties: map[string]string{"order": "o-1"}})
 	f.send(producer.Message{Body: []byte("refund"), Keys: []string{"k3"}, Tag: "refunded", Properties: map[string]string{"order": "o-2"}})

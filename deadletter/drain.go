@@ -20,9 +20,10 @@ import (
 // the official client's own retry limit, a consumer not using this
 // library, an orderly send-back to DLQ.
 //
-// RocketMQ 4.x creates the DLQ topic write-only (perm 2), so it cannot be
-// consumed; Drain updates its permission to read-write (6) on every master
-// broker that hosts it, then consumes it with its own consumer group,
+// RocketMQ 4.9.4 and 5.x create the DLQ topic read-write; older 4.x
+// releases create it write-only (perm 2), so it cannot be consumed. Drain
+// updates its permission to read-write (6) on every master broker where it
+// is not readable, then consumes it with its own consumer group,
 // "<group>-dlq-drain", parking each message with [consumer.CauseDLQ]. A
 // message is acknowledged only once parked; a parker that keeps failing
 // is reported like any consumer's (see consumer.WithTroubleAlert).

@@ -11,8 +11,10 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
+	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
 
 const waitFor = 60 * time.Second
@@ -27,10 +29,10 @@ type fixture struct {
 	prod  *producer.Producer
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, opts ...rmqtest.Option) *fixture {
 	t.Helper()
 	testenv.SkipUnderRace(t)
-	env := testenv.NewRocketMQ(t)
+	env := testenv.NewRocketMQ(t, opts...)
 	f := &fixture{t: t, env: env, topic: testenv.Name(t, "T"), group: testenv.Name(t, "G")}
 	env.CreateTopic(t, f.topic, 1)
 	var err error
@@ -81,11 +83,11 @@ func (f *fixture) parked() []*deadletter.Entry {
 // deadLetterViaClient makes the official client send one message to the
 // group's DLQ the way a consumer without this package does: it returns
 // RetryLater with delay level -1.
-func deadLetterViaClient(f *fixture, body string) {
+func deadLetterViaClient(f *fixture, body string, opts ...rmqconsumer.Option) {
 	f.t.Helper()
-	c, err := rocketmq.NewPushConsumer(rmqconsumer.WithNameServer(f.env.NameServers()),
+	c, err := rocketmq.NewPushConsumer(append([]rmqconsumer.Option{rmqconsumer.WithNameServer(f.env.NameServers()),
 		rmqconsumer.WithGroupName(f.group), rmqconsumer.WithInstance(testenv.Name(f.t, "raw")),
-		rmqconsumer.WithConsumeFromWhere(rmqconsumer.ConsumeFromFirstOffset))
+		rmqconsumer.WithConsumeFromWhere(rmqconsumer.ConsumeFromFirstOffset)}, opts...)...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -114,17 +116,22 @@ func deadLetterViaClient(f *fixture, body string) {
 	}
 }
 
+// TestDrainMovesBrokerDLQIntoTheTable: on rmqtest the DLQ is write-only,
+// as older 4.x brokers create it, and the drain makes it readable first
+// (and logs so); a real 4.9.4 or 5.x broker creates it readable.
 func TestDrainMovesBrokerDLQIntoTheTable(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	f := newFixture(t, rmqtest.WithWriteOnlyDLQ())
 	deadLetterViaClient(f, "stuck")
 	if b := f.env.Embedded; b != nil {
 		f.eventually("the DLQ exists", func() bool { _, ok := b.TopicPerm("%DLQ%" + f.group); return ok })
 		if perm, _ := b.TopicPerm("%DLQ%" + f.group); perm != 2 {
-			t.Fatalf("DLQ created with perm %d, want 2 as on 4.x", perm)
+			t.Fatalf("DLQ created with perm %d, want 2 as on older 4.x", perm)
 		}
 	}
-	d, err := deadletter.NewDrain(f.env.NameServers(), f.group, f.dead, deadletter.WithInterval(100*time.Millisecond))
+	var logs testenv.Logs
+	d, err := deadletter.NewDrain(f.env.NameServers(), f.group, f.dead, deadletter.WithInterval(100*time.Millisecond),
+		deadletter.WithLogger(logs.Logger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,10 +150,12 @@ func TestDrainMovesBrokerDLQIntoTheTable(t *testing.T) {
 		strings.Join(dl.Keys, ",") != "order-7" || dl.Tag != "paid" || d.Drained() != 1 {
 		t.Fatalf("dead letter %+v, drained %d", dl, d.Drained())
 	}
-	if b := f.env.Embedded; b != nil {
-		if perm, _ := b.TopicPerm("%DLQ%" + f.group); perm != 6 {
-			t.Fatalf("DLQ perm %d after drain, want 6", perm)
-		}
+	route, err := remoting.FetchRoute(ctx, f.env.NameServers()[0], "%DLQ%"+f.group)
+	if err != nil || route.QueueDatas[0].Perm&remoting.PermRead == 0 {
+		t.Fatalf("DLQ route after drain: %+v, %v; want readable", route, err)
+	}
+	if f.env.Embedded != nil && !strings.Contains(logs.String(), "dlq topic made readable") {
+		t.Errorf("the permission change was not logged:\n%s", logs.String())
 	}
 }
 
@@ -165,4 +174,44 @@ func TestDrainWaitsForTheDLQToExist(t *testing.T) {
 	if d.Drained() != 0 {
 		t.Fatal("drained from nothing")
 	}
+}
+
+// TestACLDrainSignsItsAdminCallAndItsConsumer runs against a broker with
+// ACL on (see testenv.ACLAccount): a message the official client sent to
+// the DLQ with the app account is drained with the admin account, which
+// may update the DLQ's permission and consume it.
+func TestACLDrainSignsItsAdminCallAndItsConsumer(t *testing.T) {
+	app, admin := testenv.ACLAccount(t, "RMQ_ACL_APP"), testenv.ACLAccount(t, "RMQ_ACL_ADMIN")
+	env := testenv.NewRocketMQ(t)
+	testenv.SkipUnderRace(t)
+	f := &fixture{t: t, env: env, topic: testenv.Name(t, "T"), group: testenv.Name(t, "G")}
+	env.CreateTopicAs(t, admin, f.topic, 1)
+	var err error
+	if f.dead, err = deadletter.NewTable(testenv.MySQL(t)); err != nil {
+		t.Fatal(err)
+	}
+	if f.prod, err = producer.New(env.NameServers(), producer.WithCredentials(app)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.prod.Close() })
+	deadLetterViaClient(f, "stuck", rmqconsumer.WithCredentials(primitive.Credentials{AccessKey: app.AccessKey, SecretKey: app.SecretKey}))
+	if _, err := deadletter.NewDrain(env.NameServers(), f.group, f.dead,
+		deadletter.WithCredentials(producer.Credentials{AccessKey: admin.AccessKey})); err == nil {
+		t.Fatal("an access key without a secret was accepted")
+	}
+	d, err := deadletter.NewDrain(env.NameServers(), f.group, f.dead, deadletter.WithCredentials(admin),
+		deadletter.WithInterval(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	f.eventually("drained", func() bool { return len(f.parked()) == 1 })
 }

@@ -1,11 +1,8 @@
 package producer_test
 
 import (
-	"bytes"
 	"errors"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,32 +11,15 @@ import (
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestOptionsReachTheBrokerAndTheLog: the producer registers under its
 // group, WithoutRetry makes one attempt, and retries are logged to the
 // configured logger.
 func TestOptionsReachTheBrokerAndTheLog(t *testing.T) {
 	t.Parallel()
 	group := testenv.Name(t, "PG")
-	var logs lockedBuffer
+	var logs testenv.Logs
 	b, topic, p := embeddedProducer(t, 1, producer.WithGroup(group), producer.WithRetryBackoff(time.Millisecond),
-		producer.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		producer.WithLogger(logs.Logger()))
 	if _, err := p.Send(ctxT(t), producer.Message{Topic: topic, Body: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}

@@ -386,6 +386,11 @@ func TestSendToRetryTopic(t *testing.T) {
 			if n := maxOffset(t, env.Broker, other); n != 0 {
 				t.Errorf("%s holds %d messages, want 0", other, n)
 			}
+			if tc.wantDLQ {
+				if perm := routePerm(t, env, dlq); perm != dlqPermViaSend {
+					t.Errorf("%s created with perm %d, want %d", dlq, perm, dlqPermViaSend)
+				}
+			}
 			if !tc.wantDLQ {
 				m := queryOne(t, env.Broker, retry, "U-"+group)
 				props := remoting.DecodeProperties(m.Properties)
@@ -396,6 +401,22 @@ func TestSendToRetryTopic(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dlqPermViaSend is the permission a broker gives a %DLQ% topic it creates
+// for a SEND_MESSAGE to %RETRY% past the cap.
+const dlqPermViaSend = remoting.PermRead | remoting.PermWrite
+
+// routePerm is topic's queue permission as the name server routes it.
+func routePerm(t *testing.T, env *testenv.RocketMQ, topic string) int {
+	t.Helper()
+	var r *remoting.Route
+	waitUntil(t, "a route for "+topic, func() bool {
+		var err error
+		r, err = remoting.FetchRoute(context.Background(), env.NameServers()[0], topic)
+		return err == nil && len(r.QueueDatas) > 0
+	})
+	return r.QueueDatas[0].Perm
 }
 
 // maxOffset is queue 0's max offset (GET_MAX_OFFSET works on a write-only

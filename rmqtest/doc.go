@@ -7,8 +7,8 @@
 // routes (including the TBW102 auto-create path), sync, oneway and batch
 // sends, heartbeats and consumer groups with NOTIFY_CONSUMER_IDS_CHANGED,
 // consumer offsets, pulls with long polling and tag filtering, consumer
-// send-back to %RETRY% and %DLQ% topics (the DLQ created write-only, perm
-// 2), delay levels, orderly queue locks, and transactional half messages
+// send-back to %RETRY% and %DLQ% topics (the DLQ created read-write, as on
+// 4.9.4 and 5.x; write-only, as on older 4.x, with [WithWriteOnlyDLQ]), delay levels, orderly queue locks, and transactional half messages
 // with check-backs.
 //
 // Time: delays, retries, transaction check-backs and lock expiry run on the

@@ -219,7 +219,7 @@ func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
 		// As a 4.9.4 broker does: a copy whose retries are used up goes to
 		// the group's DLQ. The request's properties, DELAY included, are
 		// kept, so a delayed copy reaches the DLQ through the schedule topic.
-		target = b.ensureTopicLocked(dlqPrefix+strings.TrimPrefix(h.topic, retryPrefix), 1, permWrite)
+		target = b.ensureTopicLocked(dlqPrefix+strings.TrimPrefix(h.topic, retryPrefix), 1, b.opts.dlqPerm)
 		queue = 0
 	}
 	ids := make([]string, 0, len(msgs))

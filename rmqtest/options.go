@@ -27,6 +27,7 @@ type options struct {
 	transactionMaxCheck int
 	lockExpiry          time.Duration
 	maxMessageSize      int
+	dlqPerm             int
 }
 
 func defaultOptions() options {
@@ -36,6 +37,7 @@ func defaultOptions() options {
 		brokerName:          "broker-a",
 		clusterName:         "DefaultCluster",
 		autoCreateTopics:    true,
+		dlqPerm:             permRead | permWrite,
 		delayLevels:         delaylevel.Default,
 		transactionTimeout:  6 * time.Second,
 		transactionInterval: 60 * time.Second,
@@ -84,6 +86,12 @@ func WithDelayLevels(levels ...time.Duration) Option {
 // default unknown topics are created from TBW102 with 4 queues.
 func WithoutAutoCreateTopics() Option {
 	return optionFunc(func(o *options) { o.autoCreateTopics = false })
+}
+
+// WithWriteOnlyDLQ creates %DLQ% topics write-only (perm 2), as older 4.x
+// brokers do. By default they are read-write, as on 4.9.4 and 5.x.
+func WithWriteOnlyDLQ() Option {
+	return optionFunc(func(o *options) { o.dlqPerm = permWrite })
 }
 
 // WithTransactionCheck sets when half messages are checked back with their

@@ -39,7 +39,7 @@ func (b *Broker) sendMsgBack(req *remoting.Command) *remoting.Command {
 	m.props[remoting.PropWait] = "false"
 	m.ReconsumeTimes = stored.ReconsumeTimes + 1
 	if int(stored.ReconsumeTimes) >= maxTimes || delayLevel < 0 {
-		dlq := b.ensureTopicLocked(dlqPrefix+group, 1, permWrite)
+		dlq := b.ensureTopicLocked(dlqPrefix+group, 1, b.opts.dlqPerm)
 		m.props[remoting.PropDelay] = "0"
 		b.putLocked(dlq, 0, m)
 		return ok(nil, nil)

@@ -198,7 +198,7 @@ func (e *env) topic(ctx context.Context, prefix string) (string, error) {
 	if brokers == "" {
 		return "", fmt.Errorf("set RMQ_BROKER with RMQ_NAMESRV (topic creation)")
 	}
-	return name, remoting.CreateTopic(ctx, e.names, remoting.SplitAddrs(brokers), name, 8)
+	return name, remoting.CreateTopic(ctx, remoting.Auth{}, e.names, remoting.SplitAddrs(brokers), name, 8)
 }
 
 // parallel runs op n times over w goroutines and returns ops/s.

@@ -97,14 +97,14 @@ func UpdateTopic(ctx context.Context, auth Auth, broker, topic string, read, wri
 }
 
 // CreateTopic creates topic with queues read and write queues on every
-// broker in brokers and waits until every name server routes it to all of
-// them (a consumer's Start fails on a real broker until then, auto-create
-// or not). The wait is bounded by ctx and 30 s.
-func CreateTopic(ctx context.Context, namesrvs, brokers []string, topic string, queues int) error {
+// broker in brokers, signed as auth, and waits until every name server
+// routes it to all of them (a consumer's Start fails on a real broker
+// until then, auto-create or not). The wait is bounded by ctx and 30 s.
+func CreateTopic(ctx context.Context, auth Auth, namesrvs, brokers []string, topic string, queues int) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, b := range brokers {
-		if err := UpdateTopic(ctx, Auth{}, b, topic, queues, queues, PermRead|PermWrite); err != nil {
+		if err := UpdateTopic(ctx, auth, b, topic, queues, queues, PermRead|PermWrite); err != nil {
 			return fmt.Errorf("create topic: %w", err)
 		}
 	}
@@ -169,8 +169,8 @@ func invokeOnce(ctx context.Context, addr string, req *Command) (*Command, error
 
 // MakeReadable reports whether topic has a route on the first name server
 // in namesrvs that answers, and gives read-write permission to its queues
-// on every master broker where they are not readable (a 4.x broker
-// creates a %DLQ% topic write-only). It returns the names of the brokers
+// on every master broker where they are not readable (older 4.x brokers
+// create a %DLQ% topic write-only). It returns the names of the brokers
 // it changed.
 func MakeReadable(ctx context.Context, auth Auth, namesrvs []string, topic string) (exists bool, changed []string, err error) {
 	var route *Route

@@ -23,6 +23,7 @@ import (
 
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/producer"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
 
@@ -77,6 +78,13 @@ func (r *RocketMQ) RequireEmbedded(t testing.TB) *rmqtest.Broker {
 // until the name server routes it.
 func (r *RocketMQ) CreateTopic(t testing.TB, topic string, queues int) {
 	t.Helper()
+	r.CreateTopicAs(t, producer.Credentials{}, topic, queues)
+}
+
+// CreateTopicAs is [RocketMQ.CreateTopic] signed with an ACL account's
+// keys (an admin account, on a broker with ACL on).
+func (r *RocketMQ) CreateTopicAs(t testing.TB, cr producer.Credentials, topic string, queues int) {
+	t.Helper()
 	if r.Embedded != nil {
 		if err := r.Embedded.CreateTopic(topic, queues); err != nil {
 			t.Fatalf("create topic %s: %v", topic, err)
@@ -86,7 +94,8 @@ func (r *RocketMQ) CreateTopic(t testing.TB, topic string, queues int) {
 	if r.Broker == "" {
 		t.Fatalf("RMQ_BROKER must be set with RMQ_NAMESRV for admin calls")
 	}
-	err := remoting.CreateTopic(context.Background(), r.NameServers(), remoting.SplitAddrs(r.Broker), topic, queues)
+	auth := remoting.Auth{AccessKey: cr.AccessKey, SecretKey: cr.SecretKey, SecurityToken: cr.SecurityToken}
+	err := remoting.CreateTopic(context.Background(), auth, r.NameServers(), remoting.SplitAddrs(r.Broker), topic, queues)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,4 +178,16 @@ func (r *RocketMQ) ConsumerOffset(t testing.TB, group, topic string, queue int) 
 		t.Fatalf("query offset: %v", err)
 	}
 	return off
+}
+
+// ACLAccount reads an ACL account from variable ("accessKey:secretKey"),
+// set when the broker runs with ACL on (scripts/rocketmq start --acl
+// deploy/rocketmq/acl-test.yml); without it the test is skipped.
+func ACLAccount(t testing.TB, variable string) producer.Credentials {
+	t.Helper()
+	ak, sk, ok := strings.Cut(os.Getenv(variable), ":")
+	if !ok {
+		t.Skipf("needs a broker with ACL on (scripts/rocketmq start --acl deploy/rocketmq/acl-test.yml) and %s=accessKey:secretKey", variable)
+	}
+	return producer.Credentials{AccessKey: ak, SecretKey: sk}
 }
