@@ -68,7 +68,7 @@ func sweepPanel(b *strings.Builder, rs []Result, counts []int, px, py int) {
 	}
 	y := func(rate float64) float64 { return y0 - rate/top*(y0-y1) }
 	fmt.Fprintf(b, `<text x="%d" y="%d" font-weight="bold">%s</text>`+"\n", px+10, py+14, xmlEscape(rs[0].Name))
-	fmt.Fprintf(b, `<text x="%d" y="%d" fill="#555">%s vs %s</text>`+"\n", px+10, py+28, xmlEscape(rs[0].Subject), xmlEscape(rs[0].Baseline))
+	fmt.Fprintf(b, `<text x="%d" y="%d" font-size="9" fill="#555">%s vs %s</text>`+"\n", px+10, py+28, xmlEscape(rs[0].Subject), xmlEscape(rs[0].Baseline))
 	fmt.Fprintf(b, `<path d="M%.1f %.1f V%.1f H%.1f" fill="none" stroke="#333"/>`+"\n", x0, y1, y0, x1)
 	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", x0-4, y1+4, compactRate(top))
 	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end">0</text>`+"\n", x0-4, y0+4)
