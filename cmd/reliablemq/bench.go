@@ -10,13 +10,20 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/bench"
 )
 
-const benchUsage = `usage: reliablemq bench [-ops N] [-drain-rows N] [-repeats N] [-json FILE] [-svg FILE]
+const benchUsage = `usage: reliablemq bench [-quick] [-sweep] [-ops N] [-drain-rows N] [-repeats N] [-json FILE] [-svg FILE]
 
 Measures each layer's cost as a ratio against the raw client and the
 databases' own limits, side by side in one run, and prints a table with
-the targets. RocketMQ is rmqtest unless RMQ_NAMESRV (and RMQ_BROKER) are
-set (then one more pair compares that broker with rmqtest); MySQL is MYSQL_DSN (default root@tcp(127.0.0.1:3306)/, database
-reliablemq_bench is recreated); Redis is REDIS_ADDR or miniredis.
+each side's p50 and p99 per call and the targets. RocketMQ is rmqtest
+unless RMQ_NAMESRV (and RMQ_BROKER) are set (then one more pair compares
+that broker with rmqtest); MySQL is MYSQL_DSN (default
+root@tcp(127.0.0.1:3306)/, database reliablemq_bench is recreated); Redis
+is REDIS_ADDR or miniredis.
+
+-quick runs every pair once at small sizes (a smoke run for CI: it fails
+only when the bench cannot run, never on a ratio). -sweep runs the pairs
+whose concurrency the bench sets at 1, 4, 16 and 64 workers; with -svg it
+draws throughput against workers per pair.
 
 `
 
@@ -26,16 +33,38 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ops := fs.Int("ops", 4000, "operations per side per repeat")
 	drain := fs.Int("drain-rows", 20000, "outbox rows the reconcile drain sends, and messages per consume pair")
 	repeats := fs.Int("repeats", 3, "runs per pair; the median ratio is reported")
+	quick := fs.Bool("quick", false, "every pair once at small sizes (-ops 200 -drain-rows 500 -repeats 1 unless given)")
+	sweep := fs.Bool("sweep", false, "run the pairs at 1, 4, 16 and 64 workers (-svg then draws throughput against workers)")
 	jsonPath := fs.String("json", "", "also write the results as JSON to this file")
-	svgPath := fs.String("svg", "", "also draw the ratios as an SVG chart to this file")
+	svgPath := fs.String("svg", "", "also draw the results as an SVG chart to this file")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
+	}
+	if *quick { // explicit sizes win over -quick's
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		q := bench.Quick()
+		for _, size := range []struct {
+			name  string
+			v     *int
+			quick int
+		}{{"ops", ops, q.Ops}, {"drain-rows", drain, q.DrainRows}, {"repeats", repeats, q.Repeats}} {
+			if !set[size.name] {
+				*size.v = size.quick
+			}
+		}
 	}
 	if fs.NArg() > 0 || *ops <= 0 || *drain <= 0 || *repeats <= 0 {
 		fs.Usage()
 		return errUsage
 	}
-	results, err := bench.Run(ctx, bench.Config{Ops: *ops, DrainRows: *drain, Repeats: *repeats, Progress: stdout})
+	cfg := bench.Config{Ops: *ops, DrainRows: *drain, Repeats: *repeats, Progress: stdout}
+	run, chart := bench.Run, bench.WriteSVG
+	if *sweep {
+		run = func(ctx context.Context, cfg bench.Config) ([]bench.Result, error) { return bench.Sweep(ctx, cfg, nil) }
+		chart = bench.WriteSweepSVG
+	}
+	results, err := run(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
@@ -43,10 +72,16 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := bench.PrintTable(stdout, results); err != nil {
 		return err
 	}
+	return writeBenchFiles(results, *jsonPath, *svgPath, chart)
+}
+
+// writeBenchFiles writes the results as JSON to jsonPath and as a chart
+// to svgPath, each when set.
+func writeBenchFiles(results []bench.Result, jsonPath, svgPath string, chart func(io.Writer, []bench.Result) error) error {
 	for _, out := range []struct {
 		path  string
 		write func(io.Writer, []bench.Result) error
-	}{{*jsonPath, bench.WriteJSON}, {*svgPath, bench.WriteSVG}} {
+	}{{jsonPath, bench.WriteJSON}, {svgPath, chart}} {
 		if out.path == "" {
 			continue
 		}

@@ -103,6 +103,8 @@ func TestBadInputIsAClearErrorNotAPanic(t *testing.T) {
 		{"dead", "show", "abc"},
 		{"dead", "discard", "1"},
 		{"dead", "-dsn", "root@tcp(127.0.0.1:1)/x", "list"},
+		{"bench", "-quick", "extra"},
+		{"bench", "-quick", "-sweep", "-ops", "0"}, // an explicit size wins over -quick's
 	}
 	for _, args := range cases {
 		out, err := runCmd(t, args...)

@@ -4,7 +4,7 @@
 //	reliablemq reconcile [-dsn DSN] [-namesrv ADDRS] -once | -every D | -cron EXPR
 //	reliablemq dead [-dsn DSN] list | show ID | replay ID | discard ID -reason R
 //	reliablemq dev-broker [-namesrv ADDR] [-broker ADDR] [-delay-levels LIST]
-//	reliablemq bench [-ops N] [-drain-rows N] [-repeats N] [-json FILE]
+//	reliablemq bench [-quick] [-sweep] [-ops N] [-drain-rows N] [-repeats N] [-json FILE] [-svg FILE]
 //
 // migrate applies the SQL schema (package migrations). reconcile runs the
 // outbox reconcile job. dead works the manual-handling table. dev-broker

@@ -3,9 +3,13 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
+	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
@@ -31,6 +35,14 @@ func TestRunSmall(t *testing.T) {
 		if r.BaseRate <= 0 || r.Rate <= 0 || r.Ratio <= 0 {
 			t.Errorf("%s: not measured: %+v", r.Name, r)
 		}
+		// Every pair of timed calls reports latencies; the consume pairs
+		// (a push consumer's own pool, Workers 0) report rates only.
+		timed := r.Workers > 0
+		for _, l := range []struct{ p50, p99 time.Duration }{{r.BaseP50, r.BaseP99}, {r.P50, r.P99}} {
+			if timed && (l.p50 <= 0 || l.p99 < l.p50) || !timed && (l.p50 != 0 || l.p99 != 0) {
+				t.Errorf("%s: latencies p50 %v p99 %v (timed calls: %v)", r.Name, l.p50, l.p99, timed)
+			}
+		}
 	}
 	var table, js, svg bytes.Buffer
 	if err := WriteSVG(&svg, results); err != nil || !strings.Contains(svg.String(), "</svg>") {
@@ -44,5 +56,113 @@ func TestRunSmall(t *testing.T) {
 	}
 	if !strings.Contains(table.String(), "producer send, 16 goroutine(s)") || !strings.Contains(js.String(), `"median_ratio"`) {
 		t.Fatalf("table:\n%s\njson:\n%s", table.String(), js.String())
+	}
+	for _, want := range []string{"BASE p50", "BASE p99", "SUBJ p50", "SUBJ p99"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table has no %s column:\n%s", want, table.String())
+		}
+	}
+	for _, want := range []string{`"baseline_p50_ns"`, `"baseline_p99_ns"`, `"subject_p50_ns"`, `"subject_p99_ns"`} {
+		if !strings.Contains(js.String(), want) {
+			t.Errorf("json has no %s:\n%s", want, js.String())
+		}
+	}
+	if !strings.Contains(svg.String(), "p50 ") || !strings.Contains(svg.String(), "p99 ") {
+		t.Errorf("svg shows no latencies:\n%s", svg.String())
+	}
+	wellFormedSVG(t, svg.String())
+}
+
+// TestSweepSmall sweeps two worker counts at a tiny size: each pair is
+// measured at each count under one name, and the chart is well-formed
+// SVG with one line per side per pair (no rate is asserted).
+func TestSweepSmall(t *testing.T) {
+	testenv.MySQL(t)
+	results, err := Sweep(context.Background(), Config{Ops: 40, DrainRows: 80, Repeats: 1}, []int{1, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string][]int{}
+	for _, r := range results {
+		seen[r.Name] = append(seen[r.Name], r.Workers)
+	}
+	for name, counts := range seen {
+		if len(counts) != 2 || counts[0] != 1 || counts[1] != 4 {
+			t.Errorf("%s measured at %v workers, want [1 4]", name, counts)
+		}
+	}
+	if _, ok := seen["producer send"]; !ok || len(seen) < 7 {
+		t.Fatalf("pairs swept: %v", seen)
+	}
+	var svg bytes.Buffer
+	if err := WriteSweepSVG(&svg, results); err != nil {
+		t.Fatal(err)
+	}
+	wellFormedSVG(t, svg.String())
+	if got, want := strings.Count(svg.String(), "<polyline"), 2*len(seen); got != want {
+		t.Errorf("%d polylines, want %d", got, want)
+	}
+}
+
+// TestWriteSweepSVG draws a made-up sweep (no backend): well-formed, one
+// panel per pair, names escaped.
+func TestWriteSweepSVG(t *testing.T) {
+	t.Parallel()
+	var results []Result
+	for i, w := range []int{1, 4, 16, 64} {
+		for _, name := range []string{"a <pair> & more", "b", "c", "d"} {
+			results = append(results, Result{Name: name, Baseline: "base", Subject: "subj", Workers: w,
+				BaseRate: float64(1000 * (i + 1)), Rate: float64(900 * (i + 1)), Ratio: 0.9})
+		}
+	}
+	var svg bytes.Buffer
+	if err := WriteSweepSVG(&svg, results); err != nil {
+		t.Fatal(err)
+	}
+	wellFormedSVG(t, svg.String())
+	for _, want := range []string{"a &lt;pair&gt; &amp; more", ">64<", "subject", "baseline"} {
+		if !strings.Contains(svg.String(), want) {
+			t.Errorf("svg has no %q", want)
+		}
+	}
+	if got := strings.Count(svg.String(), "<polyline"); got != 8 {
+		t.Errorf("%d polylines, want 8", got)
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	t.Parallel()
+	var d []time.Duration
+	for i := 100; i >= 1; i-- {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	p50, p99 := percentiles(d)
+	if p50 != 51*time.Millisecond || p99 != 100*time.Millisecond {
+		t.Fatalf("p50 %v p99 %v, want 51ms 100ms", p50, p99)
+	}
+	if p50, p99 := percentiles(nil); p50 != 0 || p99 != 0 {
+		t.Fatalf("empty: p50 %v p99 %v", p50, p99)
+	}
+}
+
+// wellFormedSVG fails t unless s parses as XML with an <svg> root.
+func wellFormedSVG(t *testing.T, s string) {
+	t.Helper()
+	dec := xml.NewDecoder(strings.NewReader(s))
+	root := ""
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("svg is not well-formed: %v\n%s", err, s)
+		}
+		if el, ok := tok.(xml.StartElement); ok && root == "" {
+			root = el.Name.Local
+		}
+	}
+	if root != "svg" {
+		t.Fatalf("svg root is %q", root)
 	}
 }

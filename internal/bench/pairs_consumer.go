@@ -1,0 +1,155 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2"
+	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/producer"
+)
+
+// consumePair: consumer.New (guarded by "none", "redis" or "mysql")
+// against a raw push consumer, each in its own group, over the same
+// cfg.DrainRows messages loaded beforehand. Rates run from the first
+// message to the last. A push consumer drives delivery from its own pool,
+// so there is no call per message for the harness to time: the pair
+// reports rates only.
+func (e *env) consumePair(guard string) pair {
+	return pair{name: "consume, guard " + guard, baseline: "raw push consumer", subject: "consumer.New",
+		target: map[string]float64{"redis": 0.5}[guard],
+		run:    func(ctx context.Context) (sample, sample, error) { return e.runConsume(ctx, guard) }}
+}
+
+func (e *env) runConsume(ctx context.Context, guard string) (sample, sample, error) {
+	topic, err := e.topic(ctx, "BenchConsume")
+	if err != nil {
+		return sample{}, sample{}, err
+	}
+	if err := e.load(ctx, topic, e.cfg.DrainRows); err != nil {
+		return sample{}, sample{}, err
+	}
+	// Unique per run: guards keep done markers for days, across runs.
+	seq := fmt.Sprint(time.Now().UnixNano(), "_", e.seq.Add(1))
+	base, err := e.consumeRate(func(count func()) (func(), error) { return e.startRaw(topic, seq, count) })
+	if err != nil {
+		return sample{}, sample{}, err
+	}
+	group := fmt.Sprint("bench_", guard, "_", seq)
+	opts, err := e.consumerOptions(guard, group, seq)
+	if err != nil {
+		return sample{}, sample{}, err
+	}
+	subject, err := e.consumeRate(func(count func()) (func(), error) {
+		c, err := consumer.New(e.names, group, topic, func(context.Context, *consumer.Message) error {
+			count()
+			return nil
+		}, opts...)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.Start(); err != nil {
+			return nil, err
+		}
+		return func() { c.Close() }, nil
+	})
+	return base, subject, err
+}
+
+// load sends n messages to topic in batches of 64.
+func (e *env) load(ctx context.Context, topic string, n int) error {
+	batch := make([]producer.Message, 0, 64)
+	for i := range n {
+		batch = append(batch, producer.Message{Topic: topic, Body: e.body, Keys: []string{fmt.Sprint("k-", i)}})
+		if len(batch) == cap(batch) || i == n-1 {
+			if _, err := e.prod.SendBatch(ctx, batch); err != nil {
+				return err
+			}
+			batch = batch[:0]
+		}
+	}
+	return nil
+}
+
+// consumeRate starts a consumer that calls count per message and returns
+// its rate from the first message to the last of cfg.DrainRows.
+func (e *env) consumeRate(start func(count func()) (stop func(), err error)) (sample, error) {
+	n := e.cfg.DrainRows
+	var got, first, last atomic.Int64
+	done := make(chan struct{})
+	stop, err := start(func() {
+		now := time.Now().UnixNano()
+		first.CompareAndSwap(0, now)
+		if got.Add(1) == int64(n) {
+			last.Store(now)
+			close(done)
+		}
+	})
+	if err != nil {
+		return sample{}, err
+	}
+	defer stop()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Minute):
+		return sample{}, fmt.Errorf("consumed %d of %d", got.Load(), n)
+	}
+	return sample{rate: float64(n) / time.Duration(last.Load()-first.Load()).Seconds()}, nil
+}
+
+// startRaw starts the official push consumer on topic from its first offset.
+func (e *env) startRaw(topic, seq string, count func()) (func(), error) {
+	c, err := rocketmq.NewPushConsumer(rmqconsumer.WithNameServer(e.names),
+		rmqconsumer.WithGroupName(fmt.Sprint("bench_raw_", seq)), rmqconsumer.WithInstance(fmt.Sprint("bench-raw-c-", seq)),
+		rmqconsumer.WithConsumeFromWhere(rmqconsumer.ConsumeFromFirstOffset))
+	if err != nil {
+		return nil, err
+	}
+	err = c.Subscribe(topic, rmqconsumer.MessageSelector{}, func(_ context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
+		for range msgs {
+			count()
+		}
+		return rmqconsumer.ConsumeSuccess, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	return func() { c.Shutdown() }, nil
+}
+
+// consumerOptions returns the wrapper's options for guard: dead letters
+// discarded, and the guard's store keyed apart per run.
+func (e *env) consumerOptions(guard, group, seq string) ([]consumer.Option, error) {
+	opts := []consumer.Option{consumer.WithParker(discardParker{})}
+	var store idempotency.Store
+	var err error
+	switch guard {
+	case "redis":
+		store, err = idempotency.NewRedisStore(e.rdb, idempotency.WithPrefix(fmt.Sprint("bench:", seq, ":")))
+	case "mysql":
+		store, err = idempotency.NewMySQLStore(e.db)
+	default:
+		return opts, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	g, err := idempotency.NewGuard(group, store)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, consumer.WithGuard(g)), nil
+}
+
+// discardParker drops dead letters; nothing in the bench fails.
+type discardParker struct{}
+
+func (discardParker) Park(context.Context, *consumer.DeadLetter) (bool, error) { return true, nil }

@@ -1,0 +1,91 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// PrintTable writes the results as a table: rates, the median ratio, each
+// side's p50 and p99 per call ("-" where not measured) and the target.
+func PrintTable(w io.Writer, results []Result) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PAIR\tWORKERS\tBASELINE /s\tSUBJECT /s\tRATIO\tBASE p50\tBASE p99\tSUBJ p50\tSUBJ p99\tTARGET\t")
+	for _, r := range results {
+		target, verdict := "-", ""
+		if r.Pass != nil {
+			target = fmt.Sprintf(">= %.2f", r.Target)
+			verdict = map[bool]string{true: "pass", false: "MISS"}[*r.Pass]
+		}
+		workers := "-"
+		if r.Workers > 0 {
+			workers = fmt.Sprint(r.Workers)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, workers, r.BaseRate, r.Rate, r.Ratio,
+			formatLatency(r.BaseP50), formatLatency(r.BaseP99), formatLatency(r.P50), formatLatency(r.P99), target, verdict)
+	}
+	return tw.Flush()
+}
+
+// formatLatency rounds d to three significant digits or so; "-" for zero.
+func formatLatency(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "-"
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(10 * time.Microsecond).String()
+	default:
+		return d.Round(10 * time.Millisecond).String()
+	}
+}
+
+// WriteJSON writes the results as JSON (latencies in nanoseconds).
+func WriteJSON(w io.Writer, results []Result) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(results)
+}
+
+// WriteSVG draws the median ratios as a horizontal bar chart, with each
+// target marked and each side's p50 and p99 beside its bar.
+func WriteSVG(w io.Writer, results []Result) error {
+	const rowH, left, width, latW = 28, 300, 420, 330
+	maxRatio := 1.5
+	for _, r := range results {
+		maxRatio = max(maxRatio, min(r.Ratio, 10))
+	}
+	x := func(v float64) float64 { return left + min(v, maxRatio)/maxRatio*width }
+	var b strings.Builder
+	h := rowH*len(results) + 40
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", left+width+80+latW, h)
+	fmt.Fprintf(&b, `<text x="%d" y="16" font-weight="bold">subject / baseline (median ratio); | = target</text>`+"\n", left)
+	fmt.Fprintf(&b, `<text x="%d" y="16" font-weight="bold">per call, subject vs baseline</text>`+"\n", left+width+80)
+	fmt.Fprintf(&b, `<line x1="%.1f" y1="24" x2="%.1f" y2="%d" stroke="#999" stroke-dasharray="3,3"/>`+"\n", x(1), x(1), h-8)
+	for i, r := range results {
+		y := 28 + i*rowH
+		color := "#6b8fc7"
+		if r.Pass != nil {
+			color = map[bool]string{true: "#5aa469", false: "#d9534f"}[*r.Pass]
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", left-8, y+15, xmlEscape(r.Name))
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="18" fill="%s"/>`+"\n", left, y+2, x(r.Ratio)-left, color)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d">%.2f</text>`+"\n", x(r.Ratio)+4, y+15, r.Ratio)
+		if r.Target > 0 {
+			fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="black" stroke-width="2"/>`+"\n", x(r.Target), y, x(r.Target), y+22)
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#444">p50 %s vs %s, p99 %s vs %s</text>`+"\n", left+width+80, y+15,
+			formatLatency(r.P50), formatLatency(r.BaseP50), formatLatency(r.P99), formatLatency(r.BaseP99))
+	}
+	b.WriteString("</svg>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func xmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
