@@ -37,6 +37,7 @@ type Broker struct {
 	keyIndex  map[string][]*message // topic + "\x00" + key
 	offsets   map[string]map[queueKey]int64
 	groups    map[string]*group
+	subGroups map[string]struct{} // every group that sent a consumer heartbeat or pulled
 	producers map[string]map[*conn]struct{}
 	locks     map[string]map[queueKey]*lockEntry
 	held      map[queueKey][]*heldPull
@@ -64,6 +65,7 @@ func Start(opts ...Option) (*Broker, error) {
 		keyIndex:  make(map[string][]*message),
 		offsets:   make(map[string]map[queueKey]int64),
 		groups:    make(map[string]*group),
+		subGroups: make(map[string]struct{}),
 		producers: make(map[string]map[*conn]struct{}),
 		locks:     make(map[string]map[queueKey]*lockEntry),
 		held:      make(map[queueKey][]*heldPull),

@@ -81,6 +81,7 @@ func (b *Broker) heartbeat(c *conn, req *remoting.Command) *remoting.Command {
 	}
 	for _, cd := range hb.ConsumerDataSet {
 		b.ensureTopicLocked(retryPrefix+cd.GroupName, 1, permRead|permWrite)
+		b.subGroups[cd.GroupName] = struct{}{}
 		g := b.groups[cd.GroupName]
 		if g == nil {
 			g = &group{members: make(map[*conn]*member), subs: make(map[string]*subscription)}

@@ -36,6 +36,8 @@ func (b *Broker) dispatch(c *conn, req *remoting.Command) *remoting.Command {
 		switch req.Code {
 		case remoting.ReqGetRouteInfoByTopic:
 			return b.routeInfo(req)
+		case remoting.ReqGetBrokerClusterInfo:
+			return b.clusterInfo()
 		}
 		return response(remoting.CodeRequestNotSupported, fmt.Sprintf(" request type %d not supported", req.Code))
 	}
@@ -70,6 +72,10 @@ func (b *Broker) dispatch(c *conn, req *remoting.Command) *remoting.Command {
 		return b.queryMessage(req)
 	case remoting.ReqUnregisterClient:
 		return ok(nil, nil)
+	case remoting.ReqGetConsumeStats:
+		return b.consumeStats(req)
+	case remoting.ReqGetAllSubscriptionGroupConfig:
+		return b.subscriptionGroups()
 	}
 	return response(remoting.CodeRequestNotSupported, fmt.Sprintf(" request type %d not supported", req.Code))
 }

@@ -44,6 +44,9 @@ func (b *Broker) pullMessage(c *conn, req *remoting.Command) *remoting.Command {
 	if errResp != nil {
 		return errResp
 	}
+	if g := e["consumerGroup"]; g != "" {
+		b.subGroups[g] = struct{}{}
+	}
 	if t.perm&permRead == 0 {
 		return response(remoting.CodeNoPermission, "the topic["+t.name+"] pulling message is forbidden")
 	}

@@ -111,6 +111,7 @@ func TestRecordScenarios(t *testing.T) {
 	}{
 		{"retry_send_rule", "SEND_MESSAGE to %RETRY%<group> with DELAY=1: reconsumeTimes 0 >= max 0 and 2 < 16", recordRetrySendRule},
 		{"send_readonly_topic", "SEND_MESSAGE to a topic with perm 4 (read only)", recordSendReadOnly},
+		{"consume_stats", "the requests behind reliablemq lag: cluster info, subscription groups, consume stats after 2 of 5 messages were committed", recordConsumeStats},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			var rnd [4]byte
@@ -222,4 +223,45 @@ func recordSendReadOnly(r *recorder) {
 	time.Sleep(500 * time.Millisecond)
 	r.maxOffset(topic)
 	r.query(topic, "REC-RO-"+r.suffix)
+}
+
+// recordConsumeStats: what "reliablemq lag" asks, after a group pulled and
+// committed 2 of the 5 messages on queue 0 of a 2-queue topic.
+func recordConsumeStats(r *recorder) {
+	t := r.t
+	topic, group := "TopicRecLag_"+r.suffix, "CG_RecLag_"+r.suffix
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := remoting.UpdateTopic(ctx, remoting.Auth{}, r.broker, topic, 2, 2, remoting.PermRead|remoting.PermWrite); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		r.send("PG_RecLag_"+r.suffix, topic, 0, 0, map[string]string{remoting.PropUniqKey: fmt.Sprint("REC-LAG-", r.suffix, i)}, "lag")
+	}
+	r.p.Note("waiting 0.5 s for the consume queue to catch up")
+	time.Sleep(500 * time.Millisecond)
+	pull := r.invoke(&remoting.Command{Code: remoting.ReqPullMessage, ExtFields: map[string]string{
+		"consumerGroup": group, "topic": topic, "queueId": "0", "queueOffset": "0", "maxMsgNums": "2", "sysFlag": "4",
+		"commitOffset": "0", "suspendTimeoutMillis": "0", "subscription": "*", "subVersion": "0", "expressionType": "TAG"}})
+	r.p.Note(fmt.Sprintf("PULL_MESSAGE %s queue 0 max 2: code %d", topic, pull.Code))
+	commit := r.invoke(&remoting.Command{Code: remoting.ReqUpdateConsumerOffset, ExtFields: map[string]string{
+		"consumerGroup": group, "topic": topic, "queueId": "0", "commitOffset": "2"}})
+	r.p.Note(fmt.Sprintf("UPDATE_CONSUMER_OFFSET %s queue 0 to 2: code %d", topic, commit.Code))
+
+	ns, err := remoting.Dial(ctx, r.p.NamesrvAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if resp, err := ns.Invoke(ctx, &remoting.Command{Code: remoting.ReqGetBrokerClusterInfo}); err != nil || resp.Code != remoting.CodeSuccess {
+		t.Errorf("cluster info: %v %+v", err, resp)
+	}
+	if resp := r.invoke(&remoting.Command{Code: remoting.ReqGetAllSubscriptionGroupConfig}); resp.Code != remoting.CodeSuccess {
+		t.Errorf("subscription groups: code %d %s", resp.Code, resp.Remark)
+	}
+	for _, ext := range []map[string]string{{"consumerGroup": group}, {"consumerGroup": group, "topic": topic},
+		{"consumerGroup": "CG_RecLag_none_" + r.suffix}} {
+		resp := r.invoke(&remoting.Command{Code: remoting.ReqGetConsumeStats, ExtFields: ext})
+		r.p.Note(fmt.Sprintf("GET_CONSUME_STATS %v: code %d %s", ext, resp.Code, resp.Body))
+	}
 }

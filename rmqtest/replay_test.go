@@ -10,7 +10,13 @@ package rmqtest_test
 //   - QUERY_MESSAGE: per message topic, queueId, reconsumeTimes, body and
 //     the properties, except those that name this run's addresses,
 //     offsets, ids or clock (volatileProps);
-//   - GET_ROUTEINFO_BY_TOPIC: the route with broker addresses masked.
+//   - GET_ROUTEINFO_BY_TOPIC: the route with broker addresses masked;
+//   - GET_BROKER_CLUSTER_INFO: the brokers' cluster and names;
+//   - GET_ALL_SUBSCRIPTIONGROUP_CONFIG: the system groups are the same, and
+//     every group rmqtest lists the real broker lists too (a real broker
+//     also keeps the groups of earlier runs);
+//   - GET_CONSUME_STATS: every queue's topic, broker name, id, max and
+//     committed offset, and whether a last consume time is known.
 //
 // Not compared: remarks, commit log offsets and the msgIds built from
 // them, timestamps, the index extFields of QUERY_MESSAGE, and the
@@ -24,6 +30,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -176,6 +183,39 @@ func compareRecorded(t *testing.T, req, rec *frame, got *remoting.Command) {
 		if got.ExtFields["queueId"] != rec.ExtFields["queueId"] {
 			t.Errorf("%s: queueId %q, the real broker %q", where, got.ExtFields["queueId"], rec.ExtFields["queueId"])
 		}
+	case remoting.ReqGetBrokerClusterInfo:
+		a, errA := remoting.DecodeClusterInfo(got.Body)
+		b, errB := remoting.DecodeClusterInfo(rec.body(t))
+		for i := range a {
+			a[i].Addr = "ADDR"
+		}
+		for i := range b {
+			b[i].Addr = "ADDR"
+		}
+		if errA != nil || errB != nil || fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("%s: brokers\n rmqtest %v %v\n    real %v %v", where, a, errA, b, errB)
+		}
+	case remoting.ReqGetAllSubscriptionGroupConfig:
+		a, errA := remoting.DecodeSubscriptionGroups(got.Body)
+		b, errB := remoting.DecodeSubscriptionGroups(rec.body(t))
+		if errA != nil || errB != nil {
+			t.Errorf("%s: decode: rmqtest %v, real %v", where, errA, errB)
+			return
+		}
+		for _, g := range a {
+			if !slices.Contains(b, g) {
+				t.Errorf("%s: rmqtest lists group %s, the real broker does not", where, g)
+			}
+		}
+		for _, g := range b {
+			if remoting.IsSystemGroup(g) && !slices.Contains(a, g) {
+				t.Errorf("%s: the real broker lists system group %s, rmqtest does not", where, g)
+			}
+		}
+	case remoting.ReqGetConsumeStats:
+		if a, b := statsSummary(t, got.Body), statsSummary(t, rec.body(t)); a != b {
+			t.Errorf("%s: consume stats\n rmqtest %s\n    real %s", where, a, b)
+		}
 	case remoting.ReqGetMaxOffset:
 		if got.ExtFields["offset"] != rec.ExtFields["offset"] {
 			t.Errorf("%s: offset %q, the real broker %q", where, got.ExtFields["offset"], rec.ExtFields["offset"])
@@ -200,6 +240,21 @@ func compareRecorded(t *testing.T, req, rec *frame, got *remoting.Command) {
 			}
 		}
 	}
+}
+
+// statsSummary is what TestReplayRecorded compares of consume stats.
+func statsSummary(t *testing.T, body []byte) string {
+	t.Helper()
+	s, err := remoting.DecodeConsumeStats(body)
+	if err != nil {
+		return "undecodable: " + err.Error()
+	}
+	var b strings.Builder
+	for _, q := range s.Queues {
+		fmt.Fprintf(&b, "[%s %s %d max %d committed %d last time known %t]", q.Topic, q.BrokerName, q.QueueID,
+			q.BrokerOffset, q.ConsumerOffset, q.LastTimestamp > 0)
+	}
+	return b.String()
 }
 
 // storedSummary is what TestReplayRecorded compares of a stored message.

@@ -5,9 +5,11 @@
 //	reliablemq dead [-dsn DSN] list | show ID | replay ID | discard ID -reason R
 //	reliablemq dev-broker [-namesrv ADDR] [-broker ADDR] [-delay-levels LIST]
 //	reliablemq bench [-quick] [-sweep] [-ops N] [-drain-rows N] [-repeats N] [-json FILE] [-svg FILE]
+//	reliablemq lag [-group G] [-namesrv ADDRS] [-system] [-json]
 //
 // migrate applies the SQL schema (package migrations). reconcile runs the
-// outbox reconcile job. dead works the manual-handling table. dev-broker
+// outbox reconcile job. dead works the manual-handling table. lag shows
+// consumer groups' progress per queue. dev-broker
 // runs rmqtest, the in-process RocketMQ name server and broker, as a
 // standalone process so programs using the official client can be tried
 // locally without Docker or a JVM. -dsn defaults to $MYSQL_DSN (never
@@ -55,6 +57,7 @@ commands:
   migrate      apply or roll back the SQL schema, or show its status
   reconcile    send what the outbox still holds, once or on a schedule
   dead         list, show, replay or discard parked messages
+  lag          show consumer groups' committed offsets and lag per queue
   bench        measure each layer's overhead as ratios against the raw client
   dev-broker   run an in-process RocketMQ name server and broker (rmqtest)
   record       proxy a real name server and brokers, writing every frame to a transcript
@@ -81,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = benchCmd(ctx, args[1:], stdout, stderr)
 	case "record":
 		err = recordCmd(ctx, args[1:], stdout, stderr)
+	case "lag":
+		err = lagCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -191,3 +191,49 @@ func ACLAccount(t testing.TB, variable string) producer.Credentials {
 	}
 	return producer.Credentials{AccessKey: ak, SecretKey: sk}
 }
+
+// PullAndCommit consumes the first n messages of topic's queue for group
+// over the wire, as a consumer that then stops would: it pulls them
+// (PULL_MESSAGE with the subscription in the request, which also makes a
+// real broker create the group's subscription config) and commits offset
+// n (UPDATE_CONSUMER_OFFSET). A real broker may take a moment to make sent
+// messages pullable; it retries for up to 10 s.
+func (r *RocketMQ) PullAndCommit(t testing.TB, group, topic string, queue, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := remoting.Dial(ctx, r.Broker)
+	if err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	defer c.Close()
+	q := strconv.Itoa(queue)
+	got := 0
+	for got < n {
+		resp, err := c.Invoke(ctx, &remoting.Command{Code: remoting.ReqPullMessage, ExtFields: map[string]string{
+			"consumerGroup": group, "topic": topic, "queueId": q, "queueOffset": strconv.Itoa(got),
+			"maxMsgNums": strconv.Itoa(n - got), "sysFlag": "4", "commitOffset": "0", "suspendTimeoutMillis": "0",
+			"subscription": "*", "subVersion": "0", "expressionType": "TAG"}})
+		if err != nil {
+			t.Fatalf("pull %s/%d at %d: %v", topic, queue, got, err)
+		}
+		if resp.Code == remoting.CodeSuccess {
+			msgs, err := remoting.DecodeStoredMessages(resp.Body)
+			if err != nil {
+				t.Fatalf("pull %s/%d: %v", topic, queue, err)
+			}
+			got += min(len(msgs), n-got)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pull %s/%d: %d of %d messages, last answer code %d %s", topic, queue, got, n, resp.Code, resp.Remark)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	resp, err := c.Invoke(ctx, &remoting.Command{Code: remoting.ReqUpdateConsumerOffset, ExtFields: map[string]string{
+		"consumerGroup": group, "topic": topic, "queueId": q, "commitOffset": strconv.Itoa(n)}})
+	if err != nil || resp.Code != remoting.CodeSuccess {
+		t.Fatalf("commit %s/%d offset %d: %v %+v", topic, queue, n, err, resp)
+	}
+}

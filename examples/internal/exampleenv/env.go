@@ -72,7 +72,7 @@ func (e *Env) setup(ctx context.Context, database string) error {
 	}
 	defer root.Close()
 	if err := root.PingContext(ctx); err != nil {
-		return fmt.Errorf("no MySQL at %s (%v): run `docker compose up -d mysql` or install MariaDB, or set MYSQL_DSN", cfg.Addr, err)
+		return fmt.Errorf("no MySQL at %s (%v): run `docker compose up -d --wait mysql` or install MariaDB, or set MYSQL_DSN", cfg.Addr, err)
 	}
 	for _, q := range []string{"DROP DATABASE IF EXISTS " + database, "CREATE DATABASE " + database} {
 		if _, err := root.ExecContext(ctx, q); err != nil {
