@@ -175,9 +175,9 @@ func TestOffsetsKeptAcrossRestart(t *testing.T) {
 	}
 	second := newCollector()
 	startConsumer(t, env, consumerCfg{group: group, topic: topic}, second.listener)
-	got := second.waitCount(t, 10)
+	second.waitCount(t, 10)
 	time.Sleep(500 * time.Millisecond) // a redelivered old message would come in the same pulls
-	got = second.snapshot()
+	got := second.snapshot()
 	news := map[string]bool{}
 	for _, m := range got {
 		if strings.HasPrefix(string(m.Body), "old-") {
