@@ -90,9 +90,12 @@ func TestACLEndToEnd(t *testing.T) {
 		}
 		_, err = q.Send(ctx, producer.Message{Topic: topic, Keys: []string{"refused"}, Body: []byte("x")})
 		q.Close()
-		if err == nil {
+		switch {
+		case err == nil:
 			t.Errorf("send with %v succeeded", cr)
-		} else {
+		case !errors.Is(err, producer.ErrAccessDenied) || !producer.IsPermanent(err):
+			t.Errorf("send with %v: %v; want a permanent ErrAccessDenied", cr, err)
+		default:
 			t.Logf("send with %v: %v", cr, err)
 		}
 	}

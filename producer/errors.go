@@ -24,6 +24,11 @@ var (
 	// to a topic listed in [WithOrderedTopics], and for a batch that
 	// carries sharding keys (a batch goes to a random queue).
 	ErrNoShardingKey = errors.New("producer: ordered message needs a sharding key")
+	// ErrAccessDenied is wrapped by the [Permanent] error of a send the
+	// broker's ACL refused: unknown access key, wrong secret (a signature
+	// mismatch) or no PUB permission on the topic. The broker's own text
+	// follows it, naming the check that failed.
+	ErrAccessDenied = errors.New("producer: access denied by the broker's ACL (check the account's keys and its PUB permission on the topic)")
 )
 
 // Outcome says what the broker did with a message whose send failed.
@@ -114,6 +119,23 @@ const (
 	codeTopicNotExist  = 17
 )
 
+// aclDenied reports whether the broker refused the request in its ACL
+// check: it answers SYSTEM_ERROR (1) with the AclException's text.
+func aclDenied(err error) bool { return strings.Contains(err.Error(), "AclException: ") }
+
+// describe names what err means where the client's text does not: an ACL
+// refusal becomes [ErrAccessDenied] with the broker's reason, without the
+// Java class and source line around it.
+func describe(err error) error {
+	text := err.Error()
+	_, reason, ok := strings.Cut(text, "AclException: ")
+	if !ok {
+		return err
+	}
+	reason, _, _ = strings.Cut(reason, ", org.apache.")
+	return fmt.Errorf("%w: %s", ErrAccessDenied, reason)
+}
+
 // classify translates an error of the official client's SendSync. The
 // client reports broker refusals only as text ("CODE: n, DESC: ...") and
 // missing routes as "... route info not found"; this boundary is the one
@@ -121,8 +143,10 @@ const (
 func classify(err error) (Outcome, int) {
 	var code int
 	if _, scanErr := fmt.Sscanf(err.Error(), "CODE: %d, DESC:", &code); scanErr == nil {
-		switch code {
-		case codeMessageIllegal, codeNoPermission, codeTopicNotExist:
+		switch {
+		case code == codeMessageIllegal || code == codeNoPermission || code == codeTopicNotExist:
+			return Permanent, code
+		case aclDenied(err):
 			return Permanent, code
 		}
 		return Transient, code // the broker answered: nothing stored

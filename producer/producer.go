@@ -228,7 +228,7 @@ func (p *Producer) sendWithRetry(ctx context.Context, pm *primitive.Message, top
 		outcome, code := classify(err)
 		if outcome != Transient || attempt >= p.cfg.attempts {
 			return Result{}, &SendError{Topic: topic, Keys: keys, MsgID: msgID, Outcome: outcome, Code: code,
-				Attempts: attempt, Err: err}
+				Attempts: attempt, Err: describe(err)}
 		}
 		p.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "send failed, retrying",
 			slog.String("topic", topic), slog.Any("keys", keys), slog.Int("attempt", attempt), slog.Any("error", err))
