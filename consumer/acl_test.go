@@ -83,6 +83,22 @@ func TestACLEndToEnd(t *testing.T) {
 
 	denied := producer.Credentials{AccessKey: "reliablemq-denied", SecretKey: "denied-secret-key"}
 	wrongSecret := producer.Credentials{AccessKey: app.AccessKey, SecretKey: app.SecretKey + "x"}
+	for _, cr := range []producer.Credentials{denied, wrongSecret, {}} {
+		refused, err := consumer.New(env.NameServers(), group+"-x", topic, func(context.Context, *consumer.Message) error {
+			t.Error("a consumer the ACL refuses handled a message")
+			return nil
+		}, consumer.WithCredentials(cr), consumer.WithParker(dead))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = refused.Start()
+		refused.Close()
+		if !errors.Is(err, consumer.ErrAccessDenied) {
+			t.Errorf("consumer with %v: Start = %v, want ErrAccessDenied", cr, err)
+		} else {
+			t.Logf("consumer with %v: %v", cr, err)
+		}
+	}
 	for _, cr := range []producer.Credentials{denied, wrongSecret} {
 		q, err := producer.New(env.NameServers(), producer.WithCredentials(cr), producer.WithRetry(1))
 		if err != nil {

@@ -123,7 +123,8 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 		trouble: &trouble{group: group, logger: cfg.logger, alert: cfg.troubleAlert}}, nil
 }
 
-// Start connects and begins consuming. The topic must exist.
+// Start connects and begins consuming. The topic must exist. A broker with
+// ACL on that refuses the account fails Start with [ErrAccessDenied].
 func (c *Consumer) Start() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -132,6 +133,9 @@ func (c *Consumer) Start() error {
 	}
 	if c.started {
 		return errors.New("consumer: already started")
+	}
+	if err := c.checkAccess(); err != nil {
+		return err
 	}
 	clientlog.Contain()
 	opts := []rmqconsumer.Option{

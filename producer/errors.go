@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	rmqerrors "github.com/apache/rocketmq-client-go/v2/errors"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 )
 
 // Sentinel errors. They are returned wrapped; match them with errors.Is.
@@ -119,21 +120,19 @@ const (
 	codeTopicNotExist  = 17
 )
 
-// aclDenied reports whether the broker refused the request in its ACL
-// check: it answers SYSTEM_ERROR (1) with the AclException's text.
-func aclDenied(err error) bool { return strings.Contains(err.Error(), "AclException: ") }
+func isACLRefusal(err error) bool {
+	_, refused := remoting.ACLRefusal(err.Error())
+	return refused
+}
 
 // describe names what err means where the client's text does not: an ACL
 // refusal becomes [ErrAccessDenied] with the broker's reason, without the
 // Java class and source line around it.
 func describe(err error) error {
-	text := err.Error()
-	_, reason, ok := strings.Cut(text, "AclException: ")
-	if !ok {
-		return err
+	if reason, refused := remoting.ACLRefusal(err.Error()); refused {
+		return fmt.Errorf("%w: %s", ErrAccessDenied, reason)
 	}
-	reason, _, _ = strings.Cut(reason, ", org.apache.")
-	return fmt.Errorf("%w: %s", ErrAccessDenied, reason)
+	return err
 }
 
 // classify translates an error of the official client's SendSync. The
@@ -146,7 +145,7 @@ func classify(err error) (Outcome, int) {
 		switch {
 		case code == codeMessageIllegal || code == codeNoPermission || code == codeTopicNotExist:
 			return Permanent, code
-		case aclDenied(err):
+		case isACLRefusal(err):
 			return Permanent, code
 		}
 		return Transient, code // the broker answered: nothing stored

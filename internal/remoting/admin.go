@@ -173,22 +173,12 @@ func invokeOnce(ctx context.Context, addr string, req *Command) (*Command, error
 // create a %DLQ% topic write-only). It returns the names of the brokers
 // it changed.
 func MakeReadable(ctx context.Context, auth Auth, namesrvs []string, topic string) (exists bool, changed []string, err error) {
-	var route *Route
-	var errs []error
-	for _, ns := range namesrvs {
-		r, err := FetchRoute(ctx, ns, topic)
-		if errors.Is(err, ErrNoRoute) {
-			return false, nil, nil
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("name server %s: %w", ns, err))
-			continue
-		}
-		route = r
-		break
+	route, err := RouteOf(ctx, namesrvs, topic)
+	if errors.Is(err, ErrNoRoute) {
+		return false, nil, nil
 	}
-	if route == nil {
-		return false, nil, errors.Join(errs...)
+	if err != nil {
+		return false, nil, err
 	}
 	for _, q := range route.QueueDatas {
 		addr := route.MasterAddr(q.BrokerName)
@@ -201,4 +191,65 @@ func MakeReadable(ctx context.Context, auth Auth, namesrvs []string, topic strin
 		changed = append(changed, q.BrokerName)
 	}
 	return true, changed, nil
+}
+
+// RouteOf returns topic's route from the first name server in namesrvs
+// that answers; [ErrNoRoute] when it does not know the topic.
+func RouteOf(ctx context.Context, namesrvs []string, topic string) (*Route, error) {
+	var errs []error
+	for _, ns := range namesrvs {
+		r, err := FetchRoute(ctx, ns, topic)
+		if err == nil || errors.Is(err, ErrNoRoute) {
+			return r, err
+		}
+		errs = append(errs, fmt.Errorf("name server %s: %w", ns, err))
+	}
+	return nil, errors.Join(errs...)
+}
+
+// ACLRefusal reports whether a broker's answer text is an ACL refusal
+// (4.x answers SYSTEM_ERROR with the AclException's text) and returns the
+// broker's reason without the Java class and source line around it.
+func ACLRefusal(text string) (reason string, refused bool) {
+	_, reason, refused = strings.Cut(text, "AclException: ")
+	reason, _, _ = strings.Cut(reason, ", org.apache.")
+	return reason, refused
+}
+
+// ErrAccessDenied is returned by [CheckSubscribe] when the broker's ACL
+// refuses the account; the broker's reason follows it.
+var ErrAccessDenied = errors.New("access denied by the broker's ACL")
+
+// CheckSubscribe sends every master broker routing topic, signed as auth,
+// a pull of one message for group (PULL_MESSAGE): a broker with ACL on
+// checks that the account has SUB on the topic and on the group, so an [ErrAccessDenied] here is what the consumer's
+// pulls would meet, silently, later. Other failures (no route yet, a
+// broker down) are not this check's business and return nil.
+func CheckSubscribe(ctx context.Context, auth Auth, namesrvs []string, group, topic string) error {
+	route, err := RouteOf(ctx, namesrvs, topic)
+	if err != nil {
+		return nil
+	}
+	for _, b := range route.BrokerDatas {
+		addr := b.BrokerAddrs["0"]
+		if addr == "" {
+			continue
+		}
+		// A pull without the commit or subscription flags: it reads at
+		// most one message and changes nothing (an unregistered group is
+		// answered SUBSCRIPTION_NOT_EXIST), but the ACL checks it fully.
+		req := &Command{Code: ReqPullMessage, ExtFields: map[string]string{
+			"consumerGroup": group, "topic": topic, "queueId": "0", "queueOffset": "0", "maxMsgNums": "1",
+			"sysFlag": "0", "commitOffset": "0", "suspendTimeoutMillis": "0", "subscription": "*",
+			"subVersion": "0", "expressionType": "TAG"}}
+		Sign(req, auth.AccessKey, auth.SecretKey, auth.SecurityToken)
+		resp, err := invokeOnce(ctx, addr, req)
+		if err != nil {
+			continue
+		}
+		if reason, denied := ACLRefusal(resp.Remark); denied {
+			return fmt.Errorf("%w on broker %s: %s", ErrAccessDenied, b.BrokerName, reason)
+		}
+	}
+	return nil
 }
