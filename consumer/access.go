@@ -23,8 +23,7 @@ func (c *Consumer) checkAccess() error {
 	ctx, cancel := context.WithTimeout(context.Background(), accessCheckTimeout)
 	defer cancel()
 	cr := c.cfg.credentials
-	err := remoting.CheckSubscribe(ctx, remoting.Auth{AccessKey: cr.AccessKey, SecretKey: cr.SecretKey,
-		SecurityToken: cr.SecurityToken}, c.names, c.group, c.topic)
+	err := remoting.CheckSubscribe(ctx, remoting.Credentials(cr), c.names, c.group, c.topic)
 	if errors.Is(err, remoting.ErrAccessDenied) {
 		return fmt.Errorf("%w: group %s, topic %s: %v", ErrAccessDenied, c.group, c.topic, err)
 	}

@@ -121,8 +121,7 @@ func (d *Drain) Run(ctx context.Context) error {
 // does not exist yet.
 func (d *Drain) tryStart(ctx context.Context) (*consumer.Consumer, error) {
 	cr := d.cfg.credentials
-	exists, changed, err := remoting.MakeReadable(ctx, remoting.Auth{AccessKey: cr.AccessKey, SecretKey: cr.SecretKey,
-		SecurityToken: cr.SecurityToken}, d.names, d.dlq)
+	exists, changed, err := remoting.MakeReadable(ctx, remoting.Credentials(cr), d.names, d.dlq)
 	for _, b := range changed {
 		d.cfg.logger.LogAttrs(ctx, slog.LevelInfo, "dlq topic made readable", slog.String("topic", d.dlq), slog.String("broker", b))
 	}

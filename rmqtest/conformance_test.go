@@ -458,7 +458,7 @@ func TestSendIgnoresTheTopicsWritePermission(t *testing.T) {
 	t.Parallel()
 	env, topic := newTopic(t, 1)
 	broker := remoting.SplitAddrs(env.Broker)[0]
-	if err := remoting.UpdateTopic(context.Background(), remoting.Auth{}, broker, topic, 1, 1, remoting.PermRead); err != nil {
+	if err := remoting.UpdateTopic(context.Background(), remoting.Credentials{}, broker, topic, 1, 1, remoting.PermRead); err != nil {
 		t.Fatal(err)
 	}
 	resp := invoke(t, broker, &remoting.Command{Code: remoting.ReqSendMessage, Body: []byte("x"),

@@ -89,7 +89,7 @@ func (r *recorder) updateTopic(topic string, perm int) {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := remoting.UpdateTopic(ctx, remoting.Auth{}, r.broker, topic, 1, 1, perm); err != nil {
+	if err := remoting.UpdateTopic(ctx, remoting.Credentials{}, r.broker, topic, 1, 1, perm); err != nil {
 		r.t.Fatal(err)
 	}
 	r.p.Note(fmt.Sprintf("UPDATE_AND_CREATE_TOPIC %s: 1 queue, perm %d", topic, perm))
@@ -232,7 +232,7 @@ func recordConsumeStats(r *recorder) {
 	topic, group := "TopicRecLag_"+r.suffix, "CG_RecLag_"+r.suffix
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := remoting.UpdateTopic(ctx, remoting.Auth{}, r.broker, topic, 2, 2, remoting.PermRead|remoting.PermWrite); err != nil {
+	if err := remoting.UpdateTopic(ctx, remoting.Credentials{}, r.broker, topic, 2, 2, remoting.PermRead|remoting.PermWrite); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {

@@ -171,5 +171,5 @@ func (e *env) topic(ctx context.Context, prefix string) (string, error) {
 	if brokers == "" {
 		return "", fmt.Errorf("set RMQ_BROKER with RMQ_NAMESRV (topic creation)")
 	}
-	return name, remoting.CreateTopic(ctx, remoting.Auth{}, e.names, remoting.SplitAddrs(brokers), name, 8)
+	return name, remoting.CreateTopic(ctx, remoting.Credentials{}, e.names, remoting.SplitAddrs(brokers), name, 8)
 }

@@ -325,7 +325,7 @@ func TestDrill08SendBackRejected(t *testing.T) {
 	t.Parallel()
 	d := newDrill(t, 4)
 	for _, b := range remoting.SplitAddrs(d.env.Broker) {
-		err := remoting.UpdateTopic(d.ctx, remoting.Auth{}, b, "%RETRY%"+d.group, 1, 1, remoting.PermRead)
+		err := remoting.UpdateTopic(d.ctx, remoting.Credentials{}, b, "%RETRY%"+d.group, 1, 1, remoting.PermRead)
 		if err != nil {
 			t.Fatal(err)
 		}

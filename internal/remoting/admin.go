@@ -73,20 +73,15 @@ func FetchRoute(ctx context.Context, namesrv, topic string) (*Route, error) {
 	return &r, nil
 }
 
-// Auth is a broker ACL account whose keys sign admin requests; the zero
-// value signs nothing (a cluster without ACL).
-type Auth struct{ AccessKey, SecretKey, SecurityToken string }
-
 // UpdateTopic creates topic on the broker at broker, or updates its queue
-// counts and permission (UPDATE_AND_CREATE_TOPIC), signed as auth.
-func UpdateTopic(ctx context.Context, auth Auth, broker, topic string, read, write, perm int) error {
+// counts and permission (UPDATE_AND_CREATE_TOPIC), signed with creds.
+func UpdateTopic(ctx context.Context, creds Credentials, broker, topic string, read, write, perm int) error {
 	req := &Command{Code: ReqUpdateAndCreateTopic, ExtFields: map[string]string{
 		"topic": topic, "defaultTopic": "TBW102", "readQueueNums": strconv.Itoa(read),
 		"writeQueueNums": strconv.Itoa(write), "perm": strconv.Itoa(perm), "topicFilterType": "SINGLE_TAG",
 		"topicSysFlag": "0", "order": "false",
 	}}
-	Sign(req, auth.AccessKey, auth.SecretKey, auth.SecurityToken)
-	resp, err := invokeOnce(ctx, broker, req)
+	resp, err := invokeSigned(ctx, broker, req, creds)
 	if err != nil {
 		return fmt.Errorf("update topic %s on %s: %w", topic, broker, err)
 	}
@@ -97,14 +92,14 @@ func UpdateTopic(ctx context.Context, auth Auth, broker, topic string, read, wri
 }
 
 // CreateTopic creates topic with queues read and write queues on every
-// broker in brokers, signed as auth, and waits until every name server
+// broker in brokers, signed with creds, and waits until every name server
 // routes it to all of them (a consumer's Start fails on a real broker
 // until then, auto-create or not). The wait is bounded by ctx and 30 s.
-func CreateTopic(ctx context.Context, auth Auth, namesrvs, brokers []string, topic string, queues int) error {
+func CreateTopic(ctx context.Context, creds Credentials, namesrvs, brokers []string, topic string, queues int) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, b := range brokers {
-		if err := UpdateTopic(ctx, auth, b, topic, queues, queues, PermRead|PermWrite); err != nil {
+		if err := UpdateTopic(ctx, creds, b, topic, queues, queues, PermRead|PermWrite); err != nil {
 			return fmt.Errorf("create topic: %w", err)
 		}
 	}
@@ -172,7 +167,7 @@ func invokeOnce(ctx context.Context, addr string, req *Command) (*Command, error
 // on every master broker where they are not readable (older 4.x brokers
 // create a %DLQ% topic write-only). It returns the names of the brokers
 // it changed.
-func MakeReadable(ctx context.Context, auth Auth, namesrvs []string, topic string) (exists bool, changed []string, err error) {
+func MakeReadable(ctx context.Context, creds Credentials, namesrvs []string, topic string) (exists bool, changed []string, err error) {
 	route, err := RouteOf(ctx, namesrvs, topic)
 	if errors.Is(err, ErrNoRoute) {
 		return false, nil, nil
@@ -185,7 +180,7 @@ func MakeReadable(ctx context.Context, auth Auth, namesrvs []string, topic strin
 		if q.Perm&PermRead != 0 || addr == "" {
 			continue
 		}
-		if err := UpdateTopic(ctx, auth, addr, topic, q.ReadQueueNums, q.WriteQueueNums, PermRead|PermWrite); err != nil {
+		if err := UpdateTopic(ctx, creds, addr, topic, q.ReadQueueNums, q.WriteQueueNums, PermRead|PermWrite); err != nil {
 			return true, changed, err
 		}
 		changed = append(changed, q.BrokerName)
@@ -220,12 +215,12 @@ func ACLRefusal(text string) (reason string, refused bool) {
 // refuses the account; the broker's reason follows it.
 var ErrAccessDenied = errors.New("access denied by the broker's ACL")
 
-// CheckSubscribe sends every master broker routing topic, signed as auth,
+// CheckSubscribe sends every master broker routing topic, signed with creds,
 // a pull of one message for group (PULL_MESSAGE): a broker with ACL on
 // checks that the account has SUB on the topic and on the group, so an [ErrAccessDenied] here is what the consumer's
 // pulls would meet, silently, later. Other failures (no route yet, a
 // broker down) are not this check's business and return nil.
-func CheckSubscribe(ctx context.Context, auth Auth, namesrvs []string, group, topic string) error {
+func CheckSubscribe(ctx context.Context, creds Credentials, namesrvs []string, group, topic string) error {
 	route, err := RouteOf(ctx, namesrvs, topic)
 	if err != nil {
 		return nil
@@ -242,8 +237,7 @@ func CheckSubscribe(ctx context.Context, auth Auth, namesrvs []string, group, to
 			"consumerGroup": group, "topic": topic, "queueId": "0", "queueOffset": "0", "maxMsgNums": "1",
 			"sysFlag": "0", "commitOffset": "0", "suspendTimeoutMillis": "0", "subscription": "*",
 			"subVersion": "0", "expressionType": "TAG"}}
-		Sign(req, auth.AccessKey, auth.SecretKey, auth.SecurityToken)
-		resp, err := invokeOnce(ctx, addr, req)
+		resp, err := invokeSigned(ctx, addr, req, creds)
 		if err != nil {
 			continue
 		}

@@ -94,7 +94,7 @@ func (r *RocketMQ) CreateTopicAs(t testing.TB, cr producer.Credentials, topic st
 	if r.Broker == "" {
 		t.Fatalf("RMQ_BROKER must be set with RMQ_NAMESRV for admin calls")
 	}
-	auth := remoting.Auth{AccessKey: cr.AccessKey, SecretKey: cr.SecretKey, SecurityToken: cr.SecurityToken}
+	auth := remoting.Credentials(cr)
 	err := remoting.CreateTopic(context.Background(), auth, r.NameServers(), remoting.SplitAddrs(r.Broker), topic, queues)
 	if err != nil {
 		t.Fatal(err)

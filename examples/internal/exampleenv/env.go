@@ -129,7 +129,7 @@ func (e *Env) CreateTopic(ctx context.Context, topic string, queues int, groups 
 		if brokers == "" {
 			return errors.New("set RMQ_BROKER (the broker addresses) with RMQ_NAMESRV to create topics")
 		}
-		if err := remoting.CreateTopic(ctx, remoting.Auth{}, e.NameServers, remoting.SplitAddrs(brokers), t, queues); err != nil {
+		if err := remoting.CreateTopic(ctx, remoting.Credentials{}, e.NameServers, remoting.SplitAddrs(brokers), t, queues); err != nil {
 			return err
 		}
 	}
