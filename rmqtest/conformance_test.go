@@ -437,14 +437,9 @@ func queryOne(t *testing.T, broker, topic, key string) *remoting.StoredMessage {
 	t.Helper()
 	var msgs []*remoting.StoredMessage
 	waitUntil(t, "the index finds "+key, func() bool {
-		resp := invoke(t, remoting.SplitAddrs(broker)[0], &remoting.Command{Code: remoting.ReqQueryMessage,
-			ExtFields: map[string]string{"topic": topic, "key": key, "maxNum": "4", "beginTimestamp": "0",
-				"endTimestamp": fmt.Sprint(time.Now().Add(time.Hour).UnixMilli())}})
-		if resp.Code != remoting.CodeSuccess {
-			return false
-		}
 		var err error
-		msgs, err = remoting.DecodeStoredMessages(resp.Body)
+		msgs, err = remoting.QueryByKey(context.Background(), remoting.Credentials{}, remoting.SplitAddrs(broker)[0],
+			topic, key, 4, time.Time{}, time.Now().Add(time.Hour))
 		return err == nil && len(msgs) > 0
 	})
 	return msgs[0]
