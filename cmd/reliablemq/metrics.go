@@ -100,11 +100,12 @@ func (m *metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	m.writeTo(w)
 }
 
-// serve starts the metrics server; stop shuts it down and waits for it.
-func (m *metrics) serve(addr string, stderr io.Writer) (stop func(), err error) {
+// serve starts the metrics server on addr and returns the address it
+// listens on (addr may have port 0); stop shuts it down and waits for it.
+func (m *metrics) serve(addr string, stderr io.Writer) (bound string, stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m)
@@ -116,7 +117,7 @@ func (m *metrics) serve(addr string, stderr io.Writer) (stop func(), err error) 
 			fmt.Fprintln(stderr, "reliablemq: reconcile: metrics server:", err)
 		}
 	}()
-	return func() {
+	return ln.Addr().String(), func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx) // best effort on exit

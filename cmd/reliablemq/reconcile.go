@@ -131,11 +131,12 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	m := newMetrics()
 	if *metricsAddr != "" {
-		stopMetrics, err := m.serve(*metricsAddr, stderr)
+		addr, stopMetrics, err := m.serve(*metricsAddr, stderr)
 		if err != nil {
 			return fmt.Errorf("reconcile: metrics: %w", err)
 		}
 		defer stopMetrics()
+		fmt.Fprintf(stdout, "metrics on http://%s/metrics\n", addr)
 	}
 	rc := &reconciler{job: job, names: names, pub: pub, m: m, stdout: stdout}
 	if *once {
