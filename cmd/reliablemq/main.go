@@ -6,6 +6,7 @@
 //	reliablemq dev-broker [-namesrv ADDR] [-broker ADDR] [-delay-levels LIST]
 //	reliablemq bench [-quick] [-sweep] [-ops N] [-drain-rows N] [-repeats N] [-json FILE] [-svg FILE]
 //	reliablemq lag [-group G] [-namesrv ADDRS] [-system] [-json]
+//	reliablemq record -out FILE [-namesrv ADDR] [-listen ADDR] [-scenario NAME]
 //
 // migrate applies the SQL schema (package migrations). reconcile runs the
 // outbox reconcile job. dead works the manual-handling table. lag shows
