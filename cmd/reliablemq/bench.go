@@ -27,9 +27,9 @@ draws throughput against workers per pair.
 
 `
 
-func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func benchCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
+	setUsage(fs, benchUsage)
 	ops := fs.Int("ops", 4000, "operations per side per repeat")
 	drain := fs.Int("drain-rows", 20000, "outbox rows the reconcile drain sends, and messages per consume pair")
 	repeats := fs.Int("repeats", 3, "runs per pair; the median ratio is reported")
@@ -37,7 +37,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sweep := fs.Bool("sweep", false, "run the pairs at 1, 4, 16 and 64 workers (-svg then draws throughput against workers)")
 	jsonPath := fs.String("json", "", "also write the results as JSON to this file")
 	svgPath := fs.String("svg", "", "also draw the results as an SVG chart to this file")
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if *quick { // explicit sizes win over -quick's
@@ -54,9 +54,16 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}
-	if fs.NArg() > 0 || *ops <= 0 || *drain <= 0 || *repeats <= 0 {
-		fs.Usage()
-		return errUsage
+	if fs.NArg() > 0 {
+		return usagef("bench: unexpected argument %q", fs.Arg(0))
+	}
+	for _, size := range []struct {
+		name string
+		v    int
+	}{{"ops", *ops}, {"drain-rows", *drain}, {"repeats", *repeats}} {
+		if size.v <= 0 {
+			return usagef("bench: -%s %d: must be positive", size.name, size.v)
+		}
 	}
 	cfg := bench.Config{Ops: *ops, DrainRows: *drain, Repeats: *repeats, Progress: stdout}
 	run, chart := bench.Run, bench.WriteSVG

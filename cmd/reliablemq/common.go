@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
@@ -14,19 +18,50 @@ import (
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
-// parseFlags parses args into fs, printing usage problems to stderr. Flags
-// may come before or after the positional arguments ("dead list -group g"
-// and "dead -group g list" are the same); fs.Args() holds the positional
-// ones afterwards. It reports errHelp for -h.
-func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
-	fs.SetOutput(stderr)
+// errUsage matches every usage error (exit status 2): the command line, or
+// MYSQL_DSN, cannot be understood, so nothing was attempted.
+var errUsage = errors.New("usage")
+
+// usageError is a usage error; its text names what is wrong.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string        { return e.msg }
+func (e *usageError) Is(target error) bool { return target == errUsage }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// exitStatus is these footers' common text, in every command's -h.
+const exitStatus = `
+Exit status: 0 ok; 1 the work failed (one line on stderr: "reliablemq: <command>: ...");
+2 usage error (also one line). -h prints this help on stdout and exits 0.
+`
+
+// setUsage makes fs's usage text head, the flags and the exit statuses,
+// written to fs.Output().
+func setUsage(fs *flag.FlagSet, head string) {
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), head)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), exitStatus)
+	}
+}
+
+// parseFlags parses args into fs. Flags may come before or after the
+// positional arguments ("dead list -group g" and "dead -group g list" are
+// the same); fs.Args() holds the positional ones afterwards. For -h it
+// prints the usage on stdout and reports errHelp; a bad flag is a usage
+// error naming it, and nothing is printed.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	fs.SetOutput(io.Discard) // the flag package's own messages are multi-line
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(stdout)
+				fs.Usage()
 				return errHelp
 			}
-			return errUsage
+			return usagef("%s: %v; see \"reliablemq %s -h\"", fs.Name(), err, fs.Name())
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -36,7 +71,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 		args = rest[1:]
 	}
 	if err := fs.Parse(append([]string{"--"}, positional...)); err != nil {
-		return errUsage
+		return usagef("%s: %v", fs.Name(), err)
 	}
 	return nil
 }
@@ -53,25 +88,46 @@ func namesrvFlag(fs *flag.FlagSet) *string {
 	return fs.String("namesrv", "", "RocketMQ name servers, ';'-separated (default: $RMQ_NAMESRV)")
 }
 
-// openDB opens and pings the database dsn names.
-func openDB(dsn string) (*sqlx.DB, error) {
+// dbTimeout bounds connecting to the database and the first ping.
+const dbTimeout = 10 * time.Second
+
+// openDB opens and pings the database dsn names (MYSQL_DSN when dsn is
+// empty). A malformed DSN is a usage error; its text never quotes the DSN,
+// which may hold a password.
+func openDB(ctx context.Context, dsn string) (*sqlx.DB, error) {
 	if dsn == "" {
 		dsn = os.Getenv("MYSQL_DSN")
 	}
 	if dsn == "" {
 		return nil, errors.New("no database: pass -dsn or set MYSQL_DSN")
 	}
+	// The driver's parse errors may quote parts of the DSN (the network
+	// name, which a malformed DSN can make the password), so they are not
+	// passed on.
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("bad -dsn: %w", err)
+		return nil, usagef("bad -dsn or MYSQL_DSN: want [user[:password]@][tcp(host:port)|unix(path)]/dbname[?param=value]")
+	}
+	switch cfg.Net {
+	case "tcp", "tcp4", "tcp6", "unix":
+	default:
+		return nil, usagef("bad -dsn or MYSQL_DSN: the network must be tcp or unix, as in user:password@tcp(host:port)/dbname")
 	}
 	cfg.ParseTime = true
+	if cfg.Timeout == 0 {
+		cfg.Timeout = dbTimeout
+	}
 	db, err := sqlx.Open("mysql", cfg.FormatDSN())
 	if err != nil {
 		return nil, err
 	}
-	if err := db.Ping(); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, dbTimeout)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
 		db.Close()
+		if errors.As(err, new(*net.OpError)) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("database %s unreachable: %w", cfg.Addr, err)
+		}
 		return nil, fmt.Errorf("database %s: %w", cfg.Addr, err)
 	}
 	return db, nil
@@ -86,6 +142,35 @@ func nameServers(s string) ([]string, error) {
 	}
 	clientlog.Contain()
 	return strings.Split(s, ";"), nil
+}
+
+// probeTimeout bounds each name server probe.
+const probeTimeout = 3 * time.Second
+
+// probeNameServers connects to each name server in turn and reports, when
+// none accepts a connection, that they are unreachable: the official
+// client would only say "route info not found" for every send.
+func probeNameServers(ctx context.Context, names []string) error {
+	var errs []error
+	for _, ns := range names {
+		d := net.Dialer{Timeout: probeTimeout}
+		c, err := d.DialContext(ctx, "tcp", ns)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("name server unreachable: %w", errors.Join(errs...))
+}
+
+// newProducer returns a producer for names with the broker credentials
+// from the environment. Its per-attempt log lines are discarded (the
+// library's default is slog.Default, which would print them on stderr):
+// a failed send reaches the user once, as the command's error.
+func newProducer(names []string) (*producer.Producer, error) {
+	opts := append(brokerCredentials(), producer.WithLogger(slog.New(slog.DiscardHandler)))
+	return producer.New(names, opts...)
 }
 
 // brokerCredentials reads an ACL account from RMQ_ACCESS_KEY and

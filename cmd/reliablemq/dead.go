@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/seed157d4c4d/reliablemq/deadletter"
-	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 const deadUsage = `usage: reliablemq dead [flags] list | show ID | replay ID | discard ID
@@ -31,9 +30,9 @@ type deadFlags struct {
 	after                                      *int64
 }
 
-func deadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("dead", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(stderr, deadUsage); fs.PrintDefaults() }
+	setUsage(fs, deadUsage)
 	f := deadFlags{dsn: dsnFlag(fs), namesrv: namesrvFlag(fs),
 		group:  fs.String("group", "", "only this consumer group (list)"),
 		status: fs.String("status", "parked", "parked, replayed, discarded or all (list)"),
@@ -42,21 +41,21 @@ func deadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		reason: fs.String("reason", "", "why (replay, discard)"),
 		table:  fs.String("table", "mq_dead_letter", "dead-letter table"),
 	}
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	action, id, err := deadAction(fs, f, stderr)
+	action, id, err := deadAction(fs, f)
 	if err != nil {
 		return err
 	}
-	db, err := openDB(*f.dsn)
+	db, err := openDB(ctx, *f.dsn)
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}
 	defer db.Close()
 	table, err := deadletter.NewTable(db, deadletter.WithTable(*f.table))
 	if err != nil {
-		return err
+		return usagef("dead: %v", err) // the options are the flags
 	}
 	switch action {
 	case "list":
@@ -71,26 +70,34 @@ func deadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 // deadAction checks the action, its id and the flags it needs.
-func deadAction(fs *flag.FlagSet, f deadFlags, stderr io.Writer) (action string, id int64, err error) {
+func deadAction(fs *flag.FlagSet, f deadFlags) (action string, id int64, err error) {
 	action = fs.Arg(0)
-	switch {
-	case action == "list" && fs.NArg() == 1:
-		if _, ok := statusFilter(*f.status); !ok {
-			fmt.Fprintf(stderr, "reliablemq: dead: unknown -status %q\n", *f.status)
-			return "", 0, errUsage
-		}
-	case (action == "show" || action == "replay" || action == "discard") && fs.NArg() == 2:
-		if id, err = strconv.ParseInt(fs.Arg(1), 10, 64); err != nil || id <= 0 {
-			fmt.Fprintf(stderr, "reliablemq: dead: %s: bad id %q\n", action, fs.Arg(1))
-			return "", 0, errUsage
+	want := 2
+	switch action {
+	case "":
+		return "", 0, usagef("dead: missing action: list, show ID, replay ID or discard ID")
+	case "list":
+		want = 1
+	case "show", "replay", "discard":
+		if fs.NArg() < 2 {
+			return "", 0, usagef("dead: %s: missing ID", action)
 		}
 	default:
-		fs.Usage()
-		return "", 0, errUsage
+		return "", 0, usagef("dead: unknown action %q: want list, show ID, replay ID or discard ID", action)
+	}
+	if fs.NArg() > want {
+		return "", 0, usagef("dead: %s: unexpected argument %q", action, fs.Arg(want))
+	}
+	if want == 2 {
+		if id, err = strconv.ParseInt(fs.Arg(1), 10, 64); err != nil || id <= 0 {
+			return "", 0, usagef("dead: %s: bad id %q: want a positive integer", action, fs.Arg(1))
+		}
+	}
+	if _, ok := statusFilter(*f.status); !ok {
+		return "", 0, usagef("dead: unknown -status %q: want parked, replayed, discarded or all", *f.status)
 	}
 	if action == "discard" && *f.reason == "" {
-		fmt.Fprintln(stderr, "reliablemq: dead: discard needs -reason")
-		return "", 0, errUsage
+		return "", 0, usagef("dead: discard needs -reason")
 	}
 	return action, id, nil
 }
@@ -114,7 +121,7 @@ func deadList(ctx context.Context, table *deadletter.Table, f deadFlags, stdout 
 	status, _ := statusFilter(*f.status) // checked by deadAction
 	entries, err := table.List(ctx, deadletter.Filter{Group: *f.group, Status: status, AfterID: *f.after, Limit: *f.limit})
 	if err != nil {
-		return err
+		return fmt.Errorf("dead: %w", err)
 	}
 	if len(entries) == 0 {
 		_, err := fmt.Fprintln(stdout, "(none)")
@@ -132,7 +139,7 @@ func deadList(ctx context.Context, table *deadletter.Table, f deadFlags, stdout 
 func deadShow(ctx context.Context, table *deadletter.Table, id int64, stdout io.Writer) error {
 	e, err := table.Get(ctx, id)
 	if err != nil {
-		return err
+		return fmt.Errorf("dead: %w", err)
 	}
 	_, err = fmt.Fprintf(stdout, "id:           %d\ngroup:        %s\ntopic:        %s\nmsg id:       %s\nkeys:         %s\n"+
 		"tag:          %s\nsharding key: %s\nproperties:   %v\ncause:        %s\nstatus:       %s\nreason:       %s\n"+
@@ -148,13 +155,16 @@ func deadReplay(ctx context.Context, table *deadletter.Table, id int64, f deadFl
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}
-	p, err := producer.New(names, brokerCredentials()...)
+	if err := probeNameServers(ctx, names); err != nil {
+		return fmt.Errorf("dead: replay %d: %w", id, err)
+	}
+	p, err := newProducer(names)
 	if err != nil {
-		return err
+		return fmt.Errorf("dead: %w", err)
 	}
 	defer p.Close()
 	if err := table.Replay(ctx, id, p, *f.reason); err != nil {
-		return err
+		return fmt.Errorf("dead: %w", err)
 	}
 	_, err = fmt.Fprintf(stdout, "replayed %d\n", id)
 	return err
@@ -162,7 +172,7 @@ func deadReplay(ctx context.Context, table *deadletter.Table, id int64, f deadFl
 
 func deadDiscard(ctx context.Context, table *deadletter.Table, id int64, reason string, stdout io.Writer) error {
 	if err := table.Discard(ctx, id, reason); err != nil {
-		return err
+		return fmt.Errorf("dead: %w", err)
 	}
 	_, err := fmt.Fprintf(stdout, "discarded %d\n", id)
 	return err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,21 +11,25 @@ import (
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
 
-func devBroker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+const devBrokerUsage = `usage: reliablemq dev-broker [flags]
+
+Runs rmqtest, the in-process RocketMQ name server and broker, until
+interrupted, so programs using the official client can be tried locally
+without Docker or a JVM.
+
+`
+
+func devBroker(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("dev-broker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	setUsage(fs, devBrokerUsage)
 	namesrv := fs.String("namesrv", "127.0.0.1:9876", "name server listen address")
 	broker := fs.String("broker", "127.0.0.1:10911", "broker listen address (advertised in routes)")
 	levels := fs.String("delay-levels", "", "comma-separated delay levels, e.g. 1s,5s,10s (default: the broker's 18 levels, 1s..2h)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "reliablemq: dev-broker: unexpected argument %q\n", fs.Arg(0))
-		return errUsage
+		return usagef("dev-broker: unexpected argument %q", fs.Arg(0))
 	}
 	opts := []rmqtest.Option{rmqtest.WithNamesrvAddr(*namesrv), rmqtest.WithBrokerAddr(*broker)}
 	if *levels != "" {
@@ -34,7 +37,7 @@ func devBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		for _, s := range strings.Split(*levels, ",") {
 			d, err := time.ParseDuration(strings.TrimSpace(s))
 			if err != nil {
-				return fmt.Errorf("dev-broker: -delay-levels: %w", err)
+				return usagef("dev-broker: -delay-levels: %v", err)
 			}
 			ds = append(ds, d)
 		}

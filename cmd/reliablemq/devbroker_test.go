@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,10 +20,7 @@ import (
 // process with the official client, then stops it with SIGINT.
 func TestDevBrokerProcess(t *testing.T) {
 	testenv.QuietClientLogs()
-	bin := filepath.Join(t.TempDir(), "reliablemq")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := cliBinary(t)
 	cmd := exec.Command(bin, "dev-broker", "-namesrv", "127.0.0.1:0", "-broker", "127.0.0.1:0", "-delay-levels", "1s,2s")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -42,19 +42,18 @@ type lagRow struct {
 	LastConsumed *time.Time `json:"last_consumed,omitempty"`
 }
 
-func lagCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func lagCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("lag", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(stderr, lagUsage); fs.PrintDefaults() }
+	setUsage(fs, lagUsage)
 	ns := namesrvFlag(fs)
 	group := fs.String("group", "", "only this consumer group (default: all groups)")
 	system := fs.Bool("system", false, "also list the broker's own groups (TOOLS_CONSUMER, ...) when -group is not set")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+		return usagef("lag: unexpected argument %q", fs.Arg(0))
 	}
 	names, err := nameServers(*ns)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -41,10 +40,7 @@ func runBinary(t *testing.T, bin string, args ...string) (string, string, int) {
 // consumed and committed by a group, so the group's lag is N-K.
 func TestLagCommand(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "reliablemq")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := cliBinary(t)
 	env := testenv.NewRocketMQ(t)
 	topic, group := testenv.Name(t, "T"), testenv.Name(t, "CG")
 	env.CreateTopic(t, topic, 1)
@@ -126,8 +122,9 @@ func TestLagCommand(t *testing.T) {
 
 	t.Run("usage", func(t *testing.T) {
 		for _, args := range [][]string{{"lag", "-bogus"}, {"lag", "extra"}} {
-			if _, errOut, code := runBinary(t, bin, args...); code != 2 || !strings.Contains(errOut, "usage: reliablemq lag") {
-				t.Errorf("%v: exit %d, stderr %q; want 2 and the usage", args, code, errOut)
+			if _, errOut, code := runBinary(t, bin, args...); code != 2 || !strings.HasPrefix(errOut, "reliablemq: lag: ") ||
+				strings.Count(errOut, "\n") != 1 {
+				t.Errorf("%v: exit %d, stderr %q; want 2 and one line naming the problem", args, code, errOut)
 			}
 		}
 		if _, errOut, code := runBinary(t, bin, "lag"); code != 1 || !strings.Contains(errOut, "RMQ_NAMESRV") {

@@ -6,6 +6,7 @@
 //	reliablemq dev-broker [-namesrv ADDR] [-broker ADDR] [-delay-levels LIST]
 //	reliablemq bench [-quick] [-sweep] [-ops N] [-drain-rows N] [-repeats N] [-json FILE] [-svg FILE]
 //	reliablemq lag [-group G] [-namesrv ADDRS] [-system] [-json]
+//	reliablemq record -out FILE [-namesrv ADDR] [-listen ADDR] [-scenario NAME]
 //
 // migrate applies the SQL schema (package migrations). reconcile runs the
 // outbox reconcile job. dead works the manual-handling table. lag shows
@@ -14,9 +15,16 @@
 // standalone process so programs using the official client can be tried
 // locally without Docker or a JVM. -dsn defaults to $MYSQL_DSN (never
 // printed: it may hold a password) and -namesrv to $RMQ_NAMESRV. Flags may
-// come before or after a command's action. Exit status: 0 ok; 1 failed
-// work (one line on stderr, "reliablemq: <command>: ..."; reconcile -once
-// also when a send failed); 2 usage.
+// come before or after a command's action.
+//
+// Exit status: 0 ok; 1 the work failed; 2 usage error (an unknown command or
+// flag, a missing or extra argument, a bad flag value or DSN: nothing was
+// attempted). Every failure prints exactly one line on stderr,
+// "reliablemq: <command>: ...". reconcile -once exits 1 also when a send
+// failed or a row went dead. -h prints a command's help on stdout and
+// exits 0. Passwords (of -dsn, MYSQL_DSN or any DSN-like argument) and
+// RMQ_SECRET_KEY are never printed: the commands do not print them, and
+// all output is masked as well.
 package main
 
 import (
@@ -40,16 +48,21 @@ func main() {
 	_ = mysql.SetLogger(log.New(io.Discard, "", 0)) // a non-nil logger is never refused
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, errUsage) {
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, "reliablemq:", err)
-		os.Exit(1)
+	hide := secrets(os.Args[1:], os.Getenv)
+	stdout, stderr := &maskWriter{os.Stdout, hide}, &maskWriter{os.Stderr, hide}
+	err := run(ctx, os.Args[1:], stdout, stderr)
+	if err == nil {
+		return
 	}
+	fmt.Fprintln(stderr, "reliablemq:", err)
+	if errors.Is(err, errUsage) {
+		os.Exit(2)
+	}
+	os.Exit(1)
 }
 
-var errUsage = errors.New("usage")
+// commands lists the commands for usage errors.
+const commands = "migrate, reconcile, dead, lag, bench, dev-broker, record"
 
 const usage = `usage: reliablemq <command> [flags]
 
@@ -62,36 +75,39 @@ commands:
   dev-broker   run an in-process RocketMQ name server and broker (rmqtest)
   record       proxy a real name server and brokers, writing every frame to a transcript
 
-Run "reliablemq <command> -h" for a command's flags.
+Run "reliablemq <command> -h" for a command's flags. Flags may come before
+or after a command's action.
+
+Exit status: 0 ok; 1 the work failed; 2 usage error. A failure prints one
+line on stderr, "reliablemq: <command>: ...". Passwords in -dsn or
+MYSQL_DSN and RMQ_SECRET_KEY are never printed.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return errUsage
+		return usagef("no command: give one of %s; see \"reliablemq -h\"", commands)
 	}
 	var err error
 	switch args[0] {
 	case "dev-broker":
-		return devBroker(ctx, args[1:], stdout, stderr)
+		err = devBroker(ctx, args[1:], stdout)
 	case "migrate":
-		err = migrate(ctx, args[1:], stdout, stderr)
+		err = migrate(ctx, args[1:], stdout)
 	case "reconcile":
 		err = reconcileCmd(ctx, args[1:], stdout, stderr)
 	case "dead":
-		err = deadCmd(ctx, args[1:], stdout, stderr)
+		err = deadCmd(ctx, args[1:], stdout)
 	case "bench":
-		err = benchCmd(ctx, args[1:], stdout, stderr)
+		err = benchCmd(ctx, args[1:], stdout)
 	case "record":
 		err = recordCmd(ctx, args[1:], stdout, stderr)
 	case "lag":
-		err = lagCmd(ctx, args[1:], stdout, stderr)
+		err = lagCmd(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
-		fmt.Fprintf(stderr, "reliablemq: unknown command %q\n\n%s", args[0], usage)
-		return errUsage
+		return usagef("%s: unknown command; give one of %s; see \"reliablemq -h\"", args[0], commands)
 	}
 	if errors.Is(err, errHelp) || err == nil {
 		return nil

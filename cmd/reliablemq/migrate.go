@@ -14,26 +14,27 @@ const migrateUsage = `usage: reliablemq migrate [-dsn DSN] up|down|status
   up      apply every migration not yet applied
   down    roll back the most recent migration
   status  list migrations and whether each is applied
+
 `
 
-func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func migrate(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(stderr, migrateUsage); fs.PrintDefaults() }
+	setUsage(fs, migrateUsage)
 	dsn := dsnFlag(fs)
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
+	switch {
+	case fs.NArg() == 0:
+		return usagef("migrate: missing action: up, down or status")
+	case fs.NArg() > 1:
+		return usagef("migrate: unexpected argument %q", fs.Arg(1))
 	}
 	action := fs.Arg(0)
 	if action != "up" && action != "down" && action != "status" {
-		fmt.Fprintf(stderr, "reliablemq: migrate: unknown action %q\n", action)
-		fs.Usage()
-		return errUsage
+		return usagef("migrate: unknown action %q: want up, down or status", action)
 	}
-	db, err := openDB(*dsn)
+	db, err := openDB(ctx, *dsn)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,11 +24,27 @@ Sends what the outbox table still holds pending, marks rows dead after the
 attempt cap, optionally resends unconfirmed rows and purges old ones. Any
 number of instances may run at once.
 
+A run that did something prints one summary line on stdout (-once always
+prints it); idle runs print nothing. A dead row prints an ALERT line on
+stdout. A failed run (database error, missing table, name server
+unreachable: then no row is claimed) or a run with failed sends prints one
+line on stderr. -once exits 1 in either case; -every and -cron keep going.
+The table is checked at start: a missing one exits 1 in every mode. ACL
+credentials come from RMQ_ACCESS_KEY and RMQ_SECRET_KEY (and
+RMQ_SECURITY_TOKEN), never flags.
+
 `
+
+// schedule is reconcile.Schedule: when the next run starts.
+type schedule interface{ Next(time.Time) time.Time }
+
+type interval time.Duration
+
+func (d interval) Next(t time.Time) time.Time { return t.Add(time.Duration(d)) }
 
 func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(stderr, reconcileUsage); fs.PrintDefaults() }
+	setUsage(fs, reconcileUsage)
 	dsn, ns := dsnFlag(fs), namesrvFlag(fs)
 	once := fs.Bool("once", false, "run once and exit")
 	every := fs.Duration("every", 0, "run every DURATION until interrupted")
@@ -38,9 +54,15 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	confirm := fs.Duration("confirm-timeout", 0, "resend sent rows not confirmed within this (0: off)")
 	retention := fs.Duration("retention", 0, "purge final rows older than this (0: off)")
 	table := fs.String("table", "mq_log", "outbox table")
-	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this address, e.g. :9464")
-	if err := parseFlags(fs, args, stderr); err != nil {
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this address at /metrics, e.g. :9464")
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("reconcile: unexpected argument %q", fs.Arg(0))
+	}
+	if *every < 0 {
+		return usagef("reconcile: -every %v is negative", *every)
 	}
 	modes := 0
 	for _, set := range []bool{*once, *every > 0, *cronExpr != ""} {
@@ -48,60 +70,48 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			modes++
 		}
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "reliablemq: reconcile: unexpected argument %q\n", fs.Arg(0))
-		return errUsage
-	}
-	if *every < 0 {
-		fmt.Fprintf(stderr, "reliablemq: reconcile: -every %v is negative\n", *every)
-		return errUsage
-	}
 	if modes != 1 {
-		fmt.Fprintln(stderr, "reliablemq: reconcile: give exactly one of -once, -every, -cron")
-		fs.Usage()
-		return errUsage
+		return usagef("reconcile: give exactly one of -once, -every, -cron")
 	}
-	var opts []reconcile.Option
-	switch {
-	case *every > 0:
-		opts = append(opts, reconcile.WithInterval(*every))
-	case *cronExpr != "":
-		sched, err := cron.ParseStandard(*cronExpr)
+	var sched schedule = interval(*every)
+	if *cronExpr != "" {
+		s, err := cron.ParseStandard(*cronExpr)
 		if err != nil {
-			return fmt.Errorf("reconcile: -cron: %w", err)
+			return usagef("reconcile: -cron: %v", err)
 		}
-		opts = append(opts, reconcile.WithSchedule(sched))
+		sched = s
 	}
 	names, err := nameServers(*ns)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	db, err := openDB(*dsn)
+	db, err := openDB(ctx, *dsn)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	defer db.Close()
-	p, err := producer.New(names, brokerCredentials()...)
+	p, err := newProducer(names)
 	if err != nil {
-		return err
+		return fmt.Errorf("reconcile: %w", err)
 	}
 	defer p.Close()
-	relay, err := outbox.NewRelay(db, p, outbox.WithTable(*table), outbox.WithMaxAttempts(*attempts),
-		outbox.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+	pub := &observedPublisher{pub: p}
+	// The library's own log lines (one per failed row) are summed up into
+	// one line per run by reconciler.
+	quiet := slog.New(slog.DiscardHandler)
+	relay, err := outbox.NewRelay(db, pub, outbox.WithTable(*table), outbox.WithMaxAttempts(*attempts),
+		outbox.WithLogger(quiet),
 		outbox.WithAlert(func(_ context.Context, r *outbox.Row) {
-			fmt.Fprintf(stdout, "ALERT dead row %d topic %s key %s after %d attempts: %s\n", r.ID, r.Topic, r.Key, r.Attempts, r.LastError)
+			fmt.Fprintf(stdout, "ALERT dead row %d topic %s key %s after %d attempts: %s\n", r.ID, r.Topic, r.Key, r.Attempts, firstLine(r.LastError, 300))
 		}))
 	if err != nil {
-		return err
+		return usagef("reconcile: %v", err) // the options are the flags
 	}
-	m := &metrics{}
 	var progressMu sync.Mutex // batch hooks come from two claim loops
 	var lastProgress time.Time
 	var progressed int
-	// Failed runs and sends go to stderr: a broken daemon must not look
-	// healthy.
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	opts = append(opts, reconcile.WithLogger(logger), reconcile.WithBatch(*batch), reconcile.WithConfirmTimeout(*confirm), reconcile.WithRetention(*retention),
+	job, err := reconcile.New(relay, reconcile.WithLogger(quiet), reconcile.WithBatch(*batch),
+		reconcile.WithConfirmTimeout(*confirm), reconcile.WithRetention(*retention),
 		reconcile.WithBatchHook(func(_ context.Context, b outbox.BatchReport) {
 			progressMu.Lock()
 			defer progressMu.Unlock()
@@ -110,37 +120,118 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				lastProgress = time.Now()
 				fmt.Fprintf(stdout, "... %d sent so far\n", progressed)
 			}
-		}),
-		reconcile.WithReportHook(func(_ context.Context, r reconcile.Report) {
-			progressMu.Lock()
-			progressed = 0
-			progressMu.Unlock()
-			m.observe(r)
-			printReport(stdout, r)
 		}))
-	job, err := reconcile.New(relay, opts...)
 	if err != nil {
-		return err
+		return usagef("reconcile: %v", err)
 	}
+	// A missing table (a typo in -table, migrations not applied) fails
+	// the command now, not every run.
+	if _, err := relay.Backlog(ctx); err != nil {
+		return fmt.Errorf("reconcile: table %s: %w", *table, err)
+	}
+	m := newMetrics()
 	if *metricsAddr != "" {
-		stopMetrics, err := m.serve(*metricsAddr, stderr)
+		addr, stopMetrics, err := m.serve(*metricsAddr, stderr)
 		if err != nil {
 			return fmt.Errorf("reconcile: metrics: %w", err)
 		}
 		defer stopMetrics()
+		fmt.Fprintf(stdout, "metrics on http://%s/metrics\n", addr)
 	}
+	rc := &reconciler{job: job, names: names, pub: pub, m: m, stdout: stdout}
 	if *once {
-		r, err := job.RunOnce(ctx)
-		printReport(stdout, r)
-		if err != nil {
-			return err
-		}
-		if r.Failed > 0 || r.Dead > 0 {
-			return fmt.Errorf("reconcile: %d sends failed, %d rows dead (their last_error says why)", r.Failed, r.Dead)
-		}
-		return nil
+		return rc.run(ctx, true)
 	}
-	return job.Run(ctx)
+	for {
+		if err := rc.run(ctx, false); err != nil && ctx.Err() == nil {
+			fmt.Fprintln(stderr, "reliablemq:", &oneLine{err})
+		}
+		progressMu.Lock()
+		progressed = 0
+		progressMu.Unlock()
+		now := time.Now()
+		t := time.NewTimer(sched.Next(now).Sub(now))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// reconciler runs the job once at a time and accounts for each run.
+type reconciler struct {
+	job    *reconcile.Job
+	names  []string
+	pub    *observedPublisher
+	m      *metrics
+	stdout io.Writer
+}
+
+// run runs the job once. It reports a failed run, and a run in which a
+// send failed or a row went dead. With always false an idle run prints
+// nothing.
+func (rc *reconciler) run(ctx context.Context, always bool) error {
+	// Without a name server every send would fail with "route info not
+	// found" and cost each row an attempt: claim nothing.
+	if err := probeNameServers(ctx, rc.names); err != nil {
+		rc.m.runFailed()
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	rc.pub.take() // nothing from before this run
+	r, err := rc.job.RunOnce(ctx)
+	failures, first := rc.pub.take()
+	if len(failures) > 0 && probeNameServers(ctx, rc.names) != nil {
+		// The name server went away during the run: that is why.
+		n := 0
+		for _, c := range failures {
+			n += c
+		}
+		failures = map[string]int{reasonNamesrv: n}
+	}
+	rc.m.observe(r, failures, err)
+	if always || !idle(r) {
+		printReport(rc.stdout, r)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("reconcile: interrupted: %w", ctx.Err())
+		}
+		return err // "reconcile: ..." already
+	}
+	if r.Failed > 0 || r.Dead > 0 || len(failures) > 0 {
+		err := fmt.Errorf("reconcile: %d sends failed (%s), %d rows dead; each row's last_error says why",
+			sum(failures), reasons(failures), r.Dead)
+		if first != nil {
+			err = fmt.Errorf("%w; the first: %w", err, first)
+		}
+		return err
+	}
+	return nil
+}
+
+// idle reports whether a run changed nothing.
+func idle(r reconcile.Report) bool {
+	return r.Sent == 0 && r.Failed == 0 && r.Dead == 0 && r.Resent == 0 && r.Purged == 0
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, c := range m {
+		n += c
+	}
+	return n
+}
+
+// reasons formats failure counts as "transient 2, permanent 1".
+func reasons(m map[string]int) string {
+	var parts []string
+	for r, c := range m {
+		parts = append(parts, fmt.Sprintf("%s %d", r, c))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
 }
 
 func printReport(w io.Writer, r reconcile.Report) {
@@ -149,57 +240,70 @@ func printReport(w io.Writer, r reconcile.Report) {
 		r.Pending, r.OldestPending.Round(time.Second), r.DeadRows, r.Took.Round(time.Millisecond))
 }
 
-// metrics keeps the last report and running totals, in the Prometheus
-// text format.
-type metrics struct {
-	mu                     sync.Mutex
-	last                   reconcile.Report
-	sent, failed, dead, rs int64
-}
+// Send failure reasons, the reason label of
+// reliablemq_reconcile_send_failures_total: the producer's outcome of the
+// failed send, or that the name server was unreachable.
+const (
+	reasonTransient  = "transient"
+	reasonPermanent  = "permanent"
+	reasonUnknown    = "outcome_unknown"
+	reasonNotDurable = "not_durable"
+	reasonNamesrv    = "namesrv_unreachable"
+	reasonOther      = "other"
+)
 
-func (m *metrics) observe(r reconcile.Report) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.last = r
-	m.sent += int64(r.Sent)
-	m.failed += int64(r.Failed)
-	m.dead += int64(r.Dead)
-	m.rs += int64(r.Resent)
-}
+var allReasons = []string{reasonNamesrv, reasonNotDurable, reasonOther, reasonUnknown, reasonPermanent, reasonTransient}
 
-func (m *metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	fmt.Fprintf(w, "# TYPE reliablemq_outbox_pending gauge\nreliablemq_outbox_pending %d\n", m.last.Pending)
-	fmt.Fprintf(w, "# TYPE reliablemq_outbox_oldest_pending_seconds gauge\nreliablemq_outbox_oldest_pending_seconds %g\n", m.last.OldestPending.Seconds())
-	fmt.Fprintf(w, "# TYPE reliablemq_outbox_dead_rows gauge\nreliablemq_outbox_dead_rows %d\n", m.last.DeadRows)
-	fmt.Fprintf(w, "# TYPE reliablemq_reconcile_sent_total counter\nreliablemq_reconcile_sent_total %d\n", m.sent)
-	fmt.Fprintf(w, "# TYPE reliablemq_reconcile_failed_total counter\nreliablemq_reconcile_failed_total %d\n", m.failed)
-	fmt.Fprintf(w, "# TYPE reliablemq_reconcile_dead_total counter\nreliablemq_reconcile_dead_total %d\n", m.dead)
-	fmt.Fprintf(w, "# TYPE reliablemq_reconcile_resent_total counter\nreliablemq_reconcile_resent_total %d\n", m.rs)
-}
-
-// serve starts the metrics server; stop shuts it down and waits for it.
-func (m *metrics) serve(addr string, stderr io.Writer) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
+func failureReason(err error) string {
+	var se *producer.SendError
+	if !errors.As(err, &se) {
+		return reasonOther
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", m)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintln(stderr, "reliablemq: reconcile: metrics server:", err)
+	switch se.Outcome {
+	case producer.Transient:
+		return reasonTransient
+	case producer.Permanent:
+		return reasonPermanent
+	case producer.OutcomeUnknown:
+		return reasonUnknown
+	case producer.NotDurable:
+		return reasonNotDurable
+	}
+	return reasonOther
+}
+
+// observedPublisher counts the failed sends of the producer it wraps by
+// reason, and keeps the first error, for the run's summary and metrics.
+type observedPublisher struct {
+	pub      outbox.Publisher
+	mu       sync.Mutex
+	failures map[string]int
+	first    error
+}
+
+var _ outbox.Publisher = (*observedPublisher)(nil)
+
+func (o *observedPublisher) Send(ctx context.Context, m producer.Message) (producer.Result, error) {
+	res, err := o.pub.Send(ctx, m)
+	if err != nil {
+		o.mu.Lock()
+		if o.failures == nil {
+			o.failures = map[string]int{}
 		}
-	}()
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx) // best effort on exit
-		<-done
-	}, nil
+		o.failures[failureReason(err)]++
+		if o.first == nil {
+			o.first = err
+		}
+		o.mu.Unlock()
+	}
+	return res, err
+}
+
+// take returns the failures counted since the last take and resets them.
+func (o *observedPublisher) take() (map[string]int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	f, first := o.failures, o.first
+	o.failures, o.first = nil, nil
+	return f, first
 }

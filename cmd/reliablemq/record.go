@@ -12,29 +12,36 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 )
 
+const recordUsage = `usage: reliablemq record -out FILE [flags]
+
+Proxies a real name server and its brokers, writing every request and
+response frame to a transcript (JSON lines), until interrupted.
+
+`
+
 // recordCmd runs the recording proxy (package internal/record) in front
 // of a real name server until ctx ends, writing the transcript to -out.
 func recordCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("record", flag.ContinueOnError)
+	setUsage(fs, recordUsage)
 	namesrv := namesrvFlag(fs)
 	listen := fs.String("listen", "127.0.0.1:9877", "address clients use as their name server")
 	out := fs.String("out", "", "transcript file to create (JSON lines; an existing file is not overwritten), \"-\" for standard output")
 	scenario := fs.String("scenario", "", "scenario name written to the transcript's meta line")
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "reliablemq: record: unexpected argument %q\n", fs.Arg(0))
-		return errUsage
+		return usagef("record: unexpected argument %q", fs.Arg(0))
 	}
 	addrs := remoting.SplitAddrs(*namesrv)
 	switch {
 	case len(addrs) == 0:
 		return errors.New("record: no name server: pass -namesrv or set RMQ_NAMESRV")
 	case len(addrs) > 1:
-		return fmt.Errorf("record: -namesrv names %d name servers; the proxy fronts one", len(addrs))
+		return usagef("record: -namesrv names %d name servers; the proxy fronts one", len(addrs))
 	case *out == "":
-		return errors.New("record: no transcript file: pass -out FILE")
+		return usagef("record: no transcript file: pass -out FILE")
 	}
 	w, closeOut := stdout, func() error { return nil }
 	if *out != "-" {
