@@ -169,18 +169,17 @@ func probeNameServers(ctx context.Context, names []string) error {
 // library's default is slog.Default, which would print them on stderr):
 // a failed send reaches the user once, as the command's error.
 func newProducer(names []string) (*producer.Producer, error) {
-	opts := append(brokerCredentials(), producer.WithLogger(slog.New(slog.DiscardHandler)))
+	opts := []producer.Option{producer.WithLogger(slog.New(slog.DiscardHandler))}
+	if cr := brokerCredentials(); cr.AccessKey != "" {
+		opts = append(opts, producer.WithCredentials(cr))
+	}
 	return producer.New(names, opts...)
 }
 
 // brokerCredentials reads an ACL account from RMQ_ACCESS_KEY and
 // RMQ_SECRET_KEY (and RMQ_SECURITY_TOKEN), from the environment only:
-// flags would show the secret in ps. Nothing when unset.
-func brokerCredentials() []producer.Option {
-	ak := os.Getenv("RMQ_ACCESS_KEY")
-	if ak == "" {
-		return nil
-	}
-	return []producer.Option{producer.WithCredentials(producer.Credentials{AccessKey: ak,
-		SecretKey: os.Getenv("RMQ_SECRET_KEY"), SecurityToken: os.Getenv("RMQ_SECURITY_TOKEN")})}
+// flags would show the secret in ps. The zero value when unset.
+func brokerCredentials() producer.Credentials {
+	return producer.Credentials{AccessKey: os.Getenv("RMQ_ACCESS_KEY"), SecretKey: os.Getenv("RMQ_SECRET_KEY"),
+		SecurityToken: os.Getenv("RMQ_SECURITY_TOKEN")}
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -63,7 +62,7 @@ func lagCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("lag: %w", err)
 	}
-	creds := remotingCredentials()
+	creds := remoting.Credentials(brokerCredentials())
 
 	// Ask every master; a broker that fails is reported after the table
 	// of what the others answered.
@@ -178,10 +177,4 @@ func clusterBrokers(ctx context.Context, names []string) ([]remoting.Broker, err
 		return masters, nil
 	}
 	return nil, errors.Join(errs...)
-}
-
-// remotingCredentials is brokerCredentials for our own admin requests.
-func remotingCredentials() remoting.Credentials {
-	return remoting.Credentials{AccessKey: os.Getenv("RMQ_ACCESS_KEY"), SecretKey: os.Getenv("RMQ_SECRET_KEY"),
-		SecurityToken: os.Getenv("RMQ_SECURITY_TOKEN")}
 }
