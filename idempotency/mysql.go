@@ -22,8 +22,9 @@ const (
 // clocks agree on lease expiry. Every method is one or two single-row
 // statements on the primary key.
 type MySQLStore struct {
-	db *sqlx.DB
-	q  queries
+	db    *sqlx.DB
+	table string
+	q     queries
 }
 
 type queries struct {
@@ -43,7 +44,7 @@ func NewMySQLStore(db *sqlx.DB, opts ...MySQLOption) (*MySQLStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &MySQLStore{db: db, q: newQueries(c.table)}, nil
+	return &MySQLStore{db: db, table: c.table, q: newQueries(c.table)}, nil
 }
 
 func newQueries(t string) queries {
