@@ -199,11 +199,17 @@ type Filter struct {
 	Group string
 	// Status limits the list to one status; zero for all.
 	Status Status
+	// Key limits the list to messages carrying this key among their keys
+	// (the table is scanned: an operator's query, not a hot path).
+	Key string
 	// AfterID pages: only ids greater than it.
 	AfterID int64
 	// Limit caps the rows returned; zero means 100.
 	Limit int
 }
+
+// likeEscaper escapes LIKE's wildcards with '!'.
+var likeEscaper = strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")
 
 // List returns dead letters in id order.
 func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
@@ -216,6 +222,11 @@ func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
 	if f.Status != 0 {
 		q += " AND status = ?"
 		args = append(args, int(f.Status))
+	}
+	if f.Key != "" {
+		// Keys are stored space-separated and hold no space themselves.
+		q += " AND CONCAT(' ', biz_keys, ' ') LIKE ? ESCAPE '!'"
+		args = append(args, []byte("% "+likeEscaper.Replace(f.Key)+" %"))
 	}
 	limit := f.Limit
 	if limit <= 0 {

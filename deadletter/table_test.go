@@ -3,6 +3,7 @@ package deadletter_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -107,5 +108,26 @@ func TestDeadLettersUnderEveryDSNVariantAndCase(t *testing.T) {
 				t.Fatalf("list of %s: %d rows, %v", group, len(list), err)
 			}
 		})
+	}
+}
+
+func TestListByKeyMatchesWholeKeysOnly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dead, err := deadletter.NewTable(testenv.MySQL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, keys := range [][]string{{"order-1"}, {"order-10"}, {"a", "order-1"}, {"order_1"}, {"50%"}} {
+		if _, err := dead.Park(ctx, &consumer.DeadLetter{Group: "g", Topic: "T", MsgID: fmt.Sprint("m", i), Keys: keys,
+			Body: []byte("b"), Cause: consumer.CauseRetries}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for key, want := range map[string]int{"order-1": 2, "order_1": 1, "order-": 0, "50%": 1, "5": 0} {
+		list, err := dead.List(ctx, deadletter.Filter{Key: key})
+		if err != nil || len(list) != want {
+			t.Errorf("key %q: %d entries, %v; want %d", key, len(list), err, want)
+		}
 	}
 }
