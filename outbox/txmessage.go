@@ -73,10 +73,10 @@ type txCall struct {
 // nameServers. The broker sends its check-backs to a live producer of the
 // group, so keep one running per group. [WithTable] and [WithLogger]
 // apply.
-func NewTxMessenger(db *sqlx.DB, nameServers []string, group string, opts ...Option) (*TxMessenger, error) {
-	c := config{table: "mq_log"}
+func NewTxMessenger(db *sqlx.DB, nameServers []string, group string, opts ...TxOption) (*TxMessenger, error) {
+	c := txConfig{common: common{table: "mq_log"}}
 	for _, o := range opts {
-		o.apply(&c)
+		o.applyTx(&c)
 	}
 	var errs []error
 	if db == nil || len(nameServers) == 0 || group == "" {
