@@ -323,8 +323,10 @@ type fakeTx struct {
 
 var errNoSQL = errors.New("fake store: no SQL")
 
-func (t *fakeTx) ExecContext(context.Context, string, ...any) (sql.Result, error) { return nil, errNoSQL }
-func (t *fakeTx) QueryRowContext(context.Context, string, ...any) *sql.Row         { return nil }
+func (t *fakeTx) ExecContext(context.Context, string, ...any) (sql.Result, error) {
+	return nil, errNoSQL
+}
+func (t *fakeTx) QueryRowContext(context.Context, string, ...any) *sql.Row { return nil }
 func (t *fakeTx) QueryContext(context.Context, string, ...any) (*sql.Rows, error) {
 	return nil, errNoSQL
 }
