@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 // common is the configuration a [Relay] and a [TxMessenger] share.
@@ -24,6 +26,7 @@ type config struct {
 
 type txConfig struct {
 	common
+	credentials producer.Credentials
 }
 
 // Option configures a [Relay].
@@ -85,4 +88,12 @@ func WithConcurrency(n int) Option { return relayOption(func(c *config) { c.conc
 // Default none (dead rows are also logged at Error).
 func WithAlert(fn func(context.Context, *Row)) Option {
 	return relayOption(func(c *config) { c.alert = fn })
+}
+
+// WithCredentials signs the [TxMessenger]'s requests with an ACL
+// account's keys (see [producer.WithCredentials]). Default: none (a
+// cluster without ACL). A [Relay] sends through the [Publisher] it is
+// given, which carries its own credentials.
+func WithCredentials(c producer.Credentials) TxOption {
+	return txOption(func(cfg *txConfig) { cfg.credentials = c })
 }

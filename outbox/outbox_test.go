@@ -167,3 +167,13 @@ func TestRelayConfigurationIsValidated(t *testing.T) {
 		t.Error("nil db accepted")
 	}
 }
+
+// Options are typed per constructor: WithTable and WithLogger fit both, the
+// relay's policy options only NewRelay, credentials only NewTxMessenger.
+var (
+	_ outbox.Option   = outbox.WithTable("mq_log")
+	_ outbox.TxOption = outbox.WithTable("mq_log")
+	_ outbox.TxOption = outbox.WithLogger(nil)
+	_ outbox.Option   = outbox.WithMaxAttempts(3)
+	_ outbox.TxOption = outbox.WithCredentials(producer.Credentials{})
+)
