@@ -24,6 +24,12 @@
 // owner and a lease; sends happen outside the claiming transaction; marks
 // check the owner.
 //
+// The relay's rules (per-key order, backoff, Dead rows and the alert,
+// resends, lost claims) are kept apart from the SQL: they talk to the
+// table through one unexported row store, implemented for MySQL, so they
+// are tested without a database and the MySQL tests check the store keeps
+// them.
+//
 // # Guarantees and limits
 //
 // At least once: a send whose ack was lost is sent again, so consumers must
@@ -41,4 +47,12 @@
 // settled by the broker's check-back from the table, decisively (see
 // [TxMessenger]). It needs no reconcile sends, but transactional messages
 // cannot be delayed and take a broker round trip before the transaction.
+// It sends through producer.NewTransactional, so its messages obey the
+// producer's rules and carry its credentials ([WithCredentials]).
+//
+// # Options
+//
+// [NewRelay] takes an [Option], [NewTxMessenger] a [TxOption]; [WithTable]
+// and [WithLogger] fit both ([SharedOption]). An option that does not
+// apply to a constructor does not compile.
 package outbox

@@ -3,9 +3,7 @@ package outbox_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,27 +140,6 @@ func TestTransactCommitsBusinessAndOutboxTogetherThenSends(t *testing.T) {
 	}
 }
 
-func TestEnqueueIsUniquePerTopicAndKey(t *testing.T) {
-	t.Parallel()
-	_, r := setup(t, newFake())
-	m := outbox.Message{Topic: "orders", Key: "o-1", Body: []byte("a")}
-	id1, created1, err1 := r.Enqueue(bg, r2db(t, r), m)
-	id2, created2, err2 := r.Enqueue(bg, r2db(t, r), m)
-	if err1 != nil || err2 != nil || !created1 || created2 || id1 != id2 {
-		t.Fatalf("enqueue twice: %d %v %v / %d %v %v", id1, created1, err1, id2, created2, err2)
-	}
-	m.Topic = "refunds"
-	if _, created, err := r.Enqueue(bg, r2db(t, r), m); err != nil || !created {
-		t.Fatalf("same key on another topic: %v %v", created, err)
-	}
-	for _, bad := range []outbox.Message{{Topic: "orders", Body: []byte("x")}, {Topic: "orders", Key: "a b", Body: []byte("x")},
-		{Topic: "bad topic", Key: "k", Body: []byte("x")}, {Topic: "orders", Key: "k"}} {
-		if _, _, err := r.Enqueue(bg, r2db(t, r), bad); !errors.Is(err, outbox.ErrInvalidMessage) {
-			t.Errorf("enqueue %+v: %v", bad, err)
-		}
-	}
-}
-
 var dbs sync.Map // relay -> db, for tests that enqueue outside a transaction
 
 func r2db(t *testing.T, r *outbox.Relay) outbox.Execer {
@@ -171,176 +148,6 @@ func r2db(t *testing.T, r *outbox.Relay) outbox.Execer {
 		t.Fatal("no db for relay")
 	}
 	return v.(outbox.Execer)
-}
-
-func TestFailedSendIsRetriedWithBackoffThenDeadWithOneAlert(t *testing.T) {
-	t.Parallel()
-	pub := newFake()
-	pub.fail = func(producer.Message) error {
-		return &producer.SendError{Outcome: producer.Transient, Err: errors.New("broker down")}
-	}
-	var alerts atomic.Int32
-	db, r := setup(t, pub, outbox.WithMaxAttempts(3), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond),
-		outbox.WithAlert(func(context.Context, *outbox.Row) { alerts.Add(1) }))
-	if err := r.Transact(bg, placeOrder("o-1")); err != nil {
-		t.Fatal(err)
-	}
-	rows, _ := r.List(bg, outbox.Pending, 0, 10)
-	if len(rows) != 1 || rows[0].Attempts != 1 || rows[0].LastError == "" {
-		t.Fatalf("after a failed dispatch: %+v", rows)
-	}
-	for i := 0; i < 20 && count(t, db, "SELECT COUNT(*) FROM mq_log WHERE status = 3") == 0; i++ {
-		time.Sleep(5 * time.Millisecond)
-		if _, err := r.DispatchDue(bg, 10); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dead, _ := r.List(bg, outbox.Dead, 0, 10)
-	if len(dead) != 1 || dead[0].Attempts != 3 || alerts.Load() != 1 {
-		t.Fatalf("dead %+v, alerts %d; want one dead row after 3 attempts and one alert", dead, alerts.Load())
-	}
-	if rep, _ := r.DispatchDue(bg, 10); rep.Claimed != 0 {
-		t.Fatal("a dead row was claimed")
-	}
-	pub.fail = nil
-	if err := r.Replay(bg, dead[0].ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Replay(bg, dead[0].ID); !errors.Is(err, outbox.ErrNotDead) {
-		t.Fatalf("second replay: %v", err)
-	}
-	if rep, err := r.DispatchDue(bg, 10); err != nil || rep.Sent != 1 || pub.count("o-1") != 1 {
-		t.Fatalf("after replay: %+v %v", rep, err)
-	}
-	if err := r.Replay(bg, 424242); !errors.Is(err, outbox.ErrNotFound) {
-		t.Fatalf("replay missing: %v", err)
-	}
-}
-
-func TestPermanentSendErrorIsDeadAtOnce(t *testing.T) {
-	t.Parallel()
-	pub := newFake()
-	pub.fail = func(producer.Message) error {
-		return &producer.SendError{Outcome: producer.Permanent, Err: errors.New("no permission")}
-	}
-	_, r := setup(t, pub)
-	if err := r.Transact(bg, placeOrder("o-1")); err != nil {
-		t.Fatal(err)
-	}
-	if dead, _ := r.List(bg, outbox.Dead, 0, 10); len(dead) != 1 || dead[0].Attempts != 1 {
-		t.Fatalf("dead %+v", dead)
-	}
-}
-
-func TestOrderedKeyWaitsForItsFailingRowOthersFlow(t *testing.T) {
-	t.Parallel()
-	pub := newFake()
-	var failures atomic.Int32
-	pub.fail = func(m producer.Message) error {
-		if m.Keys[0] == "a-0" && failures.Add(1) <= 2 {
-			return &producer.SendError{Outcome: producer.OutcomeUnknown, Err: errors.New("timeout")}
-		}
-		return nil
-	}
-	db, r := setup(t, pub, outbox.WithBackoff(time.Millisecond, time.Millisecond))
-	for step := range 3 {
-		for _, key := range []string{"a", "b"} {
-			m := outbox.Message{Topic: "orders", Key: fmt.Sprint(key, "-", step), Body: []byte("x"), ShardingKey: key}
-			if _, _, err := r.Enqueue(bg, db, m); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	rep, err := r.DispatchDue(bg, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Sent != 3 || rep.Failed != 1 || rep.Blocked != 2 || pub.count("a-1") != 0 {
-		t.Fatalf("first pass %+v, sent %v; want b flowing and a waiting", rep, pub.order())
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for count(t, db, "SELECT COUNT(*) FROM mq_log WHERE status = 0") > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond) // blocked rows wait a second
-		if _, err := r.DispatchDue(bg, 100); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var aOrder, bOrder []string
-	for _, k := range pub.order() {
-		if k[0] == 'a' {
-			aOrder = append(aOrder, k)
-		} else {
-			bOrder = append(bOrder, k)
-		}
-	}
-	if fmt.Sprint(aOrder) != "[a-0 a-1 a-2]" || fmt.Sprint(bOrder) != "[b-0 b-1 b-2]" {
-		t.Fatalf("sent a %v b %v; want each key in order, once", aOrder, bOrder)
-	}
-}
-
-func TestConfirmAndUnconfirmedResend(t *testing.T) {
-	t.Parallel()
-	pub := newFake()
-	db, r := setup(t, pub, outbox.WithMaxAttempts(3))
-	for _, id := range []string{"o-1", "o-2"} {
-		if err := r.Transact(bg, placeOrder(id)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if ok, err := r.Confirm(bg, db, "orders", "o-1"); err != nil || !ok {
-		t.Fatalf("confirm: %v %v", ok, err)
-	}
-	if ok, _ := r.Confirm(bg, db, "orders", "o-1"); ok {
-		t.Fatal("confirmed twice")
-	}
-	time.Sleep(20 * time.Millisecond)
-	for range 4 {
-		if _, err := r.ResendUnconfirmed(bg, 10*time.Millisecond, 10); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if pub.count("o-1") != 1 || pub.count("o-2") != 3 {
-		t.Fatalf("sends o-1 %d (confirmed: once), o-2 %d (unconfirmed: resent up to 3 sends in all)", pub.count("o-1"), pub.count("o-2"))
-	}
-	row, _ := r.Get(bg, 2)
-	if row == nil || row.Status != outbox.Sent {
-		t.Fatalf("given-up row %+v must stay sent", row)
-	}
-}
-
-func TestPurgeAndBacklog(t *testing.T) {
-	t.Parallel()
-	pub := newFake()
-	pub.fail = func(m producer.Message) error {
-		if m.Keys[0] == "stuck" {
-			return &producer.SendError{Outcome: producer.Transient, Err: errors.New("down")}
-		}
-		return nil
-	}
-	db, r := setup(t, pub)
-	for _, id := range []string{"o-1", "o-2", "stuck"} {
-		if err := r.Transact(bg, placeOrder(id)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := r.Confirm(bg, db, "orders", "o-1"); err != nil {
-		t.Fatal(err)
-	}
-	b, err := r.Backlog(bg)
-	if err != nil || b.Pending != 1 || b.OldestPending <= 0 {
-		t.Fatalf("backlog %+v %v", b, err)
-	}
-	time.Sleep(30 * time.Millisecond)
-	if n, err := r.Purge(bg, 10*time.Millisecond, false, 1); err != nil || n != 1 {
-		t.Fatalf("purge confirmed: %d %v", n, err)
-	}
-	if n, err := r.Purge(bg, 10*time.Millisecond, true, 1); err != nil || n != 1 {
-		t.Fatalf("purge sent: %d %v", n, err)
-	}
-	if count(t, db, "SELECT COUNT(*) FROM mq_log") != 1 {
-		t.Fatal("purge removed a pending row")
-	}
 }
 
 func TestRelayConfigurationIsValidated(t *testing.T) {
@@ -360,3 +167,13 @@ func TestRelayConfigurationIsValidated(t *testing.T) {
 		t.Error("nil db accepted")
 	}
 }
+
+// Options are typed per constructor: WithTable and WithLogger fit both, the
+// relay's policy options only NewRelay, credentials only NewTxMessenger.
+var (
+	_ outbox.Option   = outbox.WithTable("mq_log")
+	_ outbox.TxOption = outbox.WithTable("mq_log")
+	_ outbox.TxOption = outbox.WithLogger(nil)
+	_ outbox.Option   = outbox.WithMaxAttempts(3)
+	_ outbox.TxOption = outbox.WithCredentials(producer.Credentials{})
+)

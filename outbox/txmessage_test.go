@@ -3,12 +3,14 @@ package outbox_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/outbox"
+	"github.com/seed157d4c4d/reliablemq/producer"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
 
@@ -21,7 +23,10 @@ func TestTxMessengerCommitRollbackAndCheckBack(t *testing.T) {
 	db := testenv.MySQL(t)
 	db.MustExec("CREATE TABLE orders (id VARCHAR(64) PRIMARY KEY)")
 	group := testenv.Name(t, "PG")
-	m, err := outbox.NewTxMessenger(db, env.NameServers(), group)
+	// Credentials are passed to the transactional producer (rmqtest does
+	// not check them; producer's tests check the requests are signed).
+	m, err := outbox.NewTxMessenger(db, env.NameServers(), group, outbox.WithLogger(slog.New(slog.DiscardHandler)),
+		outbox.WithCredentials(producer.Credentials{AccessKey: "ak", SecretKey: "sk"}))
 	if err != nil {
 		t.Fatal(err)
 	}

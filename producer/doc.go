@@ -38,4 +38,14 @@
 // [New] does no I/O. [Producer.Close] stops new sends, waits for those in
 // flight and shuts the client down; it is idempotent. Sends after Close
 // return [ErrClosed].
+//
+// # Transactional messages
+//
+// [NewTransactional] starts a producer of RocketMQ transactional messages:
+// [Transactional.SendInTransaction] stores a half message, runs the
+// caller's local transaction and commits or rolls the message back by its
+// answer; a [TxChecker] answers the broker's check-backs. It applies the
+// same message rules, queue selector, credentials and instance naming as
+// [New], and takes only the options that fit it ([TxOption]; options that
+// fit both are [SharedOption]). Package outbox's TxMessenger is built on it.
 package producer

@@ -53,14 +53,29 @@ type optionFunc func(*config)
 
 func (f optionFunc) apply(c *config) { f(c) }
 
+// TxOption configures a [Transactional] producer.
+type TxOption interface{ applyTx(*config) }
+
+// SharedOption configures a [Producer] or a [Transactional] one: it is both
+// an [Option] and a [TxOption].
+type SharedOption interface {
+	Option
+	TxOption
+}
+
+type sharedFunc func(*config)
+
+func (f sharedFunc) apply(c *config)   { f(c) }
+func (f sharedFunc) applyTx(c *config) { f(c) }
+
 // WithGroup sets the producer group. Default "reliablemq_producer".
 func WithGroup(group string) Option { return optionFunc(func(c *config) { c.group = group }) }
 
 // WithInstanceName sets the client's instance name. The official client
 // shares one connection set per instance name in the process, so each
 // Producer gets a unique one by default ("reliablemq-p-" and random hex).
-func WithInstanceName(name string) Option {
-	return optionFunc(func(c *config) { c.instance = name })
+func WithInstanceName(name string) SharedOption {
+	return sharedFunc(func(c *config) { c.instance = name })
 }
 
 // WithRetry sets how many attempts a send makes in all (at least 1) when
@@ -83,8 +98,8 @@ func WithRetryBackoff(d time.Duration) Option {
 // WithSendTimeout bounds each attempt. Default and maximum 3 s, the official
 // client's own fixed per-request timeout; a ctx deadline that comes sooner
 // wins.
-func WithSendTimeout(d time.Duration) Option {
-	return optionFunc(func(c *config) { c.sendTimeout = d })
+func WithSendTimeout(d time.Duration) SharedOption {
+	return sharedFunc(func(c *config) { c.sendTimeout = d })
 }
 
 // WithDelayLevels sets the broker's delay level table (its
@@ -96,43 +111,43 @@ func WithDelayLevels(levels []time.Duration) Option {
 
 // WithMaxBodySize sets the largest body accepted, in bytes. Default 4 MiB,
 // the broker's default maxMessageSize.
-func WithMaxBodySize(n int) Option { return optionFunc(func(c *config) { c.maxBodySize = n }) }
+func WithMaxBodySize(n int) SharedOption { return sharedFunc(func(c *config) { c.maxBodySize = n }) }
 
 // WithOrderedTopics lists topics whose messages must carry a sharding key;
 // a send to one of them without a key fails with [ErrNoShardingKey]
 // instead of landing on an arbitrary queue. Default none.
-func WithOrderedTopics(topics ...string) Option {
-	return optionFunc(func(c *config) { c.orderedTopics = append(c.orderedTopics, topics...) })
+func WithOrderedTopics(topics ...string) SharedOption {
+	return sharedFunc(func(c *config) { c.orderedTopics = append(c.orderedTopics, topics...) })
 }
 
 // WithCredentials signs every request with an ACL account's keys.
 // Default: none (a cluster without ACL).
-func WithCredentials(c Credentials) Option {
-	return optionFunc(func(cfg *config) { cfg.credentials = c })
+func WithCredentials(c Credentials) SharedOption {
+	return sharedFunc(func(cfg *config) { cfg.credentials = c })
 }
 
 // WithQueueLossGrace sets how long a sharding key whose queue's broker
 // left the route is held back (its sends fail as [Transient], so an outbox
 // retries them) before the keys re-hash over the queues still routed.
 // Default [orderly.DefaultLossGrace], 10 minutes. See [orderly.Selector].
-func WithQueueLossGrace(d time.Duration) Option {
-	return optionFunc(func(c *config) { c.lossGrace = d })
+func WithQueueLossGrace(d time.Duration) SharedOption {
+	return sharedFunc(func(c *config) { c.lossGrace = d })
 }
 
 // WithQueueCountChange sets a function called when a topic's writable queue
 // count changes between two sends. Keys re-hash to other queues after such
 // a change, so per-key order can break for messages still in flight. The
 // change is also logged at Warn. Default: log only.
-func WithQueueCountChange(fn func(orderly.QueueCountChange)) Option {
-	return optionFunc(func(c *config) { c.onQueueChange = fn })
+func WithQueueCountChange(fn func(orderly.QueueCountChange)) SharedOption {
+	return sharedFunc(func(c *config) { c.onQueueChange = fn })
 }
 
 // WithLogger sets the logger. Default: [slog.Default] at construction, so
 // retries, parked messages, dead rows and failed runs are visible without
 // wiring; slog.New(slog.DiscardHandler) silences it.
-func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
+func WithLogger(l *slog.Logger) SharedOption { return sharedFunc(func(c *config) { c.logger = l }) }
 
-func newConfig(opts []Option) (*config, error) {
+func newConfig(apply func(*config)) (*config, error) {
 	c := &config{
 		group:       "reliablemq_producer",
 		attempts:    3,
@@ -141,9 +156,7 @@ func newConfig(opts []Option) (*config, error) {
 		delayLevels: delaylevel.Default,
 		maxBodySize: 4 << 20,
 	}
-	for _, o := range opts {
-		o.apply(c)
-	}
+	apply(c)
 	var errs []error
 	if c.group == "" {
 		errs = append(errs, errors.New("producer: empty group"))

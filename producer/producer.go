@@ -2,8 +2,6 @@ package producer
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +17,7 @@ import (
 	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/internal/token"
 	"github.com/seed157d4c4d/reliablemq/orderly"
 )
 
@@ -71,7 +70,11 @@ type Producer struct {
 // New starts a producer for the given name servers. It does no blocking
 // I/O: routes are fetched on the first send.
 func New(nameServers []string, opts ...Option) (*Producer, error) {
-	cfg, err := newConfig(opts)
+	cfg, err := newConfig(func(c *config) {
+		for _, o := range opts {
+			o.apply(c)
+		}
+	})
 	if len(nameServers) == 0 {
 		err = errors.Join(err, errors.New("producer: no name servers"))
 	}
@@ -82,6 +85,21 @@ func New(nameServers []string, opts ...Option) (*Producer, error) {
 		cfg.instance = uniqueInstance("reliablemq-p-")
 	}
 	clientlog.Contain()
+	copts := clientOptions(cfg, nameServers)
+	c, err := rocketmq.NewProducer(copts...)
+	if err != nil {
+		return nil, fmt.Errorf("producer: new client: %w", err)
+	}
+	if err := c.Start(); err != nil {
+		return nil, fmt.Errorf("producer: start client: %w", err)
+	}
+	return &Producer{cfg: cfg, client: c}, nil
+}
+
+// clientOptions are the official client's options for cfg: our instance
+// name, no client retries (ours, see [WithRetry]), the orderly selector,
+// the credentials.
+func clientOptions(cfg *config, nameServers []string) []rmqproducer.Option {
 	// The client calls the selector without a context, so the change is
 	// logged without one.
 	sel := &orderly.Selector{LossGrace: cfg.lossGrace, OnChange: func(ch orderly.QueueCountChange) {
@@ -107,21 +125,10 @@ func New(nameServers []string, opts ...Option) (*Producer, error) {
 		copts = append(copts, rmqproducer.WithCredentials(primitive.Credentials{AccessKey: cfg.credentials.AccessKey,
 			SecretKey: cfg.credentials.SecretKey, SecurityToken: cfg.credentials.SecurityToken}))
 	}
-	c, err := rocketmq.NewProducer(copts...)
-	if err != nil {
-		return nil, fmt.Errorf("producer: new client: %w", err)
-	}
-	if err := c.Start(); err != nil {
-		return nil, fmt.Errorf("producer: start client: %w", err)
-	}
-	return &Producer{cfg: cfg, client: c}, nil
+	return copts
 }
 
-func uniqueInstance(prefix string) string {
-	var b [6]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
-	return prefix + hex.EncodeToString(b[:])
-}
+func uniqueInstance(prefix string) string { return prefix + token.New() }
 
 // enter registers a send; it fails once Close has begun.
 func (p *Producer) enter() error {
@@ -145,7 +152,7 @@ func (p *Producer) Send(ctx context.Context, m Message) (Result, error) {
 		return Result{}, err
 	}
 	defer p.inflight.Done()
-	pm, err := p.build(m)
+	pm, err := p.cfg.build(m)
 	if err != nil {
 		return Result{}, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent, Err: err}
 	}
@@ -179,7 +186,7 @@ func (p *Producer) SendBatch(ctx context.Context, msgs []Message) (Result, error
 		}
 		var pm *primitive.Message
 		if err == nil {
-			pm, err = p.build(m)
+			pm, err = p.cfg.build(m)
 		}
 		if err != nil {
 			return Result{}, &SendError{Topic: topic, Keys: m.Keys, Outcome: Permanent,
@@ -291,17 +298,17 @@ func Validate(m Message) error {
 }
 
 // build validates m and converts it to the client's message.
-func (p *Producer) build(m Message) (*primitive.Message, error) {
+func (c *config) build(m Message) (*primitive.Message, error) {
 	if err := Validate(m); err != nil {
 		return nil, err
 	}
 	switch {
-	case len(m.Body) > p.cfg.maxBodySize:
-		return nil, fmt.Errorf("%w: body %d bytes > %d", ErrInvalidMessage, len(m.Body), p.cfg.maxBodySize)
-	case m.ShardingKey == "" && slices.Contains(p.cfg.orderedTopics, m.Topic):
+	case len(m.Body) > c.maxBodySize:
+		return nil, fmt.Errorf("%w: body %d bytes > %d", ErrInvalidMessage, len(m.Body), c.maxBodySize)
+	case m.ShardingKey == "" && slices.Contains(c.orderedTopics, m.Topic):
 		return nil, fmt.Errorf("%w: topic %s", ErrNoShardingKey, m.Topic)
 	}
-	level, err := p.cfg.delayLevel(m.Delay)
+	level, err := c.delayLevel(m.Delay)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,20 @@ import (
 	"github.com/seed157d4c4d/reliablemq/outbox"
 )
 
+// Relay is what a [Job] drives: *outbox.Relay implements it. The methods
+// are those of [outbox.Relay], with the same contracts: DispatchDue and
+// ResendUnconfirmed claim up to limit rows and report on them, Purge
+// deletes final rows older than retention, Backlog counts what is left.
+// All may be called from two goroutines at once.
+type Relay interface {
+	DispatchDue(ctx context.Context, limit int) (outbox.BatchReport, error)
+	ResendUnconfirmed(ctx context.Context, timeout time.Duration, limit int) (outbox.BatchReport, error)
+	Purge(ctx context.Context, retention time.Duration, includeSent bool, batch int) (int64, error)
+	Backlog(ctx context.Context) (outbox.Backlog, error)
+}
+
+var _ Relay = (*outbox.Relay)(nil)
+
 // Schedule says when the next run starts; a parsed cron expression (for
 // example github.com/robfig/cron/v3's) satisfies it.
 type Schedule interface {
@@ -98,18 +112,18 @@ type Report struct {
 // optionally resends unconfirmed rows; purges old rows. Any number of jobs
 // may run at once against one table.
 type Job struct {
-	relay *outbox.Relay
+	relay Relay
 	cfg   config
 }
 
-// New returns a job over relay.
-func New(relay *outbox.Relay, opts ...Option) (*Job, error) {
+// New returns a job over relay, normally an *outbox.Relay.
+func New(relay Relay, opts ...Option) (*Job, error) {
 	c := config{schedule: every(10 * time.Second), batch: 500}
 	for _, o := range opts {
 		o.apply(&c)
 	}
 	var errs []error
-	if relay == nil {
+	if r, ok := relay.(*outbox.Relay); relay == nil || (ok && r == nil) {
 		errs = append(errs, errors.New("reconcile: nil relay"))
 	}
 	if e, ok := c.schedule.(every); c.schedule == nil || (ok && e <= 0) {

@@ -16,15 +16,14 @@
 package sqldb
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/seed157d4c4d/reliablemq/internal/token"
 )
 
 // Time is a DATETIME column holding a UTC wall clock.
@@ -109,10 +108,6 @@ func Hash(s string) []byte {
 	return h[:]
 }
 
-// Token returns a random 128-bit hex string: fencing tokens, claim owners,
-// client instance names.
-func Token() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
-	return hex.EncodeToString(b[:])
-}
+// Token returns a random 128-bit hex string ([token.New]), for the stores'
+// fencing tokens and claim owners.
+func Token() string { return token.New() }

@@ -1,0 +1,256 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+)
+
+// TxState is what a local transaction tells the broker about its half
+// message.
+type TxState int
+
+// Transaction states.
+const (
+	// TxUnknown leaves the half message to the broker's check-back.
+	TxUnknown TxState = iota
+	// TxCommit makes the message visible to consumers.
+	TxCommit
+	// TxRollback discards it.
+	TxRollback
+)
+
+func (s TxState) String() string {
+	switch s {
+	case TxCommit:
+		return "commit"
+	case TxRollback:
+		return "rollback"
+	}
+	return "unknown"
+}
+
+// HalfMessage is a transactional message the broker asks about: Topic is
+// the topic it was sent to, MsgID its client message id (UNIQ_KEY).
+type HalfMessage struct {
+	Message
+	MsgID string
+}
+
+// TxChecker answers the broker's check-back for a half message whose
+// outcome did not reach it (a crash after the local transaction, a lost
+// one-way request). It runs on the client's goroutine, one check at a
+// time, with a ctx bounded by the check timeout (30 s); it must answer
+// from durable state, and TxUnknown makes the broker ask again later.
+type TxChecker interface {
+	CheckTx(ctx context.Context, m HalfMessage) TxState
+}
+
+// Transactional sends RocketMQ transactional messages through one
+// long-lived official client: a half message, then a local transaction,
+// then commit or rollback. Messages follow the same rules as a
+// [Producer]'s ([Validate], the body size limit, ordered topics), with the
+// same orderly queue selector, credentials and instance naming ("reliablemq-tx-"
+// and random hex by default). It is safe for concurrent use.
+type Transactional struct {
+	cfg     *config
+	client  rocketmq.TransactionProducer
+	checker TxChecker
+	pending sync.Map // *primitive.Message -> *localCall
+
+	mu       sync.RWMutex // guards closed; held shared while a send or check starts
+	closed   bool
+	inflight sync.WaitGroup
+	close    sync.Once
+	closeErr error
+}
+
+type localCall struct {
+	ctx   context.Context
+	local func(ctx context.Context, msgID string) TxState
+	ran   bool
+}
+
+// TxResult is a transactional send's outcome.
+type TxResult struct {
+	Result
+	// State is what the broker was told: TxCommit only if the local
+	// transaction committed.
+	State TxState
+}
+
+// txCheckTimeout bounds one check-back.
+const txCheckTimeout = 30 * time.Second
+
+// NewTransactional starts a transactional producer for group on
+// nameServers; checker answers the broker's check-backs, which go to a
+// live producer of the group, so keep one running per group. It does no
+// blocking I/O.
+func NewTransactional(nameServers []string, group string, checker TxChecker, opts ...TxOption) (*Transactional, error) {
+	cfg, err := newConfig(func(c *config) {
+		c.group = group
+		for _, o := range opts {
+			o.applyTx(c)
+		}
+	})
+	if len(nameServers) == 0 {
+		err = errors.Join(err, errors.New("producer: no name servers"))
+	}
+	if checker == nil {
+		err = errors.Join(err, errors.New("producer: nil transaction checker"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cfg.instance == "" {
+		cfg.instance = uniqueInstance("reliablemq-tx-")
+	}
+	clientlog.Contain()
+	p := &Transactional{cfg: cfg, checker: checker}
+	c, err := rocketmq.NewTransactionProducer(txListener{p}, clientOptions(cfg, nameServers)...)
+	if err != nil {
+		return nil, fmt.Errorf("producer: new transaction client: %w", err)
+	}
+	if err := c.Start(); err != nil {
+		return nil, fmt.Errorf("producer: start transaction client: %w", err)
+	}
+	p.client = c
+	return p, nil
+}
+
+// SendInTransaction sends m as a half message (invisible to consumers),
+// then calls local with the message's client id, and commits or rolls back
+// the half message by local's answer. local is not called when the half
+// message was refused or not stored: the error is then a *[SendError], or
+// [ErrClosed]. A nil error means the broker stored the half message; the
+// result's State says what it was told. Transactional messages cannot be
+// delayed. The commit or rollback is a one-way request: if it is lost, the
+// broker's check-back asks the [TxChecker].
+func (p *Transactional) SendInTransaction(ctx context.Context, m Message, local func(ctx context.Context, msgID string) TxState) (TxResult, error) {
+	p.mu.RLock()
+	if p.closed {
+		p.mu.RUnlock()
+		return TxResult{}, ErrClosed
+	}
+	p.inflight.Add(1)
+	p.mu.RUnlock()
+	defer p.inflight.Done()
+	if m.Delay != 0 {
+		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent,
+			Err: fmt.Errorf("%w: transactional messages cannot be delayed", ErrInvalidMessage)}
+	}
+	pm, err := p.cfg.build(m)
+	if err != nil {
+		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent, Err: err}
+	}
+	call := &localCall{ctx: ctx, local: local}
+	p.pending.Store(pm, call)
+	defer p.pending.Delete(pm)
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.sendTimeout)
+	defer cancel()
+	res, err := p.client.SendMessageInTransaction(sctx, pm)
+	msgID := pm.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
+	if err != nil {
+		outcome, code := classify(err)
+		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, MsgID: msgID, Outcome: outcome, Code: code, Attempts: 1, Err: err}
+	}
+	r := TxResult{Result: Result{MsgID: msgID, Attempts: 1}, State: TxUnknown}
+	if res.SendResult != nil {
+		r.OffsetMsgID, r.QueueOffset = res.OffsetMsgID, res.QueueOffset
+		if res.MessageQueue != nil {
+			r.Queue = res.MessageQueue.QueueId
+		}
+	}
+	switch res.State {
+	case primitive.CommitMessageState:
+		r.State = TxCommit
+	case primitive.RollbackMessageState:
+		r.State = TxRollback
+	}
+	if !call.ran {
+		// The broker answered but not SEND_OK: the client rolled the half
+		// message back without running the local transaction.
+		return r, &SendError{Topic: m.Topic, Keys: m.Keys, MsgID: msgID, Outcome: Transient, Attempts: 1,
+			Err: errors.New("half message not stored durably; rolled back")}
+	}
+	return r, nil
+}
+
+// Close stops new sends and check-backs, waits for those in progress and
+// shuts the client down. The official client leaves its check-back
+// goroutine running after that (v2.1.2); checks it still delivers are
+// answered TxUnknown without calling the checker. Close is idempotent and
+// safe to call concurrently.
+func (p *Transactional) Close() error {
+	p.close.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
+		p.inflight.Wait()
+		if err := p.client.Shutdown(); err != nil {
+			p.closeErr = fmt.Errorf("producer: shutdown: %w", err)
+		}
+	})
+	return p.closeErr
+}
+
+// txListener adapts the client's callbacks.
+type txListener struct{ p *Transactional }
+
+// ExecuteLocalTransaction runs the local transaction of a send.
+func (l txListener) ExecuteLocalTransaction(pm *primitive.Message) primitive.LocalTransactionState {
+	v, ok := l.p.pending.Load(pm)
+	if !ok {
+		return primitive.RollbackMessageState // not ours: never commit what we did not run
+	}
+	call := v.(*localCall)
+	call.ran = true
+	return clientState(call.local(call.ctx, pm.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)))
+}
+
+// CheckLocalTransaction asks the checker about a half message.
+func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) primitive.LocalTransactionState {
+	p := l.p
+	p.mu.RLock()
+	if p.closed {
+		p.mu.RUnlock()
+		return primitive.UnknowState // the broker asks another producer later
+	}
+	p.inflight.Add(1)
+	p.mu.RUnlock()
+	defer p.inflight.Done()
+	// The client gives this callback no ctx; the work is bounded instead.
+	ctx, cancel := context.WithTimeout(context.Background(), txCheckTimeout)
+	defer cancel()
+	h := HalfMessage{Message: Message{Topic: ext.Topic, Body: ext.Body, Tag: ext.GetTags(),
+		ShardingKey: ext.GetShardingKey()}}
+	if rt := ext.GetProperty(remoting.PropRealTopic); rt != "" {
+		h.Topic = rt
+	}
+	if keys := ext.GetKeys(); keys != "" {
+		h.Keys = strings.Fields(keys)
+	}
+	h.MsgID = ext.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
+	if h.MsgID == "" {
+		h.MsgID = ext.MsgId
+	}
+	return clientState(p.checker.CheckTx(ctx, h))
+}
+
+func clientState(s TxState) primitive.LocalTransactionState {
+	switch s {
+	case TxCommit:
+		return primitive.CommitMessageState
+	case TxRollback:
+		return primitive.RollbackMessageState
+	}
+	return primitive.UnknowState
+}

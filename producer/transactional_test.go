@@ -1,0 +1,198 @@
+package producer_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/internal/record"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/producer"
+	"github.com/seed157d4c4d/reliablemq/rmqtest"
+)
+
+// checkFunc is a TxChecker that records what it was asked.
+type checkFunc struct {
+	mu     sync.Mutex
+	asked  []producer.HalfMessage
+	answer producer.TxState
+}
+
+func (c *checkFunc) CheckTx(_ context.Context, h producer.HalfMessage) producer.TxState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asked = append(c.asked, h)
+	return c.answer
+}
+
+func (c *checkFunc) questions() []producer.HalfMessage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]producer.HalfMessage(nil), c.asked...)
+}
+
+func newTransactional(t *testing.T, ns []string, group string, c producer.TxChecker, opts ...producer.TxOption) *producer.Transactional {
+	t.Helper()
+	p, err := producer.NewTransactional(ns, group, c, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return p
+}
+
+func answer(s producer.TxState, ids *[]string) func(context.Context, string) producer.TxState {
+	return func(_ context.Context, msgID string) producer.TxState {
+		*ids = append(*ids, msgID)
+		return s
+	}
+}
+
+func TestTransactionalCommitRollbackAndCheckBack(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t, rmqtest.WithTransactionCheck(6*time.Second, 60*time.Second, 15))
+	b := env.RequireEmbedded(t)
+	topic, group := testenv.Name(t, "T"), testenv.Name(t, "PG")
+	env.CreateTopic(t, topic, 4)
+	checker := &checkFunc{answer: producer.TxCommit}
+	p := newTransactional(t, env.NameServers(), group, checker)
+	visible := func(key string) int {
+		n := 0
+		for _, m := range b.Messages(topic) {
+			if len(m.Keys) == 1 && m.Keys[0] == key {
+				n++
+			}
+		}
+		return n
+	}
+	msg := func(key string) producer.Message {
+		return producer.Message{Topic: topic, Keys: []string{key}, Body: []byte(key), ShardingKey: "order-1"}
+	}
+	var ids []string
+	res, err := p.SendInTransaction(ctxT(t), msg("commit"), answer(producer.TxCommit, &ids))
+	if err != nil || res.State != producer.TxCommit || len(ids) != 1 || ids[0] == "" || res.MsgID != ids[0] {
+		t.Fatalf("commit: %+v %v, local saw ids %v", res, err, ids)
+	}
+	// The orderly selector: a sharding key goes where a plain producer sends it.
+	plain := newProducer(t, env)
+	pres, err := plain.Send(ctxT(t), msg("plain"))
+	if err != nil || pres.Queue != res.Queue {
+		t.Fatalf("plain send of the same sharding key on queue %d (%v), transactional on %d", pres.Queue, err, res.Queue)
+	}
+	if res, err := p.SendInTransaction(ctxT(t), msg("rollback"), answer(producer.TxRollback, &ids)); err != nil || res.State != producer.TxRollback {
+		t.Fatalf("rollback: %+v %v", res, err)
+	}
+	if res, err := p.SendInTransaction(ctxT(t), msg("unknown"), answer(producer.TxUnknown, &ids)); err != nil || res.State != producer.TxUnknown {
+		t.Fatalf("unknown: %+v %v", res, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for (b.HalfMessages() > 1 || b.Producers(group) == 0) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if visible("commit") != 1 || visible("rollback") != 0 || visible("unknown") != 0 {
+		t.Fatalf("before check-back: commit %d rollback %d unknown %d", visible("commit"), visible("rollback"), visible("unknown"))
+	}
+	b.Advance(7 * time.Second) // the broker checks back
+	for visible("unknown") == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	q := checker.questions()
+	if visible("unknown") != 1 || len(q) != 1 || q[0].Topic != topic || strings.Join(q[0].Keys, ",") != "unknown" || q[0].MsgID != ids[2] {
+		t.Fatalf("after check-back: visible %d, checker asked %+v (want the real topic, key and msg id %s)", visible("unknown"), q, ids[2])
+	}
+}
+
+func TestTransactionalRefusesWhatAPlainSendWould(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, 2)
+	p := newTransactional(t, env.NameServers(), testenv.Name(t, "PG"), &checkFunc{}, producer.WithMaxBodySize(16),
+		producer.WithOrderedTopics(topic))
+	for name, m := range map[string]producer.Message{
+		"delay":     {Topic: topic, Keys: []string{"k"}, Body: []byte("x"), ShardingKey: "s", Delay: time.Second},
+		"topic":     {Topic: "bad topic", Keys: []string{"k"}, Body: []byte("x"), ShardingKey: "s"},
+		"body size": {Topic: topic, Keys: []string{"k"}, Body: make([]byte, 17), ShardingKey: "s"},
+		"reserved":  {Topic: topic, Keys: []string{"k"}, Body: []byte("x"), ShardingKey: "s", Properties: map[string]string{"KEYS": "x"}},
+		"ordered":   {Topic: topic, Keys: []string{"k"}, Body: []byte("x")},
+	} {
+		ran := false
+		_, err := p.SendInTransaction(ctxT(t), m, func(context.Context, string) producer.TxState { ran = true; return producer.TxCommit })
+		var se *producer.SendError
+		if !errors.As(err, &se) || se.Outcome != producer.Permanent || ran {
+			t.Errorf("%s: %v (local ran: %v), want a permanent *SendError before any local transaction", name, err, ran)
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if _, err := p.SendInTransaction(ctxT(t), producer.Message{Topic: topic, Keys: []string{"k"}, Body: []byte("x"), ShardingKey: "s"},
+		func(context.Context, string) producer.TxState { return producer.TxCommit }); !errors.Is(err, producer.ErrClosed) {
+		t.Fatalf("send after close: %v", err)
+	}
+	if _, err := producer.NewTransactional(env.NameServers(), "", &checkFunc{}); err == nil {
+		t.Error("empty group accepted")
+	}
+	if _, err := producer.NewTransactional(env.NameServers(), "g", nil); err == nil {
+		t.Error("nil checker accepted")
+	}
+}
+
+// TestTransactionalSignsRequests checks, through a recording proxy, that
+// the half message goes out signed with the credentials (rmqtest does not
+// enforce ACL; TestACLEndToEnd in package consumer runs a real one).
+func TestTransactionalSignsRequests(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	env.RequireEmbedded(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, 2)
+	var transcript lockedBuffer
+	proxy, err := record.Start(ctxT(t), env.Namesrv, &transcript)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	p := newTransactional(t, []string{proxy.NamesrvAddr()}, testenv.Name(t, "PG"), &checkFunc{},
+		producer.WithCredentials(producer.Credentials{AccessKey: "tx-access-key", SecretKey: "tx-secret"}))
+	var ids []string
+	if _, err := p.SendInTransaction(ctxT(t), producer.Message{Topic: topic, Keys: []string{"k"}, Body: []byte("x")},
+		answer(producer.TxCommit, &ids)); err != nil {
+		t.Fatal(err)
+	}
+	if err := proxy.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := transcript.String()
+	if !strings.Contains(out, "tx-access-key") || !strings.Contains(out, "Signature") || strings.Contains(out, "tx-secret") {
+		t.Fatal("the transactional send was not signed with the access key (or leaked the secret)")
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
