@@ -16,7 +16,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
-	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
+	"github.com/seed157d4c4d/reliablemq/internal/token"
 )
 
 // Errors.
@@ -115,7 +115,7 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 		return nil, errors.Join(errs...)
 	}
 	if cfg.instance == "" {
-		cfg.instance = "reliablemq-c-" + sqldb.Token()[:12]
+		cfg.instance = "reliablemq-c-" + token.New()[:12]
 	}
 	return &Consumer{cfg: cfg, group: group, topic: topic, handler: h, orderly: orderly, policy: policy,
 		names: nameServers, running: make(map[uint64]context.CancelFunc), stopping: make(chan struct{}),

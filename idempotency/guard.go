@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
+	"github.com/seed157d4c4d/reliablemq/internal/token"
 )
 
 // Sentinel errors.
@@ -129,7 +129,7 @@ func (g *Guard) Claim(ctx context.Context, key string) (*Claim, error) {
 	if key == "" {
 		return nil, ErrEmptyKey
 	}
-	token := sqldb.Token()
+	token := token.New()
 	deadline := time.Now().Add(g.lease)
 	o, n, err := g.store.Claim(ctx, g.group, key, token, g.lease)
 	if err != nil {

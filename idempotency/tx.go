@@ -8,6 +8,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
+	"github.com/seed157d4c4d/reliablemq/internal/token"
 )
 
 // TxGuard is the transactional mode: the dedup row is inserted in the same
@@ -67,7 +68,7 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	h := sqldb.Hash(key)
-	token := sqldb.Token()
+	token := token.New()
 	_, err = tx.ExecContext(ctx, g.q.insert, g.group, h, []byte(key), statusDone, token, g.retention)
 	if sqldb.IsDuplicate(err) {
 		var res sql.Result

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
+	"github.com/seed157d4c4d/reliablemq/internal/token"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -36,7 +36,7 @@ func (r *Relay) ResendUnconfirmed(ctx context.Context, timeout time.Duration, li
 }
 
 func (r *Relay) claimAndSend(ctx context.Context, claim func(owner string) ([]*Row, error), resend bool) (BatchReport, error) {
-	owner := sqldb.Token()
+	owner := token.New()
 	rows, err := claim(owner)
 	if err != nil || len(rows) == 0 {
 		return BatchReport{}, err

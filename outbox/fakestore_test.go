@@ -23,8 +23,6 @@ type fakeStore struct {
 	now    time.Time
 	nextID int64
 	rows   map[int64]*fakeRow
-	// retries records each retryLater's wait, for backoff tests.
-	retries []time.Duration
 }
 
 type fakeRow struct {
@@ -47,18 +45,6 @@ func (s *fakeStore) advance(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.now = s.now.Add(d)
-}
-
-func (s *fakeStore) clock() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.now
-}
-
-func (s *fakeStore) waits() []time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.retries)
 }
 
 func (s *fakeStore) copyOf(r *fakeRow) *Row {
@@ -200,7 +186,6 @@ func (s *fakeStore) markSentBatch(_ context.Context, owners []string, rows []sen
 func (s *fakeStore) retryLater(_ context.Context, id int64, status Status, owner, lastErr string, after time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.retries = append(s.retries, after)
 	if r := s.held(id, status, owner); r != nil {
 		r.Attempts++
 		r.LastError, r.owner, r.NextAttemptAt, r.UpdatedAt = lastErr, "", s.now.Add(after), s.now

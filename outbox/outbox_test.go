@@ -76,7 +76,6 @@ func setup(t *testing.T, pub outbox.Publisher, opts ...outbox.Option) (*sqlx.DB,
 	if err != nil {
 		t.Fatal(err)
 	}
-	dbs.Store(r, db)
 	return db, r
 }
 
@@ -138,16 +137,6 @@ func TestTransactCommitsBusinessAndOutboxTogetherThenSends(t *testing.T) {
 	if count(t, db, "SELECT COUNT(*) FROM orders WHERE id = 'o-3'") != 0 {
 		t.Fatal("a panicking transaction committed")
 	}
-}
-
-var dbs sync.Map // relay -> db, for tests that enqueue outside a transaction
-
-func r2db(t *testing.T, r *outbox.Relay) outbox.Execer {
-	v, ok := dbs.Load(r)
-	if !ok {
-		t.Fatal("no db for relay")
-	}
-	return v.(outbox.Execer)
 }
 
 func TestRelayConfigurationIsValidated(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/combine"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
+	"github.com/seed157d4c4d/reliablemq/internal/token"
 )
 
 // Relay writes, sends and tracks outbox rows. It is safe for concurrent
@@ -167,7 +168,7 @@ func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) erro
 	if err != nil {
 		return err
 	}
-	t := &Tx{tx: tx, relay: r, owner: sqldb.Token()}
+	t := &Tx{tx: tx, relay: r, owner: token.New()}
 	committed := false
 	defer func() {
 		if !committed {
