@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/internal/token"
+	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -102,6 +103,9 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 		}
 		report.Sent += int(n)
 		report.LostClaims += len(chunk) - int(n)
+		for range len(chunk) - int(n) {
+			r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.ClaimLost, Reason: "outbox"})
+		}
 	}
 	return report, errors.Join(errs...)
 }
@@ -182,7 +186,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 				return rep, nil, err
 			}
 			if held {
-				r.dead(ctx, row, "unconfirmed after resends", &rep)
+				r.dead(ctx, row, "unconfirmed after resends", "unconfirmed", &rep)
 			}
 			continue
 		}
@@ -202,6 +206,8 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			}
 			if !held {
 				rep.LostClaims++
+				r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.ClaimLost, Topic: row.Topic, Key: row.Key, MsgID: res.MsgID,
+					Reason: "outbox"})
 			} else {
 				rep.Sent++
 			}
@@ -228,15 +234,19 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 			return err
 		}
 		if held {
-			r.dead(ctx, row, text, rep)
+			r.dead(ctx, row, text, "unconfirmed", rep)
 		}
 	case !resend && (attempts >= r.cfg.maxAttempts || producer.IsPermanent(sendErr)):
 		held, err := r.store.markDead(ctx, row.ID, owner, text)
 		if err != nil {
 			return err
 		}
+		reason := "attempts"
+		if producer.IsPermanent(sendErr) {
+			reason = "permanent"
+		}
 		if held {
-			r.dead(ctx, row, text, rep)
+			r.dead(ctx, row, text, reason, rep)
 		}
 	default:
 		status := Pending
@@ -247,6 +257,8 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 			return err
 		}
 		rep.Failed++
+		r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.RowRetry, Topic: row.Topic, Key: row.Key, Attempt: attempts,
+			Err: sendErr})
 		r.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "outbox send failed, retrying later", slog.Int64("id", row.ID),
 			slog.String("topic", row.Topic), slog.Int("attempt", attempts), slog.Any("error", sendErr))
 	}
@@ -254,9 +266,11 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 }
 
 // dead reports a row given up on: made Dead, or (unconfirmed) no longer
-// resent.
-func (r *Relay) dead(ctx context.Context, row *Row, text string, rep *BatchReport) {
+// resent. reason is "attempts", "permanent" or "unconfirmed".
+func (r *Relay) dead(ctx context.Context, row *Row, text, reason string, rep *BatchReport) {
 	rep.Dead++
+	r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.RowDead, Topic: row.Topic, Key: row.Key, MsgID: row.MsgID,
+		Attempt: row.Attempts + 1, Reason: reason, Err: errors.New(text)})
 	if row.Status == Pending {
 		row.Status, row.Attempts = Dead, row.Attempts+1
 	}

@@ -270,6 +270,18 @@ func (s *fakeStore) list(_ context.Context, status Status, afterID int64, limit 
 	return out, nil
 }
 
+func (s *fakeStore) find(_ context.Context, key string) ([]*Row, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*Row
+	for _, r := range s.visible() {
+		if r.Key == key {
+			out = append(out, s.copyOf(r))
+		}
+	}
+	return out, nil
+}
+
 func (s *fakeStore) purge(_ context.Context, status Status, retention time.Duration, limit int) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -17,7 +17,7 @@ import (
 type queries struct {
 	lockKey, insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimed, predecessor,
 	markSent, retryLater, markDead, release, giveUp, purge, pending, dead,
-	insertSent, insertAborted, statusOf, idOf, insertClaimed, claimLocked string
+	insertSent, insertAborted, statusOf, idOf, insertClaimed, claimLocked, topics, byKey string
 }
 
 // columns reads times as text (see sqldb): a DATETIME the driver parses in
@@ -42,6 +42,10 @@ func newQueries(t string) queries {
 			" WHERE id = ? AND status = 3",
 		get:  "SELECT " + columns + " FROM " + t + " WHERE id = ?",
 		list: "SELECT " + columns + " FROM " + t + " WHERE status = ? AND id > ? ORDER BY id LIMIT ?",
+		// The topics, read from the (topic, key_hash) index alone, and then
+		// a key's rows through the same index, topic by topic.
+		topics: "SELECT DISTINCT topic FROM " + t,
+		byKey:  "SELECT " + columns + " FROM " + t + " WHERE topic IN (?) AND key_hash = ? AND biz_key = ? ORDER BY id",
 		selectDue: "SELECT id FROM " + t + " WHERE status = 0 AND next_attempt_at <= UTC_TIMESTAMP(6)" +
 			" ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
 		selectUnconfirmed: "SELECT id FROM " + t + " WHERE status = 1 AND next_attempt_at <= UTC_TIMESTAMP(6)" +
@@ -370,6 +374,25 @@ func (s *mysqlStore) list(ctx context.Context, status Status, afterID int64, lim
 	var rows []dbRow
 	if err := s.db.SelectContext(ctx, &rows, s.q.list, int(status), afterID, limit); err != nil {
 		return nil, fmt.Errorf("outbox: list: %w", err)
+	}
+	return rowsOf(rows)
+}
+
+func (s *mysqlStore) find(ctx context.Context, key string) ([]*Row, error) {
+	var topics []string
+	if err := s.db.SelectContext(ctx, &topics, s.q.topics); err != nil {
+		return nil, fmt.Errorf("outbox: find %q: %w", key, err)
+	}
+	if len(topics) == 0 {
+		return nil, nil
+	}
+	q, args, err := sqlx.In(s.q.byKey, topics, sqldb.Hash(key), []byte(key))
+	if err != nil {
+		return nil, fmt.Errorf("outbox: find %q: %w", key, err)
+	}
+	var rows []dbRow
+	if err := s.db.SelectContext(ctx, &rows, q, args...); err != nil {
+		return nil, fmt.Errorf("outbox: find %q: %w", key, err)
 	}
 	return rowsOf(rows)
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -12,6 +13,7 @@ import (
 type common struct {
 	table  string
 	logger *slog.Logger
+	hooks  observe.Hooks
 }
 
 type config struct {
@@ -65,6 +67,13 @@ func WithTable(name string) SharedOption { return sharedOption(func(c *common) {
 // retries, parked messages, dead rows and failed runs are visible without
 // wiring; slog.New(slog.DiscardHandler) silences it.
 func WithLogger(l *slog.Logger) SharedOption { return sharedOption(func(c *common) { c.logger = l }) }
+
+// WithHooks reports what happens to rows (observe.RowRetry,
+// observe.RowDead, observe.ClaimLost) and adds the trace context of the
+// enqueuing ctx to each message's properties, so a row sent later by
+// reconcile keeps the trace of the transaction that wrote it. Sends are
+// reported by the producer's own hooks (producer.WithHooks). Default none.
+func WithHooks(h observe.Hooks) SharedOption { return sharedOption(func(c *common) { c.hooks = h }) }
 
 // WithLease sets how long a claimed row is reserved for the relay that
 // claimed it; a relay that dies mid-batch frees its rows after this.

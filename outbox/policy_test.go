@@ -13,6 +13,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -517,6 +518,28 @@ func TestEnqueueIsOncePerTopicAndKey(t *testing.T) {
 	})
 }
 
+func TestFindReturnsAKeysRowsInEveryTopic(t *testing.T) {
+	t.Parallel()
+	onStores(t, func(t *testing.T, h *harness) {
+		ctx := context.Background()
+		r := h.relay(t, &pub{})
+		for _, m := range []Message{{Topic: "orders", Key: "o-1"}, {Topic: "refunds", Key: "o-1"},
+			{Topic: "orders", Key: "o-10"}, {Topic: "orders", Key: "O-1"}} {
+			m.Body = []byte("b")
+			if _, _, err := r.Enqueue(ctx, h.ex(), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rows, err := r.Find(ctx, "o-1")
+		if err != nil || len(rows) != 2 || rows[0].Topic != "orders" || rows[1].Topic != "refunds" || rows[0].Key != "o-1" {
+			t.Fatalf("find o-1: %v rows, %v", len(rows), err)
+		}
+		if none, err := r.Find(ctx, "nothing"); err != nil || len(none) != 0 {
+			t.Fatalf("find a missing key: %v %v", none, err)
+		}
+	})
+}
+
 func TestInvalidMessagesAreRefusedBeforeTheStore(t *testing.T) {
 	t.Parallel()
 	s := newFakeStore(time.Minute)
@@ -575,6 +598,49 @@ func TestPurgeRemovesFinalRowsOnlyAndBacklogCounts(t *testing.T) {
 		}
 		if _, err := r.Purge(ctx, time.Hour, true, 0); err == nil {
 			t.Fatal("purge batch 0 accepted")
+		}
+	})
+}
+
+// TestHooksCarryTheTraceIntoTheRowAndReportRetriesAndDeadRows: the trace
+// context of the enqueuing ctx is stored with the row, so a later send
+// (reconcile's, with no trace) carries it; failures are reported.
+func TestHooksCarryTheTraceIntoTheRowAndReportRetriesAndDeadRows(t *testing.T) {
+	t.Parallel()
+	onStores(t, func(t *testing.T, h *harness) {
+		type traceKey struct{}
+		var mu sync.Mutex
+		var kinds []string
+		hooks := observe.Hooks{
+			Event: func(_ context.Context, e observe.Event) {
+				mu.Lock()
+				defer mu.Unlock()
+				kinds = append(kinds, string(e.Kind)+":"+e.Reason)
+			},
+			Inject: func(ctx context.Context, props map[string]string) {
+				if v, ok := ctx.Value(traceKey{}).(string); ok {
+					props["traceparent"] = v
+				}
+			},
+		}
+		p := &pub{fail: func(m producer.Message) error { return sendErr(producer.Transient, "broker down") }}
+		r := h.relay(t, p, WithHooks(hooks), WithMaxAttempts(2), WithBackoff(time.Millisecond, time.Millisecond))
+		ctx := context.WithValue(context.Background(), traceKey{}, "00-enqueue-trace")
+		if _, _, err := r.Enqueue(ctx, h.ex(), Message{Topic: "orders", Key: "k", Body: []byte("b")}); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			dispatch(t, r) // a background ctx, as reconcile's
+			h.wait(5 * time.Millisecond)
+		}
+		rows, err := r.Find(context.Background(), "k")
+		if err != nil || len(rows) != 1 || rows[0].Properties["traceparent"] != "00-enqueue-trace" {
+			t.Fatalf("row %+v, %v; want the enqueuing ctx's trace stored", rows, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if got := strings.Join(kinds, " "); got != "row_retry: row_dead:attempts" {
+			t.Fatalf("events %q, want a retry then the dead row", got)
 		}
 	})
 }

@@ -88,6 +88,7 @@ func (r *Relay) Enqueue(ctx context.Context, ex Execer, m Message) (id int64, cr
 	if err := validate(m); err != nil {
 		return 0, false, err
 	}
+	m.Properties = r.cfg.hooks.InjectInto(ctx, m.Properties)
 	return r.store.enqueue(ctx, ex, m, "")
 }
 
@@ -144,6 +145,7 @@ func (t *Tx) Enqueue(ctx context.Context, m Message) (int64, error) {
 	if err := validate(m); err != nil {
 		return 0, err
 	}
+	m.Properties = t.relay.cfg.hooks.InjectInto(ctx, m.Properties)
 	id, created, err := t.relay.store.enqueue(ctx, t.tx, m, t.owner)
 	if err != nil {
 		return id, err
@@ -215,6 +217,10 @@ func (r *Relay) Replay(ctx context.Context, id int64) error {
 
 // Get returns one row, or [ErrNotFound].
 func (r *Relay) Get(ctx context.Context, id int64) (*Row, error) { return r.store.get(ctx, id) }
+
+// Find returns the rows of a business key in every topic, in id order:
+// where a message is, for an operator (`reliablemq trace`).
+func (r *Relay) Find(ctx context.Context, key string) ([]*Row, error) { return r.store.find(ctx, key) }
 
 // List returns rows with the given status in id order, after afterID, at
 // most limit (100 when zero).

@@ -67,6 +67,8 @@ type rowStore interface {
 	get(ctx context.Context, id int64) (*Row, error)
 	// list returns up to limit rows of status after afterID, in id order.
 	list(ctx context.Context, status Status, afterID int64, limit int) ([]*Row, error)
+	// find returns the rows of key, in every topic, in id order.
+	find(ctx context.Context, key string) ([]*Row, error)
 	// purge deletes up to limit rows of status not updated for retention.
 	purge(ctx context.Context, status Status, retention time.Duration, limit int) (int64, error)
 	// backlog counts Pending and Dead rows.

@@ -65,7 +65,7 @@ func NewTxMessenger(db *sqlx.DB, nameServers []string, group string, opts ...TxO
 		c.logger = slog.Default()
 	}
 	m := &TxMessenger{db: db, q: newQueries(c.table), logger: c.logger}
-	popts := []producer.TxOption{producer.WithLogger(c.logger)}
+	popts := []producer.TxOption{producer.WithLogger(c.logger), producer.WithHooks(c.hooks)}
 	if c.credentials != (producer.Credentials{}) {
 		popts = append(popts, producer.WithCredentials(c.credentials))
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/orderly"
 )
 
@@ -26,6 +27,7 @@ type config struct {
 	onQueueChange func(orderly.QueueCountChange)
 	lossGrace     time.Duration
 	credentials   Credentials
+	hooks         observe.Hooks
 	logger        *slog.Logger
 }
 
@@ -141,6 +143,13 @@ func WithQueueLossGrace(d time.Duration) SharedOption {
 func WithQueueCountChange(fn func(orderly.QueueCountChange)) SharedOption {
 	return sharedFunc(func(c *config) { c.onQueueChange = fn })
 }
+
+// WithHooks reports each send (observe.SendDone, with its duration and,
+// for a failure, its outcome) and each retry of a transient failure
+// (observe.SendRetry), and adds the trace context of the send's ctx to the
+// message's properties unless they carry one already (an outbox row keeps
+// the trace of the transaction that wrote it). Default none.
+func WithHooks(h observe.Hooks) SharedOption { return sharedFunc(func(c *config) { c.hooks = h }) }
 
 // WithLogger sets the logger. Default: [slog.Default] at construction, so
 // retries, parked messages, dead rows and failed runs are visible without

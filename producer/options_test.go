@@ -1,12 +1,15 @@
 package producer_test
 
 import (
+	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/producer"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
@@ -65,5 +68,74 @@ func TestCustomDelayLevels(t *testing.T) {
 	}
 	if _, err := producer.New([]string{"127.0.0.1:9876"}, producer.WithQueueLossGrace(-time.Second)); err == nil {
 		t.Error("a negative queue loss grace was accepted")
+	}
+}
+
+// eventLog records hook events.
+type eventLog struct {
+	mu     sync.Mutex
+	events []observe.Event
+}
+
+func (l *eventLog) hooks() observe.Hooks {
+	return observe.Hooks{
+		Event: func(_ context.Context, e observe.Event) {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.events = append(l.events, e)
+		},
+		Inject: func(ctx context.Context, props map[string]string) {
+			if _, ok := props["traceparent"]; !ok {
+				props["traceparent"] = ctx.Value(traceKey{}).(string)
+			}
+		},
+	}
+}
+
+func (l *eventLog) kinds() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, e := range l.events {
+		out = append(out, string(e.Kind)+":"+e.Reason)
+	}
+	return out
+}
+
+type traceKey struct{}
+
+func TestHooksSeeEverySendAndCarryTheTrace(t *testing.T) {
+	t.Parallel()
+	var log eventLog
+	b, topic, p := embeddedProducer(t, 1, producer.WithHooks(log.hooks()), producer.WithRetryBackoff(time.Millisecond),
+		producer.WithRetry(2))
+	ctx := context.WithValue(ctxT(t), traceKey{}, "00-trace-a")
+	caller := map[string]string{"k": "v"}
+	if _, err := p.Send(ctx, producer.Message{Topic: topic, Body: []byte("x"), Properties: caller}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Send(ctx, producer.Message{Topic: topic, Body: []byte("y"),
+		Properties: map[string]string{"traceparent": "00-trace-kept"}}); err != nil {
+		t.Fatal(err)
+	}
+	b.Inject(rmqtest.SendMessage, rmqtest.Fault{Times: 2, Code: rmqtest.CodeServiceNotAvailable})
+	if _, err := p.Send(ctx, producer.Message{Topic: topic, Body: []byte("z")}); !producer.IsRetryable(err) {
+		t.Fatalf("send under faults: %v", err)
+	}
+	got := b.Messages(topic)
+	if len(got) != 2 || got[0].Properties["traceparent"] != "00-trace-a" || got[1].Properties["traceparent"] != "00-trace-kept" {
+		t.Fatalf("stored %+v; want the ctx's trace, and a trace already present kept", got)
+	}
+	if _, touched := caller["traceparent"]; touched {
+		t.Error("the caller's properties map was modified")
+	}
+	want := "send_done: send_done: send_retry:transient send_done:transient"
+	if k := strings.Join(log.kinds(), " "); k != want {
+		t.Errorf("events %q, want %q", k, want)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if e := log.events[0]; e.Topic != topic || e.MsgID == "" || e.Duration <= 0 || e.Err != nil || e.Attempt != 1 {
+		t.Errorf("first event %+v", e)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/internal/token"
+	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/orderly"
 )
 
@@ -152,11 +153,29 @@ func (p *Producer) Send(ctx context.Context, m Message) (Result, error) {
 		return Result{}, err
 	}
 	defer p.inflight.Done()
+	m.Properties = p.cfg.hooks.InjectInto(ctx, m.Properties)
 	pm, err := p.cfg.build(m)
 	if err != nil {
 		return Result{}, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent, Err: err}
 	}
-	return p.sendWithRetry(ctx, pm, m.Topic, m.Keys)
+	start := time.Now()
+	res, err := p.sendWithRetry(ctx, pm, m.Topic, m.Keys)
+	p.cfg.reportSend(ctx, m.Topic, m.Keys, start, res, err)
+	return res, err
+}
+
+// reportSend emits a send's observe.SendDone event.
+func (c *config) reportSend(ctx context.Context, topic string, keys []string, start time.Time, res Result, err error) {
+	if c.hooks.Event == nil {
+		return
+	}
+	e := observe.Event{Kind: observe.SendDone, Topic: topic, Key: strings.Join(keys, " "), MsgID: res.MsgID,
+		Attempt: res.Attempts, Duration: time.Since(start), Err: err}
+	var se *SendError
+	if errors.As(err, &se) {
+		e.MsgID, e.Attempt, e.Reason = se.MsgID, se.Attempts, se.Outcome.String()
+	}
+	c.hooks.Event(ctx, e)
 }
 
 // SendBatch sends messages of one topic as one request: all are stored or
@@ -186,6 +205,7 @@ func (p *Producer) SendBatch(ctx context.Context, msgs []Message) (Result, error
 		}
 		var pm *primitive.Message
 		if err == nil {
+			m.Properties = p.cfg.hooks.InjectInto(ctx, m.Properties)
 			pm, err = p.cfg.build(m)
 		}
 		if err != nil {
@@ -200,7 +220,10 @@ func (p *Producer) SendBatch(ctx context.Context, msgs []Message) (Result, error
 		return Result{}, &SendError{Topic: topic, Keys: keys, Outcome: Permanent,
 			Err: fmt.Errorf("%w: batch bodies %d bytes > %d", ErrInvalidMessage, size, p.cfg.maxBodySize)}
 	}
-	return p.sendWithRetry(ctx, nil, topic, keys, pms...)
+	start := time.Now()
+	res, err := p.sendWithRetry(ctx, nil, topic, keys, pms...)
+	p.cfg.reportSend(ctx, topic, keys, start, res, err)
+	return res, err
 }
 
 func (p *Producer) sendWithRetry(ctx context.Context, pm *primitive.Message, topic string, keys []string, batch ...*primitive.Message) (Result, error) {
@@ -237,6 +260,8 @@ func (p *Producer) sendWithRetry(ctx context.Context, pm *primitive.Message, top
 			return Result{}, &SendError{Topic: topic, Keys: keys, MsgID: msgID, Outcome: outcome, Code: code,
 				Attempts: attempt, Err: describe(err)}
 		}
+		p.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.SendRetry, Topic: topic, Key: strings.Join(keys, " "), MsgID: msgID,
+			Attempt: attempt, Reason: outcome.String(), Err: err})
 		p.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "send failed, retrying",
 			slog.String("topic", topic), slog.Any("keys", keys), slog.Int("attempt", attempt), slog.Any("error", err))
 		t := time.NewTimer(wait)

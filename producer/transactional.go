@@ -147,10 +147,20 @@ func (p *Transactional) SendInTransaction(ctx context.Context, m Message, local 
 		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent,
 			Err: fmt.Errorf("%w: transactional messages cannot be delayed", ErrInvalidMessage)}
 	}
+	m.Properties = p.cfg.hooks.InjectInto(ctx, m.Properties)
 	pm, err := p.cfg.build(m)
 	if err != nil {
 		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent, Err: err}
 	}
+	start := time.Now()
+	r, err := p.sendHalf(ctx, m, pm, local)
+	p.cfg.reportSend(ctx, m.Topic, m.Keys, start, r.Result, err)
+	return r, err
+}
+
+// sendHalf sends pm as a half message and settles it by local's answer.
+func (p *Transactional) sendHalf(ctx context.Context, m Message, pm *primitive.Message,
+	local func(ctx context.Context, msgID string) TxState) (TxResult, error) {
 	call := &localCall{ctx: ctx, local: local}
 	p.pending.Store(pm, call)
 	defer p.pending.Delete(pm)
@@ -160,7 +170,8 @@ func (p *Transactional) SendInTransaction(ctx context.Context, m Message, local 
 	msgID := pm.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
 	if err != nil {
 		outcome, code := classify(err)
-		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, MsgID: msgID, Outcome: outcome, Code: code, Attempts: 1, Err: err}
+		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, MsgID: msgID, Outcome: outcome, Code: code, Attempts: 1,
+			Err: describe(err)}
 	}
 	r := TxResult{Result: Result{MsgID: msgID, Attempts: 1}, State: TxUnknown}
 	if res.SendResult != nil {
