@@ -6,11 +6,13 @@
 //	reliablemq dev-broker [-namesrv ADDR] [-broker ADDR] [-delay-levels LIST]
 //	reliablemq bench [-quick] [-sweep] [-ops N] [-drain-rows N] [-repeats N] [-json FILE] [-svg FILE]
 //	reliablemq lag [-group G] [-namesrv ADDRS] [-system] [-json]
+//	reliablemq trace [-dsn DSN] [-namesrv ADDRS] [-group G,...] [-topic T,...] KEY
 //	reliablemq record -out FILE [-namesrv ADDR] [-listen ADDR] [-scenario NAME]
 //
 // migrate applies the SQL schema (package migrations). reconcile runs the
 // outbox reconcile job. dead works the manual-handling table. lag shows
-// consumer groups' progress per queue. dev-broker
+// consumer groups' progress per queue. trace shows where a business key's
+// message is. dev-broker
 // runs rmqtest, the in-process RocketMQ name server and broker, as a
 // standalone process so programs using the official client can be tried
 // locally without Docker or a JVM. -dsn defaults to $MYSQL_DSN (never
@@ -62,7 +64,7 @@ func main() {
 }
 
 // commands lists the commands for usage errors.
-const commands = "migrate, reconcile, dead, lag, bench, dev-broker, record"
+const commands = "migrate, reconcile, dead, lag, trace, bench, dev-broker, record"
 
 const usage = `usage: reliablemq <command> [flags]
 
@@ -71,6 +73,7 @@ commands:
   reconcile    send what the outbox still holds, once or on a schedule
   dead         list, show, replay or discard parked messages
   lag          show consumer groups' committed offsets and lag per queue
+  trace        show where a business key's message is: outbox, broker, consume log, dead letters
   bench        measure each layer's overhead as ratios against the raw client
   dev-broker   run an in-process RocketMQ name server and broker (rmqtest)
   record       proxy a real name server and brokers, writing every frame to a transcript
@@ -103,6 +106,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = recordCmd(ctx, args[1:], stdout, stderr)
 	case "lag":
 		err = lagCmd(ctx, args[1:], stdout)
+	case "trace":
+		err = traceCmd(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
