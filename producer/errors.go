@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -127,12 +128,13 @@ func isACLRefusal(err error) bool {
 
 // describe names what err means where the client's text does not: an ACL
 // refusal becomes [ErrAccessDenied] with the broker's reason, without the
-// Java class and source line around it.
-func describe(err error) error {
+// Java class and source line around it; a missing route while no name
+// server answers wraps [ErrNameServerUnreachable].
+func (c *config) describe(ctx context.Context, err error) error {
 	if reason, refused := remoting.ACLRefusal(err.Error()); refused {
 		return fmt.Errorf("%w: %s", ErrAccessDenied, reason)
 	}
-	return err
+	return c.probe.explain(ctx, err)
 }
 
 // classify translates an error of the official client's SendSync. The

@@ -29,6 +29,7 @@ type config struct {
 	credentials   Credentials
 	hooks         observe.Hooks
 	logger        *slog.Logger
+	probe         *nameServerProbe
 }
 
 // Credentials are a RocketMQ ACL account's keys, for clusters that run with

@@ -3,6 +3,7 @@ package producer_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -137,5 +138,32 @@ func TestHooksSeeEverySendAndCarryTheTrace(t *testing.T) {
 	defer log.mu.Unlock()
 	if e := log.events[0]; e.Topic != topic || e.MsgID == "" || e.Duration <= 0 || e.Err != nil || e.Attempt != 1 {
 		t.Errorf("first event %+v", e)
+	}
+}
+
+func TestAnUnreachableNameServerIsNamedAsSuch(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	p, err := producer.New([]string{closed}, producer.WithoutRetry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, err = p.Send(ctxT(t), producer.Message{Topic: "orders", Body: []byte("x")})
+	if !errors.Is(err, producer.ErrNameServerUnreachable) || !producer.IsRetryable(err) {
+		t.Fatalf("send with the name server down: %v; want a transient ErrNameServerUnreachable", err)
+	}
+
+	env := testenv.NewRocketMQ(t, rmqtest.WithoutAutoCreateTopics())
+	env.RequireEmbedded(t)
+	q := newProducer(t, env, producer.WithoutRetry())
+	_, err = q.Send(ctxT(t), producer.Message{Topic: testenv.Name(t, "Missing"), Body: []byte("x")})
+	if err == nil || errors.Is(err, producer.ErrNameServerUnreachable) {
+		t.Fatalf("send to a missing topic with the name server up: %v; want an error not blaming the name server", err)
 	}
 }

@@ -86,6 +86,7 @@ func New(nameServers []string, opts ...Option) (*Producer, error) {
 		cfg.instance = uniqueInstance("reliablemq-p-")
 	}
 	clientlog.Contain()
+	cfg.probe = newNameServerProbe(nameServers)
 	copts := clientOptions(cfg, nameServers)
 	c, err := rocketmq.NewProducer(copts...)
 	if err != nil {
@@ -258,7 +259,7 @@ func (p *Producer) sendWithRetry(ctx context.Context, pm *primitive.Message, top
 		outcome, code := classify(err)
 		if outcome != Transient || attempt >= p.cfg.attempts {
 			return Result{}, &SendError{Topic: topic, Keys: keys, MsgID: msgID, Outcome: outcome, Code: code,
-				Attempts: attempt, Err: describe(err)}
+				Attempts: attempt, Err: p.cfg.describe(ctx, err)}
 		}
 		p.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.SendRetry, Topic: topic, Key: strings.Join(keys, " "), MsgID: msgID,
 			Attempt: attempt, Reason: outcome.String(), Err: err})

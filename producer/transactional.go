@@ -114,6 +114,7 @@ func NewTransactional(nameServers []string, group string, checker TxChecker, opt
 		cfg.instance = uniqueInstance("reliablemq-tx-")
 	}
 	clientlog.Contain()
+	cfg.probe = newNameServerProbe(nameServers)
 	p := &Transactional{cfg: cfg, checker: checker}
 	c, err := rocketmq.NewTransactionProducer(txListener{p}, clientOptions(cfg, nameServers)...)
 	if err != nil {
@@ -171,7 +172,7 @@ func (p *Transactional) sendHalf(ctx context.Context, m Message, pm *primitive.M
 	if err != nil {
 		outcome, code := classify(err)
 		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, MsgID: msgID, Outcome: outcome, Code: code, Attempts: 1,
-			Err: describe(err)}
+			Err: p.cfg.describe(ctx, err)}
 	}
 	r := TxResult{Result: Result{MsgID: msgID, Attempts: 1}, State: TxUnknown}
 	if res.SendResult != nil {

@@ -1,0 +1,70 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrNameServerUnreachable is wrapped by the [Transient] error of a send
+// that failed because no name server accepted a connection: the official
+// client says only "route info not found", as it does for a topic it has
+// no route for.
+var ErrNameServerUnreachable = errors.New("producer: no name server reachable")
+
+// nameServerProbe tells an unreachable name server from a missing route
+// when the client reports "route info not found". One probe serves every
+// send for a second, so an outage does not turn each failed send into
+// more dials.
+type nameServerProbe struct {
+	names []string
+
+	mu      sync.Mutex
+	checked time.Time
+	err     error // nil: a name server accepted a connection
+}
+
+// probeEvery is how long one probe's answer stands.
+const probeEvery = time.Second
+
+// probeTimeout bounds each name server's dial.
+const probeTimeout = time.Second
+
+func newNameServerProbe(names []string) *nameServerProbe { return &nameServerProbe{names: names} }
+
+// explain wraps err with ErrNameServerUnreachable when it is the client's
+// "route info not found" and no name server answers.
+func (p *nameServerProbe) explain(ctx context.Context, err error) error {
+	if p == nil || !strings.Contains(err.Error(), "route info not found") {
+		return err
+	}
+	if perr := p.check(ctx); perr != nil {
+		return fmt.Errorf("%w (%v): %w", ErrNameServerUnreachable, perr, err)
+	}
+	return err
+}
+
+func (p *nameServerProbe) check(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if time.Since(p.checked) < probeEvery {
+		return p.err
+	}
+	var errs []error
+	for _, ns := range p.names {
+		d := net.Dialer{Timeout: probeTimeout}
+		c, err := d.DialContext(context.WithoutCancel(ctx), "tcp", ns) // a cancelled send says nothing about the name server
+		if err == nil {
+			c.Close()
+			errs = nil
+			break
+		}
+		errs = append(errs, err)
+	}
+	p.checked, p.err = time.Now(), errors.Join(errs...)
+	return p.err
+}
