@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -214,9 +215,11 @@ func TestRunLogsAFailedRunAndGoesOnUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var reports []reconcile.Report
+	var errs []error
 	j := newJob(t, f, reconcile.WithSchedule(now{}), reconcile.WithLogger(slog.New(logs)),
-		reconcile.WithReportHook(func(_ context.Context, r reconcile.Report) {
+		reconcile.WithReportHook(func(_ context.Context, r reconcile.Report, err error) {
 			reports = append(reports, r)
+			errs = append(errs, err)
 			if len(reports) == 3 {
 				cancel()
 			}
@@ -227,7 +230,10 @@ func TestRunLogsAFailedRunAndGoesOnUntilCancelled(t *testing.T) {
 	if len(reports) != 3 || f.dispatches < 3 {
 		t.Fatalf("%d reports, %d dispatches; want a run after the failed one, until cancel", len(reports), f.dispatches)
 	}
-	if len(logs.msgs) < 2 || logs.msgs[0] != "WARN reconcile run failed" || logs.msgs[1] != "INFO reconcile run" {
+	if errs[0] == nil || errs[1] != nil || errs[2] != nil {
+		t.Fatalf("hook errors %v; want the first run's failure, then nil", errs)
+	}
+	if len(logs.msgs) < 1 || logs.msgs[0] != "WARN reconcile run failed" || slices.Contains(logs.msgs[1:], "WARN reconcile run failed") {
 		t.Fatalf("logs %q", logs.msgs)
 	}
 }
@@ -236,7 +242,7 @@ func TestRunReturnsWhenCancelledWhileWaiting(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	runs := 0
-	j := newJob(t, &fakeRelay{}, reconcile.WithSchedule(later{}), reconcile.WithReportHook(func(context.Context, reconcile.Report) {
+	j := newJob(t, &fakeRelay{}, reconcile.WithSchedule(later{}), reconcile.WithReportHook(func(context.Context, reconcile.Report, error) {
 		runs++
 		cancel()
 	}))

@@ -40,7 +40,7 @@ type config struct {
 	batch          int
 	confirmTimeout time.Duration
 	retention      time.Duration
-	onReport       func(context.Context, Report)
+	onReport       func(context.Context, Report, error)
 	onBatch        func(context.Context, outbox.BatchReport)
 	logger         *slog.Logger
 }
@@ -76,9 +76,11 @@ func WithConfirmTimeout(d time.Duration) Option {
 // confirmation is off) not updated for d, on every run. Default off.
 func WithRetention(d time.Duration) Option { return optionFunc(func(c *config) { c.retention = d }) }
 
-// WithReportHook sets a function called with each run's report (for
-// metrics). Default none.
-func WithReportHook(fn func(context.Context, Report)) Option {
+// WithReportHook sets a function [Job.Run] calls after each run with its
+// report and its error (nil when the run succeeded; with an error the
+// report holds what the run did before it failed), for metrics and
+// alerts. Default none.
+func WithReportHook(fn func(context.Context, Report, error)) Option {
 	return optionFunc(func(c *config) { c.onReport = fn })
 }
 
@@ -224,14 +226,20 @@ func (j *Job) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			j.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "reconcile run failed", slog.Any("error", err))
-		} else {
-			j.cfg.logger.LogAttrs(ctx, slog.LevelInfo, "reconcile run", slog.Int("sent", rep.Sent),
+		default:
+			// An idle run is quiet unless the logger shows Debug.
+			level := slog.LevelDebug
+			if rep.Claimed > 0 || rep.Resent > 0 || rep.Purged > 0 {
+				level = slog.LevelInfo
+			}
+			j.cfg.logger.LogAttrs(ctx, level, "reconcile run", slog.Int("sent", rep.Sent),
 				slog.Int("failed", rep.Failed), slog.Int("dead", rep.Dead), slog.Int64("pending", rep.Pending))
 		}
 		if j.cfg.onReport != nil {
-			j.cfg.onReport(ctx, rep)
+			j.cfg.onReport(ctx, rep, err)
 		}
 		now := time.Now()
 		t := time.NewTimer(j.cfg.schedule.Next(now).Sub(now))

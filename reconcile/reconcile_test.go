@@ -144,7 +144,7 @@ func TestRunStopsOnCancelAndReports(t *testing.T) {
 	}
 	got := make(chan reconcile.Report, 100)
 	j, err := reconcile.New(r, reconcile.WithInterval(10*time.Millisecond), reconcile.WithRetention(time.Hour),
-		reconcile.WithReportHook(func(_ context.Context, rep reconcile.Report) { got <- rep }))
+		reconcile.WithReportHook(func(_ context.Context, rep reconcile.Report, _ error) { got <- rep }))
 	if err != nil {
 		t.Fatal(err)
 	}

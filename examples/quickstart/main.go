@@ -132,7 +132,7 @@ func run(ctx context.Context, out io.Writer) error {
 	// 3. The reconcile job sends what is pending; consumers start.
 	var resent atomic.Int64
 	job, err := reconcile.New(w.relay, reconcile.WithInterval(200*time.Millisecond),
-		reconcile.WithReportHook(func(_ context.Context, r reconcile.Report) { resent.Add(int64(r.Sent)) }))
+		reconcile.WithReportHook(func(_ context.Context, r reconcile.Report, _ error) { resent.Add(int64(r.Sent)) }))
 	if err != nil {
 		return err
 	}
