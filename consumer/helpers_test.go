@@ -97,16 +97,7 @@ func (f *fixture) start(c *consumer.Consumer, err error) *consumer.Consumer {
 // delays come due without sleeping through them.
 func (f *fixture) eventually(what string, cond func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("timed out waiting until %s", what)
-		}
-		if b := f.env.Embedded; b != nil {
-			b.Advance(time.Second)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	f.env.Eventually(f.t, what, waitFor, cond)
 }
 
 // settle lets the consumer run a while longer, with the clock moving, so

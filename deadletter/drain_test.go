@@ -59,16 +59,20 @@ func (f *fixture) send(m producer.Message) {
 // eventually waits for cond, moving rmqtest's clock.
 func (f *fixture) eventually(what string, cond func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("timed out waiting until %s", what)
+	f.env.Eventually(f.t, what, waitFor, cond)
+}
+
+// runDrain runs d until the test ends, then checks Run's error.
+func runDrain(t *testing.T, d *deadletter.Drain) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
 		}
-		if b := f.env.Embedded; b != nil {
-			b.Advance(time.Second)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	})
 }
 
 func (f *fixture) parked() []*deadletter.Entry {
@@ -135,22 +139,14 @@ func TestDrainMovesBrokerDLQIntoTheTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	runDrain(t, d)
 	f.eventually("drained", func() bool { return len(f.parked()) == 1 })
 	dl := f.parked()[0]
 	if dl.Cause != consumer.CauseDLQ || dl.Topic != f.topic || string(dl.Body) != "stuck" ||
 		strings.Join(dl.Keys, ",") != "order-7" || dl.Tag != "paid" || d.Drained() != 1 {
 		t.Fatalf("dead letter %+v, drained %d", dl, d.Drained())
 	}
-	route, err := remoting.FetchRoute(ctx, f.env.NameServers()[0], "%DLQ%"+f.group)
+	route, err := remoting.FetchRoute(context.Background(), f.env.NameServers()[0], "%DLQ%"+f.group)
 	if err != nil || route.QueueDatas[0].Perm&remoting.PermRead == 0 {
 		t.Fatalf("DLQ route after drain: %+v, %v; want readable", route, err)
 	}
@@ -204,14 +200,6 @@ func TestACLDrainSignsItsAdminCallAndItsConsumer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	runDrain(t, d)
 	f.eventually("drained", func() bool { return len(f.parked()) == 1 })
 }

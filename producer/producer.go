@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -61,11 +60,7 @@ type Producer struct {
 	cfg    *config
 	client rocketmq.Producer
 
-	mu       sync.RWMutex // guards closed; held shared while a send starts
-	closed   bool
-	inflight sync.WaitGroup
-	close    sync.Once
-	closeErr error
+	gate gate
 }
 
 // New starts a producer for the given name servers. It does no blocking
@@ -132,17 +127,6 @@ func clientOptions(cfg *config, nameServers []string) []rmqproducer.Option {
 
 func uniqueInstance(prefix string) string { return prefix + token.New() }
 
-// enter registers a send; it fails once Close has begun.
-func (p *Producer) enter() error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return ErrClosed
-	}
-	p.inflight.Add(1)
-	return nil
-}
-
 // Send sends m and waits for the broker's answer. It returns nil only when
 // the broker answered SEND_OK. Otherwise the error is a *[SendError] whose
 // [Outcome] says whether the message may have been stored; [Transient]
@@ -150,10 +134,10 @@ func (p *Producer) enter() error {
 // Cancelling ctx stops waiting; a send whose request was already written
 // then reports [OutcomeUnknown].
 func (p *Producer) Send(ctx context.Context, m Message) (Result, error) {
-	if err := p.enter(); err != nil {
+	if err := p.gate.enter(); err != nil {
 		return Result{}, err
 	}
-	defer p.inflight.Done()
+	defer p.gate.leave()
 	m.Properties = p.cfg.hooks.InjectInto(ctx, m.Properties)
 	pm, err := p.cfg.build(m)
 	if err != nil {
@@ -183,10 +167,10 @@ func (c *config) reportSend(ctx context.Context, topic string, keys []string, st
 // none. Batches carry no delay and no sharding key (the broker stores a
 // batch on one arbitrary queue), and get no client message ids.
 func (p *Producer) SendBatch(ctx context.Context, msgs []Message) (Result, error) {
-	if err := p.enter(); err != nil {
+	if err := p.gate.enter(); err != nil {
 		return Result{}, err
 	}
-	defer p.inflight.Done()
+	defer p.gate.leave()
 	if len(msgs) == 0 {
 		return Result{}, &SendError{Outcome: Permanent, Err: fmt.Errorf("%w: empty batch", ErrInvalidMessage)}
 	}
@@ -369,14 +353,5 @@ func (p *Producer) DelayLevel(d time.Duration) (int, error) { return p.cfg.delay
 // bounded by the send timeout and retry policy) and shuts the client down.
 // It is idempotent and safe to call concurrently.
 func (p *Producer) Close() error {
-	p.close.Do(func() {
-		p.mu.Lock()
-		p.closed = true
-		p.mu.Unlock()
-		p.inflight.Wait()
-		if err := p.client.Shutdown(); err != nil {
-			p.closeErr = fmt.Errorf("producer: shutdown: %w", err)
-		}
-	})
-	return p.closeErr
+	return p.gate.close(p.client.Shutdown)
 }

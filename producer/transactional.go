@@ -66,11 +66,7 @@ type Transactional struct {
 	checker TxChecker
 	pending sync.Map // *primitive.Message -> *localCall
 
-	mu       sync.RWMutex // guards closed; held shared while a send or check starts
-	closed   bool
-	inflight sync.WaitGroup
-	close    sync.Once
-	closeErr error
+	gate gate // sends and checks
 }
 
 type localCall struct {
@@ -136,14 +132,10 @@ func NewTransactional(nameServers []string, group string, checker TxChecker, opt
 // delayed. The commit or rollback is a one-way request: if it is lost, the
 // broker's check-back asks the [TxChecker].
 func (p *Transactional) SendInTransaction(ctx context.Context, m Message, local func(ctx context.Context, msgID string) TxState) (TxResult, error) {
-	p.mu.RLock()
-	if p.closed {
-		p.mu.RUnlock()
-		return TxResult{}, ErrClosed
+	if err := p.gate.enter(); err != nil {
+		return TxResult{}, err
 	}
-	p.inflight.Add(1)
-	p.mu.RUnlock()
-	defer p.inflight.Done()
+	defer p.gate.leave()
 	if m.Delay != 0 {
 		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent,
 			Err: fmt.Errorf("%w: transactional messages cannot be delayed", ErrInvalidMessage)}
@@ -202,16 +194,7 @@ func (p *Transactional) sendHalf(ctx context.Context, m Message, pm *primitive.M
 // answered TxUnknown without calling the checker. Close is idempotent and
 // safe to call concurrently.
 func (p *Transactional) Close() error {
-	p.close.Do(func() {
-		p.mu.Lock()
-		p.closed = true
-		p.mu.Unlock()
-		p.inflight.Wait()
-		if err := p.client.Shutdown(); err != nil {
-			p.closeErr = fmt.Errorf("producer: shutdown: %w", err)
-		}
-	})
-	return p.closeErr
+	return p.gate.close(p.client.Shutdown)
 }
 
 // txListener adapts the client's callbacks.
@@ -231,14 +214,10 @@ func (l txListener) ExecuteLocalTransaction(pm *primitive.Message) primitive.Loc
 // CheckLocalTransaction asks the checker about a half message.
 func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) primitive.LocalTransactionState {
 	p := l.p
-	p.mu.RLock()
-	if p.closed {
-		p.mu.RUnlock()
-		return primitive.UnknowState // the broker asks another producer later
+	if p.gate.enter() != nil {
+		return primitive.UnknowState // closed: the broker asks another producer later
 	}
-	p.inflight.Add(1)
-	p.mu.RUnlock()
-	defer p.inflight.Done()
+	defer p.gate.leave()
 	// The client gives this callback no ctx; the work is bounded instead.
 	ctx, cancel := context.WithTimeout(context.Background(), txCheckTimeout)
 	defer cancel()

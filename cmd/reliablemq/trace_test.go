@@ -73,21 +73,11 @@ func TestTraceCommand(t *testing.T) {
 		}
 		defer c.Close()
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
+	env.Eventually(t, "handled by one group and parked by the other", time.Minute, func() bool {
 		states, _ := store.Lookup(ctx, key, good)
 		parked, _ := dead.List(ctx, deadletter.Filter{Key: key})
-		if len(states) == 1 && states[0].Done && len(parked) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not handled and parked in time: %+v, %d parked", states, len(parked))
-		}
-		if env.Embedded != nil {
-			env.Embedded.Advance(time.Second)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(states) == 1 && states[0].Done && len(parked) == 1
+	})
 	dsn := testenv.MySQLDSN(t, db)
 	out, errOut, code := runBinary(t, bin, "trace", "-dsn", dsn, "-namesrv", env.Namesrv, "-group", good+","+bad, key)
 	if code != 0 || errOut != "" {

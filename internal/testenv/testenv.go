@@ -237,3 +237,20 @@ func (r *RocketMQ) PullAndCommit(t testing.TB, group, topic string, queue, n int
 		t.Fatalf("commit %s/%d offset %d: %v %+v", topic, queue, n, err, resp)
 	}
 }
+
+// Eventually waits up to limit for cond, polling every 50 ms and moving
+// rmqtest's clock a second each time, so retries and delays come due
+// without sleeping through them; it fails the test after limit.
+func (r *RocketMQ) Eventually(t testing.TB, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting until %s", limit, what)
+		}
+		if r.Embedded != nil {
+			r.Embedded.Advance(time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
