@@ -226,7 +226,8 @@ func TestParkFailureIsARetryNotAnAck(t *testing.T) {
 	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithParker(p),
 		consumer.WithMaxAttempts(2), consumer.WithRetryDelay(time.Second)))
 	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
-	f.eventually("parked once the table is back", func() bool { return len(f.parked()) == 1 })
+	// The row is written before the consumer counts it: wait for both.
+	f.eventually("parked once the table is back", func() bool { return len(f.parked()) == 1 && c.Stats().Parked == 1 })
 	if st := c.Stats(); st.StoreErrors != 2 || st.Parked != 1 || calls.Load() != 4 {
 		t.Fatalf("stats %+v calls %d; want 2 failed parks, then parked on the 4th attempt", st, calls.Load())
 	}
