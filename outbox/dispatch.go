@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -160,7 +159,7 @@ func (r *Relay) claimAndSend(ctx context.Context, selectQ string, selectArgs []a
 	var err error
 	for attempt := 1; ; attempt++ {
 		ids, err = r.claim(ctx, owner, selectQ, selectArgs)
-		if err == nil || !isDeadlock(err) || attempt == 3 {
+		if err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
 			break
 		}
 		// InnoDB picked this claim as a deadlock victim: nothing was
@@ -170,11 +169,6 @@ func (r *Relay) claimAndSend(ctx context.Context, selectQ string, selectArgs []a
 		return BatchReport{}, err
 	}
 	return r.sendClaimed(ctx, owner, ids, resend)
-}
-
-func isDeadlock(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
 }
 
 // claim locks up to the selected rows, skipping rows other relays hold,
