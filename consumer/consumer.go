@@ -141,9 +141,7 @@ func (c *Consumer) Start() error {
 		rmqconsumer.WithConsumerModel(rmqconsumer.Clustering),
 		rmqconsumer.WithConsumeFromWhere(rmqconsumer.ConsumeFromFirstOffset),
 		rmqconsumer.WithConsumeMessageBatchMaxSize(c.cfg.batchSize),
-		// Each batch runs its handlers at once: about the configured
-		// number of handlers run at a time.
-		rmqconsumer.WithConsumeGoroutineNums((c.cfg.goroutines + c.cfg.batchSize - 1) / c.cfg.batchSize),
+		rmqconsumer.WithConsumeGoroutineNums(c.cfg.goroutines),
 		rmqconsumer.WithConsumerOrder(c.orderly),
 	}
 	if cr := c.cfg.credentials; cr.AccessKey != "" {

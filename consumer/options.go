@@ -122,14 +122,16 @@ func WithTagExpression(expr string) Option { return optionFunc(func(c *config) {
 // consumer.
 func WithInstanceName(name string) Option { return optionFunc(func(c *config) { c.instance = name }) }
 
-// WithConcurrency sets how many handlers run at once. Default 20.
+// WithConcurrency sets how many deliveries are handled at once: that many
+// handlers, or with [WithBatchSize] that many batches, whose handlers run
+// at the same time (up to n × batch size handlers). Default 20.
 func WithConcurrency(n int) Option { return optionFunc(func(c *config) { c.goroutines = n }) }
 
 // WithBatchSize lets the client hand the concurrent consumer up to n
 // messages of one queue at once (1 to 32, the client's pull size). Each
 // message still gets its own handler call, ctx, retry and park; the
-// handlers of a batch run at the same time, and the client runs about
-// [WithConcurrency]/n batches at once. With a guard, the batch's keys are
+// handlers of a batch run at the same time, and [WithConcurrency] batches
+// run at once. With a guard, the batch's keys are
 // claimed in one round trip and the successes completed in one. The batch
 // is acknowledged once every message in it is handled, a duplicate,
 // parked or has its retry copy stored; a failing message is retried or

@@ -97,6 +97,9 @@ func (g *Guard) ClaimBatch(ctx context.Context, keys []string) (claims []*Claim,
 // Every claim must come from this guard.
 func (g *Guard) CompleteBatch(ctx context.Context, claims []*Claim) []error {
 	errs := make([]error, len(claims))
+	if len(claims) == 0 {
+		return errs
+	}
 	bs, ok := g.store.(BatchStore)
 	if !ok || len(claims) == 1 {
 		for i, c := range claims {

@@ -29,7 +29,7 @@ type MySQLStore struct {
 type queries struct {
 	insert, takeOver, status, complete, release, forget, purge string
 	// The batch statements' fixed parts (see mysql_batch.go).
-	batchInsert, batchTakeOver, batchStatus, batchHeld, batchComplete string
+	batchInsert, batchTakeOver, batchStatus, batchMarked, batchComplete string
 }
 
 // NewMySQLStore returns a store on db.
@@ -79,8 +79,8 @@ func newQueries(t string) queries {
 			" updated_at = IF(expires_at < UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), updated_at)," +
 			" expires_at = IF(expires_at < UTC_TIMESTAMP(6), VALUES(expires_at), expires_at)",
 		batchStatus: "SELECT key_hash, token, status, attempts FROM " + t + " WHERE consumer_group = ? AND key_hash IN (",
-		batchHeld:   "SELECT key_hash, token, status, attempts FROM " + t + " WHERE consumer_group = ? AND key_hash IN (",
-		batchComplete: "UPDATE " + t + " SET status = 2, attempts = 0, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND," +
+		batchMarked: "SELECT key_hash FROM " + t + " WHERE consumer_group = ? AND token = ? AND status = 2 AND key_hash IN (",
+		batchComplete: "UPDATE " + t + " SET status = 2, attempts = 0, token = ?, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND," +
 			" updated_at = UTC_TIMESTAMP(6) WHERE consumer_group = ? AND key_hash IN (",
 	}
 }

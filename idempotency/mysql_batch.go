@@ -3,6 +3,7 @@ package idempotency
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"slices"
 	"strings"
@@ -21,6 +22,9 @@ import (
 // shared keys in the same order; a deadlock victim tries again.
 func (s *MySQLStore) ClaimBatch(ctx context.Context, group string, items []KeyToken, lease time.Duration) []ClaimResult {
 	results := make([]ClaimResult, len(items))
+	if len(items) == 0 {
+		return results
+	}
 	hashes := make([][]byte, len(items))
 	for i, it := range items {
 		hashes[i] = sqldb.Hash(it.Key)
@@ -116,91 +120,98 @@ func (s *MySQLStore) claimRows(ctx context.Context, group string, items []KeyTok
 	return rows, nil
 }
 
-// CompleteBatch implements [BatchStore]: in one short transaction, a
-// SELECT ... FOR UPDATE finds and locks the rows each item's token still
-// holds, and one UPDATE turns exactly those into done markers (one commit
-// for the batch). Every other item gets ErrLostClaim.
+// CompleteBatch implements [BatchStore] with one UPDATE (one commit for
+// the batch): every row still held by its item's token (tokens are unique
+// per claim) becomes a done marker, and takes a token of this call's own.
+// When it changes fewer rows than the batch has claims, one SELECT of
+// that token tells exactly which it completed; the others get
+// ErrLostClaim. (A done row's token is never read again: Complete and
+// Release need a processing row, and a take-over writes its own.)
 func (s *MySQLStore) CompleteBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration) []error {
 	errs := make([]error, len(items))
+	if len(items) == 0 {
+		return errs
+	}
+	hashes := make([][]byte, len(items))
+	first := make(map[KeyToken]int, len(items)) // the same claim twice: done by the first, lost by the second
+	var q strings.Builder
+	q.WriteString(s.q.batchComplete)
+	mark := sqldb.Token()
+	args := make([]any, 0, 3+2*len(items))
+	args = append(args, mark, retain.Microseconds(), group)
+	var in strings.Builder // the hashes' placeholders, for both statements
+	tokens := make([]any, 0, len(items))
+	keys := make(map[string]bool, len(items))
+	var later []int // a key's second claim: completed alone, after the batch
+	for i, it := range items {
+		hashes[i] = sqldb.Hash(it.Key)
+		if _, dup := first[it]; dup {
+			errs[i] = ErrLostClaim
+			continue
+		}
+		if keys[it.Key] {
+			later = append(later, i)
+			continue
+		}
+		keys[it.Key] = true
+		first[it] = i
+		if len(first) > 1 {
+			in.WriteString(", ")
+		}
+		in.WriteString("?")
+		args = append(args, hashes[i])
+		tokens = append(tokens, it.Token)
+	}
+	// Key and token are matched as two lists: each token is one claim's,
+	// of one key, so a row matches only with its own claim's pair.
+	q.WriteString(in.String())
+	q.WriteString(") AND token IN (")
+	q.WriteString(strings.Repeat(", ?", len(tokens))[2:])
+	q.WriteString(") AND status = 1")
+	args = append(args, tokens...)
 	fail := func(err error) []error {
 		for i := range errs {
 			errs[i] = err
 		}
 		return errs
 	}
+	var res sql.Result
 	var err error
 	for attempt := 1; ; attempt++ {
-		if err = s.completeBatch(ctx, group, items, retain, errs); err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
+		if res, err = s.db.ExecContext(ctx, q.String(), args...); err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
 			break
 		}
-		clear(errs)
 	}
 	if err != nil {
 		return fail(err)
 	}
-	return errs
-}
-
-func (s *MySQLStore) completeBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration, errs []error) error {
-	hashes := make([][]byte, len(items))
-	var q strings.Builder
-	q.WriteString(s.q.batchHeld)
-	args := make([]any, 0, 1+len(items))
-	args = append(args, group)
-	for i, it := range items {
-		hashes[i] = sqldb.Hash(it.Key)
-		if i > 0 {
-			q.WriteString(", ")
-		}
-		q.WriteString("?")
-		args = append(args, hashes[i])
-	}
-	q.WriteString(") AND status = 1 ORDER BY key_hash FOR UPDATE")
-	tx, err := s.db.BeginTxx(ctx, nil)
+	n, err := res.RowsAffected()
 	if err != nil {
-		return err
+		return fail(err)
 	}
-	defer tx.Rollback() //nolint:errcheck // after Commit a no-op; on failure the error returned is the one to report
-	var held []claimRow
-	if err := tx.SelectContext(ctx, &held, q.String(), args...); err != nil {
-		return err
+	defer func() {
+		for _, i := range later {
+			errs[i] = s.Complete(ctx, group, items[i].Key, items[i].Token, retain)
+		}
+	}()
+	if n == int64(len(first)) {
+		return errs
 	}
-	owner := make(map[string]string, len(held))
-	for _, r := range held {
-		owner[string(r.Hash)] = r.Token
+	var done [][]byte
+	marked := s.q.batchMarked + in.String() + ")"
+	if err := s.db.SelectContext(ctx, &done, marked, append([]any{group, mark}, args[3:3+len(tokens)]...)...); err != nil {
+		return fail(err)
 	}
-	q.Reset()
-	q.WriteString(s.q.batchComplete)
-	args = append(args[:0], retain.Microseconds(), group)
-	n := 0
-	for i, it := range items {
-		h := string(hashes[i])
-		if t, ok := owner[h]; !ok || t != it.Token {
+	completed := make(map[string]bool, len(done))
+	for _, h := range done {
+		completed[string(h)] = true
+	}
+	for _, i := range first {
+		if !completed[string(hashes[i])] {
 			errs[i] = ErrLostClaim
-			continue
 		}
-		delete(owner, h) // the same claim twice: done by the first
-		if n > 0 {
-			q.WriteString(", ")
-		}
-		q.WriteString("?")
-		args = append(args, hashes[i])
-		n++
 	}
-	if n == 0 {
-		return nil
-	}
-	q.WriteString(") AND status = 1")
-	res, err := tx.ExecContext(ctx, q.String(), args...)
-	if err != nil {
-		return err
-	}
-	if got, err := res.RowsAffected(); err != nil {
-		return err
-	} else if got != int64(n) {
-		return errors.New("rows held under lock changed")
-	}
-	return tx.Commit()
+	return errs
 }
 
 // batchRow is one row of the batch claim's VALUES.

@@ -98,7 +98,9 @@ func (s *RedisStore) ClaimBatch(ctx context.Context, group string, items []KeyTo
 		}
 		calls[g] = &scriptCall{script: claimBatchScript, keys: keys, args: args}
 	}
-	s.runAll(ctx, calls)
+	if len(calls) > 0 {
+		s.runAll(ctx, calls)
+	}
 	results := make([]ClaimResult, len(items))
 	for g, idx := range groups {
 		r, err := calls[g].cmd.Int64Slice()
@@ -130,7 +132,9 @@ func (s *RedisStore) CompleteBatch(ctx context.Context, group string, items []Ke
 		}
 		calls[g] = &scriptCall{script: completeBatchScript, keys: keys, args: args}
 	}
-	s.runAll(ctx, calls)
+	if len(calls) > 0 {
+		s.runAll(ctx, calls)
+	}
 	errs := make([]error, len(items))
 	for g, idx := range groups {
 		r, err := calls[g].cmd.Int64Slice()
