@@ -144,7 +144,7 @@ func (c *Consumer) Start() error {
 		rmqconsumer.WithInstance(c.cfg.instance),
 		rmqconsumer.WithConsumerModel(rmqconsumer.Clustering),
 		rmqconsumer.WithConsumeFromWhere(rmqconsumer.ConsumeFromFirstOffset),
-		rmqconsumer.WithConsumeMessageBatchMaxSize(1),
+		rmqconsumer.WithConsumeMessageBatchMaxSize(c.cfg.batchSize),
 		rmqconsumer.WithConsumeGoroutineNums(c.cfg.goroutines),
 		rmqconsumer.WithConsumerOrder(c.orderly),
 	}
@@ -238,7 +238,8 @@ func (c *Consumer) Close() error {
 	return c.closeErr
 }
 
-// begin registers a handler run; ok is false once Close has begun.
+// begin registers the run of a batch's handlers (see [Consumer.Close]);
+// ok is false once Close has begun.
 func (c *Consumer) begin(parent context.Context) (ctx context.Context, end func(), ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -246,12 +247,6 @@ func (c *Consumer) begin(parent context.Context) (ctx context.Context, end func(
 		return nil, nil, false
 	}
 	ctx, cancel := context.WithCancel(parent)
-	if c.cfg.handlerTTL > 0 {
-		var cancelT context.CancelFunc
-		ctx, cancelT = context.WithTimeout(ctx, c.cfg.handlerTTL)
-		prev := cancel
-		cancel = func() { cancelT(); prev() }
-	}
 	id := c.nextCall
 	c.nextCall++
 	c.running[id] = cancel
@@ -274,41 +269,6 @@ const (
 	retry
 	closing
 )
-
-func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
-	result := ack
-	var attempt int
-	for _, ext := range msgs {
-		m := fromClient(ext)
-		attempt = max(attempt, m.Attempt)
-		result = max(result, c.deliver(ctx, m))
-	}
-	var level int
-	switch result {
-	case ack:
-		return rmqconsumer.ConsumeSuccess, nil
-	case closing:
-		<-c.shutdown // the client drops this result: redelivered after restart
-		return rmqconsumer.ConsumeRetryLater, nil
-	case retry:
-		level = c.retryLevel(attempt)
-	case busy:
-		// Wait about a lease, so a key held by a crashed consumer is free
-		// when the message comes back.
-		var err error
-		if level, err = delaylevel.Level(c.cfg.delayLevels, c.cfg.guard.Lease()); err != nil {
-			level = len(c.cfg.delayLevels)
-		}
-	}
-	if len(msgs) == 1 && c.storeRetry(ctx, msgs[0], attempt, level) {
-		return rmqconsumer.ConsumeSuccess, nil
-	}
-	// Closing (or, never in practice, a batch): the client drops results
-	// after shutdown, so the message is redelivered after a restart. Its
-	// send-back is never asked for: it loses a message the broker refuses.
-	<-c.shutdown
-	return rmqconsumer.ConsumeRetryLater, nil
-}
 
 // retryLevel is the delay level before the attempt after attempt: the
 // configured retry delay, or the broker's own schedule (3 + retries so far).
@@ -344,100 +304,6 @@ func (c *Consumer) storeRetry(ctx context.Context, ext *primitive.MessageExt, at
 		}
 		wait = min(2*wait, 10*time.Second)
 	}
-}
-
-// bookkeeping bounds store calls made after the handler, which must not be
-// cut short by the handler's own cancellation.
-const bookkeeping = 10 * time.Second
-
-// deliver runs one message through guard, handler and parker.
-func (c *Consumer) deliver(parent context.Context, m *Message) verdict {
-	hctx, end, ok := c.begin(parent)
-	if !ok {
-		return closing
-	}
-	defer end()
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(parent), bookkeeping)
-	defer cancel()
-	log := c.cfg.logger
-
-	key := c.cfg.keyFunc(m)
-	if c.orderly && c.policy == ParkKey && m.ShardingKey != "" {
-		// A replay waits only for messages of its key parked before it:
-		// replayed oldest first, the key drains.
-		parked, err := c.cfg.parker.(KeyParker).HasParked(bctx, c.group, m.ShardingKey, m.ReplayOf)
-		c.trouble.observe(bctx, OpCheckParked, err, m.ShardingKey, m.MsgID)
-		if err != nil {
-			return c.storeError(bctx, m, "check parked key", err)
-		}
-		if parked {
-			return c.park(bctx, m, nil, m.Attempt, ErrKeyParked, CauseKeyParked)
-		}
-	}
-	var claim *idempotency.Claim
-	if c.cfg.guard != nil {
-		if key == "" {
-			return c.park(bctx, m, nil, m.Attempt, ErrNoKey, CausePermanent)
-		}
-		var err error
-		claim, err = c.cfg.guard.Claim(bctx, key)
-		c.trouble.observe(bctx, OpClaim, err, key, m.MsgID)
-		if err != nil {
-			return c.storeError(bctx, m, "claim", err)
-		}
-		switch claim.Outcome {
-		case idempotency.Done:
-			c.stats.duplicates.Add(1)
-			log.LogAttrs(bctx, slog.LevelDebug, "duplicate acknowledged", slog.String("msg_id", m.MsgID), slog.String("keys", key))
-			return ack
-		case idempotency.Busy:
-			c.stats.busy.Add(1)
-			if m.Attempt == busyReportAttempt {
-				c.trouble.report(bctx, Trouble{Group: c.group, Op: OpBusy, Failures: m.Attempt, Key: key, MsgID: m.MsgID,
-					Err: fmt.Errorf("consumer: key held by another consumer for %d deliveries (lease %v)", m.Attempt, c.cfg.guard.Lease())})
-			}
-			return busy
-		}
-		if c.orderly {
-			m.Attempt = claim.Attempt // survives restarts, unlike the client's count
-		}
-		// Past the lease another delivery may take the key over: the
-		// handler's ctx ends with it.
-		var cancelLease context.CancelFunc
-		hctx, cancelLease = context.WithDeadline(hctx, claim.Deadline())
-		defer cancelLease()
-		m.ClaimToken = claim.Token()
-	}
-	err := invoke(hctx, c.handler, m)
-	if err == nil {
-		if claim != nil {
-			if cerr := claim.Complete(bctx); cerr != nil {
-				// The effect is applied: acknowledging is right; a redelivery
-				// after the lease could apply it again.
-				log.LogAttrs(bctx, slog.LevelError, "handled but not recorded as done",
-					slog.String("msg_id", m.MsgID), slog.String("keys", key), slog.Any("error", cerr))
-			}
-		}
-		c.stats.handled.Add(1)
-		return ack
-	}
-	if IsPermanent(err) || m.Attempt >= c.cfg.maxAttempts {
-		cause := CauseRetries
-		if IsPermanent(err) {
-			cause = CausePermanent
-		}
-		return c.park(bctx, m, claim, m.Attempt, err, cause)
-	}
-	c.stats.retries.Add(1)
-	log.LogAttrs(bctx, slog.LevelWarn, "handler failed, retrying", slog.String("topic", m.Topic),
-		slog.String("msg_id", m.MsgID), slog.Int("attempt", m.Attempt), slog.Any("error", err))
-	if claim != nil {
-		if rerr := claim.Release(bctx); rerr != nil {
-			// The lease frees the key when it ends.
-			log.LogAttrs(bctx, slog.LevelWarn, "release claim", slog.String("msg_id", m.MsgID), slog.Any("error", rerr))
-		}
-	}
-	return retry
 }
 
 func (c *Consumer) storeError(ctx context.Context, m *Message, op string, err error) verdict {

@@ -1,9 +1,10 @@
 // Package consumer consumes RocketMQ messages without losing them and,
 // with an idempotency guard, without applying any twice.
 //
-// A [Consumer] wraps the official push consumer (batch size 1, a unique
-// instance name, the client's logger contained). The handler is
-// func(ctx, *Message) error:
+// A [Consumer] wraps the official push consumer (a unique instance name,
+// the client's logger contained). The handler is func(ctx, *Message)
+// error, called once per message also when the client hands over batches
+// ([WithBatchSize]):
 //   - nil acknowledges the message;
 //   - an error or a panic (a *[PanicError]) is a retry, never an ack: the
 //     message comes back after [WithRetryDelay] through the group's
@@ -29,6 +30,20 @@
 // redeliveries after a lost offset commit, a rebalance or an outbox resend
 // are acknowledged without running. A message with no key is parked rather
 // than run unguarded. The guard's retention must cover [RedeliverySpan].
+//
+// # Batches
+//
+// With [WithBatchSize] n > 1 the concurrent consumer takes up to n
+// messages of a queue at once. Their handlers run at the same time, each
+// on its own message; with a guard the batch's keys are claimed in one
+// round trip (idempotency.Guard.ClaimBatch) and the successes completed in
+// one. The client's batch result is all or nothing, so the batch is
+// acknowledged only once every message in it is settled: handled, a
+// duplicate, parked, or its own retry copy stored. A failing message is
+// retried or parked alone; a key that occurs twice in a batch runs once
+// (the later message is claimed after the earlier one settles). If Close
+// begins before a batch is settled (a retry copy the broker keeps
+// refusing), the whole batch is redelivered after a restart.
 //
 // [NewOrderly] consumes each queue serially: with messages sent by
 // sharding key (producer.Message.ShardingKey) a key's messages are handled

@@ -50,13 +50,16 @@ type Message struct {
 // same key, so a handler must stop (and fail) when its ctx ends.
 type Handler func(ctx context.Context, m *Message) error
 
-// fromClient converts the official client's message.
+// fromClient converts the official client's message. It reads the
+// properties from one copy (the client hands out no other view), which
+// becomes Properties once the system ones are removed.
 func fromClient(ext *primitive.MessageExt) *Message {
+	props := ext.GetProperties()
 	m := &Message{
 		Topic:       ext.Topic,
 		MsgID:       ext.MsgId,
-		Tag:         ext.GetTags(),
-		ShardingKey: ext.GetShardingKey(),
+		Tag:         props[primitive.PropertyTags],
+		ShardingKey: props[primitive.PropertyShardingKey],
 		Body:        ext.Body,
 		Attempt:     int(ext.ReconsumeTimes) + 1,
 		QueueOffset: ext.QueueOffset,
@@ -65,26 +68,30 @@ func fromClient(ext *primitive.MessageExt) *Message {
 	if ext.Queue != nil {
 		m.Queue = ext.Queue.QueueId
 	}
-	if rt := ext.GetProperty(remoting.PropRetryTopic); rt != "" &&
+	if rt := props[remoting.PropRetryTopic]; rt != "" &&
 		(strings.HasPrefix(m.Topic, "%RETRY%") || strings.HasPrefix(m.Topic, "%DLQ%")) {
 		m.Topic = rt
 	}
-	if a, err := strconv.Atoi(ext.GetProperty(remoting.PropAttempt)); err == nil && a+1 > m.Attempt {
-		m.Attempt = a + 1 // a retry the consumer re-sent itself
+	if s := props[remoting.PropAttempt]; s != "" {
+		if a, err := strconv.Atoi(s); err == nil && a+1 > m.Attempt {
+			m.Attempt = a + 1 // a retry the consumer re-sent itself
+		}
 	}
-	if k := ext.GetKeys(); k != "" {
+	if k := props[primitive.PropertyKeys]; k != "" {
 		m.Keys = strings.Fields(k)
 	}
-	if id, err := strconv.ParseInt(ext.GetProperty(remoting.PropReplayOf), 10, 64); err == nil && id > 0 {
-		m.ReplayOf = id
-	}
-	for name, v := range ext.GetProperties() {
-		if !remoting.IsSystemProperty(name) && name != remoting.PropReplayOf {
-			if m.Properties == nil {
-				m.Properties = make(map[string]string)
-			}
-			m.Properties[name] = v
+	if s := props[remoting.PropReplayOf]; s != "" {
+		if id, err := strconv.ParseInt(s, 10, 64); err == nil && id > 0 {
+			m.ReplayOf = id
 		}
+	}
+	for name := range props {
+		if remoting.IsSystemProperty(name) || name == remoting.PropReplayOf {
+			delete(props, name)
+		}
+	}
+	if len(props) > 0 {
+		m.Properties = props
 	}
 	return m
 }

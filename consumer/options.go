@@ -18,6 +18,10 @@ import (
 // earlier; this only bounds messages that stay Busy.
 const maxBrokerRetries = 16
 
+// maxBatchSize is the largest [WithBatchSize]: the client's pull size,
+// above which a batch never fills.
+const maxBatchSize = 32
+
 type config struct {
 	guard        *idempotency.Guard
 	keyFunc      func(*Message) string
@@ -32,6 +36,7 @@ type config struct {
 	selector     string
 	instance     string
 	goroutines   int
+	batchSize    int
 	credentials  producer.Credentials
 	logger       *slog.Logger
 }
@@ -117,8 +122,24 @@ func WithTagExpression(expr string) Option { return optionFunc(func(c *config) {
 // consumer.
 func WithInstanceName(name string) Option { return optionFunc(func(c *config) { c.instance = name }) }
 
-// WithConcurrency sets how many handlers run at once. Default 20.
+// WithConcurrency sets how many deliveries are handled at once: that many
+// handlers, or with [WithBatchSize] that many batches, whose handlers run
+// at the same time (up to n × batch size handlers). Default 20.
 func WithConcurrency(n int) Option { return optionFunc(func(c *config) { c.goroutines = n }) }
+
+// WithBatchSize lets the client hand the concurrent consumer up to n
+// messages of one queue at once (1 to 32, the client's pull size). Each
+// message still gets its own handler call, ctx, retry and park; the
+// handlers of a batch run at the same time, and [WithConcurrency] batches
+// run at once. With a guard, the batch's keys are
+// claimed in one round trip and the successes completed in one. The batch
+// is acknowledged once every message in it is handled, a duplicate,
+// parked or has its retry copy stored; a failing message is retried or
+// parked alone. If Close begins before that, the whole batch is
+// redelivered after a restart (messages already handled in it then come
+// back too: duplicates the guard suppresses). Default 1. The orderly
+// consumer takes one message at a time and refuses n > 1.
+func WithBatchSize(n int) Option { return optionFunc(func(c *config) { c.batchSize = n }) }
 
 // WithCredentials signs every request to the broker with an ACL account's
 // keys: the client's own and the retry copies this package stores. The
@@ -136,7 +157,7 @@ func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.l
 func newConfig(opts []Option, orderly bool) (*config, error) {
 	c := &config{
 		keyFunc: Key, maxAttempts: 4, delayLevels: delaylevel.Default, drainTimeout: 30 * time.Second,
-		selector: "*", goroutines: 20,
+		selector: "*", goroutines: 20, batchSize: 1,
 	}
 	if orderly {
 		c.retryDelay = time.Second
@@ -167,6 +188,14 @@ func newConfig(opts []Option, orderly bool) (*config, error) {
 	}
 	if (c.credentials.AccessKey == "") != (c.credentials.SecretKey == "") {
 		errs = append(errs, errors.New("consumer: credentials need both an access key and a secret key"))
+	}
+	if c.batchSize < 1 || c.batchSize > maxBatchSize {
+		errs = append(errs, fmt.Errorf("consumer: batch size %d outside [1, %d]", c.batchSize, maxBatchSize))
+	} else if orderly && c.batchSize > 1 {
+		// A suspended batch would come back whole, with the claims (and
+		// attempt counts) of messages behind the failed one taken for
+		// nothing, and their leases running while they wait in line.
+		errs = append(errs, errors.New("consumer: the orderly consumer handles one message at a time (batch size 1)"))
 	}
 	if c.goroutines < 1 {
 		errs = append(errs, fmt.Errorf("consumer: concurrency %d < 1", c.goroutines))

@@ -23,6 +23,12 @@
 // count per key survives restarts (orderly consumers use it as their
 // retry cap).
 //
+// [Guard.ClaimBatch] and [Guard.CompleteBatch] do the same for many keys
+// in one round trip each on a [BatchStore] (both stores are: on MySQL one
+// multi-row statement and one short transaction, each one commit; on
+// Redis one script, or on a Cluster one script per key in one pipeline),
+// with the same per-key outcomes, tokens, leases and attempt counts.
+//
 // A [TxGuard] writes the done marker in the caller's MySQL transaction
 // together with the business effects: both commit or neither does. When
 // the business data lives in the same database this is exactly-once, with

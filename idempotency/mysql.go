@@ -29,6 +29,8 @@ type MySQLStore struct {
 
 type queries struct {
 	insert, takeOver, status, complete, release, forget, purge string
+	// The batch statements' fixed parts (see mysql_batch.go).
+	batchInsert, batchTakeOver, batchStatus, batchMarked, batchComplete string
 }
 
 // NewMySQLStore returns a store on db.
@@ -65,6 +67,22 @@ func newQueries(t string) queries {
 			" WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
 		forget: "DELETE FROM " + t + " WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
 		purge:  "DELETE FROM " + t + " WHERE expires_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND AND status = ? LIMIT ?",
+
+		batchInsert: "INSERT INTO " + t + " (consumer_group, key_hash, biz_key, status, token, attempts, expires_at, created_at, updated_at) VALUES ",
+		// A held row (lease or retention not over) is left as it is; a
+		// free one is taken over as takeOver does. Assignments run left to
+		// right, so expires_at, which every condition reads, goes last and
+		// attempts reads the old status.
+		batchTakeOver: " ON DUPLICATE KEY UPDATE" +
+			" attempts = IF(expires_at < UTC_TIMESTAMP(6), IF(status = 2, 1, attempts + 1), attempts)," +
+			" status = IF(expires_at < UTC_TIMESTAMP(6), 1, status)," +
+			" token = IF(expires_at < UTC_TIMESTAMP(6), VALUES(token), token)," +
+			" updated_at = IF(expires_at < UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), updated_at)," +
+			" expires_at = IF(expires_at < UTC_TIMESTAMP(6), VALUES(expires_at), expires_at)",
+		batchStatus: "SELECT key_hash, token, status, attempts FROM " + t + " WHERE consumer_group = ? AND key_hash IN (",
+		batchMarked: "SELECT key_hash FROM " + t + " WHERE consumer_group = ? AND token = ? AND status = 2 AND key_hash IN (",
+		batchComplete: "UPDATE " + t + " SET status = 2, attempts = 0, token = ?, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND," +
+			" updated_at = UTC_TIMESTAMP(6) WHERE consumer_group = ? AND key_hash IN (",
 	}
 }
 

@@ -161,6 +161,11 @@ func flush(ctx context.Context, rdb redis.UniversalClient, calls []*scriptCall) 
 	// fail their calls.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 	defer cancel()
+	pipeline(ctx, rdb, calls)
+}
+
+// pipeline sends calls in one pipeline, setting each call's reply.
+func pipeline(ctx context.Context, rdb redis.UniversalClient, calls []*scriptCall) {
 	pipe := rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(calls))
 	for i, c := range calls {

@@ -43,6 +43,15 @@ func backends() []backend {
 			}
 			return s
 		}, sleep},
+		{"redis-cluster", func(t *testing.T) idempotency.Store {
+			rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.RedisCluster(t)})
+			t.Cleanup(func() { rdb.Close() })
+			s, err := idempotency.NewRedisStore(rdb, idempotency.WithPrefix(testenv.Name(t, "idem")+":"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}, sleep},
 		{"miniredis", func(t *testing.T) idempotency.Store {
 			mini = miniredis.RunT(t)
 			rdb := redis.NewClient(&redis.Options{Addr: mini.Addr()})

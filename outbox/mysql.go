@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 )
@@ -199,7 +198,7 @@ func (s *mysqlStore) claimAndLoad(ctx context.Context, owner, selectQ string, se
 	var err error
 	for attempt := 1; ; attempt++ {
 		ids, err = s.claim(ctx, owner, selectQ, selectArgs)
-		if err == nil || !isDeadlock(err) || attempt == 3 {
+		if err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
 			break
 		}
 		// InnoDB picked this claim as a deadlock victim: nothing was
@@ -217,11 +216,6 @@ func (s *mysqlStore) claimAndLoad(ctx context.Context, owner, selectQ string, se
 		return nil, fmt.Errorf("outbox: load claimed: %w", err)
 	}
 	return rowsOf(dbRows)
-}
-
-func isDeadlock(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
 }
 
 // claim locks the selected rows, skipping rows other relays hold, and

@@ -93,6 +93,14 @@ func IsDuplicate(err error) bool {
 	return errors.As(err, &me) && me.Number == 1062
 }
 
+// IsDeadlock reports whether err is InnoDB giving up on a lock: chosen as
+// a deadlock victim (1213) or a lock wait timeout (1205). The statement
+// (or with 1213 the whole transaction) was rolled back: try again.
+func IsDeadlock(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
+}
+
 // identifier is what the stores accept as a table name: a plain,
 // unquoted MySQL identifier.
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)

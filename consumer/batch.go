@@ -1,0 +1,299 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+)
+
+// item is one message of a batch on its way through guard, handler and
+// parker.
+type item struct {
+	ext      *primitive.MessageExt
+	m        *Message
+	key      string
+	claim    *idempotency.Claim
+	claimErr error
+	// complete: the handler succeeded; the claim is completed with the
+	// batch's others.
+	complete bool
+	v        verdict
+}
+
+// consumeConcurrently handles a batch from the client (one message unless
+// [WithBatchSize]). The client's result is all or nothing: ConsumeSuccess
+// acknowledges every message of the batch, anything else asks the client
+// to send every one back (which this package never relies on). So the
+// batch is acknowledged only once every message in it is settled:
+// handled, a duplicate, parked, or its retry copy stored by this package.
+// When Close begins before that, the whole batch is left unacknowledged
+// and comes back after a restart.
+func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
+	items := make([]item, len(msgs))
+	for i, ext := range msgs {
+		items[i] = item{ext: ext, m: fromClient(ext)}
+	}
+	c.handleBatch(ctx, items)
+	for i := range items {
+		if items[i].v == closing {
+			return c.giveBack()
+		}
+	}
+	for i := range items {
+		it := &items[i]
+		var level int
+		switch it.v {
+		case ack:
+			continue
+		case retry:
+			level = c.retryLevel(it.m.Attempt)
+		case busy:
+			// Wait about a lease, so a key held by a crashed consumer is
+			// free when the message comes back.
+			var err error
+			if level, err = delaylevel.Level(c.cfg.delayLevels, c.cfg.guard.Lease()); err != nil {
+				level = len(c.cfg.delayLevels)
+			}
+		}
+		if !c.storeRetry(ctx, it.ext, it.m.Attempt, level) {
+			// Close began. Copies already stored for others of the batch
+			// make those come back twice: at least once, never lost.
+			return c.giveBack()
+		}
+	}
+	return rmqconsumer.ConsumeSuccess, nil
+}
+
+// giveBack leaves a batch unacknowledged: the client drops results after
+// shutdown, so its messages are redelivered after a restart. Their
+// send-back is never asked for: the client loses a message the broker
+// refuses.
+func (c *Consumer) giveBack() (rmqconsumer.ConsumeResult, error) {
+	<-c.shutdown
+	return rmqconsumer.ConsumeRetryLater, nil
+}
+
+// bookkeeping bounds store calls made after the handler, which must not be
+// cut short by the handler's own cancellation.
+const bookkeeping = 10 * time.Second
+
+// handleBatch runs items through guard, handler and parker and sets each
+// one's verdict. The handlers of a batch run at once, each on its own
+// message; with a guard their keys are claimed in one round trip before
+// and the successes completed in one after. A key that occurs more than
+// once in the batch is claimed again for each later message, after the
+// earlier one is settled (then a duplicate if it was handled).
+func (c *Consumer) handleBatch(parent context.Context, items []item) {
+	run, end, ok := c.begin(parent)
+	if !ok {
+		for i := range items {
+			items[i].v = closing
+		}
+		return
+	}
+	defer end()
+	if c.cfg.guard == nil {
+		c.each(items, func(it *item) { it.v = c.handle(run, parent, nil, it) })
+		return
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(parent), bookkeeping)
+	defer cancel()
+	pending := make([]*item, 0, len(items))
+	for i := range items {
+		it := &items[i]
+		it.key = c.cfg.keyFunc(it.m)
+		if v, settled := c.beforeClaim(bctx, it); settled {
+			it.v = v
+			continue
+		}
+		pending = append(pending, it)
+	}
+	for len(pending) > 0 {
+		wave, rest := pending, []*item(nil)
+		if len(pending) > 1 {
+			// Each key once per wave, in batch order.
+			wave = make([]*item, 0, len(pending))
+			seen := make(map[string]bool, len(pending))
+			for _, it := range pending {
+				if seen[it.key] {
+					rest = append(rest, it)
+					continue
+				}
+				seen[it.key] = true
+				wave = append(wave, it)
+			}
+		}
+		c.guardedWave(run, bctx, wave)
+		pending = rest
+	}
+}
+
+// beforeClaim settles a guarded message that must not be claimed: one
+// without a key, or (orderly, [ParkKey]) one whose sharding key has a
+// parked message.
+func (c *Consumer) beforeClaim(bctx context.Context, it *item) (verdict, bool) {
+	m := it.m
+	if c.orderly && c.policy == ParkKey && m.ShardingKey != "" {
+		// A replay waits only for messages of its key parked before it:
+		// replayed oldest first, the key drains.
+		parked, err := c.cfg.parker.(KeyParker).HasParked(bctx, c.group, m.ShardingKey, m.ReplayOf)
+		c.trouble.observe(bctx, OpCheckParked, err, m.ShardingKey, m.MsgID)
+		if err != nil {
+			return c.storeError(bctx, m, "check parked key", err), true
+		}
+		if parked {
+			return c.park(bctx, m, nil, m.Attempt, ErrKeyParked, CauseKeyParked), true
+		}
+	}
+	if it.key == "" {
+		return c.park(bctx, m, nil, m.Attempt, ErrNoKey, CausePermanent), true
+	}
+	return 0, false
+}
+
+// guardedWave claims the keys of wave (distinct) in one round trip, runs
+// the handlers of those acquired, and completes the successes in one
+// round trip.
+func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
+	keys := make([]string, len(wave))
+	for i, it := range wave {
+		keys[i] = it.key
+	}
+	claims, errs := c.cfg.guard.ClaimBatch(bctx, keys)
+	for i, it := range wave {
+		it.claim, it.claimErr = claims[i], errs[i]
+		c.trouble.observe(bctx, OpClaim, errs[i], it.key, it.m.MsgID)
+	}
+	c.eachPtr(wave, func(it *item) { it.v = c.handle(run, bctx, it.claim, it) })
+	var done []*idempotency.Claim
+	var doneItems []*item
+	for _, it := range wave {
+		if it.complete {
+			done, doneItems = append(done, it.claim), append(doneItems, it)
+		}
+	}
+	if len(done) == 0 {
+		return
+	}
+	for i, err := range c.cfg.guard.CompleteBatch(bctx, done) {
+		if err != nil {
+			// The effect is applied: acknowledging is right; a redelivery
+			// after the lease could apply it again.
+			c.cfg.logger.LogAttrs(bctx, slog.LevelError, "handled but not recorded as done",
+				slog.String("msg_id", doneItems[i].m.MsgID), slog.String("keys", doneItems[i].key), slog.Any("error", err))
+		}
+	}
+	c.stats.handled.Add(int64(len(done)))
+}
+
+// each runs fn on every item at once, the first in the calling goroutine,
+// and returns when all have returned.
+func (c *Consumer) each(items []item, fn func(*item)) {
+	if len(items) == 1 {
+		fn(&items[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < len(items); i++ {
+		wg.Go(func() { fn(&items[i]) })
+	}
+	fn(&items[0])
+	wg.Wait()
+}
+
+// eachPtr is each over pointers.
+func (c *Consumer) eachPtr(items []*item, fn func(*item)) {
+	if len(items) == 1 {
+		fn(items[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for _, it := range items[1:] {
+		wg.Go(func() { fn(it) })
+	}
+	fn(items[0])
+	wg.Wait()
+}
+
+// handle runs one message's handler: with a guard, claim is its claim (nil
+// with claimErr set when the claim failed). bctx bounds store calls after
+// the handler; without a guard it is the client's ctx and park makes its
+// own bound.
+func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, it *item) verdict {
+	m := it.m
+	hctx := run
+	if c.cfg.guard != nil {
+		if it.claimErr != nil {
+			return c.storeError(bctx, m, "claim", it.claimErr)
+		}
+		switch claim.Outcome {
+		case idempotency.Done:
+			c.stats.duplicates.Add(1)
+			if c.cfg.logger.Enabled(bctx, slog.LevelDebug) {
+				c.cfg.logger.LogAttrs(bctx, slog.LevelDebug, "duplicate acknowledged", slog.String("msg_id", m.MsgID), slog.String("keys", it.key))
+			}
+			return ack
+		case idempotency.Busy:
+			c.stats.busy.Add(1)
+			if m.Attempt == busyReportAttempt {
+				c.trouble.report(bctx, Trouble{Group: c.group, Op: OpBusy, Failures: m.Attempt, Key: it.key, MsgID: m.MsgID,
+					Err: fmt.Errorf("consumer: key held by another consumer for %d deliveries (lease %v)", m.Attempt, c.cfg.guard.Lease())})
+			}
+			return busy
+		}
+		if c.orderly {
+			m.Attempt = claim.Attempt // survives restarts, unlike the client's count
+		}
+		// Past the lease another delivery may take the key over: the
+		// handler's ctx ends with it.
+		var cancelLease context.CancelFunc
+		hctx, cancelLease = context.WithDeadline(hctx, claim.Deadline())
+		defer cancelLease()
+		m.ClaimToken = claim.Token()
+	}
+	if c.cfg.handlerTTL > 0 {
+		var cancelTTL context.CancelFunc
+		hctx, cancelTTL = context.WithTimeout(hctx, c.cfg.handlerTTL)
+		defer cancelTTL()
+	}
+	err := invoke(hctx, c.handler, m)
+	if err == nil {
+		if claim != nil {
+			it.complete = true // completed and counted with the batch
+		} else {
+			c.stats.handled.Add(1)
+		}
+		return ack
+	}
+	if claim == nil {
+		// Failures are rare: the bound for the bookkeeping below is made
+		// only now.
+		var cancel context.CancelFunc
+		bctx, cancel = context.WithTimeout(context.WithoutCancel(bctx), bookkeeping)
+		defer cancel()
+	}
+	if IsPermanent(err) || m.Attempt >= c.cfg.maxAttempts {
+		cause := CauseRetries
+		if IsPermanent(err) {
+			cause = CausePermanent
+		}
+		return c.park(bctx, m, claim, m.Attempt, err, cause)
+	}
+	c.stats.retries.Add(1)
+	c.cfg.logger.LogAttrs(bctx, slog.LevelWarn, "handler failed, retrying", slog.String("topic", m.Topic),
+		slog.String("msg_id", m.MsgID), slog.Int("attempt", m.Attempt), slog.Any("error", err))
+	if claim != nil {
+		if rerr := claim.Release(bctx); rerr != nil {
+			// The lease frees the key when it ends.
+			c.cfg.logger.LogAttrs(bctx, slog.LevelWarn, "release claim", slog.String("msg_id", m.MsgID), slog.Any("error", rerr))
+		}
+	}
+	return retry
+}

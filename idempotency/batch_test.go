@@ -1,0 +1,202 @@
+package idempotency_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+)
+
+// want is one key's expected batch result.
+type want struct {
+	outcome idempotency.Outcome
+	attempt int
+	err     error
+}
+
+func claimBatch(t *testing.T, g *idempotency.Guard, keys []string, wants []want) []*idempotency.Claim {
+	t.Helper()
+	claims, errs := g.ClaimBatch(context.Background(), keys)
+	if len(claims) != len(keys) || len(errs) != len(keys) {
+		t.Fatalf("%d claims, %d errors for %d keys", len(claims), len(errs), len(keys))
+	}
+	for i, w := range wants {
+		if w.err != nil || errs[i] != nil {
+			if !errors.Is(errs[i], w.err) || claims[i] != nil {
+				t.Fatalf("key %q: claim %v, error %v; want error %v", keys[i], claims[i], errs[i], w.err)
+			}
+			continue
+		}
+		c := claims[i]
+		if c.Outcome != w.outcome || (w.outcome == idempotency.Acquired && c.Attempt != w.attempt) {
+			t.Fatalf("key %q (item %d) = %v attempt %d, want %v attempt %d", keys[i], i, c.Outcome, c.Attempt, w.outcome, w.attempt)
+		}
+	}
+	return claims
+}
+
+func completeBatch(t *testing.T, g *idempotency.Guard, claims []*idempotency.Claim, wants []error) {
+	t.Helper()
+	errs := g.CompleteBatch(context.Background(), claims)
+	for i, w := range wants {
+		if (w == nil) != (errs[i] == nil) || !errors.Is(errs[i], w) {
+			t.Fatalf("complete item %d: %v, want %v", i, errs[i], w)
+		}
+	}
+}
+
+// TestStoreBatches runs the store cases of TestStores through
+// Guard.ClaimBatch and Guard.CompleteBatch, on every backend, several
+// outcomes in one batch: a batch result is the one single calls in order
+// would give.
+func TestStoreBatches(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			t.Run("mixed outcomes in one batch", func(t *testing.T) {
+				store := b.store(t)
+				if _, ok := store.(idempotency.BatchStore); !ok {
+					t.Fatalf("%T is not a BatchStore", store)
+				}
+				g := newGuard(t, store)
+				// A claim whose holder "crashed": its lease runs out below.
+				stale := claim(t, g, "expired", idempotency.Acquired, 1)
+				released := claim(t, g, "released", idempotency.Acquired, 1)
+				if err := released.Release(ctx); err != nil {
+					t.Fatal(err)
+				}
+				done := claim(t, g, "done", idempotency.Acquired, 1)
+				if err := done.Complete(ctx); err != nil {
+					t.Fatal(err)
+				}
+				b.advance(t, lease+200*time.Millisecond)
+				claim(t, g, "busy", idempotency.Acquired, 1) // a live claim of another consumer
+				keys := []string{"new", "done", "busy", "expired", "dup", "released", "dup", "", "ключ 'x'"}
+				claims := claimBatch(t, g, keys, []want{
+					{outcome: idempotency.Acquired, attempt: 1},
+					{outcome: idempotency.Done},
+					{outcome: idempotency.Busy},
+					{outcome: idempotency.Acquired, attempt: 2}, // taken over after the lease
+					{outcome: idempotency.Acquired, attempt: 1},
+					{outcome: idempotency.Acquired, attempt: 2},
+					{outcome: idempotency.Busy}, // held by the first "dup" of this batch
+					{err: idempotency.ErrEmptyKey},
+					{outcome: idempotency.Acquired, attempt: 1},
+				})
+				if err := stale.Complete(ctx); !errors.Is(err, idempotency.ErrLostClaim) {
+					t.Fatalf("stale complete: %v, want ErrLostClaim", err)
+				}
+				tokens := map[string]bool{}
+				for _, c := range claims {
+					if c != nil && c.Outcome == idempotency.Acquired {
+						if len(c.Token()) != 32 || tokens[c.Token()] || c.Deadline().After(time.Now().Add(lease)) {
+							t.Fatalf("claim token %q (seen %v), deadline %v", c.Token(), tokens[c.Token()], c.Deadline())
+						}
+						tokens[c.Token()] = true
+					}
+				}
+				// The stale holder, a duplicate of one claim and a Busy
+				// claim are lost; the others are done.
+				completeBatch(t, g, []*idempotency.Claim{claims[0], stale, claims[3], claims[4], claims[4], claims[2], claims[5], claims[8]},
+					[]error{nil, idempotency.ErrLostClaim, nil, nil, idempotency.ErrLostClaim, idempotency.ErrLostClaim, nil, nil})
+				claimBatch(t, g, []string{"new", "expired", "dup", "released", "ключ 'x'", "busy"}, []want{
+					{outcome: idempotency.Done}, {outcome: idempotency.Done}, {outcome: idempotency.Done},
+					{outcome: idempotency.Done}, {outcome: idempotency.Done}, {outcome: idempotency.Busy}})
+				completeBatch(t, g, claims[:1], []error{idempotency.ErrLostClaim}) // already done
+			})
+			t.Run("attempts count across batches; release and forget", func(t *testing.T) {
+				g := newGuard(t, b.store(t))
+				keys := []string{"a", "b"}
+				cs := claimBatch(t, g, keys, []want{{outcome: idempotency.Acquired, attempt: 1}, {outcome: idempotency.Acquired, attempt: 1}})
+				if err := cs[0].Release(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if err := cs[1].Forget(ctx); err != nil {
+					t.Fatal(err)
+				}
+				cs = claimBatch(t, g, keys, []want{{outcome: idempotency.Acquired, attempt: 2}, {outcome: idempotency.Acquired, attempt: 1}})
+				completeBatch(t, g, cs, []error{nil, nil})
+				claimBatch(t, g, keys, []want{{outcome: idempotency.Done}, {outcome: idempotency.Done}})
+			})
+			t.Run("done marker past retention lets the key run again", func(t *testing.T) {
+				g := newGuard(t, b.store(t), idempotency.WithRetention(time.Second))
+				cs := claimBatch(t, g, []string{"k", "l"}, []want{{outcome: idempotency.Acquired, attempt: 1}, {outcome: idempotency.Acquired, attempt: 1}})
+				completeBatch(t, g, cs, []error{nil, nil})
+				b.advance(t, 1300*time.Millisecond)
+				claimBatch(t, g, []string{"k", "l"}, []want{{outcome: idempotency.Acquired, attempt: 1}, {outcome: idempotency.Acquired, attempt: 1}})
+			})
+			t.Run("concurrent batches over shared keys apply each key once", func(t *testing.T) {
+				g := newGuard(t, b.store(t))
+				var effects [12]atomic.Int32
+				var wg sync.WaitGroup
+				for w := range 6 {
+					wg.Go(func() {
+						left := map[int]bool{}
+						for k := range effects {
+							left[k] = true
+						}
+						for len(left) > 0 {
+							var keys []string
+							var idx []int
+							for k := range effects { // each worker in its own order
+								k = (k + 5*w) % len(effects)
+								if left[k] {
+									keys, idx = append(keys, fmt.Sprint("key-", k)), append(idx, k)
+								}
+							}
+							claims, errs := g.ClaimBatch(ctx, keys)
+							var won []*idempotency.Claim
+							for i, c := range claims {
+								switch {
+								case errs[i] != nil:
+									t.Error(errs[i])
+									return
+								case c.Outcome == idempotency.Acquired:
+									effects[idx[i]].Add(1)
+									won = append(won, c)
+									delete(left, idx[i])
+								case c.Outcome == idempotency.Done:
+									delete(left, idx[i])
+								}
+							}
+							for _, err := range g.CompleteBatch(ctx, won) {
+								if err != nil {
+									t.Error(err)
+									return
+								}
+							}
+							time.Sleep(time.Millisecond)
+						}
+					})
+				}
+				wg.Wait()
+				for k := range effects {
+					if n := effects[k].Load(); n != 1 {
+						t.Errorf("key-%d applied %d times", k, n)
+					}
+				}
+			})
+		})
+	}
+}
+
+// plainStore hides a store's batch methods.
+type plainStore struct{ idempotency.Store }
+
+// TestBatchWithoutBatchStoreClaimsOneByOne: on a store without batch
+// methods the guard's batch calls give the same results, key by key.
+func TestBatchWithoutBatchStoreClaimsOneByOne(t *testing.T) {
+	t.Parallel()
+	b := backends()[len(backends())-1] // miniredis
+	g := newGuard(t, plainStore{b.store(t)})
+	cs := claimBatch(t, g, []string{"a", "a", ""}, []want{{outcome: idempotency.Acquired, attempt: 1}, {outcome: idempotency.Busy},
+		{err: idempotency.ErrEmptyKey}})
+	completeBatch(t, g, cs[:1], []error{nil})
+	completeBatch(t, g, []*idempotency.Claim{cs[0], cs[0]}, []error{idempotency.ErrLostClaim, idempotency.ErrLostClaim})
+	claimBatch(t, g, []string{"a"}, []want{{outcome: idempotency.Done}})
+}

@@ -1,0 +1,167 @@
+package idempotency
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	// claimBatchScript is claimScript over several keys, in order. KEYS
+	// holds stride keys per item (claim, counter, and the legacy marker
+	// when stride is 3); ARGV is lease, counter TTL, stride, then one
+	// token per item. It returns outcome and count per item, flattened.
+	claimBatchScript = redis.NewScript(`
+local stride = tonumber(ARGV[3])
+local out = {}
+for i = 1, #ARGV - 3 do
+  local b = (i - 1) * stride
+  local v = redis.call('GET', KEYS[b + 1])
+  if v == 'done' or (stride == 3 and redis.call('GET', KEYS[b + 3]) == 'done') then
+    out[2 * i - 1], out[2 * i] = 2, 0
+  elseif v then
+    out[2 * i - 1], out[2 * i] = 3, 0
+  else
+    redis.call('SET', KEYS[b + 1], ARGV[3 + i], 'PX', ARGV[1])
+    local n = redis.call('INCR', KEYS[b + 2])
+    redis.call('PEXPIRE', KEYS[b + 2], ARGV[2])
+    out[2 * i - 1], out[2 * i] = 1, n
+  end
+end
+return out`)
+	// completeBatchScript is completeScript over several keys, in order.
+	// KEYS holds claim and counter per item; ARGV is the retention, then
+	// one token per item. It returns 1 (done) or 0 (lost) per item.
+	completeBatchScript = redis.NewScript(`
+local out = {}
+for i = 1, #ARGV - 1 do
+  if redis.call('GET', KEYS[2 * i - 1]) == ARGV[1 + i] then
+    redis.call('SET', KEYS[2 * i - 1], 'done', 'PX', ARGV[1])
+    redis.call('DEL', KEYS[2 * i])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out`)
+)
+
+// groups splits item indexes into the sets one script may touch
+// together: on a single Redis every item at once; on a Cluster or a Ring,
+// where each business key hashes to its own slot or shard, one set per
+// distinct key (a key's items stay together and in order).
+func (s *RedisStore) groups(items []KeyToken) [][]int {
+	if _, single := s.rdb.(*redis.Client); single {
+		all := make([]int, len(items))
+		for i := range all {
+			all[i] = i
+		}
+		return [][]int{all}
+	}
+	var out [][]int
+	at := make(map[string]int, len(items))
+	for i, it := range items {
+		if g, ok := at[it.Key]; ok {
+			out[g] = append(out[g], i)
+			continue
+		}
+		at[it.Key] = len(out)
+		out = append(out, []int{i})
+	}
+	return out
+}
+
+// ClaimBatch implements [BatchStore]: on a single Redis one script claims
+// every key, sharing the round trip with other calls in flight; on a
+// Cluster or a Ring one script per key, all in one pipeline (one round
+// trip per node).
+func (s *RedisStore) ClaimBatch(ctx context.Context, group string, items []KeyToken, lease time.Duration) []ClaimResult {
+	stride := 2
+	if s.legacy && !strings.ContainsAny(group, ":{}") {
+		stride = 3
+	}
+	groups := s.groups(items)
+	calls := make([]*scriptCall, len(groups))
+	for g, idx := range groups {
+		keys := make([]string, 0, stride*len(idx))
+		args := make([]any, 0, 3+len(idx))
+		args = append(args, lease.Milliseconds(), counterTTL.Milliseconds(), stride)
+		for _, i := range idx {
+			keys = append(keys, s.keys(group, items[i].Key)...)
+			if stride == 3 {
+				keys = append(keys, s.prefix+group+":"+items[i].Key)
+			}
+			args = append(args, items[i].Token)
+		}
+		calls[g] = &scriptCall{script: claimBatchScript, keys: keys, args: args}
+	}
+	if len(calls) > 0 {
+		s.runAll(ctx, calls)
+	}
+	results := make([]ClaimResult, len(items))
+	for g, idx := range groups {
+		r, err := calls[g].cmd.Int64Slice()
+		if err == nil && len(r) != 2*len(idx) {
+			err = errors.New("unexpected claim script reply")
+		}
+		for j, i := range idx {
+			if err != nil {
+				results[i].Err = err
+				continue
+			}
+			results[i] = ClaimResult{Outcome: Outcome(r[2*j]), Attempts: int(r[2*j+1])}
+		}
+	}
+	return results
+}
+
+// CompleteBatch implements [BatchStore], split as ClaimBatch is.
+func (s *RedisStore) CompleteBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration) []error {
+	groups := s.groups(items)
+	calls := make([]*scriptCall, len(groups))
+	for g, idx := range groups {
+		keys := make([]string, 0, 2*len(idx))
+		args := make([]any, 0, 1+len(idx))
+		args = append(args, retain.Milliseconds())
+		for _, i := range idx {
+			keys = append(keys, s.keys(group, items[i].Key)...)
+			args = append(args, items[i].Token)
+		}
+		calls[g] = &scriptCall{script: completeBatchScript, keys: keys, args: args}
+	}
+	if len(calls) > 0 {
+		s.runAll(ctx, calls)
+	}
+	errs := make([]error, len(items))
+	for g, idx := range groups {
+		r, err := calls[g].cmd.Int64Slice()
+		if err == nil && len(r) != len(idx) {
+			err = errors.New("unexpected complete script reply")
+		}
+		for j, i := range idx {
+			switch {
+			case err != nil:
+				errs[i] = err
+			case r[j] != 1:
+				errs[i] = ErrLostClaim
+			}
+		}
+	}
+	return errs
+}
+
+// runAll runs calls, each getting its own reply: one call through the
+// batcher (shared with the calls of other goroutines), several in one
+// pipeline of their own.
+func (s *RedisStore) runAll(ctx context.Context, calls []*scriptCall) {
+	if len(calls) == 1 {
+		calls[0].cmd = s.run(ctx, calls[0].script, calls[0].keys, calls[0].args...)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, flushTimeout)
+	defer cancel()
+	pipeline(ctx, s.rdb, calls)
+}
