@@ -2,8 +2,10 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+	"github.com/seed157d4c4d/reliablemq/observe"
 )
 
 // item is one message of a batch on its way through guard, handler and
@@ -183,6 +186,9 @@ func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 		return
 	}
 	for i, err := range c.cfg.guard.CompleteBatch(bctx, done) {
+		if errors.Is(err, idempotency.ErrLostClaim) {
+			c.event(bctx, observe.ClaimLost, doneItems[i].m, "guard", err)
+		}
 		if err != nil {
 			// The effect is applied: acknowledging is right; a redelivery
 			// after the lease could apply it again.
@@ -236,12 +242,14 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 		switch claim.Outcome {
 		case idempotency.Done:
 			c.stats.duplicates.Add(1)
+			c.event(bctx, observe.Duplicate, m, "", nil)
 			if c.cfg.logger.Enabled(bctx, slog.LevelDebug) {
 				c.cfg.logger.LogAttrs(bctx, slog.LevelDebug, "duplicate acknowledged", slog.String("msg_id", m.MsgID), slog.String("keys", it.key))
 			}
 			return ack
 		case idempotency.Busy:
 			c.stats.busy.Add(1)
+			c.event(bctx, observe.Retry, m, "busy", nil)
 			if m.Attempt == busyReportAttempt {
 				c.trouble.report(bctx, Trouble{Group: c.group, Op: OpBusy, Failures: m.Attempt, Key: it.key, MsgID: m.MsgID,
 					Err: fmt.Errorf("consumer: key held by another consumer for %d deliveries (lease %v)", m.Attempt, c.cfg.guard.Lease())})
@@ -263,13 +271,20 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 		hctx, cancelTTL = context.WithTimeout(hctx, c.cfg.handlerTTL)
 		defer cancelTTL()
 	}
+	hctx, end := c.cfg.hooks.Begin(hctx, observe.Message{Topic: m.Topic, Group: c.group, MsgID: m.MsgID,
+		Key: strings.Join(m.Keys, " "), Properties: m.Properties})
 	err := invoke(hctx, c.handler, m)
+	if claim != nil && time.Now().After(claim.Deadline()) {
+		c.event(hctx, observe.LeaseExpired, m, "", err)
+	}
+	defer end(err)
 	if err == nil {
 		if claim != nil {
 			it.complete = true // completed and counted with the batch
 		} else {
 			c.stats.handled.Add(1)
 		}
+		c.event(hctx, observe.Handled, m, "", nil)
 		return ack
 	}
 	if claim == nil {
@@ -287,6 +302,7 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 		return c.park(bctx, m, claim, m.Attempt, err, cause)
 	}
 	c.stats.retries.Add(1)
+	c.event(hctx, observe.Retry, m, "handler", err)
 	c.cfg.logger.LogAttrs(bctx, slog.LevelWarn, "handler failed, retrying", slog.String("topic", m.Topic),
 		slog.String("msg_id", m.MsgID), slog.Int("attempt", m.Attempt), slog.Any("error", err))
 	if claim != nil {

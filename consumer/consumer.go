@@ -17,6 +17,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
 	"github.com/seed157d4c4d/reliablemq/internal/token"
+	"github.com/seed157d4c4d/reliablemq/observe"
 )
 
 // Errors.
@@ -306,8 +307,18 @@ func (c *Consumer) storeRetry(ctx context.Context, ext *primitive.MessageExt, at
 	}
 }
 
+// event reports what happened to m.
+func (c *Consumer) event(ctx context.Context, kind observe.Kind, m *Message, reason string, err error) {
+	if c.cfg.hooks.Event == nil {
+		return
+	}
+	c.cfg.hooks.Event(ctx, observe.Event{Kind: kind, Topic: m.Topic, Group: c.group, Key: strings.Join(m.Keys, " "),
+		MsgID: m.MsgID, Attempt: m.Attempt, Reason: reason, Err: err})
+}
+
 func (c *Consumer) storeError(ctx context.Context, m *Message, op string, err error) verdict {
 	c.stats.storeErrors.Add(1)
+	c.event(ctx, observe.Retry, m, "store", err)
 	c.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "store failed, retrying", slog.String("op", op),
 		slog.String("msg_id", m.MsgID), slog.Any("error", err))
 	return retry
@@ -340,6 +351,7 @@ func (c *Consumer) park(ctx context.Context, m *Message, claim *idempotency.Clai
 	}
 	if inserted {
 		c.stats.parked.Add(1)
+		c.event(ctx, observe.Parked, m, string(kind), cause)
 		c.cfg.logger.LogAttrs(ctx, slog.LevelError, "message parked for manual handling", slog.String("group", c.group),
 			slog.String("topic", m.Topic), slog.String("msg_id", m.MsgID), slog.Any("keys", m.Keys),
 			slog.Int("attempt", attempts), slog.String("cause", string(kind)), slog.Any("error", cause))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -39,6 +40,7 @@ type config struct {
 	batchSize    int
 	credentials  producer.Credentials
 	logger       *slog.Logger
+	hooks        observe.Hooks
 }
 
 // Option configures a [Consumer], concurrent or orderly.
@@ -153,6 +155,14 @@ func WithCredentials(c producer.Credentials) Option {
 // retries, parked messages, dead rows and failed runs are visible without
 // wiring; slog.New(slog.DiscardHandler) silences it.
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
+
+// WithHooks wraps each handler run in the hooks' Handle (so a tracer
+// continues the trace the message's properties carry) and reports what
+// happens to each delivery: observe.Handled, Duplicate, Retry (reason
+// "handler", "busy" or "store"), Parked (reason: the cause), LeaseExpired
+// (a handler still running when its claim's lease ended) and ClaimLost (a
+// completion refused because the claim was taken over). Default none.
+func WithHooks(h observe.Hooks) Option { return optionFunc(func(c *config) { c.hooks = h }) }
 
 func newConfig(opts []Option, orderly bool) (*config, error) {
 	c := &config{

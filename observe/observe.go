@@ -7,7 +7,8 @@
 // subpackages, so their dependencies stay out of programs that do not use
 // them: observe/prom counts events and times sends and handlers with the
 // Prometheus client; observe/otel propagates W3C trace context in message
-// properties and puts a span around each send and each handler.
+// properties and puts a span around each handler (a send is an event on
+// the sender's span).
 //
 // Pass [Hooks] with producer.WithHooks, outbox.WithHooks and
 // consumer.WithHooks (the reconcile job and the DLQ drain use their
