@@ -243,15 +243,9 @@ func TestBatchSizeIsValidated(t *testing.T) {
 			t.Errorf("batch size %d accepted", n)
 		}
 	}
-	g, _ := idempotency.NewGuard("g", plainStore{})
-	if _, err := consumer.NewOrderly(ns, "g", "t", h, consumer.ParkMessage, consumer.WithParker(p), consumer.WithGuard(g),
-		consumer.WithBatchSize(4)); err == nil {
-		t.Error("an orderly consumer accepted batches")
-	}
+	// consumer.NewOrderly(..., consumer.WithBatchSize(4)) does not compile:
+	// WithBatchSize is an Option, not an OrderlyOption.
 	if _, err := consumer.New(ns, "g", "t", h, consumer.WithParker(p), consumer.WithBatchSize(32)); err != nil {
 		t.Errorf("batch size 32: %v", err)
 	}
 }
-
-// plainStore is a store that is never called.
-type plainStore struct{ idempotency.Store }

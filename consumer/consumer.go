@@ -87,11 +87,15 @@ type Consumer struct {
 // the broker's retry topic, and after the attempt cap the message is
 // parked. Call [Consumer.Start] to begin.
 func New(nameServers []string, group, topic string, h Handler, opts ...Option) (*Consumer, error) {
-	return newConsumer(nameServers, group, topic, h, false, ParkMessage, opts)
+	return newConsumer(nameServers, group, topic, h, false, ParkMessage, func(c *config) {
+		for _, o := range opts {
+			o.applyConcurrent(c)
+		}
+	})
 }
 
-func newConsumer(nameServers []string, group, topic string, h Handler, orderly bool, policy ParkPolicy, opts []Option) (*Consumer, error) {
-	cfg, err := newConfig(opts, orderly)
+func newConsumer(nameServers []string, group, topic string, h Handler, orderly bool, policy ParkPolicy, apply func(*config)) (*Consumer, error) {
+	cfg, err := newConfig(apply, orderly)
 	var errs []error
 	if err != nil {
 		errs = append(errs, err)

@@ -43,36 +43,52 @@ type config struct {
 	hooks        observe.Hooks
 }
 
-// Option configures a [Consumer], concurrent or orderly.
-type Option interface{ apply(*config) }
+// Option configures a concurrent [Consumer] ([New]).
+type Option interface{ applyConcurrent(*config) }
 
-type optionFunc func(*config)
+// OrderlyOption configures an orderly [Consumer] ([NewOrderly]).
+type OrderlyOption interface{ applyOrderly(*config) }
 
-func (f optionFunc) apply(c *config) { f(c) }
+// SharedOption configures either kind: it is both an [Option] and an
+// [OrderlyOption]. Every option is one, except [WithBatchSize] (concurrent
+// only: an orderly queue's suspended batch would come back whole).
+type SharedOption interface {
+	Option
+	OrderlyOption
+}
+
+type sharedFunc func(*config)
+
+func (f sharedFunc) applyConcurrent(c *config) { f(c) }
+func (f sharedFunc) applyOrderly(c *config)    { f(c) }
+
+type concurrentFunc func(*config)
+
+func (f concurrentFunc) applyConcurrent(c *config) { f(c) }
 
 // WithGuard makes the handler run once per business key (see
 // [WithKeyFunc]) while the guard retains the key. Default: no guard, every
 // delivery runs the handler. Required by the orderly consumer, whose
 // attempt count lives in the guard's store.
-func WithGuard(g *idempotency.Guard) Option { return optionFunc(func(c *config) { c.guard = g }) }
+func WithGuard(g *idempotency.Guard) SharedOption { return sharedFunc(func(c *config) { c.guard = g }) }
 
 // WithKeyFunc sets how the business key is read from a message. Default
 // [Key]: the message keys joined by spaces. A message whose key is empty is
 // parked (never run unguarded, never acknowledged silently). Never use the
 // MsgID: resends get new ones.
-func WithKeyFunc(fn func(*Message) string) Option {
-	return optionFunc(func(c *config) { c.keyFunc = fn })
+func WithKeyFunc(fn func(*Message) string) SharedOption {
+	return sharedFunc(func(c *config) { c.keyFunc = fn })
 }
 
 // WithParker sets where messages are parked after the attempt cap
 // (usually a deadletter.Table). Required.
-func WithParker(p Parker) Option { return optionFunc(func(c *config) { c.parker = p }) }
+func WithParker(p Parker) SharedOption { return sharedFunc(func(c *config) { c.parker = p }) }
 
 // WithAlert sets a function called once for each newly parked message,
 // after it is recorded. Default: none (parked messages are also logged at
 // Error).
-func WithAlert(fn func(context.Context, *DeadLetter)) Option {
-	return optionFunc(func(c *config) { c.alert = fn })
+func WithAlert(fn func(context.Context, *DeadLetter)) SharedOption {
+	return sharedFunc(func(c *config) { c.alert = fn })
 }
 
 // WithTroubleAlert sets a function called when messages stop moving
@@ -80,54 +96,54 @@ func WithAlert(fn func(context.Context, *DeadLetter)) Option {
 // times in a row (once per run of failures; a success re-arms it), or a
 // key still held by another consumer at the fourth delivery. Default: none
 // (each is also logged at Error).
-func WithTroubleAlert(fn func(context.Context, Trouble)) Option {
-	return optionFunc(func(c *config) { c.troubleAlert = fn })
+func WithTroubleAlert(fn func(context.Context, Trouble)) SharedOption {
+	return sharedFunc(func(c *config) { c.troubleAlert = fn })
 }
 
 // WithMaxAttempts sets how many deliveries a failing message gets before
 // it is parked, 1 to 16. Default 4 (three retries).
-func WithMaxAttempts(n int) Option { return optionFunc(func(c *config) { c.maxAttempts = n }) }
+func WithMaxAttempts(n int) SharedOption { return sharedFunc(func(c *config) { c.maxAttempts = n }) }
 
 // WithRetryDelay sets the wait before a retry, rounded up to a broker delay
 // level (see [WithDelayLevels]). Default: the broker's schedule for
 // retries, 10 s, 30 s, 1 m, 2 m, ... by attempt. For the orderly consumer it
 // is the queue's suspend time; there the default is 1 s.
-func WithRetryDelay(d time.Duration) Option {
-	return optionFunc(func(c *config) { c.retryDelay = d })
+func WithRetryDelay(d time.Duration) SharedOption {
+	return sharedFunc(func(c *config) { c.retryDelay = d })
 }
 
 // WithDelayLevels sets the broker's delay level table (its
 // messageDelayLevel). Default the broker's default table.
-func WithDelayLevels(levels []time.Duration) Option {
-	return optionFunc(func(c *config) { c.delayLevels = slices.Clone(levels) })
+func WithDelayLevels(levels []time.Duration) SharedOption {
+	return sharedFunc(func(c *config) { c.delayLevels = slices.Clone(levels) })
 }
 
 // WithDrainTimeout bounds how long [Consumer.Close] waits for running
 // handlers before cancelling their ctx (it then waits for them to return).
 // Default 30 s.
-func WithDrainTimeout(d time.Duration) Option {
-	return optionFunc(func(c *config) { c.drainTimeout = d })
+func WithDrainTimeout(d time.Duration) SharedOption {
+	return sharedFunc(func(c *config) { c.drainTimeout = d })
 }
 
 // WithHandlerTimeout sets a deadline on each handler call's ctx. A handler
 // that overruns it fails (and is retried) only if it honours the ctx.
 // Default: none.
-func WithHandlerTimeout(d time.Duration) Option {
-	return optionFunc(func(c *config) { c.handlerTTL = d })
+func WithHandlerTimeout(d time.Duration) SharedOption {
+	return sharedFunc(func(c *config) { c.handlerTTL = d })
 }
 
 // WithTagExpression subscribes to some tags only ("paid || refunded").
 // Default "*".
-func WithTagExpression(expr string) Option { return optionFunc(func(c *config) { c.selector = expr }) }
+func WithTagExpression(expr string) SharedOption { return sharedFunc(func(c *config) { c.selector = expr }) }
 
 // WithInstanceName sets the client's instance name. Default: unique per
 // consumer.
-func WithInstanceName(name string) Option { return optionFunc(func(c *config) { c.instance = name }) }
+func WithInstanceName(name string) SharedOption { return sharedFunc(func(c *config) { c.instance = name }) }
 
 // WithConcurrency sets how many deliveries are handled at once: that many
 // handlers, or with [WithBatchSize] that many batches, whose handlers run
 // at the same time (up to n × batch size handlers). Default 20.
-func WithConcurrency(n int) Option { return optionFunc(func(c *config) { c.goroutines = n }) }
+func WithConcurrency(n int) SharedOption { return sharedFunc(func(c *config) { c.goroutines = n }) }
 
 // WithBatchSize lets the client hand the concurrent consumer up to n
 // messages of one queue at once (1 to 32, the client's pull size). Each
@@ -141,20 +157,20 @@ func WithConcurrency(n int) Option { return optionFunc(func(c *config) { c.gorou
 // redelivered after a restart (messages already handled in it then come
 // back too: duplicates the guard suppresses). Default 1. The orderly
 // consumer takes one message at a time and refuses n > 1.
-func WithBatchSize(n int) Option { return optionFunc(func(c *config) { c.batchSize = n }) }
+func WithBatchSize(n int) Option { return concurrentFunc(func(c *config) { c.batchSize = n }) }
 
 // WithCredentials signs every request to the broker with an ACL account's
 // keys: the client's own and the retry copies this package stores. The
 // account needs SUB on the group (which covers its %RETRY% topic) and SUB
 // on the topic. Default: none (a cluster without ACL).
-func WithCredentials(c producer.Credentials) Option {
-	return optionFunc(func(cfg *config) { cfg.credentials = c })
+func WithCredentials(c producer.Credentials) SharedOption {
+	return sharedFunc(func(cfg *config) { cfg.credentials = c })
 }
 
 // WithLogger sets the logger. Default: [slog.Default] at construction, so
 // retries, parked messages, dead rows and failed runs are visible without
 // wiring; slog.New(slog.DiscardHandler) silences it.
-func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
+func WithLogger(l *slog.Logger) SharedOption { return sharedFunc(func(c *config) { c.logger = l }) }
 
 // WithHooks wraps each handler run in the hooks' Handle (so a tracer
 // continues the trace the message's properties carry) and reports what
@@ -162,9 +178,9 @@ func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.l
 // "handler", "busy" or "store"), Parked (reason: the cause), LeaseExpired
 // (a handler still running when its claim's lease ended) and ClaimLost (a
 // completion refused because the claim was taken over). Default none.
-func WithHooks(h observe.Hooks) Option { return optionFunc(func(c *config) { c.hooks = h }) }
+func WithHooks(h observe.Hooks) SharedOption { return sharedFunc(func(c *config) { c.hooks = h }) }
 
-func newConfig(opts []Option, orderly bool) (*config, error) {
+func newConfig(apply func(*config), orderly bool) (*config, error) {
 	c := &config{
 		keyFunc: Key, maxAttempts: 4, delayLevels: delaylevel.Default, drainTimeout: 30 * time.Second,
 		selector: "*", goroutines: 20, batchSize: 1,
@@ -172,9 +188,7 @@ func newConfig(opts []Option, orderly bool) (*config, error) {
 	if orderly {
 		c.retryDelay = time.Second
 	}
-	for _, o := range opts {
-		o.apply(c)
-	}
+	apply(c)
 	var errs []error
 	if orderly && c.guard == nil {
 		errs = append(errs, errors.New("consumer: an orderly consumer needs a guard (WithGuard): its attempt count must survive restarts"))
@@ -201,11 +215,6 @@ func newConfig(opts []Option, orderly bool) (*config, error) {
 	}
 	if c.batchSize < 1 || c.batchSize > maxBatchSize {
 		errs = append(errs, fmt.Errorf("consumer: batch size %d outside [1, %d]", c.batchSize, maxBatchSize))
-	} else if orderly && c.batchSize > 1 {
-		// A suspended batch would come back whole, with the claims (and
-		// attempt counts) of messages behind the failed one taken for
-		// nothing, and their leases running while they wait in line.
-		errs = append(errs, errors.New("consumer: the orderly consumer handles one message at a time (batch size 1)"))
 	}
 	if c.goroutines < 1 {
 		errs = append(errs, fmt.Errorf("consumer: concurrency %d < 1", c.goroutines))

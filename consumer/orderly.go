@@ -31,8 +31,12 @@ const (
 // meanwhile. The attempt count lives in the guard's store (WithGuard is
 // required), so the cap holds across restarts and rebalances; at the cap
 // the message is parked per policy and the queue moves on.
-func NewOrderly(nameServers []string, group, topic string, h Handler, policy ParkPolicy, opts ...Option) (*Consumer, error) {
-	return newConsumer(nameServers, group, topic, h, true, policy, opts)
+func NewOrderly(nameServers []string, group, topic string, h Handler, policy ParkPolicy, opts ...OrderlyOption) (*Consumer, error) {
+	return newConsumer(nameServers, group, topic, h, true, policy, func(c *config) {
+		for _, o := range opts {
+			o.applyOrderly(c)
+		}
+	})
 }
 
 func (c *Consumer) consumeOrderly(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {

@@ -192,7 +192,7 @@ func TestOrderlyAttemptCountSurvivesRestart(t *testing.T) {
 		mu.Unlock()
 		return errors.New("always")
 	}
-	opts := []consumer.Option{consumer.WithGuard(g), consumer.WithParker(f.dead), consumer.WithMaxAttempts(4),
+	opts := []consumer.OrderlyOption{consumer.WithGuard(g), consumer.WithParker(f.dead), consumer.WithMaxAttempts(4),
 		consumer.WithRetryDelay(300 * time.Millisecond)}
 	first, err := consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkMessage, opts...)
 	if err != nil {
