@@ -24,10 +24,52 @@ type item struct {
 	key      string
 	claim    *idempotency.Claim
 	claimErr error
-	// complete: the handler succeeded; the claim is completed with the
-	// batch's others.
-	complete bool
 	v        verdict
+}
+
+// completion is one handled message's claim, completed together with
+// those of handlers that finish at the same moment (package combine: no
+// caller waits for more than the batch in flight and its own).
+type completion struct {
+	claim *idempotency.Claim
+	err   error
+}
+
+// maxCompletions bounds the claims one completion round trip records.
+const maxCompletions = 64
+
+// completeClaims records a combined group of completions in one round
+// trip; each gets its own result.
+func (c *Consumer) completeClaims(ctx context.Context, batch []*completion) {
+	claims := make([]*idempotency.Claim, len(batch))
+	for i, b := range batch {
+		claims[i] = b.claim
+	}
+	// The leader's ctx must not fail the others' completions.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeeping)
+	defer cancel()
+	for i, err := range c.cfg.guard.CompleteBatch(ctx, claims) {
+		batch[i].err = err
+	}
+}
+
+// complete records m's effect as done right after its handler succeeded,
+// not after its batch's slowest handler: the claim's lease keeps running,
+// and a key whose lease ends before it is recorded may run again.
+func (c *Consumer) complete(bctx context.Context, it *item) {
+	req := &completion{claim: it.claim}
+	if !c.completions.Do(bctx, req) {
+		req.err = bctx.Err()
+	}
+	if errors.Is(req.err, idempotency.ErrLostClaim) {
+		c.event(bctx, observe.ClaimLost, it.m, "guard", req.err)
+	}
+	if req.err != nil {
+		// The effect is applied: acknowledging is right; a redelivery after
+		// the lease could apply it again.
+		c.cfg.logger.LogAttrs(bctx, slog.LevelError, "handled but not recorded as done",
+			slog.String("msg_id", it.m.MsgID), slog.String("keys", it.key), slog.Any("error", req.err))
+	}
 }
 
 // consumeConcurrently handles a batch from the client (one message unless
@@ -161,9 +203,9 @@ func (c *Consumer) beforeClaim(bctx context.Context, it *item) (verdict, bool) {
 	return 0, false
 }
 
-// guardedWave claims the keys of wave (distinct) in one round trip, runs
-// the handlers of those acquired, and completes the successes in one
-// round trip.
+// guardedWave claims the keys of wave (distinct) in one round trip and
+// runs the handlers of those acquired; each success is completed as soon
+// as its handler returns, combined with others finishing then.
 func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 	keys := make([]string, len(wave))
 	for i, it := range wave {
@@ -175,28 +217,6 @@ func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 		c.trouble.observe(bctx, OpClaim, errs[i], it.key, it.m.MsgID)
 	}
 	c.eachPtr(wave, func(it *item) { it.v = c.handle(run, bctx, it.claim, it) })
-	var done []*idempotency.Claim
-	var doneItems []*item
-	for _, it := range wave {
-		if it.complete {
-			done, doneItems = append(done, it.claim), append(doneItems, it)
-		}
-	}
-	if len(done) == 0 {
-		return
-	}
-	for i, err := range c.cfg.guard.CompleteBatch(bctx, done) {
-		if errors.Is(err, idempotency.ErrLostClaim) {
-			c.event(bctx, observe.ClaimLost, doneItems[i].m, "guard", err)
-		}
-		if err != nil {
-			// The effect is applied: acknowledging is right; a redelivery
-			// after the lease could apply it again.
-			c.cfg.logger.LogAttrs(bctx, slog.LevelError, "handled but not recorded as done",
-				slog.String("msg_id", doneItems[i].m.MsgID), slog.String("keys", doneItems[i].key), slog.Any("error", err))
-		}
-	}
-	c.stats.handled.Add(int64(len(done)))
 }
 
 // each runs fn on every item at once, the first in the calling goroutine,
@@ -280,10 +300,9 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 	defer end(err)
 	if err == nil {
 		if claim != nil {
-			it.complete = true // completed and counted with the batch
-		} else {
-			c.stats.handled.Add(1)
+			c.complete(bctx, it)
 		}
+		c.stats.handled.Add(1)
 		c.event(hctx, observe.Handled, m, "", nil)
 		return ack
 	}

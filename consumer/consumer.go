@@ -15,6 +15,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
+	"github.com/seed157d4c4d/reliablemq/internal/combine"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
 	"github.com/seed157d4c4d/reliablemq/internal/token"
 	"github.com/seed157d4c4d/reliablemq/observe"
@@ -76,6 +77,9 @@ type Consumer struct {
 	stopping chan struct{} // closed when Close begins
 	shutdown chan struct{} // closed once the client is shut down
 	trouble  *trouble
+	// completions combines the guard completions of handlers that finish
+	// at the same moment.
+	completions *combine.Batcher[*completion]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -122,10 +126,12 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 	if cfg.instance == "" {
 		cfg.instance = "reliablemq-c-" + token.New()[:12]
 	}
-	return &Consumer{cfg: cfg, group: group, topic: topic, handler: h, orderly: orderly, policy: policy,
+	c := &Consumer{cfg: cfg, group: group, topic: topic, handler: h, orderly: orderly, policy: policy,
 		names: nameServers, running: make(map[uint64]context.CancelFunc), stopping: make(chan struct{}),
 		shutdown: make(chan struct{}), retrier: newRetrySender(group, cfg.credentials),
-		trouble: &trouble{group: group, logger: cfg.logger, alert: cfg.troubleAlert}}, nil
+		trouble: &trouble{group: group, logger: cfg.logger, alert: cfg.troubleAlert}}
+	c.completions = combine.New(maxCompletions, c.completeClaims)
+	return c, nil
 }
 
 // Start connects and begins consuming. The topic must exist. A broker with

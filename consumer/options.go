@@ -134,11 +134,15 @@ func WithHandlerTimeout(d time.Duration) SharedOption {
 
 // WithTagExpression subscribes to some tags only ("paid || refunded").
 // Default "*".
-func WithTagExpression(expr string) SharedOption { return sharedFunc(func(c *config) { c.selector = expr }) }
+func WithTagExpression(expr string) SharedOption {
+	return sharedFunc(func(c *config) { c.selector = expr })
+}
 
 // WithInstanceName sets the client's instance name. Default: unique per
 // consumer.
-func WithInstanceName(name string) SharedOption { return sharedFunc(func(c *config) { c.instance = name }) }
+func WithInstanceName(name string) SharedOption {
+	return sharedFunc(func(c *config) { c.instance = name })
+}
 
 // WithConcurrency sets how many deliveries are handled at once: that many
 // handlers, or with [WithBatchSize] that many batches, whose handlers run

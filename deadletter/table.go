@@ -199,8 +199,9 @@ type Filter struct {
 	Group string
 	// Status limits the list to one status; zero for all.
 	Status Status
-	// Key limits the list to messages carrying this key among their keys
-	// (the table is scanned: an operator's query, not a hot path).
+	// Key limits the list to messages carrying this key among their keys;
+	// keys joined by spaces (consumer.Key) match exactly that key list.
+	// The table is scanned: an operator's query, not a hot path.
 	Key string
 	// AfterID pages: only ids greater than it.
 	AfterID int64
@@ -223,8 +224,14 @@ func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
 		q += " AND status = ?"
 		args = append(args, int(f.Status))
 	}
-	if f.Key != "" {
-		// Keys are stored space-separated and hold no space themselves.
+	switch {
+	case strings.Contains(f.Key, " "):
+		// Keys hold no space: this is several keys joined (consumer.Key),
+		// matched as the message's whole key list.
+		q += " AND biz_keys = ?"
+		args = append(args, []byte(f.Key))
+	case f.Key != "":
+		// Keys are stored space-separated.
 		q += " AND CONCAT(' ', biz_keys, ' ') LIKE ? ESCAPE '!'"
 		args = append(args, []byte("% "+likeEscaper.Replace(f.Key)+" %"))
 	}

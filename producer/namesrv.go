@@ -31,7 +31,7 @@ type nameServerProbe struct {
 // probeEvery is how long one probe's answer stands.
 const probeEvery = time.Second
 
-// probeTimeout bounds each name server's dial.
+// probeTimeout bounds one probe of every name server.
 const probeTimeout = time.Second
 
 func newNameServerProbe(names []string) *nameServerProbe { return &nameServerProbe{names: names} }
@@ -54,10 +54,14 @@ func (p *nameServerProbe) check(ctx context.Context) error {
 	if time.Since(p.checked) < probeEvery {
 		return p.err
 	}
+	// One bound for the whole probe, whatever the number of name servers;
+	// a cancelled send says nothing about them, so its ctx is not used.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
+	defer cancel()
 	var errs []error
 	for _, ns := range p.names {
-		d := net.Dialer{Timeout: probeTimeout}
-		c, err := d.DialContext(context.WithoutCancel(ctx), "tcp", ns) // a cancelled send says nothing about the name server
+		var d net.Dialer
+		c, err := d.DialContext(pctx, "tcp", ns)
 		if err == nil {
 			c.Close()
 			errs = nil

@@ -34,7 +34,7 @@ type Broker struct {
 	topics    map[string]*topic
 	byPhys    map[int64]*message
 	nextPhys  int64
-	keyIndex  map[string][]*message // topic + "\x00" + key
+	keyIndex  map[int64][]*message // by indexHash(topic, key), as the broker's index
 	offsets   map[string]map[queueKey]int64
 	groups    map[string]*group
 	subGroups map[string]struct{} // every group that sent a consumer heartbeat or pulled
@@ -62,7 +62,7 @@ func Start(opts ...Option) (*Broker, error) {
 		conns:     make(map[*conn]struct{}),
 		topics:    make(map[string]*topic),
 		byPhys:    make(map[int64]*message),
-		keyIndex:  make(map[string][]*message),
+		keyIndex:  make(map[int64][]*message),
 		offsets:   make(map[string]map[queueKey]int64),
 		groups:    make(map[string]*group),
 		subGroups: make(map[string]struct{}),

@@ -438,7 +438,7 @@ func queryOne(t *testing.T, broker, topic, key string) *remoting.StoredMessage {
 	var msgs []*remoting.StoredMessage
 	waitUntil(t, "the index finds "+key, func() bool {
 		var err error
-		msgs, err = remoting.QueryByKey(context.Background(), remoting.Credentials{}, remoting.SplitAddrs(broker)[0],
+		msgs, _, err = remoting.QueryByKey(context.Background(), remoting.Credentials{}, remoting.SplitAddrs(broker)[0],
 			topic, key, 4, time.Time{}, time.Now().Add(time.Hour))
 		return err == nil && len(msgs) > 0
 	})

@@ -376,7 +376,7 @@ func (b *Broker) queryMessage(req *remoting.Command) *remoting.Command {
 	var body []byte
 	n := 0
 	var last int64
-	for _, m := range b.keyIndex[e["topic"]+"\x00"+e["key"]] {
+	for _, m := range b.keyIndex[indexHash(e["topic"], e["key"])] {
 		if n >= maxNum || m.StoreTimestamp < begin || m.StoreTimestamp > end {
 			continue
 		}

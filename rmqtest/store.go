@@ -1,6 +1,7 @@
 package rmqtest
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -93,11 +94,15 @@ func (b *Broker) putLocked(t *topic, queue int32, m *message) {
 	b.nextPhys += int64(len(m.encoded))
 	t.queues[queue] = append(t.queues[queue], m)
 	b.byPhys[m.PhysicalOffset] = m
-	for _, k := range strings.Fields(m.props[remoting.PropKeys]) {
-		b.keyIndex[t.name+"\x00"+k] = append(b.keyIndex[t.name+"\x00"+k], m)
-	}
+	keys := strings.Fields(m.props[remoting.PropKeys])
 	if u := m.props[remoting.PropUniqKey]; u != "" {
-		b.keyIndex[t.name+"\x00"+u] = append(b.keyIndex[t.name+"\x00"+u], m)
+		keys = append(keys, u)
+	}
+	for _, k := range keys {
+		h := indexHash(t.name, k)
+		if l := b.keyIndex[h]; len(l) == 0 || l[len(l)-1] != m {
+			b.keyIndex[h] = append(l, m)
+		}
 	}
 	b.wakeHeldLocked(queueKey{t.name, queue}, m)
 }
@@ -142,4 +147,19 @@ func (b *Broker) deliverDueLocked() {
 		}
 		b.schedule[level] = list[n:]
 	}
+}
+
+// indexHash is the broker's index slot key for a message key: the
+// absolute Java hashCode of "topic#key". The broker compares only this
+// hash when it answers QUERY_MESSAGE, so keys whose hashes collide are
+// answered together; the client filters by key.
+func indexHash(topic, key string) int64 {
+	h := int32(remoting.TagsCode(topic + "#" + key))
+	if h == math.MinInt32 {
+		return 0
+	}
+	if h < 0 {
+		h = -h
+	}
+	return int64(h)
 }

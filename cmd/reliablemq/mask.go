@@ -32,6 +32,9 @@ func secrets(args []string, getenv func(string) string) [][]byte {
 	}
 	add(getenv("RMQ_SECRET_KEY"))
 	add(getenv("RMQ_SECURITY_TOKEN"))
+	// Longest first: a secret that contains another is masked whole, not
+	// left half printed once the shorter one is replaced inside it.
+	slices.SortFunc(out, func(a, b []byte) int { return len(b) - len(a) })
 	return out
 }
 

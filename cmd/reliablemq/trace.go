@@ -161,11 +161,15 @@ func (t *tracer) outboxRows(ctx context.Context, relay *outbox.Relay) []*outbox.
 	return rows
 }
 
+// queryMax is how many messages one key lookup asks a broker for; the
+// broker's answer includes other keys whose hash collides.
+const queryMax = 64
+
 func (t *tracer) brokerCopies(ctx context.Context, topics []string, since time.Time) {
-	var lines []string
+	var lines, full []string
 	for _, topic := range topics {
 		for _, b := range t.brokers {
-			msgs, err := remoting.QueryByKey(ctx, t.creds, b.Addr, topic, t.key, 32, since, time.Now().Add(time.Minute))
+			msgs, more, err := remoting.QueryByKey(ctx, t.creds, b.Addr, topic, t.key, queryMax, since, time.Now().Add(time.Minute))
 			if err != nil {
 				if !strings.Contains(err.Error(), "code 17") { // TOPIC_NOT_EXIST: the group never retried
 					t.fail(err)
@@ -177,9 +181,15 @@ func (t *tracer) brokerCopies(ctx context.Context, topics []string, since time.T
 				lines = append(lines, fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%d\t%s", topic, b.Name, m.QueueID, m.QueueOffset,
 					dash(props[remoting.PropUniqKey]), m.ReconsumeTimes, time.UnixMilli(m.StoreTimestamp).UTC().Format(time.DateTime)))
 			}
+			if more {
+				full = append(full, topic+" on "+b.Name)
+			}
 		}
 	}
 	t.section("broker", "TOPIC\tBROKER\tQUEUE\tOFFSET\tMSG ID\tRECONSUMED\tSTORED AT (UTC)", lines)
+	for _, f := range full {
+		fmt.Fprintf(t.out, "  (%s: the broker's answer was full; more copies may exist: narrow -since)\n", f)
+	}
 }
 
 func (t *tracer) consumeLog(ctx context.Context, store *idempotency.MySQLStore, groups []string) {

@@ -216,8 +216,9 @@ func ACLRefusal(text string) (reason string, refused bool) {
 var ErrAccessDenied = errors.New("access denied by the broker's ACL")
 
 // CheckSubscribe sends every master broker routing topic, signed with creds,
-// a pull of one message for group (PULL_MESSAGE): a broker with ACL on
-// checks that the account has SUB on the topic and on the group, so an [ErrAccessDenied] here is what the consumer's
+// a pull for group of a queue that does not exist (PULL_MESSAGE): a broker
+// with ACL on checks that the account has SUB on the topic and on the
+// group, so an [ErrAccessDenied] here is what the consumer's
 // pulls would meet, silently, later. Other failures (no route yet, a
 // broker down) are not this check's business and return nil.
 func CheckSubscribe(ctx context.Context, creds Credentials, namesrvs []string, group, topic string) error {
@@ -230,11 +231,12 @@ func CheckSubscribe(ctx context.Context, creds Credentials, namesrvs []string, g
 		if addr == "" {
 			continue
 		}
-		// A pull without the commit or subscription flags: it reads at
-		// most one message and changes nothing (an unregistered group is
-		// answered SUBSCRIPTION_NOT_EXIST), but the ACL checks it fully.
+		// A pull of queue -1: the ACL checks it fully (SUB on the topic and
+		// the group) before the broker looks at it, and the broker then
+		// refuses the queue id before reading, committing, registering or
+		// resetting anything.
 		req := &Command{Code: ReqPullMessage, ExtFields: map[string]string{
-			"consumerGroup": group, "topic": topic, "queueId": "0", "queueOffset": "0", "maxMsgNums": "1",
+			"consumerGroup": group, "topic": topic, "queueId": "-1", "queueOffset": "0", "maxMsgNums": "1",
 			"sysFlag": "0", "commitOffset": "0", "suspendTimeoutMillis": "0", "subscription": "*",
 			"subVersion": "0", "expressionType": "TAG"}}
 		resp, err := invokeSigned(ctx, addr, req, creds)
