@@ -226,7 +226,7 @@ func (c *Consumer) Close() error {
 			c.inflight.Wait()
 			close(drained)
 		}()
-		timer := time.NewTimer(c.cfg.drainTimeout)
+		timer := time.NewTimer(c.cfg.shutdownTimeout)
 		select {
 		case <-drained:
 		case <-timer.C:

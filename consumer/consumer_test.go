@@ -281,7 +281,7 @@ func TestCloseWaitsForHandlersThenCancelsThem(t *testing.T) {
 		return ctx.Err()
 	}
 	c, err := consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithParker(f.dead),
-		consumer.WithDrainTimeout(200*time.Millisecond))
+		consumer.WithShutdownTimeout(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

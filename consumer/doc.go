@@ -70,7 +70,7 @@
 // # Shutdown
 //
 // [Consumer.Close] stops intake, waits for running handlers up to
-// [WithDrainTimeout], then cancels their ctx and still waits for them, and
+// [WithShutdownTimeout], then cancels their ctx and still waits for them, and
 // only then shuts the client down, so nothing touches a store after Close
 // returns and an orderly queue is unlocked only when its handler is done.
 // Messages delivered but not handled are redelivered after a restart.

@@ -45,7 +45,7 @@ type Message struct {
 // Handler handles one message. Returning nil acknowledges it; an error (or
 // a panic) makes it a retry, and after the attempt cap it is parked.
 // Wrap an error with [Permanent] to park at once. The ctx is cancelled when
-// [Consumer.Close] gives up waiting (see [WithDrainTimeout]), and with a
+// [Consumer.Close] gives up waiting (see [WithShutdownTimeout]), and with a
 // guard it ends with the claim's lease: past it a redelivery may run the
 // same key, so a handler must stop (and fail) when its ctx ends.
 type Handler func(ctx context.Context, m *Message) error

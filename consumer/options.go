@@ -24,23 +24,23 @@ const maxBrokerRetries = 16
 const maxBatchSize = 32
 
 type config struct {
-	guard        *idempotency.Guard
-	keyFunc      func(*Message) string
-	parker       Parker
-	alert        func(context.Context, *DeadLetter)
-	troubleAlert func(context.Context, Trouble)
-	maxAttempts  int
-	retryDelay   time.Duration
-	delayLevels  []time.Duration
-	drainTimeout time.Duration
-	handlerTTL   time.Duration
-	selector     string
-	instance     string
-	goroutines   int
-	batchSize    int
-	credentials  producer.Credentials
-	logger       *slog.Logger
-	hooks        observe.Hooks
+	guard           *idempotency.Guard
+	keyFunc         func(*Message) string
+	parker          Parker
+	alert           func(context.Context, *DeadLetter)
+	troubleAlert    func(context.Context, Trouble)
+	maxAttempts     int
+	retryDelay      time.Duration
+	delayLevels     []time.Duration
+	shutdownTimeout time.Duration
+	handlerTTL      time.Duration
+	selector        string
+	instance        string
+	goroutines      int
+	batchSize       int
+	credentials     producer.Credentials
+	logger          *slog.Logger
+	hooks           observe.Hooks
 }
 
 // Option configures a concurrent [Consumer] ([New]).
@@ -118,11 +118,11 @@ func WithDelayLevels(levels []time.Duration) SharedOption {
 	return sharedFunc(func(c *config) { c.delayLevels = slices.Clone(levels) })
 }
 
-// WithDrainTimeout bounds how long [Consumer.Close] waits for running
+// WithShutdownTimeout bounds how long [Consumer.Close] waits for running
 // handlers before cancelling their ctx (it then waits for them to return).
 // Default 30 s.
-func WithDrainTimeout(d time.Duration) SharedOption {
-	return sharedFunc(func(c *config) { c.drainTimeout = d })
+func WithShutdownTimeout(d time.Duration) SharedOption {
+	return sharedFunc(func(c *config) { c.shutdownTimeout = d })
 }
 
 // WithHandlerTimeout sets a deadline on each handler call's ctx. A handler
@@ -186,7 +186,7 @@ func WithHooks(h observe.Hooks) SharedOption { return sharedFunc(func(c *config)
 
 func newConfig(apply func(*config), orderly bool) (*config, error) {
 	c := &config{
-		keyFunc: Key, maxAttempts: 4, delayLevels: delaylevel.Default, drainTimeout: 30 * time.Second,
+		keyFunc: Key, maxAttempts: 4, delayLevels: delaylevel.Default, shutdownTimeout: 30 * time.Second,
 		selector: "*", goroutines: 20, batchSize: 1,
 	}
 	if orderly {
@@ -211,7 +211,7 @@ func newConfig(apply func(*config), orderly bool) (*config, error) {
 	} else if _, err := delaylevel.Level(c.delayLevels, c.retryDelay); err != nil {
 		errs = append(errs, fmt.Errorf("consumer: retry delay: %w", err))
 	}
-	if c.retryDelay < 0 || c.drainTimeout < 0 || c.handlerTTL < 0 {
+	if c.retryDelay < 0 || c.shutdownTimeout < 0 || c.handlerTTL < 0 {
 		errs = append(errs, errors.New("consumer: negative duration"))
 	}
 	if (c.credentials.AccessKey == "") != (c.credentials.SecretKey == "") {
