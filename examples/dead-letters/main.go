@@ -90,7 +90,8 @@ func run(ctx context.Context, out io.Writer) error {
 		}
 		return dls
 	}
-	if err := env.Wait(ctx, time.Minute, func() bool { return len(list()) == 2 }); err != nil {
+	// A message is recorded before its alert fires: wait for both.
+	if err := env.Wait(ctx, time.Minute, func() bool { return len(list()) == 2 && alerts.Load() == 2 }); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "parked (%d alerts):\n", alerts.Load())
