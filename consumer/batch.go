@@ -61,8 +61,17 @@ func (c *Consumer) complete(bctx context.Context, it *item) {
 	if !c.completions.Do(bctx, req) {
 		req.err = bctx.Err()
 	}
-	if errors.Is(req.err, idempotency.ErrLostClaim) {
+	lost := errors.Is(req.err, idempotency.ErrLostClaim)
+	if !lost {
+		// A lost claim is another delivery's now, not a failing store.
+		c.trouble.observe(bctx, OpComplete, req.err, it.key, it.m.MsgID)
+	}
+	switch {
+	case lost:
 		c.event(bctx, observe.ClaimLost, it.m, "guard", req.err)
+	case req.err != nil:
+		c.stats.storeErrors.Add(1)
+		c.event(bctx, observe.NotRecorded, it.m, "", req.err)
 	}
 	if req.err != nil {
 		// The effect is applied: acknowledging is right; a redelivery after
@@ -91,12 +100,23 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 			return c.giveBack()
 		}
 	}
+	// Storing retry copies is work Close waits for, as handlers are: a send
+	// in flight when Close returns would touch the broker after it.
+	var rctx context.Context
+	var end func()
 	for i := range items {
 		it := &items[i]
+		if it.v == ack {
+			continue
+		}
+		if end == nil {
+			var ok bool
+			if rctx, end, ok = c.begin(ctx); !ok {
+				return c.giveBack()
+			}
+		}
 		var level int
 		switch it.v {
-		case ack:
-			continue
 		case retry:
 			level = c.retryLevel(it.m.Attempt)
 		case busy:
@@ -107,11 +127,17 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 				level = len(c.cfg.delayLevels)
 			}
 		}
-		if !c.storeRetry(ctx, it.ext, it.m.Attempt, level) {
+		if !c.storeRetry(rctx, it.ext, it.m.Attempt, level) {
 			// Close began. Copies already stored for others of the batch
-			// make those come back twice: at least once, never lost.
+			// make those come back twice: at least once, never lost. The
+			// registration ends first: giveBack waits for the shutdown,
+			// which waits for it.
+			end()
 			return c.giveBack()
 		}
+	}
+	if end != nil {
+		end()
 	}
 	return rmqconsumer.ConsumeSuccess, nil
 }

@@ -46,7 +46,9 @@ type Stats struct {
 	Busy int64
 	// Parked: messages newly recorded for manual handling.
 	Parked int64
-	// StoreErrors: guard or parker failures; each became a retry.
+	// StoreErrors: guard, parker or retry-store failures; each became a
+	// retry, except a failure to record a handled key as done (the effect
+	// is applied and acknowledged; see observe.NotRecorded).
 	StoreErrors int64
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,5 +110,28 @@ func TestPermanentIsSeenThroughWrapping(t *testing.T) {
 	}
 	if !errors.Is(consumer.Permanent(base), base) {
 		t.Error("Permanent hides the error it wraps")
+	}
+}
+
+// TestStartWithCredentialsRefusesWhatItCannotVerify: with an ACL account
+// configured and no name server answering, Start says so instead of
+// starting a consumer that may consume nothing without a word.
+func TestStartWithCredentialsRefusesWhatItCannotVerify(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close()
+	h := func(context.Context, *consumer.Message) error { return nil }
+	c, err := consumer.New([]string{down}, "g", "t", h, consumer.WithParker(&memoryParker{}),
+		consumer.WithCredentials(producer.Credentials{AccessKey: "ak", SecretKey: "sk"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Start(); !errors.Is(err, consumer.ErrAccessUnverified) {
+		t.Fatalf("Start = %v, want ErrAccessUnverified", err)
 	}
 }

@@ -10,6 +10,8 @@ import (
 const (
 	// OpClaim: the guard's claim of a business key.
 	OpClaim = "claim"
+	// OpComplete: recording a handled key as done in the guard's store.
+	OpComplete = "complete"
 	// OpPark: recording a message in the [Parker].
 	OpPark = "park"
 	// OpCheckParked: asking the [KeyParker] whether a sharding key has a

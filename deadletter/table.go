@@ -84,8 +84,9 @@ func WithTable(name string) Option { return func(t *Table) { t.t = name } }
 // lists, replays and discards what was parked. It is safe for concurrent
 // use; every state change is one conditional UPDATE.
 type Table struct {
-	db *sqlx.DB
-	t  string
+	db     *sqlx.DB
+	t      string
+	quoted string
 }
 
 var _ consumer.KeyParker = (*Table)(nil)
@@ -102,6 +103,7 @@ func NewTable(db *sqlx.DB, opts ...Option) (*Table, error) {
 	if !sqldb.ValidTable(d.t) {
 		return nil, fmt.Errorf("deadletter: table name %q is not a plain identifier", d.t)
 	}
+	d.quoted = sqldb.Quote(d.t)
 	return d, nil
 }
 
@@ -117,7 +119,7 @@ func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error)
 	}
 	// A plain INSERT: a message parked before is told by the duplicate
 	// error, whatever the DSN says about affected rows (clientFoundRows).
-	res, err := d.db.ExecContext(ctx, "INSERT INTO "+d.t+" (consumer_group, topic, msg_id, biz_keys, tags, sharding_key,"+
+	res, err := d.db.ExecContext(ctx, "INSERT INTO "+d.quoted+" (consumer_group, topic, msg_id, biz_keys, tags, sharding_key,"+
 		" sharding_hash, properties, body, attempts, last_error, cause, status, reason, replay_of, created_at, updated_at)"+
 		" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 		dl.Group, dl.Topic, dl.MsgID, []byte(strings.Join(dl.Keys, " ")), []byte(dl.Tag), []byte(dl.ShardingKey),
@@ -214,7 +216,7 @@ var likeEscaper = strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")
 
 // List returns dead letters in id order.
 func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
-	q := "SELECT " + deadLetterColumns + " FROM " + d.t + " WHERE id > ?"
+	q := "SELECT " + deadLetterColumns + " FROM " + d.quoted + " WHERE id > ?"
 	args := []any{f.AfterID}
 	if f.Group != "" {
 		q += " AND consumer_group = ?"
@@ -259,7 +261,7 @@ func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
 // Get returns one dead letter, or [ErrNotFound].
 func (d *Table) Get(ctx context.Context, id int64) (*Entry, error) {
 	var r row
-	err := d.db.GetContext(ctx, &r, "SELECT "+deadLetterColumns+" FROM "+d.t+" WHERE id = ?", id)
+	err := d.db.GetContext(ctx, &r, "SELECT "+deadLetterColumns+" FROM "+d.quoted+" WHERE id = ?", id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
@@ -301,7 +303,7 @@ func (d *Table) Discard(ctx context.Context, id int64, reason string) error {
 }
 
 func (d *Table) transition(ctx context.Context, id int64, to Status, reason string) error {
-	res, err := d.db.ExecContext(ctx, "UPDATE "+d.t+" SET status = ?, reason = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 1",
+	res, err := d.db.ExecContext(ctx, "UPDATE "+d.quoted+" SET status = ?, reason = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 1",
 		int(to), reason, id)
 	if err != nil {
 		return fmt.Errorf("deadletter: mark %d %s: %w", id, to, err)

@@ -39,7 +39,7 @@ func (s *MySQLStore) Lookup(ctx context.Context, key string, groups ...string) (
 		return nil, nil
 	}
 	q, args, err := sqlx.In("SELECT consumer_group, status, attempts, CAST(expires_at AS CHAR) AS expires_at,"+
-		" CAST(updated_at AS CHAR) AS updated_at FROM "+s.table+" WHERE consumer_group IN (?) AND key_hash = ? AND biz_key = ?"+
+		" CAST(updated_at AS CHAR) AS updated_at FROM "+sqldb.Quote(s.table)+" WHERE consumer_group IN (?) AND key_hash = ? AND biz_key = ?"+
 		" ORDER BY consumer_group", groups, sqldb.Hash(key), []byte(key))
 	if err != nil {
 		return nil, fmt.Errorf("idempotency: lookup %q: %w", key, err)

@@ -49,7 +49,8 @@ func NewMySQLStore(db *sqlx.DB, opts ...MySQLOption) (*MySQLStore, error) {
 	return &MySQLStore{db: db, table: c.table, q: newQueries(c.table)}, nil
 }
 
-func newQueries(t string) queries {
+func newQueries(table string) queries {
+	t := sqldb.Quote(table)
 	return queries{
 		insert: "INSERT INTO " + t + " (consumer_group, key_hash, biz_key, status, token, attempts, expires_at, created_at, updated_at)" +
 			" VALUES (?, ?, ?, ?, ?, 1, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",

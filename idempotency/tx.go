@@ -47,7 +47,7 @@ func NewTxGuard(db *sqlx.DB, group string, opts ...TxGuardOption) (*TxGuard, err
 		db: db, group: group, retention: fmt.Sprint(c.retention.Microseconds()), q: q,
 		status: q.status + " LOCK IN SHARE MODE",
 		// A done marker past its retention is taken over in place.
-		takeOver: "UPDATE " + c.table + " SET status = 2, attempts = 1, token = ?," +
+		takeOver: "UPDATE " + sqldb.Quote(c.table) + " SET status = 2, attempts = 1, token = ?," +
 			" expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE consumer_group = ? AND key_hash = ? AND status = 2 AND expires_at < UTC_TIMESTAMP(6)",
 	}, nil

@@ -46,6 +46,10 @@ const (
 	// LeaseExpired: a handler was still running when its claim's lease
 	// ended; another delivery may have run the same key.
 	LeaseExpired Kind = "lease_expired"
+	// NotRecorded: a message was handled and acknowledged, but the guard's
+	// store failed to record it done; a redelivery after the lease may
+	// run it again.
+	NotRecorded Kind = "not_recorded"
 	// ClaimLost: work finished after its claim was taken over: a guard
 	// claim completed too late, or outbox rows another relay took over.
 	ClaimLost Kind = "claim_lost"
@@ -121,12 +125,20 @@ func (h Hooks) InjectInto(ctx context.Context, props map[string]string) map[stri
 	return out
 }
 
-// Begin calls Handle if set; otherwise it returns ctx and a no-op.
+// Begin calls Handle if set; otherwise it returns ctx and a no-op. A
+// Handle that returns a nil ctx or a nil end is taken as ctx and a no-op.
 func (h Hooks) Begin(ctx context.Context, m Message) (context.Context, func(error)) {
 	if h.Handle == nil {
 		return ctx, func(error) {}
 	}
-	return h.Handle(ctx, m)
+	hctx, end := h.Handle(ctx, m)
+	if hctx == nil {
+		hctx = ctx
+	}
+	if end == nil {
+		end = func(error) {}
+	}
+	return hctx, end
 }
 
 // Join returns hooks that call each of hs in order: every Event hook,
@@ -155,11 +167,8 @@ func Join(hs ...Hooks) Hooks {
 		if h.Handle != nil {
 			prev, next := out.Handle, h.Handle
 			out.Handle = func(ctx context.Context, m Message) (context.Context, func(error)) {
-				endPrev := func(error) {}
-				if prev != nil {
-					ctx, endPrev = prev(ctx, m)
-				}
-				ctx, endNext := next(ctx, m)
+				ctx, endPrev := Hooks{Handle: prev}.Begin(ctx, m)
+				ctx, endNext := Hooks{Handle: next}.Begin(ctx, m)
 				return ctx, func(err error) { endNext(err); endPrev(err) }
 			}
 		}

@@ -25,13 +25,14 @@ const columns = "id, topic, biz_key, tag, sharding_key, properties, body, delay_
 	" CAST(next_attempt_at AS CHAR) AS next_attempt_at, last_error, msg_id, CAST(created_at AS CHAR) AS created_at," +
 	" CAST(updated_at AS CHAR) AS updated_at, CAST(sent_at AS CHAR) AS sent_at"
 
-func newQueries(t string) queries {
+func newQueries(table string) queries {
+	t, order := sqldb.Quote(table), sqldb.Quote(table+"_order")
 	return queries{
 		// Takes the key's row lock, creating the row on first use (on a
 		// duplicate, ON DUPLICATE KEY UPDATE takes an exclusive lock): a
 		// second transaction enqueueing the key waits here until the first
 		// commits or rolls back. Affected rows are not read.
-		lockKey: "INSERT INTO " + t + "_order (sharding_hash) VALUES (?) ON DUPLICATE KEY UPDATE sharding_hash = sharding_hash",
+		lockKey: "INSERT INTO " + order + " (sharding_hash) VALUES (?) ON DUPLICATE KEY UPDATE sharding_hash = sharding_hash",
 		insert: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
 			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)" +
 			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, UTC_TIMESTAMP(6), '', '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
@@ -274,7 +275,7 @@ func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string
 func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error) {
 	var b strings.Builder
 	args := make([]any, 0, 3*len(rows)+len(owners))
-	b.WriteString("UPDATE " + s.table + " SET msg_id = CASE id")
+	b.WriteString("UPDATE " + sqldb.Quote(s.table) + " SET msg_id = CASE id")
 	for _, r := range rows {
 		b.WriteString(" WHEN ? THEN ?")
 		args = append(args, r.id, r.msgID)

@@ -85,10 +85,12 @@ func newRelay(s rowStore, pub Publisher, c config) *Relay {
 // several. Through a plain *sql.DB (no transaction) the lock ends with the
 // statement.
 func (r *Relay) Enqueue(ctx context.Context, ex Execer, m Message) (id int64, created bool, err error) {
+	// What a hook adds is checked too: a committed row no send can
+	// deliver would go Dead later.
+	m.Properties = r.cfg.hooks.InjectInto(ctx, m.Properties)
 	if err := validate(m); err != nil {
 		return 0, false, err
 	}
-	m.Properties = r.cfg.hooks.InjectInto(ctx, m.Properties)
 	return r.store.enqueue(ctx, ex, m, "")
 }
 
@@ -142,10 +144,10 @@ func (t *Tx) NamedExecContext(ctx context.Context, query string, arg any) (sql.R
 // Key an order's successive events apart ("o-1-paid", "o-1-shipped") and
 // use ShardingKey for the order.
 func (t *Tx) Enqueue(ctx context.Context, m Message) (int64, error) {
+	m.Properties = t.relay.cfg.hooks.InjectInto(ctx, m.Properties)
 	if err := validate(m); err != nil {
 		return 0, err
 	}
-	m.Properties = t.relay.cfg.hooks.InjectInto(ctx, m.Properties)
 	id, created, err := t.relay.store.enqueue(ctx, t.tx, m, t.owner)
 	if err != nil {
 		return id, err

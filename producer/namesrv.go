@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 )
 
 // ErrNameServerUnreachable is wrapped by the [Transient] error of a send
-// that failed because no name server accepted a connection: the official
+// that failed because no name server answered: the official
 // client says only "route info not found", as it does for a topic it has
 // no route for.
 var ErrNameServerUnreachable = errors.New("producer: no name server reachable")
@@ -60,10 +61,8 @@ func (p *nameServerProbe) check(ctx context.Context) error {
 	defer cancel()
 	var errs []error
 	for _, ns := range p.names {
-		var d net.Dialer
-		c, err := d.DialContext(pctx, "tcp", ns)
+		err := remoting.Ping(pctx, ns)
 		if err == nil {
-			c.Close()
 			errs = nil
 			break
 		}

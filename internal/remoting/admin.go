@@ -215,17 +215,32 @@ func ACLRefusal(text string) (reason string, refused bool) {
 // refuses the account; the broker's reason follows it.
 var ErrAccessDenied = errors.New("access denied by the broker's ACL")
 
+// ErrAccessUnverified is returned by [CheckSubscribe] when no broker
+// routing the topic could be asked (no route, every broker unreachable).
+var ErrAccessUnverified = errors.New("access could not be verified: no broker answered")
+
 // CheckSubscribe sends every master broker routing topic, signed with creds,
 // a pull for group of a queue that does not exist (PULL_MESSAGE): a broker
 // with ACL on checks that the account has SUB on the topic and on the
-// group, so an [ErrAccessDenied] here is what the consumer's
-// pulls would meet, silently, later. Other failures (no route yet, a
-// broker down) are not this check's business and return nil.
-func CheckSubscribe(ctx context.Context, creds Credentials, namesrvs []string, group, topic string) error {
+// group, so an [ErrAccessDenied] here is what the consumer's pulls would
+// meet, silently, later. Each broker gets its own time bound. When no
+// broker answers at all it returns [ErrAccessUnverified]; with persist it
+// first asks the name servers again until ctx ends.
+func CheckSubscribe(ctx context.Context, creds Credentials, namesrvs []string, group, topic string, persist bool) error {
 	route, err := RouteOf(ctx, namesrvs, topic)
-	if err != nil {
-		return nil
+	for persist && err != nil && !errors.Is(err, ErrNoRoute) && ctx.Err() == nil {
+		// A name server slow to answer once: ask again while ctx lasts.
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+		route, err = RouteOf(ctx, namesrvs, topic)
 	}
+	if err != nil {
+		return fmt.Errorf("%w: route of %s: %w", ErrAccessUnverified, topic, err)
+	}
+	var errs []error
+	answered := false
 	for _, b := range route.BrokerDatas {
 		addr := b.BrokerAddrs["0"]
 		if addr == "" {
@@ -241,11 +256,24 @@ func CheckSubscribe(ctx context.Context, creds Credentials, namesrvs []string, g
 			"subVersion": "0", "expressionType": "TAG"}}
 		resp, err := invokeSigned(ctx, addr, req, creds)
 		if err != nil {
+			errs = append(errs, fmt.Errorf("broker %s: %w", b.BrokerName, err))
 			continue
 		}
+		answered = true
 		if reason, denied := ACLRefusal(resp.Remark); denied {
 			return fmt.Errorf("%w on broker %s: %s", ErrAccessDenied, b.BrokerName, reason)
 		}
 	}
+	if !answered {
+		return fmt.Errorf("%w: %w", ErrAccessUnverified, errors.Join(errs...))
+	}
 	return nil
+}
+
+// Ping asks the name server at addr for a route and reports whether it
+// answered at all (any answer counts): a server that accepts connections
+// but never answers is as unreachable as one that refuses them.
+func Ping(ctx context.Context, addr string) error {
+	_, err := invokeOnce(ctx, addr, &Command{Code: ReqGetRouteInfoByTopic, ExtFields: map[string]string{"topic": "TBW102"}})
+	return err
 }

@@ -109,6 +109,11 @@ var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 // table names are configuration, validated once, never quoted user input.
 func ValidTable(name string) bool { return identifier.MatchString(name) }
 
+// Quote returns a valid table name as a quoted identifier, so a name that
+// is a reserved word ("order", "group") works too. Backticks quote in
+// every sql_mode, ANSI_QUOTES included.
+func Quote(name string) string { return "`" + name + "`" }
+
 // Hash is the SHA-256 of s, the fixed-width index key the stores use for
 // business and sharding keys of any length and bytes.
 func Hash(s string) []byte {

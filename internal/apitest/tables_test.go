@@ -1,4 +1,4 @@
-package hostile2_test
+package apitest_test
 
 import (
 	"context"
@@ -9,14 +9,14 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
-// TestHostile2ReservedWordTableNames: WithTable accepts any plain
+// TestReservedWordsWorkAsTableNames: WithTable accepts any plain
 // identifier, reserved words included ("order", "group"), and the stores
 // splice it into SQL unquoted. The constructor says yes and every
 // statement then fails with a syntax error at run time: a consumer with
 // such a guard retries every message forever (a store error per claim),
 // a dead-letter table cannot park. Either quote the name or refuse it in
 // the constructor.
-func TestHostile2ReservedWordTableNames(t *testing.T) {
+func TestReservedWordsWorkAsTableNames(t *testing.T) {
 	db := testenv.MySQL(t)
 	ctx := context.Background()
 	for _, q := range []string{"CREATE TABLE `group` LIKE mq_consume_log", "CREATE TABLE `order` LIKE mq_dead_letter"} {

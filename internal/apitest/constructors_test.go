@@ -1,7 +1,7 @@
 // Package hostile2 holds cross-package hostile tests (constructors and
 // options given nil, zero, negative and odd values): any panic is a bug;
 // each must return an error or a working value.
-package hostile2_test
+package apitest_test
 
 import (
 	"context"
@@ -32,7 +32,7 @@ func noPanic(t *testing.T, name string, fn func() error) {
 
 type nilParker struct{ *deadletter.Table }
 
-func TestHostile2ConstructorsNeverPanic(t *testing.T) {
+func TestConstructorsNeverPanic(t *testing.T) {
 	ns := []string{"127.0.0.1:1"}
 	h := func(context.Context, *consumer.Message) error { return nil }
 	ctx := context.Background()
@@ -43,9 +43,9 @@ func TestHostile2ConstructorsNeverPanic(t *testing.T) {
 			_, err := idempotency.NewGuard("", s)
 			return err
 		},
-		"idempotency.NewMySQLStore nil db":   func() error { _, err := idempotency.NewMySQLStore(nil); return err },
-		"idempotency.NewRedisStore nil":      func() error { _, err := idempotency.NewRedisStore(nil); return err },
-		"idempotency.NewTxGuard nil db":      func() error { _, err := idempotency.NewTxGuard(nil, "g"); return err },
+		"idempotency.NewMySQLStore nil db": func() error { _, err := idempotency.NewMySQLStore(nil); return err },
+		"idempotency.NewRedisStore nil":    func() error { _, err := idempotency.NewRedisStore(nil); return err },
+		"idempotency.NewTxGuard nil db":    func() error { _, err := idempotency.NewTxGuard(nil, "g"); return err },
 		"idempotency.WithLease(-1)": func() error {
 			s, err := idempotency.NewMySQLStore(nil)
 			if err != nil {
@@ -54,11 +54,11 @@ func TestHostile2ConstructorsNeverPanic(t *testing.T) {
 			_, err = idempotency.NewGuard("g", s, idempotency.WithLease(-1))
 			return err
 		},
-		"outbox.NewRelay nil db nil pub":     func() error { _, err := outbox.NewRelay(nil, nil); return err },
-		"outbox.NewRelay WithLogger(nil)":    func() error { _, err := outbox.NewRelay(nil, nil, outbox.WithLogger(nil)); return err },
-		"outbox.NewTxMessenger nil db":       func() error { _, err := outbox.NewTxMessenger(nil, ns, "g"); return err },
-		"deadletter.NewTable nil":            func() error { _, err := deadletter.NewTable(nil); return err },
-		"deadletter.NewDrain nil parker":     func() error { _, err := deadletter.NewDrain(ns, "g", nil); return err },
+		"outbox.NewRelay nil db nil pub":  func() error { _, err := outbox.NewRelay(nil, nil); return err },
+		"outbox.NewRelay WithLogger(nil)": func() error { _, err := outbox.NewRelay(nil, nil, outbox.WithLogger(nil)); return err },
+		"outbox.NewTxMessenger nil db":    func() error { _, err := outbox.NewTxMessenger(nil, ns, "g"); return err },
+		"deadletter.NewTable nil":         func() error { _, err := deadletter.NewTable(nil); return err },
+		"deadletter.NewDrain nil parker":  func() error { _, err := deadletter.NewDrain(ns, "g", nil); return err },
 		"deadletter.NewDrain interval 0": func() error {
 			_, err := deadletter.NewDrain(ns, "g", &nilParker{}, deadletter.WithInterval(0))
 			return err
@@ -82,7 +82,7 @@ func TestHostile2ConstructorsNeverPanic(t *testing.T) {
 				reconcile.WithRetention(-1), reconcile.WithConfirmTimeout(-1))
 			return err
 		},
-		"producer.New nil names":         func() error { _, err := producer.New(nil); return err },
+		"producer.New nil names": func() error { _, err := producer.New(nil); return err },
 		"producer.New zero/neg options": func() error {
 			p, err := producer.New(ns, producer.WithRetry(0), producer.WithRetryBackoff(-1), producer.WithSendTimeout(0),
 				producer.WithMaxBodySize(-1), producer.WithLogger(nil), producer.WithHooks(observe.Hooks{}),
@@ -107,7 +107,7 @@ func TestHostile2ConstructorsNeverPanic(t *testing.T) {
 		"consumer.New zero/neg options": func() error {
 			_, err := consumer.New(ns, "g", "t", h, consumer.WithParker(&nilParker{}), consumer.WithLogger(nil),
 				consumer.WithBatchSize(0), consumer.WithConcurrency(-1), consumer.WithMaxAttempts(-1),
-				consumer.WithDrainTimeout(-1), consumer.WithHandlerTimeout(-1), consumer.WithRetryDelay(-time.Second),
+				consumer.WithShutdownTimeout(-1), consumer.WithHandlerTimeout(-1), consumer.WithRetryDelay(-time.Second),
 				consumer.WithDelayLevels([]time.Duration{}), consumer.WithKeyFunc(nil))
 			return err
 		},
