@@ -43,7 +43,9 @@ func TestHostile2HandleHookNilEndStallsMessage(t *testing.T) {
 	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k-nil-end"}})
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) && c.Stats().Handled == 0 {
-		f.env.Embedded.Advance(5 * time.Second)
+		if b := f.env.Embedded; b != nil {
+			b.Advance(5 * time.Second)
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if st := c.Stats(); st.Handled != 1 {
