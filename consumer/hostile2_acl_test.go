@@ -50,7 +50,7 @@ func slowFirstProxy(t *testing.T, target string, hold time.Duration) string {
 	return ln.Addr().String()
 }
 
-// TestHostile2ACLCheckSkippedWhenNameServerSlow: Start's ACL check is
+// TestACLCheckOutlastsASlowNameServer: Start's ACL check is
 // meant to turn "the official client starts and then fails every pull
 // without a word" into ErrAccessDenied. It gives up silently on any
 // error before the broker answers: a name server slow to answer the
@@ -58,7 +58,7 @@ func slowFirstProxy(t *testing.T, target string, hold time.Duration) string {
 // an account the broker refuses, and the consumer then consumes nothing,
 // silently. Against the directly reachable name server the same account
 // is refused at Start. Needs the ACL broker (RMQ_NAMESRV=127.0.0.1:59876).
-func TestHostile2ACLCheckSkippedWhenNameServerSlow(t *testing.T) {
+func TestACLCheckOutlastsASlowNameServer(t *testing.T) {
 	admin := testenv.ACLAccount(t, "RMQ_ACL_ADMIN")
 	env := testenv.NewRocketMQ(t)
 	if !env.Real() {
