@@ -28,8 +28,8 @@ const accessCheckTimeout = 15 * time.Second
 // refusal is an error; so is a check no broker answered when credentials
 // are set (without them the cluster is taken to run without ACL, and the
 // client's own retries handle a broker that is not up yet).
-func (c *Consumer) checkAccess() error {
-	ctx, cancel := context.WithTimeout(context.Background(), accessCheckTimeout)
+func (c *Consumer) checkAccess(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, accessCheckTimeout)
 	defer cancel()
 	cr := c.cfg.credentials
 	err := remoting.CheckSubscribe(ctx, remoting.Credentials(cr), c.names, c.group, c.topic, cr.AccessKey != "")

@@ -90,13 +90,13 @@ func (c *Consumer) complete(bctx context.Context, it *item) {
 // When Close begins before that, the whole batch is left unacknowledged
 // and comes back after a restart.
 func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
-	items := make([]item, len(msgs))
+	items := make([]*item, len(msgs))
 	for i, ext := range msgs {
-		items[i] = item{ext: ext, m: fromClient(ext)}
+		items[i] = &item{ext: ext, m: fromClient(ext)}
 	}
 	c.handleBatch(ctx, items)
-	for i := range items {
-		if items[i].v == closing {
+	for _, it := range items {
+		if it.v == closing {
 			return c.giveBack()
 		}
 	}
@@ -104,8 +104,7 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 	// in flight when Close returns would touch the broker after it.
 	var rctx context.Context
 	var end func()
-	for i := range items {
-		it := &items[i]
+	for _, it := range items {
 		if it.v == ack {
 			continue
 		}
@@ -161,24 +160,23 @@ const bookkeeping = 10 * time.Second
 // and the successes completed in one after. A key that occurs more than
 // once in the batch is claimed again for each later message, after the
 // earlier one is settled (then a duplicate if it was handled).
-func (c *Consumer) handleBatch(parent context.Context, items []item) {
+func (c *Consumer) handleBatch(parent context.Context, items []*item) {
 	run, end, ok := c.begin(parent)
 	if !ok {
-		for i := range items {
-			items[i].v = closing
+		for _, it := range items {
+			it.v = closing
 		}
 		return
 	}
 	defer end()
 	if c.cfg.guard == nil {
-		c.each(items, func(it *item) { it.v = c.handle(run, parent, nil, it) })
+		each(items, func(it *item) { it.v = c.handle(run, parent, nil, it) })
 		return
 	}
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(parent), bookkeeping)
 	defer cancel()
 	pending := make([]*item, 0, len(items))
-	for i := range items {
-		it := &items[i]
+	for _, it := range items {
 		it.key = c.cfg.keyFunc(it.m)
 		if v, settled := c.beforeClaim(bctx, it); settled {
 			it.v = v
@@ -242,30 +240,12 @@ func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 		it.claim, it.claimErr = claims[i], errs[i]
 		c.trouble.observe(bctx, OpClaim, errs[i], it.key, it.m.MsgID)
 	}
-	c.eachPtr(wave, func(it *item) { it.v = c.handle(run, bctx, it.claim, it) })
+	each(wave, func(it *item) { it.v = c.handle(run, bctx, it.claim, it) })
 }
 
 // each runs fn on every item at once, the first in the calling goroutine,
 // and returns when all have returned.
-func (c *Consumer) each(items []item, fn func(*item)) {
-	if len(items) == 1 {
-		fn(&items[0])
-		return
-	}
-	var wg sync.WaitGroup
-	for i := 1; i < len(items); i++ {
-		wg.Go(func() { fn(&items[i]) })
-	}
-	fn(&items[0])
-	wg.Wait()
-}
-
-// eachPtr is each over pointers.
-func (c *Consumer) eachPtr(items []*item, fn func(*item)) {
-	if len(items) == 1 {
-		fn(items[0])
-		return
-	}
+func each(items []*item, fn func(*item)) {
 	var wg sync.WaitGroup
 	for _, it := range items[1:] {
 		wg.Go(func() { fn(it) })

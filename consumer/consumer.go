@@ -138,7 +138,15 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 
 // Start connects and begins consuming. The topic must exist. A broker with
 // ACL on that refuses the account fails Start with [ErrAccessDenied].
-func (c *Consumer) Start() error {
+func (c *Consumer) Start() error { return c.start(context.Background()) }
+
+// start starts the consumer; ctx bounds the access check before it.
+func (c *Consumer) start(ctx context.Context) error {
+	// Before the lock: the check asks the brokers, and Close must not wait
+	// for it.
+	if err := c.checkAccess(ctx); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
@@ -146,9 +154,6 @@ func (c *Consumer) Start() error {
 	}
 	if c.started {
 		return errors.New("consumer: already started")
-	}
-	if err := c.checkAccess(); err != nil {
-		return err
 	}
 	clientlog.Contain()
 	opts := []rmqconsumer.Option{
@@ -192,7 +197,7 @@ func (c *Consumer) Start() error {
 // [Consumer.Close]) and returns. It returns Start's error, or Close's, or
 // nil after a clean stop.
 func (c *Consumer) Run(ctx context.Context) error {
-	if err := c.Start(); err != nil {
+	if err := c.start(ctx); err != nil {
 		return err
 	}
 	<-ctx.Done()

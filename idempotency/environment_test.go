@@ -11,9 +11,10 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
-func mysqlGuard(t *testing.T, db *sqlx.DB, group string, opts ...idempotency.GuardOption) *idempotency.Guard {
+// guardOn returns a guard for group over the store new makes.
+func guardOn[S idempotency.Store](t *testing.T, new func() (S, error), group string, opts ...idempotency.GuardOption) *idempotency.Guard {
 	t.Helper()
-	s, err := idempotency.NewMySQLStore(db)
+	s, err := new()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,6 +23,11 @@ func mysqlGuard(t *testing.T, db *sqlx.DB, group string, opts ...idempotency.Gua
 		t.Fatal(err)
 	}
 	return g
+}
+
+func mysqlGuard(t *testing.T, db *sqlx.DB, group string, opts ...idempotency.GuardOption) *idempotency.Guard {
+	t.Helper()
+	return guardOn(t, func() (*idempotency.MySQLStore, error) { return idempotency.NewMySQLStore(db) }, group, opts...)
 }
 
 func claimKey(t *testing.T, g *idempotency.Guard, key string) *idempotency.Claim {

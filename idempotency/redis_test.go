@@ -17,15 +17,7 @@ import (
 
 func redisGuard(t *testing.T, rdb redis.UniversalClient, group string, opts ...idempotency.GuardOption) *idempotency.Guard {
 	t.Helper()
-	s, err := idempotency.NewRedisStore(rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := idempotency.NewGuard(group, s, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g
+	return guardOn(t, func() (*idempotency.RedisStore, error) { return idempotency.NewRedisStore(rdb) }, group, opts...)
 }
 
 // TestRedisKeysCannotCollide: business keys and groups built from the
