@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/apache/rocketmq-client-go/v2"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
@@ -67,6 +70,15 @@ type Transactional struct {
 	pending sync.Map // *primitive.Message -> *localCall
 
 	gate gate // sends and checks
+
+	// The client's check-back goroutine answers the broker after our
+	// checker returns, reading client state that the client's Shutdown
+	// writes without synchronization (v2.1.2). Close therefore shuts the
+	// client down only once that goroutine is idle or parked in
+	// CheckLocalTransaction; see flushChecks.
+	checks   chan interface{} // the client's check-back queue; nil if not found
+	parked   chan struct{}    // a check-back after Close is parked
+	shutDown chan struct{}    // closed once the client is shut down
 }
 
 type localCall struct {
@@ -111,11 +123,12 @@ func NewTransactional(nameServers []string, group string, checker TxChecker, opt
 	}
 	clientlog.Contain()
 	cfg.probe = newNameServerProbe(nameServers)
-	p := &Transactional{cfg: cfg, checker: checker}
+	p := &Transactional{cfg: cfg, checker: checker, parked: make(chan struct{}, 1), shutDown: make(chan struct{})}
 	c, err := rocketmq.NewTransactionProducer(txListener{p}, clientOptions(cfg, nameServers)...)
 	if err != nil {
 		return nil, fmt.Errorf("producer: new transaction client: %w", err)
 	}
+	p.checks = checkQueue(c)
 	if err := c.Start(); err != nil {
 		return nil, fmt.Errorf("producer: start transaction client: %w", err)
 	}
@@ -188,13 +201,66 @@ func (p *Transactional) sendHalf(ctx context.Context, m Message, pm *primitive.M
 	return r, nil
 }
 
-// Close stops new sends and check-backs, waits for those in progress and
-// shuts the client down. The official client leaves its check-back
-// goroutine running after that (v2.1.2); checks it still delivers are
-// answered TxUnknown without calling the checker. Close is idempotent and
-// safe to call concurrently.
+// Close stops new sends and check-backs, waits for those in progress
+// (including the answer of a check-back to the broker) and shuts the
+// client down. The official client leaves its check-back goroutine running
+// after that (v2.1.2); checks it still delivers are answered TxUnknown
+// without calling the checker. Close is idempotent and safe to call
+// concurrently.
 func (p *Transactional) Close() error {
-	return p.gate.close(p.client.Shutdown)
+	return p.gate.close(func() error {
+		p.flushChecks()
+		defer close(p.shutDown)
+		return p.client.Shutdown()
+	})
+}
+
+// flushTimeout bounds how long Close waits for the check-back goroutine
+// to finish answering the broker: the answer is one one-way request.
+const flushTimeout = 10 * time.Second
+
+// flushChecks returns once the client's check-back goroutine has finished
+// answering any check-back the checker already answered: it hands the
+// goroutine a value that it skips (the queue is unbuffered, so the handoff
+// means the goroutine is back at its receive), unless a check-back that
+// arrived after Close is parked in CheckLocalTransaction, which also keeps
+// the goroutine away from the client until the shutdown is done.
+func (p *Transactional) flushChecks() {
+	if p.checks == nil {
+		return
+	}
+	t := time.NewTimer(flushTimeout)
+	defer t.Stop()
+	select {
+	case p.checks <- flushMarker{}:
+	case <-p.parked:
+	case <-t.C:
+		p.cfg.logger.Warn("producer: the client's check-back goroutine did not come back; shutting down anyway")
+	}
+}
+
+// flushMarker is what flushChecks hands the check-back goroutine; the
+// client ignores values of types it does not know.
+type flushMarker struct{}
+
+// checkQueue finds the official client's check-back queue, an unexported
+// channel of its transaction producer (v2.1.2: transactionProducer.producer
+// .callbackCh). It returns nil if the client's layout differs; a test pins
+// it.
+func checkQueue(c rocketmq.TransactionProducer) chan interface{} {
+	v := reflect.ValueOf(c)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	f := v.Elem().FieldByName("producer")
+	if f.Kind() != reflect.Pointer || f.IsNil() || f.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	f = f.Elem().FieldByName("callbackCh")
+	if !f.IsValid() || f.Type() != reflect.TypeOf((chan interface{})(nil)) {
+		return nil
+	}
+	return *(*chan interface{})(unsafe.Pointer(f.UnsafeAddr()))
 }
 
 // txListener adapts the client's callbacks.
@@ -211,13 +277,30 @@ func (l txListener) ExecuteLocalTransaction(pm *primitive.Message) primitive.Loc
 	return clientState(call.local(call.ctx, pm.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)))
 }
 
-// CheckLocalTransaction asks the checker about a half message.
-func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) primitive.LocalTransactionState {
+// CheckLocalTransaction asks the checker about a half message. A checker
+// that panics answers TxUnknown (the client would otherwise lose its only
+// check-back goroutine).
+func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) (state primitive.LocalTransactionState) {
 	p := l.p
 	if p.gate.enter() != nil {
-		return primitive.UnknowState // closed: the broker asks another producer later
+		// Closed: park until the client is shut down, so that the client's
+		// answer cannot race its shutdown; the broker asks another
+		// producer later.
+		select {
+		case p.parked <- struct{}{}:
+		default:
+		}
+		<-p.shutDown
+		return primitive.UnknowState
 	}
 	defer p.gate.leave()
+	defer func() {
+		if r := recover(); r != nil {
+			p.cfg.logger.LogAttrs(context.Background(), slog.LevelError, "producer: transaction checker panicked; answered unknown",
+				slog.String("topic", ext.Topic), slog.Any("panic", r))
+			state = primitive.UnknowState
+		}
+	}()
 	// The client gives this callback no ctx; the work is bounded instead.
 	ctx, cancel := context.WithTimeout(context.Background(), txCheckTimeout)
 	defer cancel()

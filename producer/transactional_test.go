@@ -196,3 +196,106 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// blockingChecker answers TxCommit once released, after saying it was asked.
+type blockingChecker struct {
+	asked   chan struct{}
+	release chan struct{}
+	once    sync.Once
+	panics  bool
+}
+
+func (c *blockingChecker) CheckTx(context.Context, producer.HalfMessage) producer.TxState {
+	c.once.Do(func() { close(c.asked) })
+	<-c.release
+	if c.panics {
+		panic("checker bug")
+	}
+	return producer.TxCommit
+}
+
+// A check-back whose checker answers while Close is waiting for it: Close
+// returns only after the answer went to the broker (the official client
+// sends it after the checker returns, and its Shutdown would otherwise race
+// that send: a data race under -race, and a lost answer). A checker that
+// panics is answered unknown, and the client keeps its check-back
+// goroutine.
+func TestTransactionalCloseWaitsForACheckBackAnswer(t *testing.T) {
+	t.Parallel()
+	for _, panics := range []bool{false, true} {
+		t.Run(map[bool]string{false: "answers", true: "panics"}[panics], func(t *testing.T) {
+			t.Parallel()
+			env := testenv.NewRocketMQ(t, rmqtest.WithTransactionCheck(6*time.Second, 60*time.Second, 15))
+			b := env.RequireEmbedded(t)
+			topic, group := testenv.Name(t, "T"), testenv.Name(t, "PG")
+			env.CreateTopic(t, topic, 2)
+			checker := &blockingChecker{asked: make(chan struct{}), release: make(chan struct{}), panics: panics}
+			logs := &testenv.Logs{}
+			p, err := producer.NewTransactional(env.NameServers(), group, checker, producer.WithLogger(logs.Logger()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !producer.FoundCheckQueue(p) {
+				t.Fatal("the official client's check-back queue was not found: Close cannot wait for a check-back's answer")
+			}
+			var ids []string
+			msg := producer.Message{Topic: topic, Keys: []string{"k"}, Body: []byte("b")}
+			if _, err := p.SendInTransaction(ctxT(t), msg, answer(producer.TxUnknown, &ids)); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the producer to register", func() bool { return b.Producers(group) > 0 })
+			b.Advance(7 * time.Second)
+			select {
+			case <-checker.asked:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no check-back")
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- p.Close() }()
+			// Close has begun once sends are refused.
+			delayed := producer.Message{Topic: topic, Body: []byte("b"), Delay: time.Second}
+			waitFor(t, "Close to begin", func() bool {
+				_, err := p.SendInTransaction(ctxT(t), delayed, answer(producer.TxCommit, &ids))
+				return errors.Is(err, producer.ErrClosed)
+			})
+			close(checker.release)
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Fatalf("close: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Close did not return")
+			}
+			visible := func() int {
+				n := 0
+				for _, m := range b.Messages(topic) {
+					if len(m.Keys) == 1 && m.Keys[0] == "k" {
+						n++
+					}
+				}
+				return n
+			}
+			if panics {
+				if !strings.Contains(logs.String(), "transaction checker panicked") {
+					t.Errorf("a panicking checker was not logged: %s", logs.String())
+				}
+				if n := visible(); n != 0 {
+					t.Errorf("a panicking checker's message became visible %d times", n)
+				}
+				return
+			}
+			waitFor(t, "the check-back's commit, sent before Close returned, to reach the broker", func() bool { return visible() == 1 })
+		})
+	}
+}
+
+// waitFor polls cond for up to 10 s without moving rmqtest's clock.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
