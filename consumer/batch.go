@@ -92,7 +92,7 @@ func (c *Consumer) complete(bctx context.Context, it *item) {
 func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
 	items := make([]*item, len(msgs))
 	for i, ext := range msgs {
-		items[i] = &item{ext: ext, m: fromClient(ext)}
+		items[i] = &item{ext: ext, m: fromClient(ext, c.cfg.namespace)}
 	}
 	c.handleBatch(ctx, items)
 	for _, it := range items {

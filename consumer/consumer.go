@@ -17,6 +17,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/combine"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/internal/token"
 	"github.com/seed157d4c4d/reliablemq/observe"
 )
@@ -128,6 +129,7 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 	if cfg.instance == "" {
 		cfg.instance = "reliablemq-c-" + token.New()[:12]
 	}
+	group, topic = namespace.Wrap(cfg.namespace, group), namespace.Wrap(cfg.namespace, topic)
 	c := &Consumer{cfg: cfg, group: group, topic: topic, handler: h, orderly: orderly, policy: policy,
 		names: nameServers, running: make(map[uint64]context.CancelFunc), stopping: make(chan struct{}),
 		shutdown: make(chan struct{}), retrier: newRetrySender(group, cfg.credentials),

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 )
 
@@ -50,10 +51,11 @@ type Message struct {
 // same key, so a handler must stop (and fail) when its ctx ends.
 type Handler func(ctx context.Context, m *Message) error
 
-// fromClient converts the official client's message. It reads the
-// properties from one copy (the client hands out no other view), which
-// becomes Properties once the system ones are removed.
-func fromClient(ext *primitive.MessageExt) *Message {
+// fromClient converts the official client's message, its topic taken out
+// of namespace ns. It reads the properties from one copy (the client hands
+// out no other view), which becomes Properties once the system ones are
+// removed.
+func fromClient(ext *primitive.MessageExt, ns string) *Message {
 	props := ext.GetProperties()
 	m := &Message{
 		Topic:       ext.Topic,
@@ -72,6 +74,7 @@ func fromClient(ext *primitive.MessageExt) *Message {
 		(strings.HasPrefix(m.Topic, "%RETRY%") || strings.HasPrefix(m.Topic, "%DLQ%")) {
 		m.Topic = rt
 	}
+	m.Topic = namespace.Strip(ns, m.Topic)
 	if s := props[remoting.PropAttempt]; s != "" {
 		if a, err := strconv.Atoi(s); err == nil && a+1 > m.Attempt {
 			m.Attempt = a + 1 // a retry the consumer re-sent itself

@@ -10,6 +10,7 @@ import (
 
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
@@ -39,6 +40,7 @@ type config struct {
 	goroutines      int
 	batchSize       int
 	credentials     producer.Credentials
+	namespace       string
 	logger          *slog.Logger
 	hooks           observe.Hooks
 }
@@ -171,6 +173,17 @@ func WithCredentials(c producer.Credentials) SharedOption {
 	return sharedFunc(func(cfg *config) { cfg.credentials = c })
 }
 
+// WithNamespace consumes in a RocketMQ namespace, as the official clients'
+// namespace option does: the group is "ns%group" and the topic "ns%topic"
+// (its retry topic "%RETRY%ns%group"). Handlers see the topic without the
+// namespace; the group this package reports and records (dead letters,
+// [Trouble], hook events) is the namespaced one, the group's name on the
+// broker, so consumers of one group name in two namespaces never share
+// parked keys. Default none.
+func WithNamespace(ns string) SharedOption {
+	return sharedFunc(func(cfg *config) { cfg.namespace = ns })
+}
+
 // WithLogger sets the logger. Default: [slog.Default] at construction, so
 // retries, parked messages, dead rows and failed runs are visible without
 // wiring; slog.New(slog.DiscardHandler) silences it.
@@ -216,6 +229,9 @@ func newConfig(apply func(*config), orderly bool) (*config, error) {
 	}
 	if (c.credentials.AccessKey == "") != (c.credentials.SecretKey == "") {
 		errs = append(errs, errors.New("consumer: credentials need both an access key and a secret key"))
+	}
+	if err := namespace.Validate(c.namespace); err != nil {
+		errs = append(errs, fmt.Errorf("consumer: %w", err))
 	}
 	if c.batchSize < 1 || c.batchSize > maxBatchSize {
 		errs = append(errs, fmt.Errorf("consumer: batch size %d outside [1, %d]", c.batchSize, maxBatchSize))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
@@ -40,6 +41,7 @@ type Drain struct {
 type drainConfig struct {
 	interval    time.Duration
 	credentials producer.Credentials
+	namespace   string
 	logger      *slog.Logger
 }
 
@@ -57,6 +59,12 @@ func WithInterval(d time.Duration) DrainOption { return func(c *drainConfig) { c
 func WithCredentials(cr producer.Credentials) DrainOption {
 	return func(c *drainConfig) { c.credentials = cr }
 }
+
+// WithNamespace drains group's DLQ in a RocketMQ namespace (see
+// consumer.WithNamespace): the topic "%DLQ%ns%group", consumed by the group
+// "ns%group-dlq-drain", parked under the group "ns%group" as the group's
+// own consumer parks. Default none.
+func WithNamespace(ns string) DrainOption { return func(c *drainConfig) { c.namespace = ns } }
 
 // WithLogger sets the logger. Default [slog.Default] at construction.
 func WithLogger(l *slog.Logger) DrainOption { return func(c *drainConfig) { c.logger = l } }
@@ -77,6 +85,9 @@ func NewDrain(nameServers []string, group string, parker consumer.Parker, opts .
 	if (cfg.credentials.AccessKey == "") != (cfg.credentials.SecretKey == "") {
 		errs = append(errs, errors.New("deadletter: credentials need both an access key and a secret key"))
 	}
+	if err := namespace.Validate(cfg.namespace); err != nil {
+		errs = append(errs, fmt.Errorf("deadletter: %w", err))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -84,11 +95,16 @@ func NewDrain(nameServers []string, group string, parker consumer.Parker, opts .
 		cfg.logger = slog.Default()
 	}
 	copts := []consumer.Option{consumer.WithParker(parker), consumer.WithMaxAttempts(16),
-		consumer.WithRetryDelay(time.Second), consumer.WithLogger(cfg.logger)}
+		consumer.WithRetryDelay(time.Second), consumer.WithLogger(cfg.logger), consumer.WithNamespace(cfg.namespace)}
 	if cfg.credentials.AccessKey != "" {
 		copts = append(copts, consumer.WithCredentials(cfg.credentials))
 	}
 	return &Drain{names: nameServers, group: group, dlq: "%DLQ%" + group, parker: parker, cfg: cfg, consumer: copts}, nil
+}
+
+// brokerName is name as the brokers know it: in the drain's namespace.
+func (d *Drain) brokerName(name string) string {
+	return namespace.Wrap(d.cfg.namespace, name)
 }
 
 // Drained returns how many messages Run has parked.
@@ -121,9 +137,9 @@ func (d *Drain) Run(ctx context.Context) error {
 // does not exist yet.
 func (d *Drain) tryStart(ctx context.Context) (*consumer.Consumer, error) {
 	cr := d.cfg.credentials
-	exists, changed, err := remoting.MakeReadable(ctx, remoting.Credentials(cr), d.names, d.dlq)
+	exists, changed, err := remoting.MakeReadable(ctx, remoting.Credentials(cr), d.names, d.brokerName(d.dlq))
 	for _, b := range changed {
-		d.cfg.logger.LogAttrs(ctx, slog.LevelInfo, "dlq topic made readable", slog.String("topic", d.dlq), slog.String("broker", b))
+		d.cfg.logger.LogAttrs(ctx, slog.LevelInfo, "dlq topic made readable", slog.String("topic", d.brokerName(d.dlq)), slog.String("broker", b))
 	}
 	if err != nil || !exists {
 		return nil, err
@@ -140,9 +156,9 @@ func (d *Drain) tryStart(ctx context.Context) (*consumer.Consumer, error) {
 
 // park is the drain's handler.
 func (d *Drain) park(ctx context.Context, m *consumer.Message) error {
-	inserted, err := d.parker.Park(ctx, &consumer.DeadLetter{Group: d.group, Topic: m.Topic, MsgID: m.MsgID, Keys: m.Keys,
+	inserted, err := d.parker.Park(ctx, &consumer.DeadLetter{Group: d.brokerName(d.group), Topic: m.Topic, MsgID: m.MsgID, Keys: m.Keys,
 		Tag: m.Tag, ShardingKey: m.ShardingKey, Properties: m.Properties, Body: m.Body, Attempts: m.Attempt,
-		LastError: "moved to the broker dead-letter topic " + d.dlq, Cause: consumer.CauseDLQ})
+		LastError: "moved to the broker dead-letter topic " + d.brokerName(d.dlq), Cause: consumer.CauseDLQ})
 	if err == nil && inserted {
 		d.drained.Add(1)
 	}

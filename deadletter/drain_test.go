@@ -203,3 +203,45 @@ func TestACLDrainSignsItsAdminCallAndItsConsumer(t *testing.T) {
 	runDrain(t, d)
 	f.eventually("drained", func() bool { return len(f.parked()) == 1 })
 }
+
+// TestDrainInANamespace: the official client's namespace option sends a
+// dead letter to "%DLQ%ns%group"; a drain with the same namespace finds it
+// there and parks it under the namespaced group with the bare topic, as
+// the group's own consumer would.
+func TestDrainInANamespace(t *testing.T) {
+	t.Parallel()
+	testenv.SkipUnderRace(t)
+	env := testenv.NewRocketMQ(t)
+	n := testenv.Name(t, "ns")
+	ns := "ns" + n[len(n)-8:]
+	f := &fixture{t: t, env: env, topic: testenv.Name(t, "T"), group: testenv.Name(t, "G")}
+	env.CreateTopic(t, ns+"%"+f.topic, 1)
+	var err error
+	if f.dead, err = deadletter.NewTable(testenv.MySQL(t)); err != nil {
+		t.Fatal(err)
+	}
+	if f.prod, err = producer.New(env.NameServers(), producer.WithNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.prod.Close() })
+	deadLetterViaClient(f, "stuck", rmqconsumer.WithNamespace(ns))
+	d, err := deadletter.NewDrain(env.NameServers(), f.group, f.dead, deadletter.WithNamespace(ns),
+		deadletter.WithInterval(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDrain(t, d)
+	dlq := "%DLQ%" + ns + "%" + f.group
+	var list []*deadletter.Entry
+	f.eventually("drained", func() bool {
+		list, err = f.dead.List(context.Background(), deadletter.Filter{Group: ns + "%" + f.group})
+		return err == nil && len(list) == 1
+	})
+	if dl := list[0]; dl.Cause != consumer.CauseDLQ || dl.Topic != f.topic || string(dl.Body) != "stuck" ||
+		!strings.Contains(dl.LastError, dlq) {
+		t.Fatalf("dead letter %+v; want the bare topic and the DLQ %s", dl, dlq)
+	}
+	if _, err := deadletter.NewDrain(env.NameServers(), f.group, f.dead, deadletter.WithNamespace("a%b")); err == nil {
+		t.Error("a namespace with '%' was accepted")
+	}
+}

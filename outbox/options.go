@@ -29,6 +29,7 @@ type config struct {
 type txConfig struct {
 	common
 	credentials producer.Credentials
+	namespace   string
 }
 
 // Option configures a [Relay].
@@ -105,4 +106,12 @@ func WithAlert(fn func(context.Context, *Row)) Option {
 // given, which carries its own credentials.
 func WithCredentials(c producer.Credentials) TxOption {
 	return txOption(func(cfg *txConfig) { cfg.credentials = c })
+}
+
+// WithNamespace sends the [TxMessenger]'s messages in a RocketMQ namespace
+// (see [producer.WithNamespace]); the table keeps the topics without it.
+// Default none. A [Relay] sends through the [Publisher] it is given,
+// which carries its own namespace.
+func WithNamespace(ns string) TxOption {
+	return txOption(func(cfg *txConfig) { cfg.namespace = ns })
 }

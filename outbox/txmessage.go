@@ -45,7 +45,7 @@ type TxMessenger struct {
 // NewTxMessenger starts a transactional producer ([producer.NewTransactional])
 // for producer group on nameServers. The broker sends its check-backs to a
 // live producer of the group, so keep one running per group. Options:
-// [WithTable], [WithLogger], [WithCredentials].
+// [WithTable], [WithLogger], [WithCredentials], [WithNamespace].
 func NewTxMessenger(db *sqlx.DB, nameServers []string, group string, opts ...TxOption) (*TxMessenger, error) {
 	c := txConfig{common: common{table: "mq_log"}}
 	for _, o := range opts {
@@ -68,6 +68,9 @@ func NewTxMessenger(db *sqlx.DB, nameServers []string, group string, opts ...TxO
 	popts := []producer.TxOption{producer.WithLogger(c.logger), producer.WithHooks(c.hooks)}
 	if c.credentials != (producer.Credentials{}) {
 		popts = append(popts, producer.WithCredentials(c.credentials))
+	}
+	if c.namespace != "" {
+		popts = append(popts, producer.WithNamespace(c.namespace))
 	}
 	client, err := producer.NewTransactional(nameServers, group, checker{m}, popts...)
 	if err != nil {

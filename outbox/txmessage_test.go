@@ -143,3 +143,45 @@ func TestTxMessengerCommitRollbackAndCheckBack(t *testing.T) {
 		t.Fatalf("send after close: %v", err)
 	}
 }
+
+// TestTxMessengerInANamespace: the messenger's messages go to the
+// namespaced topic, its table keeps the bare one, and a check-back finds
+// the row by it.
+func TestTxMessengerInANamespace(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t, rmqtest.WithTransactionCheck(6*time.Second, 60*time.Second, 15))
+	b := env.RequireEmbedded(t)
+	topic, group := testenv.Name(t, "T"), testenv.Name(t, "PG")
+	n := testenv.Name(t, "ns")
+	ns := "ns" + n[len(n)-8:]
+	env.CreateTopic(t, ns+"%"+topic, 2)
+	db := testenv.MySQL(t)
+	m, err := outbox.NewTxMessenger(db, env.NameServers(), group, outbox.WithLogger(slog.New(slog.DiscardHandler)),
+		outbox.WithNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	noop := func(context.Context, *sqlx.Tx) error { return nil }
+	if err := m.Send(bg, outbox.Message{Topic: topic, Key: "commit", Body: []byte("x")}, noop); err != nil {
+		t.Fatal(err)
+	}
+	// The commit of the second never reaches the broker: the check-back
+	// must find its row by the bare topic and commit it.
+	b.Inject(rmqtest.EndTransaction, rmqtest.Fault{Times: 1, Code: rmqtest.CodeSystemError})
+	if err := m.Send(bg, outbox.Message{Topic: topic, Key: "checked", Body: []byte("y")}, noop); err != nil {
+		t.Fatal(err)
+	}
+	var stored string
+	if err := db.Get(&stored, "SELECT topic FROM mq_log WHERE biz_key = 'checked'"); err != nil || stored != topic {
+		t.Fatalf("row topic %q (%v), want the bare %q", stored, err, topic)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for (b.Producers(ns+"%"+group) == 0 || len(b.Messages(ns+"%"+topic)) < 2) && time.Now().Before(deadline) {
+		b.Advance(time.Second)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := len(b.Messages(ns + "%" + topic)); got != 2 {
+		t.Fatalf("%d messages in the namespaced topic, want both (the second by the check-back)", got)
+	}
+}

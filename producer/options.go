@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/orderly"
 )
@@ -27,6 +28,7 @@ type config struct {
 	onQueueChange func(orderly.QueueCountChange)
 	lossGrace     time.Duration
 	credentials   Credentials
+	namespace     string
 	hooks         observe.Hooks
 	logger        *slog.Logger
 	probe         *nameServerProbe
@@ -129,6 +131,14 @@ func WithCredentials(c Credentials) SharedOption {
 	return sharedFunc(func(cfg *config) { cfg.credentials = c })
 }
 
+// WithNamespace puts every topic and the producer group in a RocketMQ
+// namespace, as the official clients' namespace option does: a message for
+// topic T goes to "ns%T" and the group is "ns%group". Messages, results and
+// errors keep the topic without it. Default none.
+func WithNamespace(ns string) SharedOption {
+	return sharedFunc(func(cfg *config) { cfg.namespace = ns })
+}
+
 // WithQueueLossGrace sets how long a sharding key whose queue's broker
 // left the route is held back (its sends fail as [Transient], so an outbox
 // retries them) before the keys re-hash over the queues still routed.
@@ -179,6 +189,9 @@ func newConfig(apply func(*config)) (*config, error) {
 	}
 	if (c.credentials.AccessKey == "") != (c.credentials.SecretKey == "") {
 		errs = append(errs, errors.New("producer: credentials need both an access key and a secret key"))
+	}
+	if err := namespace.Validate(c.namespace); err != nil {
+		errs = append(errs, fmt.Errorf("producer: %w", err))
 	}
 	if c.lossGrace < 0 {
 		errs = append(errs, fmt.Errorf("producer: negative queue loss grace %v", c.lossGrace))

@@ -15,6 +15,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/internal/token"
 	"github.com/seed157d4c4d/reliablemq/observe"
@@ -113,7 +114,7 @@ func clientOptions(cfg *config, nameServers []string) []rmqproducer.Option {
 	}}
 	copts := []rmqproducer.Option{
 		rmqproducer.WithNameServer(nameServers),
-		rmqproducer.WithGroupName(cfg.group),
+		rmqproducer.WithGroupName(namespace.Wrap(cfg.namespace, cfg.group)),
 		rmqproducer.WithInstanceName(cfg.instance),
 		rmqproducer.WithRetry(0), // our own retry policy, see [WithRetry]
 		rmqproducer.WithQueueSelector(sel),
@@ -261,9 +262,10 @@ func (p *Producer) sendWithRetry(ctx context.Context, pm *primitive.Message, top
 	}
 }
 
-var (
-	topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)
-)
+// maxTopicLength is the broker's limit on a topic name.
+const maxTopicLength = 127
+
+var topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)
 
 // Validate reports whether m can be sent as it is, whatever the
 // producer's options: a valid topic name, a body, keys without spaces or
@@ -322,7 +324,13 @@ func (c *config) build(m Message) (*primitive.Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	pm := primitive.NewMessage(m.Topic, m.Body)
+	// The namespace is applied here rather than by the client's option,
+	// which prefixes the topic of the message it is given on every send.
+	topic := namespace.Wrap(c.namespace, m.Topic)
+	if len(topic) > maxTopicLength {
+		return nil, fmt.Errorf("%w: topic %q longer than %d bytes in namespace %q", ErrInvalidMessage, m.Topic, maxTopicLength, c.namespace)
+	}
+	pm := primitive.NewMessage(topic, m.Body)
 	if len(m.Properties) > 0 {
 		props := make(map[string]string, len(m.Properties)+4)
 		for k, v := range m.Properties {

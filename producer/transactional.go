@@ -14,6 +14,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 )
 
@@ -309,6 +310,7 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) (state prim
 	if rt := ext.GetProperty(remoting.PropRealTopic); rt != "" {
 		h.Topic = rt
 	}
+	h.Topic = namespace.Strip(p.cfg.namespace, h.Topic)
 	if keys := ext.GetKeys(); keys != "" {
 		h.Keys = strings.Fields(keys)
 	}

@@ -299,3 +299,38 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestTransactionalInANamespace: a transactional producer in a namespace
+// stores its messages in "ns%topic" under the group "ns%group", and its
+// checker is asked about the bare topic.
+func TestTransactionalInANamespace(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t, rmqtest.WithTransactionCheck(6*time.Second, 60*time.Second, 15))
+	b := env.RequireEmbedded(t)
+	topic, group := testenv.Name(t, "T"), testenv.Name(t, "PG")
+	n := testenv.Name(t, "ns")
+	ns := "ns" + n[len(n)-8:]
+	env.CreateTopic(t, ns+"%"+topic, 2)
+	checker := &checkFunc{answer: producer.TxCommit}
+	p := newTransactional(t, env.NameServers(), group, checker, producer.WithNamespace(ns))
+	var ids []string
+	for _, key := range []string{"commit", "unknown"} {
+		s := producer.TxCommit
+		if key == "unknown" {
+			s = producer.TxUnknown
+		}
+		m := producer.Message{Topic: topic, Keys: []string{key}, Body: []byte(key)}
+		if _, err := p.SendInTransaction(ctxT(t), m, answer(s, &ids)); err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+	}
+	waitFor(t, "the producer to register as "+ns+"%"+group, func() bool { return b.Producers(ns+"%"+group) > 0 })
+	b.Advance(7 * time.Second)
+	waitFor(t, "both messages in the namespaced topic", func() bool { return len(b.Messages(ns+"%"+topic)) == 2 })
+	if q := checker.questions(); len(q) != 1 || q[0].Topic != topic || q[0].MsgID != ids[1] {
+		t.Fatalf("checker asked %+v; want the bare topic %s and msg id %s", q, topic, ids[1])
+	}
+	if n := len(b.Messages(topic)); n != 0 {
+		t.Fatalf("%d messages in the bare topic", n)
+	}
+}

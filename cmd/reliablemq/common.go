@@ -15,6 +15,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -87,6 +88,29 @@ func dsnFlag(fs *flag.FlagSet) *string {
 func namesrvFlag(fs *flag.FlagSet) *string {
 	return fs.String("namesrv", "", "RocketMQ name servers, ';'-separated (default: $RMQ_NAMESRV)")
 }
+
+// namespaceFlag is the RocketMQ namespace flag of the commands that talk
+// to the broker; resolve it with brokerNamespace.
+func namespaceFlag(fs *flag.FlagSet) *string {
+	return fs.String("namespace", "", "RocketMQ namespace of the topics and groups, as the clients' namespace option (default: $RMQ_NAMESPACE)")
+}
+
+// brokerNamespace returns the namespace flag's value, or RMQ_NAMESPACE's,
+// checked.
+func brokerNamespace(flagValue string) (string, error) {
+	ns := flagValue
+	if ns == "" {
+		ns = os.Getenv("RMQ_NAMESPACE")
+	}
+	if err := namespace.Validate(ns); err != nil {
+		return "", usagef("%v", err)
+	}
+	return ns, nil
+}
+
+// inNamespace reports whether a broker resource name belongs to ns (every
+// name does when ns is empty).
+func inNamespace(ns, name string) bool { return ns == "" || namespace.Strip(ns, name) != name }
 
 // dbTimeout bounds connecting to the database and the first ping.
 const dbTimeout = 10 * time.Second
@@ -164,12 +188,12 @@ func probeNameServers(ctx context.Context, names []string) error {
 	return fmt.Errorf("name server unreachable: %w", errors.Join(errs...))
 }
 
-// newProducer returns a producer for names with the broker credentials
-// from the environment. Its per-attempt log lines are discarded (the
+// newProducer returns a producer for names in namespace ns with the broker
+// credentials from the environment. Its per-attempt log lines are discarded (the
 // library's default is slog.Default, which would print them on stderr):
 // a failed send reaches the user once, as the command's error.
-func newProducer(names []string) (*producer.Producer, error) {
-	opts := []producer.Option{producer.WithLogger(slog.New(slog.DiscardHandler))}
+func newProducer(names []string, ns string) (*producer.Producer, error) {
+	opts := []producer.Option{producer.WithLogger(slog.New(slog.DiscardHandler)), producer.WithNamespace(ns)}
 	if cr := brokerCredentials(); cr.AccessKey != "" {
 		opts = append(opts, producer.WithCredentials(cr))
 	}

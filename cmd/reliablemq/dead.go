@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/seed157d4c4d/reliablemq/deadletter"
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 )
 
 const deadUsage = `usage: reliablemq dead [flags] list | show ID | replay ID | discard ID
@@ -25,16 +26,16 @@ Works the manual-handling (dead-letter) table consumers park messages in.
 
 // deadFlags are the dead command's flags.
 type deadFlags struct {
-	dsn, namesrv, group, status, reason, table *string
-	limit                                      *int
-	after                                      *int64
+	dsn, namesrv, namespace, group, status, reason, table *string
+	limit                                                 *int
+	after                                                 *int64
 }
 
 func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("dead", flag.ContinueOnError)
 	setUsage(fs, deadUsage)
-	f := deadFlags{dsn: dsnFlag(fs), namesrv: namesrvFlag(fs),
-		group:  fs.String("group", "", "only this consumer group (list)"),
+	f := deadFlags{dsn: dsnFlag(fs), namesrv: namesrvFlag(fs), namespace: namespaceFlag(fs),
+		group:  fs.String("group", "", "only this consumer group (list; in -namespace if set)"),
 		status: fs.String("status", "parked", "parked, replayed, discarded or all (list)"),
 		limit:  fs.Int("limit", 50, "rows to list"),
 		after:  fs.Int64("after", 0, "list rows with id greater than this"),
@@ -48,6 +49,11 @@ func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	space, err := brokerNamespace(*f.namespace)
+	if err != nil {
+		return fmt.Errorf("dead: %w", err)
+	}
+	*f.namespace = space
 	db, err := openDB(ctx, *f.dsn)
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
@@ -119,7 +125,7 @@ func statusFilter(s string) (deadletter.Status, bool) {
 
 func deadList(ctx context.Context, table *deadletter.Table, f deadFlags, stdout io.Writer) error {
 	status, _ := statusFilter(*f.status) // checked by deadAction
-	entries, err := table.List(ctx, deadletter.Filter{Group: *f.group, Status: status, AfterID: *f.after, Limit: *f.limit})
+	entries, err := table.List(ctx, deadletter.Filter{Group: namespace.Wrap(*f.namespace, *f.group), Status: status, AfterID: *f.after, Limit: *f.limit})
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}
@@ -158,7 +164,7 @@ func deadReplay(ctx context.Context, table *deadletter.Table, id int64, f deadFl
 	if err := probeNameServers(ctx, names); err != nil {
 		return fmt.Errorf("dead: replay %d: %w", id, err)
 	}
-	p, err := newProducer(names)
+	p, err := newProducer(names, *f.namespace)
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 )
 
@@ -44,8 +45,8 @@ type lagRow struct {
 func lagCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("lag", flag.ContinueOnError)
 	setUsage(fs, lagUsage)
-	ns := namesrvFlag(fs)
-	group := fs.String("group", "", "only this consumer group (default: all groups)")
+	ns, nsp := namesrvFlag(fs), namespaceFlag(fs)
+	group := fs.String("group", "", "only this consumer group (default: all groups, or all of -namespace)")
 	system := fs.Bool("system", false, "also list the broker's own groups (TOOLS_CONSUMER, ...) when -group is not set")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -58,6 +59,10 @@ func lagCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("lag: %w", err)
 	}
+	space, err := brokerNamespace(*nsp)
+	if err != nil {
+		return fmt.Errorf("lag: %w", err)
+	}
 	brokers, err := clusterBrokers(ctx, names)
 	if err != nil {
 		return fmt.Errorf("lag: %w", err)
@@ -67,7 +72,7 @@ func lagCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	// Ask every master; a broker that fails is reported after the table
 	// of what the others answered.
 	var problems []error
-	groups := []string{*group}
+	groups := []string{namespace.Wrap(space, *group)}
 	if *group == "" {
 		groups = nil
 		for _, b := range brokers {
@@ -77,7 +82,7 @@ func lagCmd(ctx context.Context, args []string, stdout io.Writer) error {
 				continue
 			}
 			for _, g := range gs {
-				if (*system || !remoting.IsSystemGroup(g)) && !slices.Contains(groups, g) {
+				if (*system || !remoting.IsSystemGroup(g)) && inNamespace(space, g) && !slices.Contains(groups, g) {
 					groups = append(groups, g)
 				}
 			}

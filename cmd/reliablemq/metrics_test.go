@@ -246,7 +246,7 @@ func TestIdleRunIsQuiet(t *testing.T) {
 	t.Parallel()
 	env := testenv.NewRocketMQ(t)
 	db := testenv.MySQL(t)
-	p, err := newProducer(env.NameServers())
+	p, err := newProducer(env.NameServers(), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func (d interval) Next(t time.Time) time.Time { return t.Add(time.Duration(d)) }
 func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
 	setUsage(fs, reconcileUsage)
-	dsn, ns := dsnFlag(fs), namesrvFlag(fs)
+	dsn, ns, nsp := dsnFlag(fs), namesrvFlag(fs), namespaceFlag(fs)
 	once := fs.Bool("once", false, "run once and exit")
 	every := fs.Duration("every", 0, "run every DURATION until interrupted")
 	cronExpr := fs.String("cron", "", `run on a cron schedule, e.g. "*/5 * * * *"`)
@@ -85,12 +85,16 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
+	space, err := brokerNamespace(*nsp)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
 	db, err := openDB(ctx, *dsn)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	defer db.Close()
-	p, err := newProducer(names)
+	p, err := newProducer(names, space)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}

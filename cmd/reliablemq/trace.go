@@ -13,6 +13,7 @@ import (
 
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/outbox"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -32,15 +33,15 @@ flags.
 
 // traceFlags are the trace command's flags.
 type traceFlags struct {
-	dsn, namesrv, groups, topics         *string
-	outboxTable, consumeTable, deadTable *string
-	since                                *time.Duration
+	dsn, namesrv, namespace, groups, topics *string
+	outboxTable, consumeTable, deadTable    *string
+	since                                   *time.Duration
 }
 
 func traceCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	setUsage(fs, traceUsage)
-	f := traceFlags{dsn: dsnFlag(fs), namesrv: namesrvFlag(fs),
+	f := traceFlags{dsn: dsnFlag(fs), namesrv: namesrvFlag(fs), namespace: namespaceFlag(fs),
 		groups:       fs.String("group", "", "consumer groups, comma-separated (default: every group the brokers know)"),
 		topics:       fs.String("topic", "", "topics to search the broker in, comma-separated, besides the outbox rows' topics"),
 		outboxTable:  fs.String("outbox-table", "mq_log", "outbox table"),
@@ -64,7 +65,11 @@ func traceCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("trace: %w", err)
 	}
-	t := &tracer{key: key, out: stdout, creds: remoting.Credentials(brokerCredentials())}
+	space, err := brokerNamespace(*f.namespace)
+	if err != nil {
+		return fmt.Errorf("trace: %w", err)
+	}
+	t := &tracer{key: key, out: stdout, creds: remoting.Credentials(brokerCredentials()), namespace: space}
 	if t.brokers, err = clusterBrokers(ctx, names); err != nil {
 		return fmt.Errorf("trace: %w", err)
 	}
@@ -94,6 +99,9 @@ func traceCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	for _, g := range groups {
 		topics = append(topics, "%RETRY%"+g, "%DLQ%"+g)
 	}
+	for i, topic := range topics {
+		topics[i] = namespace.Wrap(space, topic)
+	}
 	t.brokerCopies(ctx, topics, time.Now().Add(-*f.since))
 	t.consumeLog(ctx, store, groups)
 	t.deadLetters(ctx, dead)
@@ -106,11 +114,12 @@ func traceCmd(ctx context.Context, args []string, stdout io.Writer) error {
 // tracer prints one section per place a message can be; a place that
 // cannot be asked is reported at the end, after what the others answered.
 type tracer struct {
-	key      string
-	out      io.Writer
-	creds    remoting.Credentials
-	brokers  []remoting.Broker
-	problems []error
+	key       string
+	out       io.Writer
+	creds     remoting.Credentials
+	namespace string // groups and topics are named without it
+	brokers   []remoting.Broker
+	problems  []error
 }
 
 func (t *tracer) section(title string, header string, lines []string) {
@@ -138,7 +147,10 @@ func (t *tracer) knownGroups(ctx context.Context) []string {
 			continue
 		}
 		for _, g := range gs {
-			if !remoting.IsSystemGroup(g) && !slices.Contains(groups, g) {
+			if remoting.IsSystemGroup(g) || !inNamespace(t.namespace, g) {
+				continue
+			}
+			if g = namespace.Strip(t.namespace, g); !slices.Contains(groups, g) {
 				groups = append(groups, g)
 			}
 		}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/outbox"
+)
+
+// TestNamespaceCommands: with -namespace, reconcile sends an outbox row to
+// the namespaced topic, trace finds its copy there and its parked dead
+// letter, lag lists only the namespace's groups, and dead list filters by
+// the namespaced group. A bad namespace is a usage error.
+func TestNamespaceCommands(t *testing.T) {
+	t.Parallel()
+	testenv.SkipUnderRace(t)
+	bin := cliBinary(t)
+	env := testenv.NewRocketMQ(t)
+	db := testenv.MySQL(t)
+	dsn := testenv.MySQLDSN(t, db)
+	n := testenv.Name(t, "ns")
+	ns := "ns" + n[len(n)-8:]
+	topic, group := testenv.Name(t, "T"), testenv.Name(t, "G")
+	env.CreateTopic(t, ns+"%"+topic, 1)
+	env.CreateTopic(t, "%RETRY%"+ns+"%"+group, 1)
+	ctx := context.Background()
+
+	relay, err := outbox.NewRelay(db, noPublisher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "order-" + testenv.Name(t, "k")
+	if _, _, err := relay.Enqueue(ctx, db, outbox.Message{Topic: topic, Key: key, Body: []byte("paid")}); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runBinary(t, bin, "reconcile", "-once", "-dsn", dsn, "-namesrv", env.Namesrv, "-namespace", ns)
+	if code != 0 {
+		t.Fatalf("reconcile: exit %d, stderr %q\n%s", code, errOut, out)
+	}
+
+	store, err := idempotency.NewMySQLStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guard, err := idempotency.NewGuard(group, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := deadletter.NewTable(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := consumer.New(env.NameServers(), group, topic, func(context.Context, *consumer.Message) error {
+		return consumer.Permanent(errors.New("coupon type unknown"))
+	}, consumer.WithGuard(guard), consumer.WithParker(dead), consumer.WithNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	env.Eventually(t, "the row's message consumed in the namespace and parked", time.Minute, func() bool {
+		parked, _ := dead.List(ctx, deadletter.Filter{Key: key})
+		return len(parked) == 1
+	})
+
+	out, errOut, code = runBinary(t, bin, "trace", "-dsn", dsn, "-namesrv", env.Namesrv, "-namespace", ns, "-group", group, key)
+	if code != 0 || errOut != "" {
+		t.Fatalf("trace: exit %d, stderr %q\n%s", code, errOut, out)
+	}
+	broker := out[strings.Index(out, "broker:"):strings.Index(out, "consume log")]
+	if !strings.Contains(broker, "\n  "+ns+"%"+topic+" ") {
+		t.Errorf("trace did not find the copy in %s%%%s:\n%s", ns, topic, out)
+	}
+	if !strings.Contains(out, ns+"%"+group+"  "+topic+"  parked") {
+		t.Errorf("trace did not list the dead letter under the namespaced group:\n%s", out)
+	}
+
+	// The group's offsets reach the broker with the client's next commit.
+	var lagOut string
+	env.Eventually(t, "lag -namespace to list the group", time.Minute, func() bool {
+		out, errOut, code := runBinary(t, bin, "lag", "-json", "-namesrv", env.Namesrv, "-namespace", ns)
+		if code != 0 || errOut != "" {
+			t.Fatalf("lag: exit %d, stderr %q\n%s", code, errOut, out)
+		}
+		lagOut = out
+		var lag struct {
+			Queues []lagRow `json:"queues"`
+		}
+		if err := json.Unmarshal([]byte(out), &lag); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		found := false
+		for _, r := range lag.Queues {
+			if !strings.HasPrefix(r.Group, ns+"%") {
+				t.Fatalf("lag -namespace %s listed group %s", ns, r.Group)
+			}
+			found = found || (r.Group == ns+"%"+group && r.Topic == ns+"%"+topic)
+		}
+		return found
+	})
+	if testing.Verbose() {
+		t.Logf("reliablemq lag -namespace %s\n%s", ns, lagOut)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"-namespace", ns}, true},
+		{nil, false},
+	} {
+		args := append([]string{"dead", "list", "-dsn", dsn, "-group", group}, c.args...)
+		out, errOut, code := runBinary(t, bin, args...)
+		if code != 0 || strings.Contains(out, key) != c.want {
+			t.Errorf("%v: exit %d, stderr %q, lists the key: %v, want %v\n%s", args, code, errOut, !c.want, c.want, out)
+		}
+	}
+
+	for _, cmd := range [][]string{{"lag"}, {"trace", "k"}, {"reconcile", "-once"}, {"dead", "list"}} {
+		args := append(append([]string{}, cmd...), "-namespace", "a%b", "-dsn", dsn, "-namesrv", env.Namesrv)
+		if cmd[0] == "lag" {
+			args = []string{"lag", "-namespace", "a%b", "-namesrv", env.Namesrv}
+		}
+		_, errOut, code := runBinary(t, bin, args...)
+		if code != 2 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "namespace") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and one line naming the namespace", args, code, errOut)
+		}
+	}
+}
