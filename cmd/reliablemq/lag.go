@@ -55,11 +55,11 @@ func lagCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if fs.NArg() > 0 {
 		return usagef("lag: unexpected argument %q", fs.Arg(0))
 	}
-	names, err := nameServers(*ns)
+	space, err := brokerNamespace(*nsp)
 	if err != nil {
 		return fmt.Errorf("lag: %w", err)
 	}
-	space, err := brokerNamespace(*nsp)
+	names, err := nameServers(*ns)
 	if err != nil {
 		return fmt.Errorf("lag: %w", err)
 	}

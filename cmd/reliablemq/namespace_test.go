@@ -137,3 +137,17 @@ func TestNamespaceCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestNamespaceIsAUsageErrorFirst: a bad -namespace or RMQ_NAMESPACE is
+// exit 2 with one stderr line naming it, before any database or name
+// server is needed (here neither is configured).
+func TestNamespaceIsAUsageErrorFirst(t *testing.T) {
+	t.Parallel()
+	bin := cliBinary(t)
+	for _, args := range [][]string{{"trace", "k"}, {"reconcile", "-once"}, {"dead", "list"}, {"dead", "replay", "1"}, {"lag"}} {
+		_, errOut, code := runBinary(t, bin, append(args, "-namespace", "a%b")...)
+		if code != 2 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, `namespace "a%b"`) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and one line naming the namespace", args, code, errOut)
+		}
+	}
+}

@@ -81,11 +81,11 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		sched = s
 	}
-	names, err := nameServers(*ns)
+	space, err := brokerNamespace(*nsp)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	space, err := brokerNamespace(*nsp)
+	names, err := nameServers(*ns)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}

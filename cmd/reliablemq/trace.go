@@ -56,16 +56,17 @@ func traceCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return usagef("trace: want exactly one KEY, got %d arguments", fs.NArg())
 	}
 	key := fs.Arg(0)
+	// A usage error, before the database and the brokers are asked.
+	space, err := brokerNamespace(*f.namespace)
+	if err != nil {
+		return fmt.Errorf("trace: %w", err)
+	}
 	db, err := openDB(ctx, *f.dsn)
 	if err != nil {
 		return fmt.Errorf("trace: %w", err)
 	}
 	defer db.Close()
 	names, err := nameServers(*f.namesrv)
-	if err != nil {
-		return fmt.Errorf("trace: %w", err)
-	}
-	space, err := brokerNamespace(*f.namespace)
 	if err != nil {
 		return fmt.Errorf("trace: %w", err)
 	}
