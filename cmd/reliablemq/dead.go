@@ -161,6 +161,20 @@ func deadReplay(ctx context.Context, table *deadletter.Table, id int64, f deadFl
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}
+	// The dead letter's group is named as the broker knows it; its topic
+	// is bare, so a producer in another namespace (or none) would send it
+	// to another namespace's topic.
+	e, err := table.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("dead: %w", err)
+	}
+	switch in := namespace.Of(e.Group); {
+	case in == *f.namespace:
+	case in == "":
+		return usagef("dead: replay %d: its group %s is in no namespace, not %q: unset -namespace and RMQ_NAMESPACE", id, e.Group, *f.namespace)
+	default:
+		return usagef("dead: replay %d: its group %s is in namespace %q, not %q: pass -namespace %s", id, e.Group, in, *f.namespace, in)
+	}
 	if err := probeNameServers(ctx, names); err != nil {
 		return fmt.Errorf("dead: replay %d: %w", id, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +149,75 @@ func TestNamespaceIsAUsageErrorFirst(t *testing.T) {
 		_, errOut, code := runBinary(t, bin, append(args, "-namespace", "a%b")...)
 		if code != 2 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, `namespace "a%b"`) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and one line naming the namespace", args, code, errOut)
+		}
+	}
+}
+
+// TestDeadReplayStaysInTheDeadLettersNamespace: a dead letter of the
+// namespaced group ns%G (topic T, bare) replays to ns%T only with
+// -namespace ns. Without it, or with another namespace, dead replay
+// refuses (exit 2) instead of sending it to T or other%T, a topic of
+// another namespace's consumers, and the letter stays parked.
+func TestDeadReplayStaysInTheDeadLettersNamespace(t *testing.T) {
+	t.Parallel()
+	testenv.SkipUnderRace(t)
+	bin := cliBinary(t)
+	env := testenv.NewRocketMQ(t)
+	db := testenv.MySQL(t)
+	dsn := testenv.MySQLDSN(t, db)
+	n := testenv.Name(t, "ns")
+	ns := "ns" + n[len(n)-8:]
+	topic, group := testenv.Name(t, "T"), testenv.Name(t, "G")
+	env.CreateTopic(t, ns+"%"+topic, 1)
+	env.CreateTopic(t, topic, 1) // the bare topic exists too: another tenant's
+	dead, err := deadletter.NewTable(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	key := testenv.Name(t, "k")
+	if _, err := dead.Park(ctx, &consumer.DeadLetter{Group: ns + "%" + group, Topic: topic, MsgID: key, Keys: []string{key},
+		Body: []byte("poison"), Attempts: 4, LastError: "boom", Cause: consumer.CauseRetries}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := dead.List(ctx, deadletter.Filter{Key: key})
+	if err != nil || len(l) != 1 {
+		t.Fatalf("%v %v", l, err)
+	}
+	id := fmt.Sprint(l[0].ID)
+	for _, c := range [][]string{nil, {"-namespace", "other"}} {
+		args := append([]string{"dead", "replay", id, "-dsn", dsn, "-namesrv", env.Namesrv, "-reason", "r"}, c...)
+		out, errOut, code := runBinary(t, bin, args...)
+		if code != 2 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, ns) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 and one line naming the dead letter's namespace %s", c, code, out, errOut, ns)
+		}
+	}
+	if e, err := dead.Get(ctx, l[0].ID); err != nil || e.Status != deadletter.Parked {
+		t.Fatalf("after refused replays: %+v %v, want still parked", e, err)
+	}
+	out, errOut, code := runBinary(t, bin, "dead", "replay", id, "-dsn", dsn, "-namesrv", env.Namesrv, "-reason", "r", "-namespace", ns)
+	if code != 0 || !strings.Contains(out, "replayed "+id) {
+		t.Fatalf("replay -namespace %s: exit %d, stdout %q, stderr %q", ns, code, out, errOut)
+	}
+	// A dead letter of a group in no namespace is not replayed into one.
+	if _, err := dead.Park(ctx, &consumer.DeadLetter{Group: group, Topic: topic, MsgID: key + "-bare", Keys: []string{key},
+		Body: []byte("poison"), Attempts: 4, LastError: "boom", Cause: consumer.CauseRetries}); err != nil {
+		t.Fatal(err)
+	}
+	l, err = dead.List(ctx, deadletter.Filter{Key: key, Status: deadletter.Parked})
+	if err != nil || len(l) != 1 {
+		t.Fatalf("%v %v", l, err)
+	}
+	_, errOut, code = runBinary(t, bin, "dead", "replay", fmt.Sprint(l[0].ID), "-dsn", dsn, "-namesrv", env.Namesrv, "-reason", "r", "-namespace", ns)
+	if code != 2 || !strings.Contains(errOut, "no namespace") {
+		t.Errorf("replay of a bare group's letter with -namespace %s: exit %d, stderr %q; want 2", ns, code, errOut)
+	}
+	if b := env.Embedded; b != nil {
+		if got := len(b.Messages(ns + "%" + topic)); got != 1 {
+			t.Errorf("%d messages in %s%%%s, want the replay", got, ns, topic)
+		}
+		if got := len(b.Messages(topic)); got != 0 {
+			t.Errorf("%d messages in the bare topic %s", got, topic)
 		}
 	}
 }

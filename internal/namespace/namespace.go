@@ -60,3 +60,21 @@ func Strip(ns, name string) string {
 	}
 	return name
 }
+
+// Of returns the namespace a name as the broker knows it is in ("" for
+// none): the part before its first '%', after any %RETRY% or %DLQ%
+// prefix, when that is a valid namespace. A bare name that itself holds
+// '%' reads as namespaced: such names are ambiguous in namespaces.
+func Of(name string) string {
+	for _, p := range []string{retryPrefix, dlqPrefix} {
+		if rest, ok := strings.CutPrefix(name, p); ok {
+			name = rest
+			break
+		}
+	}
+	ns, _, ok := strings.Cut(name, "%")
+	if !ok || ns == "" || Validate(ns) != nil {
+		return ""
+	}
+	return ns
+}

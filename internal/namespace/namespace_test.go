@@ -38,3 +38,14 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestOf(t *testing.T) {
+	for name, want := range map[string]string{
+		"orders": "", "prod%orders": "prod", "%RETRY%prod%g": "prod", "%DLQ%prod%g": "prod", "%RETRY%g": "",
+		"%DLQ%g": "", "": "", "%x": "", "a b%c": "", "prod%a%b": "prod",
+	} {
+		if got := Of(name); got != want {
+			t.Errorf("Of(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
