@@ -1,5 +1,21 @@
 package producer
 
+import "github.com/seed157d4c4d/reliablemq/orderly"
+
 // FoundCheckQueue reports whether p found the official client's check-back
 // queue, which Close relies on to shut the client down race-free.
 func FoundCheckQueue(p *Transactional) bool { return p.checks != nil }
+
+// QueueSelector is the queue selector New gives the official client for
+// opts.
+func QueueSelector(opts ...Option) (*orderly.Selector, error) {
+	cfg, err := newConfig(func(c *config) {
+		for _, o := range opts {
+			o.apply(c)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return queueSelector(cfg), nil
+}

@@ -133,8 +133,8 @@ func WithCredentials(c Credentials) SharedOption {
 
 // WithNamespace puts every topic and the producer group in a RocketMQ
 // namespace, as the official clients' namespace option does: a message for
-// topic T goes to "ns%T" and the group is "ns%group". Messages, results and
-// errors keep the topic without it. Default none.
+// topic T goes to "ns%T" and the group is "ns%group". Messages, results,
+// errors and queue count changes keep the topic without it. Default none.
 func WithNamespace(ns string) SharedOption {
 	return sharedFunc(func(cfg *config) { cfg.namespace = ns })
 }

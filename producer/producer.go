@@ -98,32 +98,40 @@ func New(nameServers []string, opts ...Option) (*Producer, error) {
 // name, no client retries (ours, see [WithRetry]), the orderly selector,
 // the credentials.
 func clientOptions(cfg *config, nameServers []string) []rmqproducer.Option {
-	// The client calls the selector without a context, so the change is
-	// logged without one.
-	sel := &orderly.Selector{LossGrace: cfg.lossGrace, OnChange: func(ch orderly.QueueCountChange) {
-		cfg.logger.LogAttrs(context.Background(), slog.LevelWarn, "queue count changed; sharding keys re-hash",
-			slog.String("topic", ch.Topic), slog.Int("old", ch.Old), slog.Int("new", ch.New))
-		if cfg.onQueueChange != nil {
-			cfg.onQueueChange(ch)
-		}
-	}, OnUnavailable: func(u orderly.QueueUnavailable) {
-		cfg.logger.LogAttrs(context.Background(), slog.LevelWarn,
-			"sharding key's queue is on a broker missing from the route; send held back (the client reports route info not found)",
-			slog.String("topic", u.Topic), slog.String("sharding_key", u.ShardingKey),
-			slog.String("broker", u.BrokerName), slog.Int("queue", u.QueueID))
-	}}
 	copts := []rmqproducer.Option{
 		rmqproducer.WithNameServer(nameServers),
 		rmqproducer.WithGroupName(namespace.Wrap(cfg.namespace, cfg.group)),
 		rmqproducer.WithInstanceName(cfg.instance),
 		rmqproducer.WithRetry(0), // our own retry policy, see [WithRetry]
-		rmqproducer.WithQueueSelector(sel),
+		rmqproducer.WithQueueSelector(queueSelector(cfg)),
 	}
 	if cfg.credentials.AccessKey != "" {
 		copts = append(copts, rmqproducer.WithCredentials(primitive.Credentials{AccessKey: cfg.credentials.AccessKey,
 			SecretKey: cfg.credentials.SecretKey, SecurityToken: cfg.credentials.SecurityToken}))
 	}
 	return copts
+}
+
+// queueSelector is the client's queue selector. It sees the topics as the
+// broker names them; what it reports names them without the namespace,
+// as messages and results do.
+func queueSelector(cfg *config) *orderly.Selector {
+	// The client calls the selector without a context, so the change is
+	// logged without one.
+	return &orderly.Selector{LossGrace: cfg.lossGrace, OnChange: func(ch orderly.QueueCountChange) {
+		ch.Topic = namespace.Strip(cfg.namespace, ch.Topic)
+		cfg.logger.LogAttrs(context.Background(), slog.LevelWarn, "queue count changed; sharding keys re-hash",
+			slog.String("topic", ch.Topic), slog.Int("old", ch.Old), slog.Int("new", ch.New))
+		if cfg.onQueueChange != nil {
+			cfg.onQueueChange(ch)
+		}
+	}, OnUnavailable: func(u orderly.QueueUnavailable) {
+		u.Topic = namespace.Strip(cfg.namespace, u.Topic)
+		cfg.logger.LogAttrs(context.Background(), slog.LevelWarn,
+			"sharding key's queue is on a broker missing from the route; send held back (the client reports route info not found)",
+			slog.String("topic", u.Topic), slog.String("sharding_key", u.ShardingKey),
+			slog.String("broker", u.BrokerName), slog.Int("queue", u.QueueID))
+	}}
 }
 
 func uniqueInstance(prefix string) string { return prefix + token.New() }

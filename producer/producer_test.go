@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/orderly"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -369,5 +370,37 @@ func TestCloseIsIdempotentAndWaitsForSends(t *testing.T) {
 		}
 	default:
 		t.Fatal("Close returned before the in-flight send finished")
+	}
+}
+
+// TestQueueChangesNameTheBareTopic: in a namespace the client's selector
+// sees "ns%topic"; a queue count change is reported (to
+// WithQueueCountChange and the log) under the bare topic, as messages,
+// results and errors name it.
+func TestQueueChangesNameTheBareTopic(t *testing.T) {
+	t.Parallel()
+	var changes []orderly.QueueCountChange
+	logs := &testenv.Logs{}
+	sel, err := producer.QueueSelector(producer.WithNamespace("prod"), producer.WithLogger(logs.Logger()),
+		producer.WithQueueCountChange(func(ch orderly.QueueCountChange) { changes = append(changes, ch) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	queues := func(n int) []*primitive.MessageQueue {
+		var mqs []*primitive.MessageQueue
+		for i := range n {
+			mqs = append(mqs, &primitive.MessageQueue{Topic: "prod%orders", BrokerName: "broker-a", QueueId: i})
+		}
+		return mqs
+	}
+	m := primitive.NewMessage("prod%orders", []byte("b"))
+	m.WithShardingKey("order-1")
+	sel.Select(m, queues(2), "")
+	sel.Select(m, queues(4), "")
+	if len(changes) != 1 || changes[0].Topic != "orders" || changes[0].Old != 2 || changes[0].New != 4 {
+		t.Fatalf("changes %+v; want one from 2 to 4 queues of the bare topic orders", changes)
+	}
+	if l := logs.String(); !strings.Contains(l, "topic=orders ") {
+		t.Errorf("the change was not logged under the bare topic: %s", l)
 	}
 }
