@@ -14,6 +14,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -71,6 +72,10 @@ var _ Publisher = (*producer.Producer)(nil)
 var (
 	ErrNotFound  = errors.New("deadletter: not found")
 	ErrNotParked = errors.New("deadletter: not parked (already replayed or discarded)")
+	// ErrWrongNamespace: Replay was given a publisher of another RocketMQ
+	// namespace than the dead letter's group, which would send the message
+	// to another namespace's topic.
+	ErrWrongNamespace = errors.New("deadletter: publisher in another namespace than the dead letter")
 )
 
 // Option configures a [Table].
@@ -275,7 +280,10 @@ func (d *Table) Get(ctx context.Context, id int64) (*Entry, error) {
 // keys, tag, sharding key, properties and body (a new message id), then
 // marks it replayed with reason. The send comes first: if marking fails
 // the message may be replayed twice, which the idempotency guard absorbs;
-// it is never marked replayed without having been sent.
+// it is never marked replayed without having been sent. A dead letter
+// records its group in its namespace and its topic without it, so pub must
+// send in the group's namespace: a publisher that tells its namespace (a
+// *producer.Producer does) is refused with [ErrWrongNamespace] otherwise.
 func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason string) error {
 	dl, err := d.Get(ctx, id)
 	if err != nil {
@@ -283,6 +291,12 @@ func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason stri
 	}
 	if dl.Status != Parked {
 		return fmt.Errorf("%w: %d is %s", ErrNotParked, id, dl.Status)
+	}
+	if p, ok := pub.(interface{ Namespace() string }); ok {
+		if want := namespace.Of(dl.Group); p.Namespace() != want {
+			return fmt.Errorf("%w: %d belongs to group %s (namespace %q), the publisher sends in namespace %q",
+				ErrWrongNamespace, id, dl.Group, want, p.Namespace())
+		}
 	}
 	props := maps.Clone(dl.Properties)
 	if props == nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 func TestDeadLettersStoreEverythingVerbatim(t *testing.T) {
@@ -130,4 +131,50 @@ func TestListByKeyMatchesWholeKeysOnly(t *testing.T) {
 			t.Errorf("key %q: %d entries, %v; want %d", key, len(list), err, want)
 		}
 	}
+}
+
+// TestReplayRefusesAPublisherOfAnotherNamespace: a dead letter of group
+// ns%G (its topic bare) replayed through a producer in no namespace, or in
+// another one, would land in another namespace's topic: refused, and the
+// letter stays parked. A publisher that does not tell its namespace is
+// trusted.
+func TestReplayRefusesAPublisherOfAnotherNamespace(t *testing.T) {
+	t.Parallel()
+	dead, err := deadletter.NewTable(testenv.MySQL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := dead.Park(ctx, &consumer.DeadLetter{Group: "prod%coupons", Topic: "orders", MsgID: "m1", Keys: []string{"k"},
+		Body: []byte("b"), Attempts: 1, Cause: consumer.CausePermanent}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := dead.List(ctx, deadletter.Filter{Group: "prod%coupons"})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	id := list[0].ID
+	for _, ns := range []string{"", "dev"} {
+		p, err := producer.New([]string{"127.0.0.1:1"}, producer.WithNamespace(ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = dead.Replay(ctx, id, p, "retry")
+		p.Close()
+		if !errors.Is(err, deadletter.ErrWrongNamespace) {
+			t.Errorf("replay through a producer in namespace %q: %v, want ErrWrongNamespace", ns, err)
+		}
+	}
+	var sent []producer.Message
+	if err := dead.Replay(ctx, id, publishFunc(func(m producer.Message) { sent = append(sent, m) }), "retry"); err != nil ||
+		len(sent) != 1 || sent[0].Topic != "orders" {
+		t.Fatalf("replay through a publisher that does not tell its namespace: %v, sent %+v", err, sent)
+	}
+}
+
+type publishFunc func(producer.Message)
+
+func (f publishFunc) Send(_ context.Context, m producer.Message) (producer.Result, error) {
+	f(m)
+	return producer.Result{MsgID: "x"}, nil
 }

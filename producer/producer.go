@@ -361,6 +361,10 @@ func (c *config) build(m Message) (*primitive.Message, error) {
 	return pm, nil
 }
 
+// Namespace returns the RocketMQ namespace the producer sends in ("" for
+// none; see [WithNamespace]).
+func (p *Producer) Namespace() string { return p.cfg.namespace }
+
 // DelayLevel returns the broker delay level (1-based) a delay maps to: the
 // smallest level >= d; 0 for d == 0.
 func (p *Producer) DelayLevel(d time.Duration) (int, error) { return p.cfg.delayLevel(d) }
