@@ -227,20 +227,75 @@ func (c *Consumer) beforeClaim(bctx context.Context, it *item) (verdict, bool) {
 	return 0, false
 }
 
-// guardedWave claims the keys of wave (distinct) in one round trip and
+// guardedWave claims the keys of wave (distinct), in one round trip
+// shared with the waves of other batches claiming at the same moment, and
 // runs the handlers of those acquired; each success is completed as soon
 // as its handler returns, combined with others finishing then.
 func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
-	keys := make([]string, len(wave))
+	req := &claimRequest{keys: make([]string, len(wave))}
 	for i, it := range wave {
-		keys[i] = it.key
+		req.keys[i] = it.key
 	}
-	claims, errs := c.cfg.guard.ClaimBatch(bctx, keys)
+	if !c.claims.Do(bctx, req) {
+		req.errs = make([]error, len(wave))
+		for i := range req.errs {
+			req.errs[i] = bctx.Err()
+		}
+		req.claims = make([]*idempotency.Claim, len(wave))
+	}
+	// One lease ctx for the wave: claims made in one round trip share
+	// their deadline, so handle makes its own only for a claim that
+	// differs.
+	var deadline time.Time
 	for i, it := range wave {
-		it.claim, it.claimErr = claims[i], errs[i]
-		c.trouble.observe(bctx, OpClaim, errs[i], it.key, it.m.MsgID)
+		it.claim, it.claimErr = req.claims[i], req.errs[i]
+		c.trouble.observe(bctx, OpClaim, req.errs[i], it.key, it.m.MsgID)
+		if it.claim != nil && (deadline.IsZero() || it.claim.Deadline().Before(deadline)) {
+			deadline = it.claim.Deadline()
+		}
+	}
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		run, cancel = context.WithDeadline(run, deadline)
+		defer cancel()
 	}
 	each(wave, func(it *item) { it.v = c.handle(run, bctx, it.claim, it) })
+}
+
+// claimRequest is one wave's keys and, once claimed, their claims and
+// errors, one each per key.
+type claimRequest struct {
+	keys   []string
+	claims []*idempotency.Claim
+	errs   []error
+}
+
+// maxClaimWaves bounds the waves one claim round trip carries (each at
+// most [maxBatchSize] keys).
+const maxClaimWaves = 16
+
+// claimWaves claims the keys of a combined group of waves in one round
+// trip. The waves are distinct batches' (a key in two of them is claimed
+// by the first, and Busy for the second, as two concurrent claims would
+// be).
+func (c *Consumer) claimWaves(ctx context.Context, reqs []*claimRequest) {
+	n := 0
+	for _, r := range reqs {
+		n += len(r.keys)
+	}
+	keys := make([]string, 0, n)
+	for _, r := range reqs {
+		keys = append(keys, r.keys...)
+	}
+	// The leader's ctx must not fail the others' claims.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeeping)
+	defer cancel()
+	claims, errs := c.cfg.guard.ClaimBatch(ctx, keys)
+	for _, r := range reqs {
+		k := len(r.keys)
+		r.claims, r.errs = claims[:k:k], errs[:k:k]
+		claims, errs = claims[k:], errs[k:]
+	}
 }
 
 // each runs fn on every item at once, the first in the calling goroutine,
@@ -287,9 +342,11 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 		}
 		// Past the lease another delivery may take the key over: the
 		// handler's ctx ends with it.
-		var cancelLease context.CancelFunc
-		hctx, cancelLease = context.WithDeadline(hctx, claim.Deadline())
-		defer cancelLease()
+		if d, ok := hctx.Deadline(); !ok || claim.Deadline().Before(d) {
+			var cancelLease context.CancelFunc
+			hctx, cancelLease = context.WithDeadline(hctx, claim.Deadline())
+			defer cancelLease()
+		}
 		m.ClaimToken = claim.Token()
 	}
 	if c.cfg.handlerTTL > 0 {

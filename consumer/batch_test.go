@@ -16,17 +16,29 @@ import (
 )
 
 // batchStore counts the batch calls that carried more than one key, so a
-// test knows batches were taken, and fails its first failClaims batch
-// claims like a database that is down.
+// test knows batches were taken, keeps the most keys one claim carried,
+// holds its first claim for holdFirst, and fails its first failClaims
+// batch claims like a database that is down.
 type batchStore struct {
 	idempotency.BatchStore
 	batches    atomic.Int32
+	largest    atomic.Int32
 	failClaims atomic.Int32
+	holdFirst  time.Duration
+	held       atomic.Bool
 }
 
 func (s *batchStore) ClaimBatch(ctx context.Context, group string, items []idempotency.KeyToken, lease time.Duration) []idempotency.ClaimResult {
 	if len(items) > 1 {
 		s.batches.Add(1)
+	}
+	for n := int32(len(items)); n > s.largest.Load(); {
+		if s.largest.CompareAndSwap(s.largest.Load(), n) {
+			break
+		}
+	}
+	if s.holdFirst > 0 && s.held.CompareAndSwap(false, true) {
+		time.Sleep(s.holdFirst) // a slow round trip, for others to queue behind
 	}
 	if s.failClaims.Add(-1) >= 0 {
 		out := make([]idempotency.ClaimResult, len(items))
@@ -142,6 +154,35 @@ func TestBatchDuplicatesInsideOneBatchApplyOnce(t *testing.T) {
 	}
 	if store.batches.Load() == 0 {
 		t.Error("no batch of more than one key was claimed")
+	}
+}
+
+// TestBatchClaimsOfConcurrentBatchesShareARoundTrip: batches that claim
+// while a claim is in flight queue, and the next round trip claims all of
+// their keys together; every message is still handled once.
+func TestBatchClaimsOfConcurrentBatchesShareARoundTrip(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	g, store := f.batchGuard()
+	store.holdFirst = 300 * time.Millisecond
+	eff := newEffects()
+	h := func(ctx context.Context, m *consumer.Message) error {
+		eff.apply(consumer.Key(m), string(m.Body))
+		return nil
+	}
+	const n, size = 16, 2
+	f.sendAll(n, byIndex)
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
+		consumer.WithBatchSize(size)))
+	f.eventually("every message handled", func() bool { return c.Stats().Handled == n })
+	f.settle()
+	for i := range n {
+		if got := eff.count(byIndex(i)); got != 1 {
+			t.Errorf("%s applied %d times", byIndex(i), got)
+		}
+	}
+	if got := store.largest.Load(); got <= size {
+		t.Errorf("largest claim carried %d keys, want more than one batch's %d", got, size)
 	}
 }
 

@@ -83,6 +83,9 @@ type Consumer struct {
 	// completions combines the guard completions of handlers that finish
 	// at the same moment.
 	completions *combine.Batcher[*completion]
+	// claims combines the guard claims of batches that claim at the same
+	// moment.
+	claims *combine.Batcher[*claimRequest]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -135,6 +138,7 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 		shutdown: make(chan struct{}), retrier: newRetrySender(group, cfg.credentials),
 		trouble: &trouble{group: group, logger: cfg.logger, alert: cfg.troubleAlert}}
 	c.completions = combine.New(maxCompletions, c.completeClaims)
+	c.claims = combine.New(maxClaimWaves, c.claimWaves)
 	return c, nil
 }
 

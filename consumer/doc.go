@@ -36,8 +36,10 @@
 // With [WithBatchSize] n > 1 the concurrent consumer takes up to n
 // messages of a queue at once. Their handlers run at the same time, each
 // on its own message; with a guard the batch's keys are claimed in one
-// round trip (idempotency.Guard.ClaimBatch) and the successes completed in
-// one. The client's batch result is all or nothing, so the batch is
+// round trip (idempotency.Guard.ClaimBatch), shared with the claims of
+// other batches made at the same moment, and each success is completed as
+// its handler returns, in one round trip with the others finishing then.
+// The client's batch result is all or nothing, so the batch is
 // acknowledged only once every message in it is settled: handled, a
 // duplicate, parked, or its own retry copy stored. A failing message is
 // retried or parked alone; a key that occurs twice in a batch runs once

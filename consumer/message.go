@@ -53,15 +53,16 @@ type Handler func(ctx context.Context, m *Message) error
 
 // fromClient converts the official client's message, its topic taken out
 // of namespace ns. It reads the properties from one copy (the client hands
-// out no other view), which becomes Properties once the system ones are
-// removed.
+// out no other view) in one pass, which picks out what the package reads
+// without a lookup per name; the copy becomes Properties, once the system
+// ones are removed, only when the message has user properties (most have
+// none). This runs once per delivery: it hashes and allocates as little as
+// it can.
 func fromClient(ext *primitive.MessageExt, ns string) *Message {
 	props := ext.GetProperties()
 	m := &Message{
 		Topic:       ext.Topic,
 		MsgID:       ext.MsgId,
-		Tag:         props[primitive.PropertyTags],
-		ShardingKey: props[primitive.PropertyShardingKey],
 		Body:        ext.Body,
 		Attempt:     int(ext.ReconsumeTimes) + 1,
 		QueueOffset: ext.QueueOffset,
@@ -70,30 +71,49 @@ func fromClient(ext *primitive.MessageExt, ns string) *Message {
 	if ext.Queue != nil {
 		m.Queue = ext.Queue.QueueId
 	}
-	if rt := props[remoting.PropRetryTopic]; rt != "" &&
-		(strings.HasPrefix(m.Topic, "%RETRY%") || strings.HasPrefix(m.Topic, "%DLQ%")) {
-		m.Topic = rt
+	var retryTopic, attempt, keys, replayOf string
+	user := false
+	for name, value := range props {
+		switch name {
+		case primitive.PropertyTags:
+			m.Tag = value
+		case primitive.PropertyShardingKey:
+			m.ShardingKey = value
+		case primitive.PropertyKeys:
+			keys = value
+		case remoting.PropRetryTopic:
+			retryTopic = value
+		case remoting.PropAttempt:
+			attempt = value
+		case remoting.PropReplayOf:
+			replayOf = value
+		default:
+			user = user || !remoting.IsSystemProperty(name)
+		}
+	}
+	if retryTopic != "" && (strings.HasPrefix(m.Topic, "%RETRY%") || strings.HasPrefix(m.Topic, "%DLQ%")) {
+		m.Topic = retryTopic
 	}
 	m.Topic = namespace.Strip(ns, m.Topic)
-	if s := props[remoting.PropAttempt]; s != "" {
-		if a, err := strconv.Atoi(s); err == nil && a+1 > m.Attempt {
+	if attempt != "" {
+		if a, err := strconv.Atoi(attempt); err == nil && a+1 > m.Attempt {
 			m.Attempt = a + 1 // a retry the consumer re-sent itself
 		}
 	}
-	if k := props[primitive.PropertyKeys]; k != "" {
-		m.Keys = strings.Fields(k)
+	if keys != "" {
+		m.Keys = strings.Fields(keys)
 	}
-	if s := props[remoting.PropReplayOf]; s != "" {
-		if id, err := strconv.ParseInt(s, 10, 64); err == nil && id > 0 {
+	if replayOf != "" {
+		if id, err := strconv.ParseInt(replayOf, 10, 64); err == nil && id > 0 {
 			m.ReplayOf = id
 		}
 	}
-	for name := range props {
-		if remoting.IsSystemProperty(name) || name == remoting.PropReplayOf {
-			delete(props, name)
+	if user {
+		for name := range props {
+			if remoting.IsSystemProperty(name) || name == remoting.PropReplayOf {
+				delete(props, name)
+			}
 		}
-	}
-	if len(props) > 0 {
 		m.Properties = props
 	}
 	return m

@@ -80,10 +80,26 @@ return 1`)
 const counterTTL = 7 * 24 * time.Hour
 
 func (s *RedisStore) keys(group, key string) []string {
-	h := sha256.New()
-	h.Write([]byte(strconv.Itoa(len(group)) + ":" + group + ":" + key)) // hash.Hash.Write never fails
-	k := s.prefix + "{" + hex.EncodeToString(h.Sum(nil)[:16]) + "}"
-	return []string{k + ":c", k + ":n"}
+	return s.appendKeys(make([]string, 0, 2), group, key)
+}
+
+// appendKeys appends the claim and counter keys of group's key to dst.
+// It runs twice per consumed message (claim, complete), so it hashes
+// from a buffer on the stack and makes both names in one string.
+func (s *RedisStore) appendKeys(dst []string, group, key string) []string {
+	var in, out [256]byte
+	b := strconv.AppendInt(in[:0], int64(len(group)), 10)
+	b = append(append(append(append(b, ':'), group...), ':'), key...)
+	sum := sha256.Sum256(b)
+	// "<prefix>{<tag>}:c<prefix>{<tag>}:n", cut in two.
+	both := out[:0]
+	for _, suffix := range []string{"}:c", "}:n"} {
+		both = append(append(both, s.prefix...), '{')
+		both = hex.AppendEncode(both, sum[:16])
+		both = append(both, suffix...)
+	}
+	names := string(both)
+	return append(dst, names[:len(names)/2], names[len(names)/2:])
 }
 
 // Claim implements [Store].

@@ -90,7 +90,7 @@ func (s *RedisStore) ClaimBatch(ctx context.Context, group string, items []KeyTo
 		args := make([]any, 0, 3+len(idx))
 		args = append(args, lease.Milliseconds(), counterTTL.Milliseconds(), stride)
 		for _, i := range idx {
-			keys = append(keys, s.keys(group, items[i].Key)...)
+			keys = s.appendKeys(keys, group, items[i].Key)
 			if stride == 3 {
 				keys = append(keys, s.prefix+group+":"+items[i].Key)
 			}
@@ -127,7 +127,7 @@ func (s *RedisStore) CompleteBatch(ctx context.Context, group string, items []Ke
 		args := make([]any, 0, 1+len(idx))
 		args = append(args, retain.Milliseconds())
 		for _, i := range idx {
-			keys = append(keys, s.keys(group, items[i].Key)...)
+			keys = s.appendKeys(keys, group, items[i].Key)
 			args = append(args, items[i].Token)
 		}
 		calls[g] = &scriptCall{script: completeBatchScript, keys: keys, args: args}

@@ -42,6 +42,34 @@ func TestRedisKeysCannotCollide(t *testing.T) {
 	}
 }
 
+// TestRedisKeyNamesArePinned: the names a claim writes are exactly
+// "<prefix>{<first 16 bytes of sha256(len(group):group:key)>}:c" (and
+// ":n" for the counter), also for a long key: a change would make every
+// done marker written before an upgrade invisible after it.
+func TestRedisKeyNamesArePinned(t *testing.T) {
+	t.Parallel()
+	mini := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mini.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	for _, tc := range []struct{ group, key, tag string }{
+		{"coupons", "order-7", "80b7034436fe205a96fc74736c0d0016"},
+		{"g", strings.Repeat("x", 300), "f3457c5422ae7a1d4ff25179e86a6c75"},
+	} {
+		c := claimKey(t, redisGuard(t, rdb, tc.group), tc.key)
+		name := "reliablemq:idem:{" + tc.tag + "}"
+		if !mini.Exists(name+":c") || !mini.Exists(name+":n") {
+			t.Fatalf("group %q key %.10q: no %s:c and :n among %q", tc.group, tc.key, name, mini.Keys())
+		}
+		if err := c.Complete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := mini.Get(name + ":c"); err != nil || v != "done" {
+			t.Fatalf("%s:c = %q, %v after Complete", name, v, err)
+		}
+	}
+}
+
 // TestRedisHonoursDoneMarkersOfTheOldLayout: after an upgrade, a key
 // completed under the previous key layout is still a duplicate.
 func TestRedisHonoursDoneMarkersOfTheOldLayout(t *testing.T) {
