@@ -241,8 +241,14 @@ func (p *Transactional) flushChecks() {
 }
 
 // flushMarker is what flushChecks hands the check-back goroutine; the
-// client ignores values of types it does not know.
+// client skips values of types it does not know, logging them as "unknown
+// type" to its own logger (discarded unless the application set one), so
+// the marker names itself.
 type flushMarker struct{}
+
+func (flushMarker) String() string {
+	return "reliablemq: check-back queue flushed before shutdown (not an error)"
+}
 
 // checkQueue finds the official client's check-back queue, an unexported
 // channel of its transaction producer (v2.1.2: transactionProducer.producer
