@@ -91,17 +91,13 @@ func namesrvFlag(fs *flag.FlagSet) *string {
 
 // namespaceFlag is the RocketMQ namespace flag of the commands that talk
 // to the broker; resolve it with brokerNamespace.
+// Its default is $RMQ_NAMESPACE, so -namespace "" selects none.
 func namespaceFlag(fs *flag.FlagSet) *string {
-	return fs.String("namespace", "", "RocketMQ namespace of the topics and groups, as the clients' namespace option (default: $RMQ_NAMESPACE)")
+	return fs.String("namespace", os.Getenv("RMQ_NAMESPACE"), "RocketMQ namespace of the topics and groups, as the clients' namespace option (default: $RMQ_NAMESPACE)")
 }
 
-// brokerNamespace returns the namespace flag's value, or RMQ_NAMESPACE's,
-// checked.
-func brokerNamespace(flagValue string) (string, error) {
-	ns := flagValue
-	if ns == "" {
-		ns = os.Getenv("RMQ_NAMESPACE")
-	}
+// brokerNamespace checks the namespace flag's value.
+func brokerNamespace(ns string) (string, error) {
 	if err := namespace.Validate(ns); err != nil {
 		return "", usagef("%v", err)
 	}

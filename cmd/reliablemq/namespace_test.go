@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"strings"
 	"testing"
@@ -218,6 +219,22 @@ func TestDeadReplayStaysInTheDeadLettersNamespace(t *testing.T) {
 		}
 		if got := len(b.Messages(topic)); got != 0 {
 			t.Errorf("%d messages in the bare topic %s", got, topic)
+		}
+	}
+}
+
+// TestNamespaceFlagDefaultsToTheEnvironment: RMQ_NAMESPACE is the
+// default, and -namespace "" selects no namespace over it.
+func TestNamespaceFlagDefaultsToTheEnvironment(t *testing.T) {
+	t.Setenv("RMQ_NAMESPACE", "prod")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{{nil, "prod"}, {[]string{"-namespace", ""}, ""}, {[]string{"-namespace", "dev"}, "dev"}} {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		ns := namespaceFlag(fs)
+		if err := fs.Parse(c.args); err != nil || *ns != c.want {
+			t.Errorf("%v: namespace %q (%v), want %q", c.args, *ns, err, c.want)
 		}
 	}
 }
