@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -16,7 +15,7 @@ import (
 type queries struct {
 	lockKey, insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimed, predecessor,
 	markSent, retryLater, markDead, release, giveUp, purge, pending, dead,
-	insertSent, insertAborted, statusOf, idOf, insertClaimed, claimLocked, topics, byKey string
+	insertSent, insertAborted, statusOf, idOf, claimLocked, topics, byKey, markSentBatch string
 }
 
 // columns reads times as text (see sqldb): a DATETIME the driver parses in
@@ -32,10 +31,11 @@ func newQueries(table string) queries {
 		// duplicate, ON DUPLICATE KEY UPDATE takes an exclusive lock): a
 		// second transaction enqueueing the key waits here until the first
 		// commits or rolls back. Affected rows are not read.
-		lockKey: "INSERT INTO " + order + " (sharding_hash) VALUES (?) ON DUPLICATE KEY UPDATE sharding_hash = sharding_hash",
+		// The statements below that end in "(" or "IN (" are completed
+		// with literal values (literal.go).
+		lockKey: "INSERT INTO " + order + " (sharding_hash) VALUES (",
 		insert: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
-			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)" +
-			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, UTC_TIMESTAMP(6), '', '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
+			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at) VALUES (",
 		confirm: "UPDATE " + t + " SET status = 2, updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE topic = ? AND key_hash = ? AND biz_key = ? AND status IN (0, 1)",
 		replay: "UPDATE " + t + " SET status = 0, attempts = 0, next_attempt_at = UTC_TIMESTAMP(6), lease_owner = '', updated_at = UTC_TIMESTAMP(6)" +
@@ -51,12 +51,13 @@ func newQueries(table string) queries {
 		selectUnconfirmed: "SELECT id FROM " + t + " WHERE status = 1 AND next_attempt_at <= UTC_TIMESTAMP(6)" +
 			" AND sent_at + INTERVAL delay_ms * 1000 MICROSECOND < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND" +
 			" ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
-		claimLocked: "UPDATE " + t + " SET lease_owner = ?, next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND WHERE id IN (?)",
-		claimed:     "SELECT " + columns + " FROM " + t + " WHERE id IN (?) AND lease_owner = ? ORDER BY id",
+		claimLocked: "UPDATE " + t + " SET lease_owner = ",
+		claimed:     "SELECT " + columns + " FROM " + t + " WHERE id IN (",
 		predecessor: "SELECT 1 FROM " + t + " WHERE sharding_hash = ? AND id < ? AND status IN (0, 3)" +
 			" AND sharding_key = ? LIMIT 1",
-		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, msg_id = ?, last_error = '', lease_owner = ''," +
-			" sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 0 AND lease_owner = ?",
+		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, last_error = '', lease_owner = ''," +
+			" sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), msg_id = ",
+		markSentBatch: "UPDATE " + t + " SET msg_id = CASE id",
 		retryLater: "UPDATE " + t + " SET attempts = attempts + 1, last_error = ?, lease_owner = ''," +
 			" next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE id = ? AND status = ? AND lease_owner = ?",
@@ -80,13 +81,6 @@ func newQueries(table string) queries {
 		// A locking read: it sees the row that made the insert a duplicate
 		// even if it committed after this transaction's snapshot.
 		idOf: "SELECT id FROM " + t + " WHERE topic = ? AND key_hash = ? LOCK IN SHARE MODE",
-		// A row enqueued by Transact is claimed from the start by the
-		// transaction's own token, so reconcile leaves it alone while
-		// Transact sends it right after the commit (or until the lease
-		// ends, if the process died).
-		insertClaimed: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
-			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)" +
-			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, ?, '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 		dead: "SELECT COUNT(*) FROM " + t + " WHERE status = 3",
 	}
 }
@@ -145,22 +139,31 @@ func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner st
 			return 0, false, fmt.Errorf("outbox: properties: %w", err)
 		}
 	}
-	args := []any{m.Topic, sqldb.Hash(m.Key), []byte(m.Key), []byte(m.Tag),
-		[]byte(m.ShardingKey), sqldb.Hash(m.ShardingKey), props, m.Body, m.Delay.Milliseconds()}
 	if m.ShardingKey != "" {
-		if _, err := ex.ExecContext(ctx, s.q.lockKey, sqldb.Hash(m.ShardingKey)); err != nil {
+		q := literal(make([]byte, 0, 256)).sql(s.q.lockKey).hexBytes(sqldb.Hash(m.ShardingKey)).
+			sql(") ON DUPLICATE KEY UPDATE sharding_hash = sharding_hash")
+		if _, err := ex.ExecContext(ctx, string(q)); err != nil {
 			return 0, false, fmt.Errorf("outbox: enqueue %s/%s: lock sharding key: %w", m.Topic, m.Key, err)
 		}
 	}
-	q := s.q.insert
-	if owner != "" {
-		q = s.q.insertClaimed
-		args = append(args, s.lease.Microseconds(), owner)
+	q := literal(make([]byte, 0, len(s.q.insert)+2*(len(m.Topic)+len(m.Key)+len(m.Tag)+len(m.ShardingKey)+len(props)+len(m.Body))+400)).
+		sql(s.q.insert).hex(m.Topic).sql(", ").hexBytes(sqldb.Hash(m.Key)).sql(", ").hex(m.Key).sql(", ").hex(m.Tag).
+		sql(", ").hex(m.ShardingKey).sql(", ").hexBytes(sqldb.Hash(m.ShardingKey)).sql(", ").hexBytes(props).
+		sql(", ").hexBytes(m.Body).sql(", ").int(m.Delay.Milliseconds()).sql(", 0, 0, ")
+	if owner == "" {
+		q = q.sql("UTC_TIMESTAMP(6), '', '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
+	} else {
+		// A row enqueued by Transact is claimed from the start by the
+		// transaction's own token, so reconcile leaves it alone while
+		// Transact sends it right after the commit (or until the lease
+		// ends, if the process died).
+		q = q.sql("UTC_TIMESTAMP(6) + INTERVAL ").int(s.lease.Microseconds()).sql(" MICROSECOND, ").hex(owner).
+			sql(", '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
 	}
 	// A plain INSERT: a duplicate is told by its error, whatever the DSN
 	// says about affected rows (clientFoundRows). The failed statement
 	// leaves the caller's transaction usable.
-	res, err := ex.ExecContext(ctx, q, args...)
+	res, err := ex.ExecContext(ctx, string(q))
 	if sqldb.IsDuplicate(err) {
 		// A locking read: it sees the row that made the insert a duplicate
 		// even if it committed after this transaction's snapshot.
@@ -208,12 +211,10 @@ func (s *mysqlStore) claimAndLoad(ctx context.Context, owner, selectQ string, se
 	if err != nil || len(ids) == 0 {
 		return nil, err
 	}
-	q, args, err := sqlx.In(s.q.claimed, ids, owner)
-	if err != nil {
-		return nil, fmt.Errorf("outbox: load claimed: %w", err)
-	}
+	q := literal(make([]byte, 0, len(s.q.claimed)+len(ids)*12+100)).sql(s.q.claimed).ints(ids).
+		sql(") AND lease_owner = ").hex(owner).sql(" ORDER BY id")
 	var dbRows []dbRow
-	if err := s.db.SelectContext(ctx, &dbRows, q, args...); err != nil {
+	if err := s.db.SelectContext(ctx, &dbRows, string(q)); err != nil {
 		return nil, fmt.Errorf("outbox: load claimed: %w", err)
 	}
 	return rowsOf(dbRows)
@@ -239,11 +240,10 @@ func (s *mysqlStore) claim(ctx context.Context, owner, selectQ string, selectArg
 		return nil, nil
 	}
 	// The rows are locked by the SELECT: update them by primary key only.
-	q, args, err := sqlx.In(s.q.claimLocked, owner, s.lease.Microseconds(), ids)
-	if err != nil {
-		return nil, fmt.Errorf("outbox: claim: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+	q := literal(make([]byte, 0, len(s.q.claimLocked)+len(ids)*12+150)).sql(s.q.claimLocked).hex(owner).
+		sql(", next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ").int(s.lease.Microseconds()).
+		sql(" MICROSECOND WHERE id IN (").ints(ids).sql(")")
+	if _, err := tx.ExecContext(ctx, string(q)); err != nil {
 		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -265,7 +265,9 @@ func (s *mysqlStore) hasUnsentPredecessor(ctx context.Context, row *Row) (bool, 
 }
 
 func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string) (bool, error) {
-	n, err := s.exec(ctx, s.q.markSent, msgID, id, owner)
+	q := literal(make([]byte, 0, len(s.q.markSent)+2*len(msgID)+120)).sql(s.q.markSent).hex(msgID).
+		sql(" WHERE id = ").int(id).sql(" AND status = 0 AND lease_owner = ").hex(owner)
+	n, err := s.exec(ctx, string(q))
 	if err != nil {
 		return false, fmt.Errorf("outbox: mark %d sent: %w", id, err)
 	}
@@ -273,30 +275,33 @@ func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string
 }
 
 func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error) {
-	var b strings.Builder
-	args := make([]any, 0, 3*len(rows)+len(owners))
-	b.WriteString("UPDATE " + sqldb.Quote(s.table) + " SET msg_id = CASE id")
+	q := literal(make([]byte, 0, len(s.q.markSentBatch)+len(rows)*(2*len(rows[0].msgID)+40)+len(owners)*70+300)).
+		sql(s.q.markSentBatch)
 	for _, r := range rows {
-		b.WriteString(" WHEN ? THEN ?")
-		args = append(args, r.id, r.msgID)
+		q = q.sql(" WHEN ").int(r.id).sql(" THEN ").hex(r.msgID)
 	}
-	b.WriteString(" END, attempts = attempts + 1, lease_owner = '', sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)")
+	q = q.sql(" END, attempts = attempts + 1, lease_owner = '', sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)")
 	status := Pending
 	if resend {
 		status = Sent
 	} else {
-		b.WriteString(", status = 1, last_error = ''")
+		q = q.sql(", status = 1, last_error = ''")
 	}
-	b.WriteString(" WHERE status = ? AND lease_owner IN (?" + strings.Repeat(", ?", len(owners)-1) + ")")
-	b.WriteString(" AND id IN (?" + strings.Repeat(", ?", len(rows)-1) + ")")
-	args = append(args, int(status))
-	for _, o := range owners {
-		args = append(args, o)
+	q = q.sql(" WHERE status = ").int(int64(status)).sql(" AND lease_owner IN (")
+	for i, o := range owners {
+		if i > 0 {
+			q = q.sql(", ")
+		}
+		q = q.hex(o)
 	}
-	for _, r := range rows {
-		args = append(args, r.id)
+	q = q.sql(") AND id IN (")
+	for i, r := range rows {
+		if i > 0 {
+			q = q.sql(", ")
+		}
+		q = q.int(r.id)
 	}
-	n, err := s.exec(ctx, b.String(), args...)
+	n, err := s.exec(ctx, string(q.sql(")")))
 	if err != nil {
 		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
 	}
