@@ -39,6 +39,14 @@
 // reconcile resends what stays unconfirmed (reconcile.WithConfirmTimeout).
 // Enqueue is unique per topic and key: a retried API call enqueues once.
 //
+// Each row statement is a single query with its values written in as hex
+// literals (one round trip, no prepared statement): a row's INSERT carries
+// its body and properties hex-encoded, so the server's max_allowed_packet
+// must exceed twice the largest body plus its properties and 1 KiB
+// (MariaDB's default 16 MiB and MySQL 8's 64 MiB hold the producer's 4 MiB
+// maximum); a larger one fails the enqueue with the driver's "packet for
+// query is too large" error and nothing is written.
+//
 // # Transactional messages
 //
 // [TxMessenger] is the alternative built on RocketMQ's half messages: the

@@ -1,6 +1,7 @@
 package outbox_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -166,3 +167,36 @@ var (
 	_ outbox.Option   = outbox.WithMaxAttempts(3)
 	_ outbox.TxOption = outbox.WithCredentials(producer.Credentials{})
 )
+
+// TestLargestBodyAndEveryByteRoundTrip: rows are written with their values
+// as hex literals; the producer's largest body (4 MiB) and every byte
+// value, in the key, tag, sharding key, properties and body, come back
+// as written, and within the server's default max_allowed_packet.
+func TestLargestBodyAndEveryByteRoundTrip(t *testing.T) {
+	t.Parallel()
+	pub := newFake()
+	db, r := setup(t, pub)
+	var all []byte
+	for i := range 256 {
+		all = append(all, byte(i))
+	}
+	big := bytes.Repeat(all, (4<<20)/len(all))
+	ids := map[string][]byte{"k-all": all, "k-big": big}
+	for key, body := range ids {
+		m := outbox.Message{Topic: "orders", Key: key + "-ключ'\"\\", Tag: "t'\\", ShardingKey: "s\x00'\\", Body: body,
+			Properties: map[string]string{"p'\\": "v\x00\"'"}}
+		if _, _, err := r.Enqueue(bg, db, m); err != nil {
+			t.Fatalf("enqueue %s (%d bytes): %v", key, len(body), err)
+		}
+		rows, err := r.Find(bg, m.Key)
+		if err != nil || len(rows) != 1 {
+			t.Fatalf("find %s: %v %v", key, rows, err)
+		}
+		got := rows[0].Message
+		if !bytes.Equal(got.Body, body) || got.Key != m.Key || got.Tag != m.Tag || got.ShardingKey != m.ShardingKey ||
+			got.Properties["p'\\"] != "v\x00\"'" || got.Topic != "orders" {
+			t.Fatalf("%s came back altered: key %q tag %q sharding %q props %q body %d bytes (equal %v)", key, got.Key, got.Tag,
+				got.ShardingKey, got.Properties, len(got.Body), bytes.Equal(got.Body, body))
+		}
+	}
+}
