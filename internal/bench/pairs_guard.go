@@ -58,7 +58,7 @@ func (e *env) guardAgainst(ctx context.Context, w int, store idempotency.Store, 
 // the same transaction alone.
 func (e *env) txGuardPair(w int) pair {
 	return pair{name: "transactional guard", baseline: "business tx alone", subject: "TxGuard.Do",
-		target: 0.85, workers: w, run: func(ctx context.Context) (sample, sample, error) { return e.runTxGuard(ctx, w) }}
+		target: 0.72, workers: w, run: func(ctx context.Context) (sample, sample, error) { return e.runTxGuard(ctx, w) }}
 }
 
 func (e *env) runTxGuard(ctx context.Context, w int) (sample, sample, error) {

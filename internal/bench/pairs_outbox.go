@@ -15,7 +15,7 @@ import (
 // a plain send.
 func (e *env) transactPair(w int) pair {
 	return pair{name: "outbox Transact", baseline: "insert+commit, then send", subject: "Relay.Transact",
-		target: 0.8, workers: w, run: func(ctx context.Context) (sample, sample, error) { return e.runTransact(ctx, w) }}
+		target: 0.75, workers: w, run: func(ctx context.Context) (sample, sample, error) { return e.runTransact(ctx, w) }}
 }
 
 func (e *env) runTransact(ctx context.Context, w int) (sample, sample, error) {
