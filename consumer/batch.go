@@ -236,7 +236,11 @@ func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 	for i, it := range wave {
 		req.keys[i] = it.key
 	}
-	if !c.claims.Do(bctx, req) {
+	if !c.cfg.guard.Batched() {
+		// Without a batch claim, combining saves no round trip: it would
+		// only run the claims of concurrent batches one after another.
+		req.claims, req.errs = c.cfg.guard.ClaimBatch(bctx, req.keys)
+	} else if !c.claims.Do(bctx, req) {
 		req.errs = make([]error, len(wave))
 		for i := range req.errs {
 			req.errs[i] = bctx.Err()
