@@ -58,7 +58,11 @@ func (c *Consumer) completeClaims(ctx context.Context, batch []*completion) {
 // and a key whose lease ends before it is recorded may run again.
 func (c *Consumer) complete(bctx context.Context, it *item) {
 	req := &completion{claim: it.claim}
-	if !c.completions.Do(bctx, req) {
+	if !c.cfg.guard.Batched() {
+		// One round trip per claim either way: combined, the completions
+		// would only run one after another.
+		req.err = it.claim.Complete(bctx)
+	} else if !c.completions.Do(bctx, req) {
 		req.err = bctx.Err()
 	}
 	lost := errors.Is(req.err, idempotency.ErrLostClaim)
