@@ -58,7 +58,11 @@ func (c *Consumer) completeClaims(ctx context.Context, batch []*completion) {
 // and a key whose lease ends before it is recorded may run again.
 func (c *Consumer) complete(bctx context.Context, it *item) {
 	req := &completion{claim: it.claim}
-	if !c.completions.Do(bctx, req) {
+	if !c.cfg.guard.Batched() {
+		// One round trip per claim either way: combined, the completions
+		// would only run one after another.
+		req.err = it.claim.Complete(bctx)
+	} else if !c.completions.Do(bctx, req) {
 		req.err = bctx.Err()
 	}
 	lost := errors.Is(req.err, idempotency.ErrLostClaim)
@@ -236,7 +240,11 @@ func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 	for i, it := range wave {
 		req.keys[i] = it.key
 	}
-	if !c.claims.Do(bctx, req) {
+	if !c.cfg.guard.Batched() {
+		// Without a batch claim, combining saves no round trip: it would
+		// only run the claims of concurrent batches one after another.
+		req.claims, req.errs = c.cfg.guard.ClaimBatch(bctx, req.keys)
+	} else if !c.claims.Do(bctx, req) {
 		req.errs = make([]error, len(wave))
 		for i := range req.errs {
 			req.errs[i] = bctx.Err()

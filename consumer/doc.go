@@ -38,7 +38,9 @@
 // on its own message; with a guard the batch's keys are claimed in one
 // round trip (idempotency.Guard.ClaimBatch), shared with the claims of
 // other batches made at the same moment, and each success is completed as
-// its handler returns, in one round trip with the others finishing then.
+// its handler returns, in one round trip with the others finishing then
+// (on a store with batch methods, idempotency.BatchStore; on another each
+// batch claims, and each handler completes, on its own).
 // The client's batch result is all or nothing, so the batch is
 // acknowledged only once every message in it is settled: handled, a
 // duplicate, parked, or its own retry copy stored. A failing message is

@@ -99,6 +99,14 @@ func (g *Guard) Lease() time.Duration { return g.lease }
 // Retention returns how long done markers are kept.
 func (g *Guard) Retention() time.Duration { return g.retention }
 
+// Batched reports whether the guard's store is a [BatchStore]: only then
+// do [Guard.ClaimBatch] and [Guard.CompleteBatch] take one round trip for
+// many keys (otherwise one per key, in order).
+func (g *Guard) Batched() bool {
+	_, ok := g.store.(BatchStore)
+	return ok
+}
+
 // Claim is one attempt at a key.
 type Claim struct {
 	Outcome Outcome

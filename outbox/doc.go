@@ -40,12 +40,13 @@
 // Enqueue is unique per topic and key: a retried API call enqueues once.
 //
 // Each row statement is a single query with its values written in as hex
-// literals (one round trip, no prepared statement): a row's INSERT carries
-// its body and properties hex-encoded, so the server's max_allowed_packet
-// must exceed twice the largest body plus its properties and 1 KiB
-// (MariaDB's default 16 MiB and MySQL 8's 64 MiB hold the producer's 4 MiB
-// maximum); a larger one fails the enqueue with the driver's "packet for
-// query is too large" error and nothing is written.
+// literals (one round trip, no prepared statement). A row whose body and
+// properties exceed 1 MiB is the exception: they go as arguments of a
+// prepared statement, as they are, so a row fits the server's
+// max_allowed_packet whenever its values do (MariaDB's default 16 MiB,
+// MySQL 8's 64 MiB). A statement larger than
+// max_allowed_packet makes the server close the connection, and with it
+// the caller's transaction.
 //
 // # Transactional messages
 //

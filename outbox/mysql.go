@@ -132,6 +132,10 @@ func newMySQLStore(db *sqlx.DB, table string, lease time.Duration) *mysqlStore {
 	return &mysqlStore{db: db, table: table, lease: lease, q: newQueries(table)}
 }
 
+// maxInlineValues bounds the bytes of body and properties an enqueue
+// writes into its statement as hex literals; larger ones go as arguments.
+const maxInlineValues = 1 << 20
+
 func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner string) (id int64, created bool, err error) {
 	props := []byte("{}")
 	if len(m.Properties) > 0 {
@@ -146,10 +150,24 @@ func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner st
 			return 0, false, fmt.Errorf("outbox: enqueue %s/%s: lock sharding key: %w", m.Topic, m.Key, err)
 		}
 	}
-	q := literal(make([]byte, 0, len(s.q.insert)+2*(len(m.Topic)+len(m.Key)+len(m.Tag)+len(m.ShardingKey)+len(props)+len(m.Body))+400)).
+	// A hex literal doubles its value in the statement: a large body and
+	// properties go as arguments instead (a prepared statement, which
+	// carries them as they are), so any row the columns hold still fits
+	// the server's max_allowed_packet as it did before the literals.
+	var args []any
+	size := len(props) + len(m.Body)
+	if size > maxInlineValues {
+		args, size = []any{props, m.Body}, 0
+	}
+	q := literal(make([]byte, 0, len(s.q.insert)+2*(len(m.Topic)+len(m.Key)+len(m.Tag)+len(m.ShardingKey)+size)+400)).
 		sql(s.q.insert).hex(m.Topic).sql(", ").hexBytes(sqldb.Hash(m.Key)).sql(", ").hex(m.Key).sql(", ").hex(m.Tag).
-		sql(", ").hex(m.ShardingKey).sql(", ").hexBytes(sqldb.Hash(m.ShardingKey)).sql(", ").hexBytes(props).
-		sql(", ").hexBytes(m.Body).sql(", ").int(m.Delay.Milliseconds()).sql(", 0, 0, ")
+		sql(", ").hex(m.ShardingKey).sql(", ").hexBytes(sqldb.Hash(m.ShardingKey)).sql(", ")
+	if args != nil {
+		q = q.sql("?, ?")
+	} else {
+		q = q.hexBytes(props).sql(", ").hexBytes(m.Body)
+	}
+	q = q.sql(", ").int(m.Delay.Milliseconds()).sql(", 0, 0, ")
 	if owner == "" {
 		q = q.sql("UTC_TIMESTAMP(6), '', '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
 	} else {
@@ -163,7 +181,7 @@ func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner st
 	// A plain INSERT: a duplicate is told by its error, whatever the DSN
 	// says about affected rows (clientFoundRows). The failed statement
 	// leaves the caller's transaction usable.
-	res, err := ex.ExecContext(ctx, string(q))
+	res, err := ex.ExecContext(ctx, string(q), args...)
 	if sqldb.IsDuplicate(err) {
 		// A locking read: it sees the row that made the insert a duplicate
 		// even if it committed after this transaction's snapshot.

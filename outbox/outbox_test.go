@@ -200,3 +200,45 @@ func TestLargestBodyAndEveryByteRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyLargerThanHalfTheMaxPacketIsEnqueued: a hex literal doubles
+// its value, so a 9 MiB body written as one would make an 18 MiB
+// statement, over MariaDB's default max_allowed_packet (16 MiB): the
+// server closes the connection and the caller's transaction with it. The
+// row fits the packet, as it did as a prepared statement: it is enqueued
+// and the caller's transaction goes on.
+func TestBodyLargerThanHalfTheMaxPacketIsEnqueued(t *testing.T) {
+	t.Parallel()
+	pub := newFake()
+	db, r := setup(t, pub)
+	var packet int
+	if err := db.Get(&packet, "SELECT @@max_allowed_packet"); err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte{0xff, 0x00, '\''}, (9<<20)/3)
+	if 2*len(body) < packet {
+		t.Skipf("max_allowed_packet %d holds the body twice", packet)
+	}
+	tx := db.MustBegin()
+	defer tx.Rollback()
+	if _, err := tx.Exec("INSERT INTO orders (id, amount) VALUES ('o-big', 10)"); err != nil {
+		t.Fatal(err)
+	}
+	m := outbox.Message{Topic: "orders", Key: "k-big", Body: body, Properties: map[string]string{"p": "v"}}
+	if _, _, err := r.Enqueue(bg, tx, m); err != nil {
+		t.Fatalf("enqueue a %d-byte body: %v", len(body), err)
+	}
+	if _, err := tx.Exec("UPDATE orders SET amount = 11 WHERE id = 'o-big'"); err != nil {
+		t.Fatalf("the caller's transaction after the enqueue: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := r.Find(bg, m.Key)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("find: %v %v", rows, err)
+	}
+	if got := rows[0].Message; !bytes.Equal(got.Body, body) || got.Properties["p"] != "v" {
+		t.Fatalf("came back altered: body %d bytes (equal %v), props %q", len(got.Body), bytes.Equal(got.Body, body), got.Properties)
+	}
+}
