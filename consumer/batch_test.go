@@ -76,6 +76,27 @@ func (f *fixture) sendAll(n int, keyOf func(i int) string) {
 
 func byIndex(i int) string { return fmt.Sprint("key-", i) }
 
+// handleEachOnce consumes n messages keyed byIndex in batches of size with
+// guard g, and checks each was applied exactly once.
+func (f *fixture) handleEachOnce(g *idempotency.Guard, n, size int) {
+	f.t.Helper()
+	eff := newEffects()
+	h := func(ctx context.Context, m *consumer.Message) error {
+		eff.apply(consumer.Key(m), string(m.Body))
+		return nil
+	}
+	f.sendAll(n, byIndex)
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
+		consumer.WithBatchSize(size)))
+	f.eventually("every message handled", func() bool { return c.Stats().Handled == int64(n) })
+	f.settle()
+	for i := range n {
+		if got := eff.count(byIndex(i)); got != 1 {
+			f.t.Errorf("%s applied %d times", byIndex(i), got)
+		}
+	}
+}
+
 // TestBatchPoisonMessageParksAloneAndAFailureRetriesAlone: in batches of
 // 8, a poison message is parked and a failing one retried, each alone:
 // every neighbour is handled once, in the same batches.
@@ -165,22 +186,8 @@ func TestBatchClaimsOfConcurrentBatchesShareARoundTrip(t *testing.T) {
 	f := newFixture(t, 1)
 	g, store := f.batchGuard()
 	store.holdFirst = 300 * time.Millisecond
-	eff := newEffects()
-	h := func(ctx context.Context, m *consumer.Message) error {
-		eff.apply(consumer.Key(m), string(m.Body))
-		return nil
-	}
-	const n, size = 16, 2
-	f.sendAll(n, byIndex)
-	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
-		consumer.WithBatchSize(size)))
-	f.eventually("every message handled", func() bool { return c.Stats().Handled == n })
-	f.settle()
-	for i := range n {
-		if got := eff.count(byIndex(i)); got != 1 {
-			t.Errorf("%s applied %d times", byIndex(i), got)
-		}
-	}
+	const size = 2
+	f.handleEachOnce(g, 16, size)
 	if got := store.largest.Load(); got <= size {
 		t.Errorf("largest claim carried %d keys, want more than one batch's %d", got, size)
 	}

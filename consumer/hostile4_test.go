@@ -69,22 +69,7 @@ func TestBatchClaimsOfAStoreWithoutBatchesStayConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eff := newEffects()
-	h := func(ctx context.Context, m *consumer.Message) error {
-		eff.apply(consumer.Key(m), string(m.Body))
-		return nil
-	}
-	const n, size = 16, 2
-	f.sendAll(n, byIndex)
-	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
-		consumer.WithBatchSize(size)))
-	f.eventually("every message handled", func() bool { return c.Stats().Handled == n })
-	f.settle()
-	for i := range n {
-		if got := eff.count(byIndex(i)); got != 1 {
-			t.Errorf("%s applied %d times", byIndex(i), got)
-		}
-	}
+	f.handleEachOnce(g, 16, 2)
 	if got := store.claims.most.Load(); got < 2 {
 		t.Errorf("at most %d claim in flight at once: the batches' claims ran one after another", got)
 	}

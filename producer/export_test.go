@@ -19,3 +19,7 @@ func QueueSelector(opts ...Option) (*orderly.Selector, error) {
 	}
 	return queueSelector(cfg), nil
 }
+
+// CheckBackParked reports whether a check-back that arrived after Close
+// began is parked, waiting for the client's shutdown.
+func CheckBackParked(p *Transactional) bool { return len(p.parked) == 1 }

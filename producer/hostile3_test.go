@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,25 +12,6 @@ import (
 	"github.com/seed157d4c4d/reliablemq/producer"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
-
-// gatedChecker blocks every check until released; it counts checks.
-type gatedChecker struct {
-	asked   chan struct{}
-	once    sync.Once
-	release chan struct{}
-	n       atomic.Int32
-	panicN  int32 // panic on this check (1-based), 0: never
-}
-
-func (c *gatedChecker) CheckTx(ctx context.Context, _ producer.HalfMessage) producer.TxState {
-	n := c.n.Add(1)
-	c.once.Do(func() { close(c.asked) })
-	<-c.release
-	if n == c.panicN {
-		panic("checker bug")
-	}
-	return producer.TxCommit
-}
 
 // Several check-backs queued behind a blocked checker, several Close calls
 // at once and sends racing them: every Close returns the same nil, sends
@@ -45,7 +25,7 @@ func TestHostile3ConcurrentCloseWithQueuedCheckBacks(t *testing.T) {
 			b := env.RequireEmbedded(t)
 			topic, group := testenv.Name(t, "T"), testenv.Name(t, "PG")
 			env.CreateTopic(t, topic, 2)
-			c := &gatedChecker{asked: make(chan struct{}), release: make(chan struct{}), panicN: panicN}
+			c := newGatedChecker(panicN)
 			p, err := producer.NewTransactional(env.NameServers(), group, c)
 			if err != nil {
 				t.Fatal(err)
@@ -83,15 +63,11 @@ func TestHostile3ConcurrentCloseWithQueuedCheckBacks(t *testing.T) {
 					}
 				}()
 			}
-			time.Sleep(100 * time.Millisecond)
+			waitClosing(t, p)
 			close(c.release)
-			done := make(chan struct{})
+			done := make(chan error)
 			go func() { wg.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				t.Fatal("Close did not return")
-			}
+			awaitClose(t, done)
 			close(errs)
 			for err := range errs {
 				if err != nil {
@@ -135,22 +111,13 @@ func TestHostile3CloseDuringSendWithParkedCheckBack(t *testing.T) {
 		sent <- err
 	}()
 	<-inLocal
-	closed := make(chan error, 1)
-	go func() { closed <- p.Close() }()
-	waitFor(t, "Close to begin", func() bool {
-		_, err := p.SendInTransaction(ctxT(t), producer.Message{Topic: topic, Body: []byte("b"), Delay: time.Second}, answer(producer.TxCommit, &ids))
-		return errors.Is(err, producer.ErrClosed)
-	})
+	closed := closeAsync(p)
+	waitClosing(t, p)
 	b.Advance(7 * time.Second) // a check-back arrives after Close began
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, "the check-back to park", func() bool { return producer.CheckBackParked(p) })
 	close(release)
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Close did not return")
+	if err := awaitClose(t, closed); err != nil {
+		t.Fatal(err)
 	}
 	if err := <-sent; err != nil {
 		t.Fatalf("send in flight: %v", err)
@@ -182,13 +149,7 @@ func TestHostile3CloseAfterBrokerDied(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	closed := make(chan error, 1)
-	go func() { closed <- p.Close() }()
-	select {
-	case <-closed:
-	case <-time.After(30 * time.Second):
-		t.Fatal("Close did not return")
-	}
+	awaitClose(t, closeAsync(p)) // its error (the broker is gone) is not the point
 }
 
 // Namespaced sends: a batch goes to ns%T; the 127-byte topic limit counts
@@ -266,14 +227,7 @@ func TestHostile3NamespacedCheckBackThenClose(t *testing.T) {
 	if q := checker.questions(); q[0].Topic != topic || q[0].MsgID != ids[0] {
 		t.Errorf("checker asked %+v, want the bare topic %s and id %s", q[0], topic, ids[0])
 	}
-	closed := make(chan error, 1)
-	go func() { closed <- p.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Close did not return")
+	if err := awaitClose(t, closeAsync(p)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -301,13 +301,6 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) (state prim
 		return primitive.UnknowState
 	}
 	defer p.gate.leave()
-	defer func() {
-		if r := recover(); r != nil {
-			p.cfg.logger.LogAttrs(context.Background(), slog.LevelError, "producer: transaction checker panicked; answered unknown",
-				slog.String("topic", ext.Topic), slog.Any("panic", r))
-			state = primitive.UnknowState
-		}
-	}()
 	// The client gives this callback no ctx; the work is bounded instead.
 	ctx, cancel := context.WithTimeout(context.Background(), txCheckTimeout)
 	defer cancel()
@@ -324,6 +317,13 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) (state prim
 	if h.MsgID == "" {
 		h.MsgID = ext.MsgId
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			p.cfg.logger.LogAttrs(ctx, slog.LevelError, "producer: transaction checker panicked; answered unknown",
+				slog.String("topic", h.Topic), slog.String("msg_id", h.MsgID), slog.Any("panic", r))
+			state = primitive.UnknowState
+		}
+	}()
 	return clientState(p.checker.CheckTx(ctx, h))
 }
 

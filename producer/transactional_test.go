@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,21 +198,59 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// blockingChecker answers TxCommit once released, after saying it was asked.
-type blockingChecker struct {
+// gatedChecker blocks every check until release is closed, after saying
+// it was asked; it answers TxCommit, or panics on check panicN (1-based;
+// 0: never).
+type gatedChecker struct {
 	asked   chan struct{}
-	release chan struct{}
 	once    sync.Once
-	panics  bool
+	release chan struct{}
+	n       atomic.Int32
+	panicN  int32
 }
 
-func (c *blockingChecker) CheckTx(context.Context, producer.HalfMessage) producer.TxState {
+func newGatedChecker(panicN int32) *gatedChecker {
+	return &gatedChecker{asked: make(chan struct{}), release: make(chan struct{}), panicN: panicN}
+}
+
+func (c *gatedChecker) CheckTx(context.Context, producer.HalfMessage) producer.TxState {
+	n := c.n.Add(1)
 	c.once.Do(func() { close(c.asked) })
 	<-c.release
-	if c.panics {
+	if n == c.panicN {
 		panic("checker bug")
 	}
 	return producer.TxCommit
+}
+
+// closeAsync starts p.Close; the channel gets its result.
+func closeAsync(p *producer.Transactional) <-chan error {
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	return closed
+}
+
+// awaitClose returns Close's result, failing the test if Close does not
+// return within 30 s.
+func awaitClose(t *testing.T, closed <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-closed:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return")
+		return nil
+	}
+}
+
+// waitClosing waits until p refuses sends: Close has begun.
+func waitClosing(t *testing.T, p *producer.Transactional) {
+	t.Helper()
+	delayed := producer.Message{Topic: "closing-probe", Body: []byte("b"), Delay: time.Second}
+	waitFor(t, "Close to begin", func() bool {
+		_, err := p.SendInTransaction(ctxT(t), delayed, func(context.Context, string) producer.TxState { return producer.TxRollback })
+		return errors.Is(err, producer.ErrClosed)
+	})
 }
 
 // A check-back whose checker answers while Close is waiting for it: Close
@@ -229,7 +268,11 @@ func TestTransactionalCloseWaitsForACheckBackAnswer(t *testing.T) {
 			b := env.RequireEmbedded(t)
 			topic, group := testenv.Name(t, "T"), testenv.Name(t, "PG")
 			env.CreateTopic(t, topic, 2)
-			checker := &blockingChecker{asked: make(chan struct{}), release: make(chan struct{}), panics: panics}
+			panicN := int32(0)
+			if panics {
+				panicN = 1
+			}
+			checker := newGatedChecker(panicN)
 			logs := &testenv.Logs{}
 			p, err := producer.NewTransactional(env.NameServers(), group, checker, producer.WithLogger(logs.Logger()))
 			if err != nil {
@@ -250,22 +293,11 @@ func TestTransactionalCloseWaitsForACheckBackAnswer(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("no check-back")
 			}
-			closed := make(chan error, 1)
-			go func() { closed <- p.Close() }()
-			// Close has begun once sends are refused.
-			delayed := producer.Message{Topic: topic, Body: []byte("b"), Delay: time.Second}
-			waitFor(t, "Close to begin", func() bool {
-				_, err := p.SendInTransaction(ctxT(t), delayed, answer(producer.TxCommit, &ids))
-				return errors.Is(err, producer.ErrClosed)
-			})
+			closed := closeAsync(p)
+			waitClosing(t, p)
 			close(checker.release)
-			select {
-			case err := <-closed:
-				if err != nil {
-					t.Fatalf("close: %v", err)
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatal("Close did not return")
+			if err := awaitClose(t, closed); err != nil {
+				t.Fatalf("close: %v", err)
 			}
 			visible := func() int {
 				n := 0
