@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
+	"github.com/seed157d4c4d/reliablemq/internal/token"
 )
 
 // KeyToken names one claim in a batch: a business key and the claim's
@@ -71,7 +71,7 @@ func (g *Guard) ClaimBatch(ctx context.Context, keys []string) (claims []*Claim,
 			errs[i] = ErrEmptyKey
 			continue
 		}
-		items = append(items, KeyToken{Key: k, Token: sqldb.Token()})
+		items = append(items, KeyToken{Key: k, Token: token.New()})
 		at = append(at, i)
 	}
 	if len(items) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,6 +109,28 @@ func TestStoreBatches(t *testing.T) {
 					{outcome: idempotency.Done}, {outcome: idempotency.Done}, {outcome: idempotency.Done},
 					{outcome: idempotency.Done}, {outcome: idempotency.Done}, {outcome: idempotency.Busy}})
 				completeBatch(t, g, claims[:1], []error{idempotency.ErrLostClaim}) // already done
+			})
+			t.Run("keys of every byte, past the statement's inline budget", func(t *testing.T) {
+				// MySQL writes the keys into the statements as hex
+				// literals up to 512 KiB, and the rest as arguments: ten
+				// 60 KiB keys take both paths in one statement.
+				g := newGuard(t, b.store(t))
+				var all []byte
+				for i := range 256 {
+					all = append(all, byte(i))
+				}
+				var keys []string
+				var acquired, done []want
+				for i := range 10 {
+					keys = append(keys, fmt.Sprint(i, string(all))+strings.Repeat(string(all), 60<<10/256))
+					acquired = append(acquired, want{outcome: idempotency.Acquired, attempt: 1})
+					done = append(done, want{outcome: idempotency.Done})
+				}
+				cs := claimBatch(t, g, keys, acquired)
+				claim(t, g, keys[9], idempotency.Busy, 0)
+				claim(t, g, keys[9][:len(keys[9])-1], idempotency.Acquired, 1) // a prefix is another key
+				completeBatch(t, g, cs, make([]error, len(cs)))
+				claimBatch(t, g, keys, done)
 			})
 			t.Run("attempts count across batches; release and forget", func(t *testing.T) {
 				g := newGuard(t, b.store(t))

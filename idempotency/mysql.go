@@ -27,10 +27,12 @@ type MySQLStore struct {
 	q     queries
 }
 
+// queries are the statements' fixed parts; the values are written in by
+// [sqldb.Statement] (one round trip each, no prepared statement).
 type queries struct {
 	insert, takeOver, status, complete, release, forget, purge string
 	// The batch statements' fixed parts (see mysql_batch.go).
-	batchInsert, batchTakeOver, batchStatus, batchMarked, batchComplete string
+	batchTakeOver, batchStatus, batchMarked, batchComplete string
 }
 
 // NewMySQLStore returns a store on db.
@@ -52,24 +54,22 @@ func NewMySQLStore(db *sqlx.DB, opts ...MySQLOption) (*MySQLStore, error) {
 func newQueries(table string) queries {
 	t := sqldb.Quote(table)
 	return queries{
-		insert: "INSERT INTO " + t + " (consumer_group, key_hash, biz_key, status, token, attempts, expires_at, created_at, updated_at)" +
-			" VALUES (?, ?, ?, ?, ?, 1, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
+		// Followed by rows (appendRow).
+		insert: "INSERT INTO " + t + " (consumer_group, key_hash, biz_key, status, token, attempts, expires_at, created_at, updated_at) VALUES ",
+		// Followed by the token, the lease and the key (appendLease,
+		// appendKey) and " AND expires_at < UTC_TIMESTAMP(6)".
 		// Assignments run left to right: attempts reads the old status.
 		// LAST_INSERT_ID(expr) hands the new count back in the OK packet.
-		takeOver: "UPDATE " + t + " SET attempts = LAST_INSERT_ID(IF(status = 2, 1, attempts + 1)), status = ?, token = ?," +
-			" expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, updated_at = UTC_TIMESTAMP(6)" +
-			" WHERE consumer_group = ? AND key_hash = ? AND expires_at < UTC_TIMESTAMP(6)",
-		status: "SELECT status FROM " + t + " WHERE consumer_group = ? AND key_hash = ?",
-		complete: "UPDATE " + t + " SET status = 2, attempts = 0, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, updated_at = UTC_TIMESTAMP(6)" +
-			" WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
+		takeOver: "UPDATE " + t + " SET attempts = LAST_INSERT_ID(IF(status = 2, 1, attempts + 1)), status = 1, token = ",
+		status:   "SELECT status FROM " + t,
+		// Followed by the retention, the key and the claim (appendHeld).
+		complete: "UPDATE " + t + " SET status = 2, attempts = 0, updated_at = UTC_TIMESTAMP(6), expires_at = UTC_TIMESTAMP(6) + INTERVAL ",
 		// The token goes with the claim: a Complete or Release by the old
 		// holder then finds nothing (ErrLostClaim), as on Redis.
-		release: "UPDATE " + t + " SET expires_at = '1970-01-02 00:00:00', token = '', updated_at = UTC_TIMESTAMP(6)" +
-			" WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
-		forget: "DELETE FROM " + t + " WHERE consumer_group = ? AND key_hash = ? AND token = ? AND status = 1",
-		purge:  "DELETE FROM " + t + " WHERE expires_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND AND status = ? LIMIT ?",
+		release: "UPDATE " + t + " SET expires_at = '1970-01-02 00:00:00', token = '', updated_at = UTC_TIMESTAMP(6)",
+		forget:  "DELETE FROM " + t,
+		purge:   "DELETE FROM " + t + " WHERE expires_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND AND status = ? LIMIT ?",
 
-		batchInsert: "INSERT INTO " + t + " (consumer_group, key_hash, biz_key, status, token, attempts, expires_at, created_at, updated_at) VALUES ",
 		// A held row (lease or retention not over) is left as it is; a
 		// free one is taken over as takeOver does. Assignments run left to
 		// right, so expires_at, which every condition reads, goes last and
@@ -80,25 +80,58 @@ func newQueries(table string) queries {
 			" token = IF(expires_at < UTC_TIMESTAMP(6), VALUES(token), token)," +
 			" updated_at = IF(expires_at < UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), updated_at)," +
 			" expires_at = IF(expires_at < UTC_TIMESTAMP(6), VALUES(expires_at), expires_at)",
-		batchStatus: "SELECT key_hash, token, status, attempts FROM " + t + " WHERE consumer_group = ? AND key_hash IN (",
-		batchMarked: "SELECT key_hash FROM " + t + " WHERE consumer_group = ? AND token = ? AND status = 2 AND key_hash IN (",
-		batchComplete: "UPDATE " + t + " SET status = 2, attempts = 0, token = ?, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND," +
-			" updated_at = UTC_TIMESTAMP(6) WHERE consumer_group = ? AND key_hash IN (",
+		batchStatus: "SELECT key_hash, token, status, attempts FROM " + t + " WHERE consumer_group = ",
+		batchMarked: "SELECT key_hash FROM " + t + " WHERE consumer_group = ",
+		batchComplete: "UPDATE " + t + " SET status = 2, attempts = 0, updated_at = UTC_TIMESTAMP(6)," +
+			" expires_at = UTC_TIMESTAMP(6) + INTERVAL ",
 	}
+}
+
+// statement starts a statement on a store's table with room for a key.
+func statement(fixed, key string) *sqldb.Statement {
+	return sqldb.NewStatement(len(fixed) + 2*len(key) + 300).SQL(fixed)
+}
+
+// appendRow appends one row of the insert's VALUES: key held by token
+// with status for d from now.
+func appendRow(st *sqldb.Statement, group string, hash []byte, key string, status int, token string, d time.Duration) *sqldb.Statement {
+	return st.SQL("(").String(group).SQL(", ").Bytes(hash).SQL(", ").String(key).SQL(", ").Int(int64(status)).
+		SQL(", ").String(token).SQL(", 1, UTC_TIMESTAMP(6) + INTERVAL ").Int(d.Microseconds()).
+		SQL(" MICROSECOND, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
+}
+
+// appendLease appends the new token and its lease of a take-over.
+func appendLease(st *sqldb.Statement, token string, d time.Duration) *sqldb.Statement {
+	return st.String(token).SQL(", expires_at = UTC_TIMESTAMP(6) + INTERVAL ").Int(d.Microseconds()).
+		SQL(" MICROSECOND, updated_at = UTC_TIMESTAMP(6)")
+}
+
+// appendKey appends the condition on a key's row (its primary key).
+func appendKey(st *sqldb.Statement, group string, hash []byte) *sqldb.Statement {
+	return st.SQL(" WHERE consumer_group = ").String(group).SQL(" AND key_hash = ").Bytes(hash)
+}
+
+// appendHeld appends the condition on a key's row still held by token.
+func appendHeld(st *sqldb.Statement, group string, hash []byte, token string) *sqldb.Statement {
+	return appendKey(st, group, hash).SQL(" AND token = ").String(token).SQL(" AND status = 1")
 }
 
 // Claim implements [Store].
 func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error) {
 	h := sqldb.Hash(key)
+	insert, insertArgs := appendRow(statement(s.q.insert, key), group, h, key, statusProcessing, token, lease).Query()
+	takeOver, takeOverArgs := appendKey(appendLease(statement(s.q.takeOver, ""), token, lease), group, h).
+		SQL(" AND expires_at < UTC_TIMESTAMP(6)").Query()
+	status, statusArgs := appendKey(statement(s.q.status, ""), group, h).Query()
 	for range 3 { // a purge may remove the row between two statements
-		_, err := s.db.ExecContext(ctx, s.q.insert, group, h, []byte(key), statusProcessing, token, lease.Microseconds())
+		_, err := s.db.ExecContext(ctx, insert, insertArgs...)
 		if err == nil {
 			return Acquired, 1, nil
 		}
 		if !sqldb.IsDuplicate(err) {
 			return 0, 0, err
 		}
-		res, err := s.db.ExecContext(ctx, s.q.takeOver, statusProcessing, token, lease.Microseconds(), group, h)
+		res, err := s.db.ExecContext(ctx, takeOver, takeOverArgs...)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -108,14 +141,14 @@ func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease 
 			attempts, err := res.LastInsertId()
 			return Acquired, int(attempts), err
 		}
-		var status int
-		err = s.db.GetContext(ctx, &status, s.q.status, group, h)
+		var st int
+		err = s.db.GetContext(ctx, &st, status, statusArgs...)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			continue
 		case err != nil:
 			return 0, 0, err
-		case status == statusDone:
+		case st == statusDone:
 			return Done, 0, nil
 		default:
 			return Busy, 0, nil
@@ -126,18 +159,20 @@ func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease 
 
 // Complete implements [Store].
 func (s *MySQLStore) Complete(ctx context.Context, group, key, token string, retain time.Duration) error {
-	return s.exec1(ctx, s.q.complete, retain.Microseconds(), group, sqldb.Hash(key), token)
+	st := statement(s.q.complete, "").Int(retain.Microseconds()).SQL(" MICROSECOND")
+	return s.exec1(ctx, appendHeld(st, group, sqldb.Hash(key), token))
 }
 
 // Release implements [Store].
 func (s *MySQLStore) Release(ctx context.Context, group, key, token string, forget bool) error {
 	if forget {
-		return s.exec1(ctx, s.q.forget, group, sqldb.Hash(key), token)
+		return s.exec1(ctx, appendHeld(statement(s.q.forget, ""), group, sqldb.Hash(key), token))
 	}
-	return s.exec1(ctx, s.q.release, group, sqldb.Hash(key), token)
+	return s.exec1(ctx, appendHeld(statement(s.q.release, ""), group, sqldb.Hash(key), token))
 }
 
-func (s *MySQLStore) exec1(ctx context.Context, query string, args ...any) error {
+func (s *MySQLStore) exec1(ctx context.Context, st *sqldb.Statement) error {
+	query, args := st.Query()
 	res, err := s.db.ExecContext(ctx, query, args...)
 	if err != nil {
 		return err

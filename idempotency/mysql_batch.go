@@ -6,10 +6,10 @@ import (
 	"database/sql"
 	"errors"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
+	"github.com/seed157d4c4d/reliablemq/internal/token"
 )
 
 // ClaimBatch implements [BatchStore]: one multi-row INSERT ... ON
@@ -78,39 +78,33 @@ type claimRow struct {
 func (s *MySQLStore) claimRows(ctx context.Context, group string, items []KeyToken, hashes [][]byte, pending []int, lease time.Duration) (map[string]claimRow, error) {
 	order := slices.Clone(pending)
 	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(hashes[a], hashes[b]) })
-	var q strings.Builder
-	q.WriteString(s.q.batchInsert)
-	args := make([]any, 0, 5*len(order))
+	st := sqldb.NewStatement(len(s.q.insert) + len(s.q.batchTakeOver) + len(order)*(2*len(items[0].Key)+300)).SQL(s.q.insert)
 	for n, i := range order {
 		if n > 0 {
-			q.WriteString(", ")
+			st.SQL(", ")
 		}
-		q.WriteString(batchRow)
-		args = append(args, group, hashes[i], []byte(items[i].Key), items[i].Token, lease.Microseconds())
+		appendRow(st, group, hashes[i], items[i].Key, statusProcessing, items[i].Token, lease)
 	}
-	q.WriteString(s.q.batchTakeOver)
+	query, args := st.SQL(s.q.batchTakeOver).Query()
 	var err error
 	for attempt := 1; ; attempt++ {
-		if _, err = s.db.ExecContext(ctx, q.String(), args...); err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
+		if _, err = s.db.ExecContext(ctx, query, args...); err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
 			break
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	q.Reset()
-	q.WriteString(s.q.batchStatus)
-	args = append(args[:0], group)
+	st = sqldb.NewStatement(len(s.q.batchStatus) + len(order)*70 + 600).SQL(s.q.batchStatus).String(group).SQL(" AND key_hash IN (")
 	for n, i := range order {
 		if n > 0 {
-			q.WriteString(", ")
+			st.SQL(", ")
 		}
-		q.WriteString("?")
-		args = append(args, hashes[i])
+		st.Bytes(hashes[i])
 	}
-	q.WriteString(")")
+	query, args = st.SQL(")").Query()
 	var found []claimRow
-	if err := s.db.SelectContext(ctx, &found, q.String(), args...); err != nil {
+	if err := s.db.SelectContext(ctx, &found, query, args...); err != nil {
 		return nil, err
 	}
 	rows := make(map[string]claimRow, len(found))
@@ -134,14 +128,8 @@ func (s *MySQLStore) CompleteBatch(ctx context.Context, group string, items []Ke
 	}
 	hashes := make([][]byte, len(items))
 	first := make(map[KeyToken]int, len(items)) // the same claim twice: done by the first, lost by the second
-	var q strings.Builder
-	q.WriteString(s.q.batchComplete)
-	mark := sqldb.Token()
-	args := make([]any, 0, 3+2*len(items))
-	args = append(args, mark, retain.Microseconds(), group)
-	var in strings.Builder // the hashes' placeholders, for both statements
-	tokens := make([]any, 0, len(items))
 	keys := make(map[string]bool, len(items))
+	var batch []int // the items completed by the UPDATE, in order
 	var later []int // a key's second claim: completed alone, after the batch
 	for i, it := range items {
 		hashes[i] = sqldb.Hash(it.Key)
@@ -155,20 +143,31 @@ func (s *MySQLStore) CompleteBatch(ctx context.Context, group string, items []Ke
 		}
 		keys[it.Key] = true
 		first[it] = i
-		if len(first) > 1 {
-			in.WriteString(", ")
+		batch = append(batch, i)
+	}
+	// appendHashes appends the batch's keys as a list.
+	appendHashes := func(st *sqldb.Statement) *sqldb.Statement {
+		for n, i := range batch {
+			if n > 0 {
+				st.SQL(", ")
+			}
+			st.Bytes(hashes[i])
 		}
-		in.WriteString("?")
-		args = append(args, hashes[i])
-		tokens = append(tokens, it.Token)
+		return st.SQL(")")
 	}
 	// Key and token are matched as two lists: each token is one claim's,
 	// of one key, so a row matches only with its own claim's pair.
-	q.WriteString(in.String())
-	q.WriteString(") AND token IN (")
-	q.WriteString(strings.Repeat(", ?", len(tokens))[2:])
-	q.WriteString(") AND status = 1")
-	args = append(args, tokens...)
+	mark := token.New()
+	st := sqldb.NewStatement(len(s.q.batchComplete) + len(batch)*150 + 600).SQL(s.q.batchComplete).Int(retain.Microseconds()).
+		SQL(" MICROSECOND, token = ").String(mark).SQL(" WHERE consumer_group = ").String(group).SQL(" AND key_hash IN (")
+	appendHashes(st).SQL(" AND token IN (")
+	for n, i := range batch {
+		if n > 0 {
+			st.SQL(", ")
+		}
+		st.String(items[i].Token)
+	}
+	query, args := st.SQL(") AND status = 1").Query()
 	fail := func(err error) []error {
 		for i := range errs {
 			errs[i] = err
@@ -178,7 +177,7 @@ func (s *MySQLStore) CompleteBatch(ctx context.Context, group string, items []Ke
 	var res sql.Result
 	var err error
 	for attempt := 1; ; attempt++ {
-		if res, err = s.db.ExecContext(ctx, q.String(), args...); err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
+		if res, err = s.db.ExecContext(ctx, query, args...); err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
 			break
 		}
 	}
@@ -197,9 +196,11 @@ func (s *MySQLStore) CompleteBatch(ctx context.Context, group string, items []Ke
 	if n == int64(len(first)) {
 		return errs
 	}
+	st = sqldb.NewStatement(len(s.q.batchMarked) + len(batch)*70 + 600).SQL(s.q.batchMarked).String(group).
+		SQL(" AND token = ").String(mark).SQL(" AND status = 2 AND key_hash IN (")
+	query, args = appendHashes(st).Query()
 	var done [][]byte
-	marked := s.q.batchMarked + in.String() + ")"
-	if err := s.db.SelectContext(ctx, &done, marked, append([]any{group, mark}, args[3:3+len(tokens)]...)...); err != nil {
+	if err := s.db.SelectContext(ctx, &done, query, args...); err != nil {
 		return fail(err)
 	}
 	completed := make(map[string]bool, len(done))
@@ -213,6 +214,3 @@ func (s *MySQLStore) CompleteBatch(ctx context.Context, group string, items []Ke
 	}
 	return errs
 }
-
-// batchRow is one row of the batch claim's VALUES.
-const batchRow = "(?, ?, ?, 1, ?, 1, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))"

@@ -105,6 +105,23 @@ func TestStores(t *testing.T) {
 					t.Fatalf("second complete: %v, want ErrLostClaim", err)
 				}
 			})
+			t.Run("keys of every byte", func(t *testing.T) {
+				g := newGuard(t, b.store(t))
+				var all []byte
+				for i := range 256 {
+					all = append(all, byte(i))
+				}
+				long := strings.Repeat(string(all), 60<<10/256) // near what MySQL's BLOB column holds
+				for _, key := range []string{string(all), long} {
+					c := claim(t, g, key, idempotency.Acquired, 1)
+					claim(t, g, key, idempotency.Busy, 0)
+					claim(t, g, key[1:], idempotency.Acquired, 1) // a suffix is another key
+					if err := c.Complete(ctx); err != nil {
+						t.Fatal(err)
+					}
+					claim(t, g, key, idempotency.Done, 0)
+				}
+			})
 			t.Run("failed attempt releases and counts", func(t *testing.T) {
 				g := newGuard(t, b.store(t))
 				c := claim(t, g, "k", idempotency.Acquired, 1)

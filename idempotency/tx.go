@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
@@ -20,9 +21,8 @@ import (
 type TxGuard struct {
 	db        *sqlx.DB
 	group     string
-	retention string // microseconds, as a query argument
+	retention time.Duration
 	q         queries
-	status    string
 	takeOver  string
 }
 
@@ -42,14 +42,12 @@ func NewTxGuard(db *sqlx.DB, group string, opts ...TxGuardOption) (*TxGuard, err
 	if err != nil {
 		return nil, err
 	}
-	q := newQueries(c.table)
 	return &TxGuard{
-		db: db, group: group, retention: fmt.Sprint(c.retention.Microseconds()), q: q,
-		status: q.status + " LOCK IN SHARE MODE",
-		// A done marker past its retention is taken over in place.
-		takeOver: "UPDATE " + sqldb.Quote(c.table) + " SET status = 2, attempts = 1, token = ?," +
-			" expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, updated_at = UTC_TIMESTAMP(6)" +
-			" WHERE consumer_group = ? AND key_hash = ? AND status = 2 AND expires_at < UTC_TIMESTAMP(6)",
+		db: db, group: group, retention: c.retention, q: newQueries(c.table),
+		// Followed by the token and the retention (appendLease), the key
+		// and " AND status = 2 AND expires_at < UTC_TIMESTAMP(6)": a done
+		// marker past its retention is taken over in place.
+		takeOver: "UPDATE " + sqldb.Quote(c.table) + " SET status = 2, attempts = 1, token = ",
 	}, nil
 }
 
@@ -69,15 +67,19 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	h := sqldb.Hash(key)
 	token := token.New()
-	_, err = tx.ExecContext(ctx, g.q.insert, g.group, h, []byte(key), statusDone, token, g.retention)
+	query, args := appendRow(statement(g.q.insert, key), g.group, h, key, statusDone, token, g.retention).Query()
+	_, err = tx.ExecContext(ctx, query, args...)
 	if sqldb.IsDuplicate(err) {
 		var res sql.Result
-		res, err = tx.ExecContext(ctx, g.takeOver, token, g.retention, g.group, h)
+		query, args = appendKey(appendLease(statement(g.takeOver, ""), token, g.retention), g.group, h).
+			SQL(" AND status = 2 AND expires_at < UTC_TIMESTAMP(6)").Query()
+		res, err = tx.ExecContext(ctx, query, args...)
 		if err == nil {
 			var n int64
 			if n, err = res.RowsAffected(); err == nil && n == 0 {
 				var status int
-				if err = tx.GetContext(ctx, &status, g.status, g.group, h); err == nil {
+				query, args = appendKey(statement(g.q.status, ""), g.group, h).SQL(" LOCK IN SHARE MODE").Query()
+				if err = tx.GetContext(ctx, &status, query, args...); err == nil {
 					if status == statusDone {
 						return Done, nil
 					}

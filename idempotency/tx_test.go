@@ -3,6 +3,7 @@ package idempotency_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,5 +103,35 @@ func TestTxGuardConcurrentDuplicatesApplyOnce(t *testing.T) {
 		if n := issued(t, db, order); n != 1 {
 			t.Errorf("order %s: %d coupons, want 1", order, n)
 		}
+	}
+}
+
+// TestTxGuardKeysOfEveryByte: the marker's key is written into the
+// statements as a hex literal, whatever its bytes.
+func TestTxGuardKeysOfEveryByte(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := couponDB(t)
+	g, err := idempotency.NewTxGuard(db, testenv.Name(t, "G"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []byte
+	for i := range 256 {
+		all = append(all, byte(i))
+	}
+	for _, key := range []string{string(all), string(all[1:]), strings.Repeat(string(all), 60<<10/256)} {
+		for i, want := range []idempotency.Outcome{idempotency.Acquired, idempotency.Done} {
+			if o, err := g.Do(ctx, key, issue("o")); err != nil || o != want {
+				t.Fatalf("key of %d bytes, delivery %d: %v %v, want %v", len(key), i, o, err, want)
+			}
+		}
+	}
+	var stored []byte
+	if err := db.Get(&stored, "SELECT biz_key FROM mq_consume_log WHERE LENGTH(biz_key) = 256"); err != nil || string(stored) != string(all) {
+		t.Fatalf("stored key %q, %v", stored, err)
+	}
+	if n := issued(t, db, "o"); n != 3 {
+		t.Fatalf("%d effects, want 3", n)
 	}
 }

@@ -40,13 +40,12 @@
 // Enqueue is unique per topic and key: a retried API call enqueues once.
 //
 // Each row statement is a single query with its values written in as hex
-// literals (one round trip, no prepared statement). A row whose body and
-// properties exceed 1 MiB is the exception: they go as arguments of a
-// prepared statement, as they are, so a row fits the server's
+// literals (one round trip, no prepared statement). Values past 512 KiB in
+// one statement (a large body) are the exception: they go as arguments of
+// a prepared statement, as they are, so a row fits the server's
 // max_allowed_packet whenever its values do (MariaDB's default 16 MiB,
-// MySQL 8's 64 MiB). A statement larger than
-// max_allowed_packet makes the server close the connection, and with it
-// the caller's transaction.
+// MySQL 8's 64 MiB). A statement larger than max_allowed_packet makes the
+// server close the connection, and with it the caller's transaction.
 //
 // # Transactional messages
 //

@@ -132,10 +132,6 @@ func newMySQLStore(db *sqlx.DB, table string, lease time.Duration) *mysqlStore {
 	return &mysqlStore{db: db, table: table, lease: lease, q: newQueries(table)}
 }
 
-// maxInlineValues bounds the bytes of body and properties an enqueue
-// writes into its statement as hex literals; larger ones go as arguments.
-const maxInlineValues = 1 << 20
-
 func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner string) (id int64, created bool, err error) {
 	props := []byte("{}")
 	if len(m.Properties) > 0 {
@@ -144,44 +140,32 @@ func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner st
 		}
 	}
 	if m.ShardingKey != "" {
-		q := literal(make([]byte, 0, 256)).sql(s.q.lockKey).hexBytes(sqldb.Hash(m.ShardingKey)).
-			sql(") ON DUPLICATE KEY UPDATE sharding_hash = sharding_hash")
-		if _, err := ex.ExecContext(ctx, string(q)); err != nil {
+		q := sqldb.NewStatement(256).SQL(s.q.lockKey).Bytes(sqldb.Hash(m.ShardingKey)).
+			SQL(") ON DUPLICATE KEY UPDATE sharding_hash = sharding_hash")
+		query, args := q.Query()
+		if _, err := ex.ExecContext(ctx, query, args...); err != nil {
 			return 0, false, fmt.Errorf("outbox: enqueue %s/%s: lock sharding key: %w", m.Topic, m.Key, err)
 		}
 	}
-	// A hex literal doubles its value in the statement: a large body and
-	// properties go as arguments instead (a prepared statement, which
-	// carries them as they are), so any row the columns hold still fits
-	// the server's max_allowed_packet as it did before the literals.
-	var args []any
-	size := len(props) + len(m.Body)
-	if size > maxInlineValues {
-		args, size = []any{props, m.Body}, 0
-	}
-	q := literal(make([]byte, 0, len(s.q.insert)+2*(len(m.Topic)+len(m.Key)+len(m.Tag)+len(m.ShardingKey)+size)+400)).
-		sql(s.q.insert).hex(m.Topic).sql(", ").hexBytes(sqldb.Hash(m.Key)).sql(", ").hex(m.Key).sql(", ").hex(m.Tag).
-		sql(", ").hex(m.ShardingKey).sql(", ").hexBytes(sqldb.Hash(m.ShardingKey)).sql(", ")
-	if args != nil {
-		q = q.sql("?, ?")
-	} else {
-		q = q.hexBytes(props).sql(", ").hexBytes(m.Body)
-	}
-	q = q.sql(", ").int(m.Delay.Milliseconds()).sql(", 0, 0, ")
+	q := sqldb.NewStatement(len(s.q.insert) + 2*(len(m.Topic)+len(m.Key)+len(m.Tag)+len(m.ShardingKey)+len(props)+len(m.Body)) + 400).
+		SQL(s.q.insert).String(m.Topic).SQL(", ").Bytes(sqldb.Hash(m.Key)).SQL(", ").String(m.Key).SQL(", ").String(m.Tag).
+		SQL(", ").String(m.ShardingKey).SQL(", ").Bytes(sqldb.Hash(m.ShardingKey)).SQL(", ")
+	q.Bytes(props).SQL(", ").Bytes(m.Body).SQL(", ").Int(m.Delay.Milliseconds()).SQL(", 0, 0, ")
 	if owner == "" {
-		q = q.sql("UTC_TIMESTAMP(6), '', '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
+		q = q.SQL("UTC_TIMESTAMP(6), '', '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
 	} else {
 		// A row enqueued by Transact is claimed from the start by the
 		// transaction's own token, so reconcile leaves it alone while
 		// Transact sends it right after the commit (or until the lease
 		// ends, if the process died).
-		q = q.sql("UTC_TIMESTAMP(6) + INTERVAL ").int(s.lease.Microseconds()).sql(" MICROSECOND, ").hex(owner).
-			sql(", '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
+		q = q.SQL("UTC_TIMESTAMP(6) + INTERVAL ").Int(s.lease.Microseconds()).SQL(" MICROSECOND, ").String(owner).
+			SQL(", '', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
 	}
 	// A plain INSERT: a duplicate is told by its error, whatever the DSN
 	// says about affected rows (clientFoundRows). The failed statement
 	// leaves the caller's transaction usable.
-	res, err := ex.ExecContext(ctx, string(q), args...)
+	query, args := q.Query()
+	res, err := ex.ExecContext(ctx, query, args...)
 	if sqldb.IsDuplicate(err) {
 		// A locking read: it sees the row that made the insert a duplicate
 		// even if it committed after this transaction's snapshot.
@@ -229,10 +213,11 @@ func (s *mysqlStore) claimAndLoad(ctx context.Context, owner, selectQ string, se
 	if err != nil || len(ids) == 0 {
 		return nil, err
 	}
-	q := literal(make([]byte, 0, len(s.q.claimed)+len(ids)*12+100)).sql(s.q.claimed).ints(ids).
-		sql(") AND lease_owner = ").hex(owner).sql(" ORDER BY id")
+	q := sqldb.NewStatement(len(s.q.claimed) + len(ids)*12 + 100).SQL(s.q.claimed).Ints(ids).
+		SQL(") AND lease_owner = ").String(owner).SQL(" ORDER BY id")
 	var dbRows []dbRow
-	if err := s.db.SelectContext(ctx, &dbRows, string(q)); err != nil {
+	query, args := q.Query()
+	if err := s.db.SelectContext(ctx, &dbRows, query, args...); err != nil {
 		return nil, fmt.Errorf("outbox: load claimed: %w", err)
 	}
 	return rowsOf(dbRows)
@@ -258,10 +243,11 @@ func (s *mysqlStore) claim(ctx context.Context, owner, selectQ string, selectArg
 		return nil, nil
 	}
 	// The rows are locked by the SELECT: update them by primary key only.
-	q := literal(make([]byte, 0, len(s.q.claimLocked)+len(ids)*12+150)).sql(s.q.claimLocked).hex(owner).
-		sql(", next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ").int(s.lease.Microseconds()).
-		sql(" MICROSECOND WHERE id IN (").ints(ids).sql(")")
-	if _, err := tx.ExecContext(ctx, string(q)); err != nil {
+	q := sqldb.NewStatement(len(s.q.claimLocked) + len(ids)*12 + 150).SQL(s.q.claimLocked).String(owner).
+		SQL(", next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ").Int(s.lease.Microseconds()).
+		SQL(" MICROSECOND WHERE id IN (").Ints(ids).SQL(")")
+	query, args := q.Query()
+	if _, err := tx.ExecContext(ctx, query, args...); err != nil {
 		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -283,9 +269,10 @@ func (s *mysqlStore) hasUnsentPredecessor(ctx context.Context, row *Row) (bool, 
 }
 
 func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string) (bool, error) {
-	q := literal(make([]byte, 0, len(s.q.markSent)+2*len(msgID)+120)).sql(s.q.markSent).hex(msgID).
-		sql(" WHERE id = ").int(id).sql(" AND status = 0 AND lease_owner = ").hex(owner)
-	n, err := s.exec(ctx, string(q))
+	q := sqldb.NewStatement(len(s.q.markSent) + 2*len(msgID) + 120).SQL(s.q.markSent).String(msgID).
+		SQL(" WHERE id = ").Int(id).SQL(" AND status = 0 AND lease_owner = ").String(owner)
+	query, args := q.Query()
+	n, err := s.exec(ctx, query, args...)
 	if err != nil {
 		return false, fmt.Errorf("outbox: mark %d sent: %w", id, err)
 	}
@@ -293,33 +280,34 @@ func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string
 }
 
 func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error) {
-	q := literal(make([]byte, 0, len(s.q.markSentBatch)+len(rows)*(2*len(rows[0].msgID)+40)+len(owners)*70+300)).
-		sql(s.q.markSentBatch)
+	q := sqldb.NewStatement(len(s.q.markSentBatch) + len(rows)*(2*len(rows[0].msgID)+40) + len(owners)*70 + 300).
+		SQL(s.q.markSentBatch)
 	for _, r := range rows {
-		q = q.sql(" WHEN ").int(r.id).sql(" THEN ").hex(r.msgID)
+		q = q.SQL(" WHEN ").Int(r.id).SQL(" THEN ").String(r.msgID)
 	}
-	q = q.sql(" END, attempts = attempts + 1, lease_owner = '', sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)")
+	q = q.SQL(" END, attempts = attempts + 1, lease_owner = '', sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)")
 	status := Pending
 	if resend {
 		status = Sent
 	} else {
-		q = q.sql(", status = 1, last_error = ''")
+		q = q.SQL(", status = 1, last_error = ''")
 	}
-	q = q.sql(" WHERE status = ").int(int64(status)).sql(" AND lease_owner IN (")
+	q = q.SQL(" WHERE status = ").Int(int64(status)).SQL(" AND lease_owner IN (")
 	for i, o := range owners {
 		if i > 0 {
-			q = q.sql(", ")
+			q = q.SQL(", ")
 		}
-		q = q.hex(o)
+		q = q.String(o)
 	}
-	q = q.sql(") AND id IN (")
+	q = q.SQL(") AND id IN (")
 	for i, r := range rows {
 		if i > 0 {
-			q = q.sql(", ")
+			q = q.SQL(", ")
 		}
-		q = q.int(r.id)
+		q = q.Int(r.id)
 	}
-	n, err := s.exec(ctx, string(q.sql(")")))
+	query, args := q.SQL(")").Query()
+	n, err := s.exec(ctx, query, args...)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
 	}
