@@ -22,7 +22,7 @@ func TestStatementWritesValuesAsHexLiterals(t *testing.T) {
 func TestStatementPassesValuesPastTheBudgetAsArguments(t *testing.T) {
 	big := bytes.Repeat([]byte{'x'}, sqldb.InlineBudget-10)
 	bigger := strings.Repeat("y", 11)
-	q, args := sqldb.NewStatement(1<<30).Bytes(big).SQL(",").String(bigger).SQL(",").String("0123456789").SQL(",").String("z").Query()
+	q, args := sqldb.NewStatement(1 << 30).Bytes(big).SQL(",").String(bigger).SQL(",").String("0123456789").SQL(",").String("z").Query()
 	if !strings.HasSuffix(q, ",?,X'30313233343536373839',?") || len(args) != 2 {
 		t.Fatalf("got ...%q with %d arguments", q[max(0, len(q)-60):], len(args))
 	}
