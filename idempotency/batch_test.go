@@ -216,7 +216,13 @@ type plainStore struct{ idempotency.Store }
 func TestBatchWithoutBatchStoreClaimsOneByOne(t *testing.T) {
 	t.Parallel()
 	b := backends()[len(backends())-1] // miniredis
+	if g := newGuard(t, b.store(t)); !g.Batched() {
+		t.Fatal("a guard on a BatchStore says it is not batched")
+	}
 	g := newGuard(t, plainStore{b.store(t)})
+	if g.Batched() {
+		t.Fatal("a guard on a store without batch methods says it is batched")
+	}
 	cs := claimBatch(t, g, []string{"a", "a", ""}, []want{{outcome: idempotency.Acquired, attempt: 1}, {outcome: idempotency.Busy},
 		{err: idempotency.ErrEmptyKey}})
 	completeBatch(t, g, cs[:1], []error{nil})

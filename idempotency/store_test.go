@@ -257,6 +257,9 @@ func TestMySQLStoresKeysVerbatimAndPurges(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := newGuard(t, s, idempotency.WithRetention(time.Second))
+	if g.Retention() != time.Second || g.Lease() != lease {
+		t.Fatalf("retention %v, lease %v; want 1s, %v", g.Retention(), g.Lease(), lease)
+	}
 	key := "o'rder \"1\" \xff ключ " + strings.Repeat("x", 1000)
 	c := claim(t, g, key, idempotency.Acquired, 1)
 	var stored []byte

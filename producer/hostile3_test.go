@@ -163,6 +163,9 @@ func TestHostile3NamespaceSends(t *testing.T) {
 	long := fits + "x"
 	env.CreateTopic(t, ns+"%"+fits, 2)
 	p := newProducer(t, env, producer.WithNamespace(ns), producer.WithOrderedTopics(fits))
+	if p.Namespace() != ns {
+		t.Fatalf("Namespace() = %q, want %q", p.Namespace(), ns)
+	}
 	if _, err := p.Send(ctxT(t), producer.Message{Topic: fits, Body: []byte("a")}); !errors.Is(err, producer.ErrNoShardingKey) {
 		t.Errorf("ordered topic named bare: %v", err)
 	}

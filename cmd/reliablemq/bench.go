@@ -79,6 +79,10 @@ func benchCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := bench.PrintTable(stdout, results); err != nil {
 		return err
 	}
+	fmt.Fprintln(stdout)
+	if err := bench.PrintCPU(stdout, results); err != nil {
+		return err
+	}
 	return writeBenchFiles(results, *jsonPath, *svgPath, chart)
 }
 

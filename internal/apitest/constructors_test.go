@@ -1,4 +1,4 @@
-// Package hostile2 holds cross-package hostile tests (constructors and
+// Package apitest_test holds cross-package hostile tests (constructors and
 // options given nil, zero, negative and odd values): any panic is a bug;
 // each must return an error or a working value.
 package apitest_test

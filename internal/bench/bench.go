@@ -67,6 +67,11 @@ type Result struct {
 	P99      time.Duration `json:"subject_p99_ns,omitempty"`
 	Target   float64       `json:"target,omitempty"`
 	Pass     *bool         `json:"pass,omitempty"`
+	// BaseCPU and CPU are each side's median CPU time per operation, by
+	// process: "this process" and, where they run on this machine,
+	// "broker", "mysql" and "redis" (nil off Linux).
+	BaseCPU map[string]time.Duration `json:"baseline_cpu_ns_per_op,omitempty"`
+	CPU     map[string]time.Duration `json:"subject_cpu_ns_per_op,omitempty"`
 }
 
 // workers is the goroutines each concurrent side of Run uses.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -71,6 +72,44 @@ func TestRunSmall(t *testing.T) {
 		t.Errorf("svg shows no latencies:\n%s", svg.String())
 	}
 	wellFormedSVG(t, svg.String())
+	if runtime.GOOS == "linux" {
+		for _, r := range results {
+			if r.CPU["this process"] <= 0 || r.BaseCPU["this process"] <= 0 {
+				t.Errorf("%s: this process's CPU time not measured: %v vs %v", r.Name, r.CPU, r.BaseCPU)
+			}
+		}
+		if !strings.Contains(js.String(), `"subject_cpu_ns_per_op"`) {
+			t.Errorf("json has no CPU times:\n%s", js.String())
+		}
+	}
+}
+
+// TestPrintCPU: the totals, the ratio they imply and the bound left by the
+// servers' extra work, from made-up figures.
+func TestPrintCPU(t *testing.T) {
+	us := time.Microsecond
+	results := []Result{
+		{Name: "pair", BaseCPU: map[string]time.Duration{"this process": 10 * us, "mysql": 5 * us},
+			CPU: map[string]time.Duration{"this process": 20 * us, "mysql": 35 * us}},
+		{Name: "unmeasured"},
+	}
+	var out bytes.Buffer
+	if err := PrintCPU(&out, results); err != nil {
+		t.Fatal(err)
+	}
+	// Totals 15 and 55: ratio 15/55; bound 15/(15+30).
+	for _, want := range []string{"THIS PROCESS", "MYSQL", "15.0", "55.0", "0.27", "0.33"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "unmeasured") || strings.Contains(out.String(), "REDIS") {
+		t.Errorf("a pair or a process without figures is printed:\n%s", out.String())
+	}
+	out.Reset()
+	if err := PrintCPU(&out, results[1:]); err != nil || out.Len() != 0 {
+		t.Fatalf("nothing measured, yet printed %q (%v)", out.String(), err)
+	}
 }
 
 // TestSweepSmall sweeps two worker counts at a tiny size: each pair is

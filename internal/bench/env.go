@@ -36,13 +36,14 @@ type env struct {
 	cfg    Config
 	seq    atomic.Int64
 	body   []byte
+	meter  *meter
 }
 
 // open sets up an env whose pools serve up to maxWorkers goroutines. On
 // error, whatever was set up is closed.
 func open(ctx context.Context, cfg Config, maxWorkers int) (*env, error) {
 	clientlog.Contain()
-	e := &env{cfg: cfg, body: []byte(strings.Repeat("x", 256))}
+	e := &env{cfg: cfg, body: []byte(strings.Repeat("x", 256)), meter: newMeter()}
 	for _, step := range []func() error{
 		func() error { return e.openMySQL(ctx, maxWorkers) },
 		func() error { return e.openRedis(maxWorkers) },
@@ -68,11 +69,7 @@ func (e *env) close() {
 // openMySQL recreates database reliablemq_bench with the migrations and
 // two scratch tables.
 func (e *env) openMySQL(ctx context.Context, maxWorkers int) error {
-	dsn := os.Getenv("MYSQL_DSN")
-	if dsn == "" {
-		dsn = "root@tcp(127.0.0.1:3306)/"
-	}
-	mc, err := mysql.ParseDSN(dsn)
+	mc, err := mysql.ParseDSN(mysqlDSN())
 	if err != nil {
 		return fmt.Errorf("MYSQL_DSN: %w", err)
 	}
@@ -99,6 +96,14 @@ func (e *env) openMySQL(ctx context.Context, maxWorkers int) error {
 		}
 	}
 	return nil
+}
+
+// mysqlDSN is MYSQL_DSN, or the local default.
+func mysqlDSN() string {
+	if dsn := os.Getenv("MYSQL_DSN"); dsn != "" {
+		return dsn
+	}
+	return "root@tcp(127.0.0.1:3306)/"
 }
 
 func recreateDatabase(ctx context.Context, dsn, addr string) error {

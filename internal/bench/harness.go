@@ -13,7 +13,8 @@ import (
 // is made of calls the harness can time, the latency of each call.
 type sample struct {
 	rate     float64
-	p50, p99 time.Duration // zero when not measured
+	p50, p99 time.Duration   // zero when not measured
+	cpu      []time.Duration // per operation, one per e.meter.names
 }
 
 // parallel runs op n times over w goroutines and returns the rate and the
@@ -52,13 +53,21 @@ func parallel(n, w int, op func() error) (sample, error) {
 	return s, nil
 }
 
+// parallel is [parallel] with the CPU time per operation metered.
+func (e *env) parallel(n, w int, op func() error) (sample, error) {
+	start := e.meter.now()
+	s, err := parallel(n, w, op)
+	s.cpu = e.meter.perOp(start, n)
+	return s, err
+}
+
 // both measures base, then subject, each cfg.Ops times on w goroutines.
 func (e *env) both(w int, base, subject func() error) (sample, sample, error) {
-	b, err := parallel(e.cfg.Ops, w, base)
+	b, err := e.parallel(e.cfg.Ops, w, base)
 	if err != nil {
 		return sample{}, sample{}, err
 	}
-	s, err := parallel(e.cfg.Ops, w, subject)
+	s, err := e.parallel(e.cfg.Ops, w, subject)
 	return b, s, err
 }
 
@@ -123,6 +132,13 @@ func (e *env) measure(ctx context.Context, p pair) (Result, error) {
 		BaseP50: medianOf(bases, sample.getP50), BaseP99: medianOf(bases, sample.getP99),
 		P50: medianOf(subjects, sample.getP50), P99: medianOf(subjects, sample.getP99),
 		Ratio: median(ratios), Target: p.target}
+	if len(e.meter.names) > 0 {
+		r.BaseCPU, r.CPU = make(map[string]time.Duration), make(map[string]time.Duration)
+		for i, name := range e.meter.names {
+			cpu := func(s sample) time.Duration { return s.cpu[i] }
+			r.BaseCPU[name], r.CPU[name] = medianOf(bases, cpu), medianOf(subjects, cpu)
+		}
+	}
 	if p.target > 0 {
 		pass := r.Ratio >= p.target
 		r.Pass = &pass

@@ -52,10 +52,10 @@ func (e *env) runBroker(ctx context.Context, w int) (sample, sample, error) {
 			return sample{}, sample{}, err
 		}
 	}
-	base, err := parallel(e.cfg.Ops, w, embedded)
+	base, err := e.parallel(e.cfg.Ops, w, embedded)
 	if err != nil {
 		return sample{}, sample{}, err
 	}
-	subject, err := parallel(e.cfg.Ops, w, real)
+	subject, err := e.parallel(e.cfg.Ops, w, real)
 	return base, subject, err
 }

@@ -94,6 +94,7 @@ func (e *env) consumeRate(start func(count func()) (stop func(), err error)) (sa
 	n := e.cfg.DrainRows
 	var got, first, last atomic.Int64
 	done := make(chan struct{})
+	cpu := e.meter.now()
 	stop, err := start(func() {
 		now := time.Now().UnixNano()
 		first.CompareAndSwap(0, now)
@@ -111,7 +112,7 @@ func (e *env) consumeRate(start func(count func()) (stop func(), err error)) (sa
 	case <-time.After(3 * time.Minute):
 		return sample{}, fmt.Errorf("consumed %d of %d", got.Load(), n)
 	}
-	return sample{rate: float64(n) / time.Duration(last.Load()-first.Load()).Seconds()}, nil
+	return sample{rate: float64(n) / time.Duration(last.Load()-first.Load()).Seconds(), cpu: e.meter.perOp(cpu, n)}, nil
 }
 
 // startRaw starts the official push consumer on topic from its first offset.

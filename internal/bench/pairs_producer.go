@@ -33,10 +33,10 @@ func (e *env) runSend(ctx context.Context, w int) (sample, sample, error) {
 			return sample{}, sample{}, err
 		}
 	}
-	b, err := parallel(e.cfg.Ops, w, raw)
+	b, err := e.parallel(e.cfg.Ops, w, raw)
 	if err != nil {
 		return sample{}, sample{}, err
 	}
-	s, err := parallel(e.cfg.Ops, w, wrapped)
+	s, err := e.parallel(e.cfg.Ops, w, wrapped)
 	return b, s, err
 }

@@ -30,6 +30,67 @@ func PrintTable(w io.Writer, results []Result) error {
 	return tw.Flush()
 }
 
+// cpuProcesses is the order of PrintCPU's columns.
+var cpuProcesses = []string{"this process", "broker", "mysql", "redis"}
+
+// PrintCPU writes each side's CPU time per operation by process (µs), and
+// what it implies where the processes share the machine's cores:
+//
+//   - CPU RATIO is the baseline's total over the subject's: the ratio a
+//     machine whose cores are all busy shows;
+//   - BOUND is that ratio had this process spent no more per operation on
+//     the subject side than on the baseline: what the servers' own extra
+//     work allows a layer that cost nothing.
+//
+// It writes nothing when no CPU time was measured (off Linux).
+func PrintCPU(w io.Writer, results []Result) error {
+	var procs []string
+	for _, p := range cpuProcesses {
+		for _, r := range results {
+			if _, ok := r.CPU[p]; ok {
+				procs = append(procs, p)
+				break
+			}
+		}
+	}
+	if len(procs) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "CPU µs PER OPERATION\tSIDE\t%s\tTOTAL\tCPU RATIO\tBOUND\t\n", strings.ToUpper(strings.Join(procs, "\t")))
+	us := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Microsecond)) }
+	for _, r := range results {
+		if r.CPU == nil {
+			continue
+		}
+		var base, subj, baseOwn, subjOwn time.Duration
+		line := func(name, side string, cpu map[string]time.Duration, total *time.Duration) {
+			fmt.Fprintf(tw, "%s\t%s\t", name, side)
+			for _, p := range procs {
+				d, ok := cpu[p]
+				*total += d
+				if ok {
+					fmt.Fprintf(tw, "%s\t", us(d))
+				} else {
+					fmt.Fprint(tw, "-\t")
+				}
+			}
+			fmt.Fprintf(tw, "%s\t", us(*total))
+		}
+		line(r.Name, "baseline", r.BaseCPU, &base)
+		fmt.Fprintln(tw, "\t\t")
+		line("", "subject", r.CPU, &subj)
+		baseOwn, subjOwn = r.BaseCPU[cpuProcesses[0]], r.CPU[cpuProcesses[0]]
+		if subj > 0 {
+			bound := float64(base) / float64(base+max(0, (subj-subjOwn)-(base-baseOwn)))
+			fmt.Fprintf(tw, "%.2f\t%.2f\t\n", float64(base)/float64(subj), bound)
+		} else {
+			fmt.Fprintln(tw, "-\t-\t")
+		}
+	}
+	return tw.Flush()
+}
+
 // formatLatency rounds d to three significant digits or so; "-" for zero.
 func formatLatency(d time.Duration) string {
 	switch {
