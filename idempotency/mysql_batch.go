@@ -12,10 +12,13 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/token"
 )
 
-// ClaimBatch implements [BatchStore]: one multi-row INSERT ... ON
-// DUPLICATE KEY UPDATE (a single autocommitted statement: one commit for
-// the batch) claims every free key and leaves held ones untouched, then
-// one SELECT reads who holds each. A row holding the item's own token was
+// ClaimBatch implements [BatchStore]. Most batches hold new keys only (a
+// first delivery): one plain multi-row INSERT claims them all, with no
+// read. When a key has a row already, that INSERT fails as a whole and
+// inserts nothing; then one multi-row INSERT ... ON DUPLICATE KEY UPDATE
+// (a single autocommitted statement: one commit for the batch) claims
+// every free key and leaves held ones untouched, and one SELECT reads who
+// holds each. A row holding the item's own token was
 // claimed by it (tokens are unique per claim, and only the holder or a
 // take-over after its lease changes the row); a done row is Done; any
 // other is Busy. Rows are written in key-hash order, so two batches lock
@@ -32,6 +35,21 @@ func (s *MySQLStore) ClaimBatch(ctx context.Context, group string, items []KeyTo
 	pending := make([]int, len(items))
 	for i := range pending {
 		pending[i] = i
+	}
+	slices.SortStableFunc(pending, func(a, b int) int { return bytes.Compare(hashes[a], hashes[b]) })
+	query, args := s.batchStatement(group, items, hashes, pending, lease).Query()
+	_, err := s.db.ExecContext(ctx, query, args...)
+	switch {
+	case err == nil:
+		for i := range results {
+			results[i] = ClaimResult{Outcome: Acquired, Attempts: 1}
+		}
+		return results
+	case !sqldb.IsDuplicate(err) && !sqldb.IsDeadlock(err):
+		for i := range results {
+			results[i].Err = err
+		}
+		return results
 	}
 	for round := 0; len(pending) > 0; round++ {
 		if round == 3 { // a purge or Forget removed rows between the two statements, repeatedly
@@ -78,14 +96,7 @@ type claimRow struct {
 func (s *MySQLStore) claimRows(ctx context.Context, group string, items []KeyToken, hashes [][]byte, pending []int, lease time.Duration) (map[string]claimRow, error) {
 	order := slices.Clone(pending)
 	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(hashes[a], hashes[b]) })
-	st := sqldb.NewStatement(len(s.q.insert) + len(s.q.batchTakeOver) + len(order)*(2*len(items[0].Key)+300)).SQL(s.q.insert)
-	for n, i := range order {
-		if n > 0 {
-			st.SQL(", ")
-		}
-		appendRow(st, group, hashes[i], items[i].Key, statusProcessing, items[i].Token, lease)
-	}
-	query, args := st.SQL(s.q.batchTakeOver).Query()
+	query, args := s.batchStatement(group, items, hashes, order, lease).SQL(s.q.batchTakeOver).Query()
 	var err error
 	for attempt := 1; ; attempt++ {
 		if _, err = s.db.ExecContext(ctx, query, args...); err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
@@ -95,7 +106,7 @@ func (s *MySQLStore) claimRows(ctx context.Context, group string, items []KeyTok
 	if err != nil {
 		return nil, err
 	}
-	st = sqldb.NewStatement(len(s.q.batchStatus) + len(order)*70 + 600).SQL(s.q.batchStatus).String(group).SQL(" AND key_hash IN (")
+	st := sqldb.NewStatement(len(s.q.batchStatus) + len(order)*70 + 600).SQL(s.q.batchStatus).String(group).SQL(" AND key_hash IN (")
 	for n, i := range order {
 		if n > 0 {
 			st.SQL(", ")
@@ -112,6 +123,19 @@ func (s *MySQLStore) claimRows(ctx context.Context, group string, items []KeyTok
 		rows[string(r.Hash)] = r
 	}
 	return rows, nil
+}
+
+// batchStatement returns the multi-row INSERT of the claims of
+// items[order], in that order.
+func (s *MySQLStore) batchStatement(group string, items []KeyToken, hashes [][]byte, order []int, lease time.Duration) *sqldb.Statement {
+	st := sqldb.NewStatement(len(s.q.insert) + len(s.q.batchTakeOver) + len(order)*(2*len(items[order[0]].Key)+300)).SQL(s.q.insert)
+	for n, i := range order {
+		if n > 0 {
+			st.SQL(", ")
+		}
+		appendRow(st, group, hashes[i], items[i].Key, statusProcessing, items[i].Token, lease)
+	}
+	return st
 }
 
 // CompleteBatch implements [BatchStore] with one UPDATE (one commit for

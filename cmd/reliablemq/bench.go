@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 
 	"github.com/seed157d4c4d/reliablemq/internal/bench"
 )
 
-const benchUsage = `usage: reliablemq bench [-quick] [-sweep] [-ops N] [-drain-rows N] [-repeats N] [-json FILE] [-svg FILE]
+const benchUsage = `usage: reliablemq bench [-quick] [-sweep] [-only TEXT] [-ops N] [-drain-rows N] [-repeats N]
+                       [-json FILE] [-svg FILE] [-cpuprofile FILE]
 
 Measures each layer's cost as a ratio against the raw client and the
 databases' own limits, side by side in one run, and prints a table with
@@ -23,7 +25,10 @@ is REDIS_ADDR or miniredis.
 -quick runs every pair once at small sizes (a smoke run for CI: it fails
 only when the bench cannot run, never on a ratio). -sweep runs the pairs
 whose concurrency the bench sets at 1, 4, 16 and 64 workers; with -svg it
-draws throughput against workers per pair.
+draws throughput against workers per pair. On Linux a second table gives
+each side's CPU time per operation, by process. -only runs the pairs
+whose name contains TEXT; -cpuprofile writes this process's CPU profile
+(go tool pprof) over the run.
 
 `
 
@@ -37,6 +42,8 @@ func benchCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	sweep := fs.Bool("sweep", false, "run the pairs at 1, 4, 16 and 64 workers (-svg then draws throughput against workers)")
 	jsonPath := fs.String("json", "", "also write the results as JSON to this file")
 	svgPath := fs.String("svg", "", "also draw the results as an SVG chart to this file")
+	only := fs.String("only", "", "run only the pairs whose name contains this text (case ignored)")
+	profile := fs.String("cpuprofile", "", "write this process's CPU profile over the run to this file")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -65,7 +72,18 @@ func benchCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			return usagef("bench: -%s %d: must be positive", size.name, size.v)
 		}
 	}
-	cfg := bench.Config{Ops: *ops, DrainRows: *drain, Repeats: *repeats, Progress: stdout}
+	cfg := bench.Config{Ops: *ops, DrainRows: *drain, Repeats: *repeats, Progress: stdout, Only: *only}
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	run, chart := bench.Run, bench.WriteSVG
 	if *sweep {
 		run = func(ctx context.Context, cfg bench.Config) ([]bench.Result, error) { return bench.Sweep(ctx, cfg, nil) }

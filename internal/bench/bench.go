@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -26,6 +27,9 @@ type Config struct {
 	Repeats int
 	// Progress, when set, receives a line per measurement.
 	Progress io.Writer
+	// Only, when set, runs only the pairs whose name contains it (case
+	// ignored).
+	Only string
 }
 
 // Quick returns the sizes of a smoke run: every pair once, small, so a CI
@@ -114,15 +118,22 @@ func Sweep(ctx context.Context, cfg Config, workerCounts []int) ([]Result, error
 	return results, nil
 }
 
-// runAll measures ps in order, stopping at the first error.
+// runAll measures ps (those cfg.Only selects) in order, stopping at the
+// first error.
 func (e *env) runAll(ctx context.Context, ps []pair) ([]Result, error) {
 	var results []Result
 	for _, p := range ps {
+		if !strings.Contains(strings.ToLower(p.name), strings.ToLower(e.cfg.Only)) {
+			continue
+		}
 		r, err := e.measure(ctx, p)
 		if err != nil {
 			return results, fmt.Errorf("%s: %w", p.name, err)
 		}
 		results = append(results, r)
+	}
+	if len(results) == 0 {
+		return nil, fmt.Errorf("no pair's name contains %q", e.cfg.Only)
 	}
 	return results, nil
 }
