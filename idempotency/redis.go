@@ -55,15 +55,20 @@ func NewRedisStore(rdb redis.UniversalClient, opts ...RedisOption) (*RedisStore,
 }
 
 var (
+	// claimScript: a new key (the usual case) takes two writes, the claim
+	// and its counter, each set only if absent.
 	claimScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v == 'done' then return {2, 0} end
 if KEYS[3] and redis.call('GET', KEYS[3]) == 'done' then return {2, 0} end
-if v then return {3, 0} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local n = redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return {1, n}`)
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
+  local n = 1
+  if not redis.call('SET', KEYS[2], 1, 'PX', ARGV[3], 'NX') then
+    n = redis.call('INCR', KEYS[2])
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  end
+  return {1, n}
+end
+if redis.call('GET', KEYS[1]) == 'done' then return {2, 0} end
+return {3, 0}`)
 	completeScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])

@@ -10,7 +10,8 @@ import (
 )
 
 var (
-	// claimBatchScript is claimScript over several keys, in order. KEYS
+	// claimBatchScript is claimScript over several keys, in order (a new
+	// key: two writes, each set only if absent). KEYS
 	// holds stride keys per item (claim, counter, and the legacy marker
 	// when stride is 3); ARGV is lease, counter TTL, stride, then one
 	// token per item. It returns outcome and count per item, flattened.
@@ -19,16 +20,19 @@ local stride = tonumber(ARGV[3])
 local out = {}
 for i = 1, #ARGV - 3 do
   local b = (i - 1) * stride
-  local v = redis.call('GET', KEYS[b + 1])
-  if v == 'done' or (stride == 3 and redis.call('GET', KEYS[b + 3]) == 'done') then
+  if stride == 3 and redis.call('GET', KEYS[b + 3]) == 'done' then
     out[2 * i - 1], out[2 * i] = 2, 0
-  elseif v then
-    out[2 * i - 1], out[2 * i] = 3, 0
-  else
-    redis.call('SET', KEYS[b + 1], ARGV[3 + i], 'PX', ARGV[1])
-    local n = redis.call('INCR', KEYS[b + 2])
-    redis.call('PEXPIRE', KEYS[b + 2], ARGV[2])
+  elseif redis.call('SET', KEYS[b + 1], ARGV[3 + i], 'PX', ARGV[1], 'NX') then
+    local n = 1
+    if not redis.call('SET', KEYS[b + 2], 1, 'PX', ARGV[2], 'NX') then
+      n = redis.call('INCR', KEYS[b + 2])
+      redis.call('PEXPIRE', KEYS[b + 2], ARGV[2])
+    end
     out[2 * i - 1], out[2 * i] = 1, n
+  elseif redis.call('GET', KEYS[b + 1]) == 'done' then
+    out[2 * i - 1], out[2 * i] = 2, 0
+  else
+    out[2 * i - 1], out[2 * i] = 3, 0
   end
 end
 return out`)
