@@ -177,6 +177,13 @@ func (c *Consumer) handleBatch(parent context.Context, items []*item) {
 		each(items, func(it *item) { it.v = c.handle(run, parent, nil, it) })
 		return
 	}
+	c.guardedBatch(run, parent, items)
+}
+
+// guardedBatch claims the keys of items, wave by wave (each key once per
+// wave), and runs the handlers of those acquired. It is apart from
+// handleBatch so that an unguarded delivery's stack stays small.
+func (c *Consumer) guardedBatch(run, parent context.Context, items []*item) {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(parent), bookkeeping)
 	defer cancel()
 	pending := make([]*item, 0, len(items))
@@ -325,25 +332,8 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 	m := it.m
 	hctx := run
 	if c.cfg.guard != nil {
-		if it.claimErr != nil {
-			return c.storeError(bctx, m, "claim", it.claimErr)
-		}
-		switch claim.Outcome {
-		case idempotency.Done:
-			c.stats.duplicates.Add(1)
-			c.event(bctx, observe.Duplicate, m, "", nil)
-			if c.cfg.logger.Enabled(bctx, slog.LevelDebug) {
-				c.cfg.logger.LogAttrs(bctx, slog.LevelDebug, "duplicate acknowledged", slog.String("msg_id", m.MsgID), slog.String("keys", it.key))
-			}
-			return ack
-		case idempotency.Busy:
-			c.stats.busy.Add(1)
-			c.event(bctx, observe.Retry, m, "busy", nil)
-			if m.Attempt == busyReportAttempt {
-				c.trouble.report(bctx, Trouble{Group: c.group, Op: OpBusy, Failures: m.Attempt, Key: it.key, MsgID: m.MsgID,
-					Err: fmt.Errorf("consumer: key held by another consumer for %d deliveries (lease %v)", m.Attempt, c.cfg.guard.Lease())})
-			}
-			return busy
+		if it.claimErr != nil || claim.Outcome != idempotency.Acquired {
+			return c.notAcquired(bctx, claim, it)
 		}
 		if c.orderly {
 			m.Attempt = claim.Attempt // survives restarts, unlike the client's count
@@ -362,21 +352,68 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 		hctx, cancelTTL = context.WithTimeout(hctx, c.cfg.handlerTTL)
 		defer cancelTTL()
 	}
-	hctx, end := c.cfg.hooks.Begin(hctx, observe.Message{Topic: m.Topic, Group: c.group, MsgID: m.MsgID,
-		Key: strings.Join(m.Keys, " "), Properties: m.Properties})
+	err := c.run(hctx, claim, m)
+	if err != nil {
+		return c.failed(hctx, bctx, claim, m, err)
+	}
+	if claim != nil {
+		c.complete(bctx, it)
+	}
+	c.stats.handled.Add(1)
+	c.event(hctx, observe.Handled, m, "", nil)
+	return ack
+}
+
+// run runs the handler on m, inside the hooks' Handle when there is one,
+// and reports a lease that ended meanwhile.
+func (c *Consumer) run(hctx context.Context, claim *idempotency.Claim, m *Message) error {
+	end := func(error) {}
+	if c.cfg.hooks.Handle != nil {
+		hctx, end = c.beginHooks(hctx, m)
+	}
 	err := invoke(hctx, c.handler, m)
 	if claim != nil && time.Now().After(claim.Deadline()) {
 		c.event(hctx, observe.LeaseExpired, m, "", err)
 	}
-	defer end(err)
-	if err == nil {
-		if claim != nil {
-			c.complete(bctx, it)
+	end(err)
+	return err
+}
+
+// beginHooks starts the hooks' Handle for m.
+func (c *Consumer) beginHooks(ctx context.Context, m *Message) (context.Context, func(error)) {
+	return c.cfg.hooks.Begin(ctx, observe.Message{Topic: m.Topic, Group: c.group, MsgID: m.MsgID,
+		Key: strings.Join(m.Keys, " "), Properties: m.Properties})
+}
+
+// notAcquired settles a guarded message whose key was not acquired: the
+// claim failed, the key is done (a duplicate) or another delivery holds
+// it.
+func (c *Consumer) notAcquired(bctx context.Context, claim *idempotency.Claim, it *item) verdict {
+	m := it.m
+	if it.claimErr != nil {
+		return c.storeError(bctx, m, "claim", it.claimErr)
+	}
+	if claim.Outcome == idempotency.Done {
+		c.stats.duplicates.Add(1)
+		c.event(bctx, observe.Duplicate, m, "", nil)
+		if c.cfg.logger.Enabled(bctx, slog.LevelDebug) {
+			c.cfg.logger.LogAttrs(bctx, slog.LevelDebug, "duplicate acknowledged", slog.String("msg_id", m.MsgID), slog.String("keys", it.key))
 		}
-		c.stats.handled.Add(1)
-		c.event(hctx, observe.Handled, m, "", nil)
 		return ack
 	}
+	c.stats.busy.Add(1)
+	c.event(bctx, observe.Retry, m, "busy", nil)
+	if m.Attempt == busyReportAttempt {
+		c.trouble.report(bctx, Trouble{Group: c.group, Op: OpBusy, Failures: m.Attempt, Key: it.key, MsgID: m.MsgID,
+			Err: fmt.Errorf("consumer: key held by another consumer for %d deliveries (lease %v)", m.Attempt, c.cfg.guard.Lease())})
+	}
+	return busy
+}
+
+// failed settles a message whose handler returned err: parked when err is
+// permanent or the attempts are used up, else retried (its claim
+// released).
+func (c *Consumer) failed(hctx, bctx context.Context, claim *idempotency.Claim, m *Message, err error) verdict {
 	if claim == nil {
 		// Failures are rare: the bound for the bookkeeping below is made
 		// only now.
