@@ -25,9 +25,11 @@
 //
 // [Guard.ClaimBatch] and [Guard.CompleteBatch] do the same for many keys
 // in one round trip each on a [BatchStore] (both stores are: on MySQL one
-// multi-row statement and one short transaction, each one commit; on
-// Redis one script, or on a Cluster one script per key in one pipeline),
-// with the same per-key outcomes, tokens, leases and attempt counts.
+// multi-row statement, one commit, plus one read when a claimed key had a
+// row already; on Redis one script, or on a Cluster one script per key in
+// one pipeline), with the same per-key outcomes, tokens, leases and
+// attempt counts. The MySQL statements carry their values as hex literals
+// (no prepared statements), whatever the DSN says about them.
 //
 // A [TxGuard] writes the done marker in the caller's MySQL transaction
 // together with the business effects: both commit or neither does. When

@@ -19,8 +19,9 @@ const (
 // MySQLStore keeps claims in a MySQL/MariaDB table with a primary key on
 // (consumer group, SHA-256 of the key); the key itself is stored verbatim.
 // Times come from the database clock, so consumers on machines with skewed
-// clocks agree on lease expiry. Every method is one or two single-row
-// statements on the primary key.
+// clocks agree on lease expiry. Claiming a new key, completing and
+// releasing are one single-row statement each on the primary key; claiming
+// a key that has a row takes one or two more.
 type MySQLStore struct {
 	db    *sqlx.DB
 	table string
