@@ -352,7 +352,14 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 		hctx, cancelTTL = context.WithTimeout(hctx, c.cfg.handlerTTL)
 		defer cancelTTL()
 	}
-	err := c.run(hctx, claim, m)
+	hctx, end := c.beginHooks(hctx, m)
+	err := invoke(hctx, c.handler, m)
+	if claim != nil && time.Now().After(claim.Deadline()) {
+		c.event(hctx, observe.LeaseExpired, m, "", err)
+	}
+	// The hooks' Handle ends once the message is settled, so its events
+	// land in it.
+	defer end(err)
 	if err != nil {
 		return c.failed(hctx, bctx, claim, m, err)
 	}
@@ -364,26 +371,16 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 	return ack
 }
 
-// run runs the handler on m, inside the hooks' Handle when there is one,
-// and reports a lease that ended meanwhile.
-func (c *Consumer) run(hctx context.Context, claim *idempotency.Claim, m *Message) error {
-	end := func(error) {}
-	if c.cfg.hooks.Handle != nil {
-		hctx, end = c.beginHooks(hctx, m)
-	}
-	err := invoke(hctx, c.handler, m)
-	if claim != nil && time.Now().After(claim.Deadline()) {
-		c.event(hctx, observe.LeaseExpired, m, "", err)
-	}
-	end(err)
-	return err
-}
-
-// beginHooks starts the hooks' Handle for m.
+// beginHooks starts the hooks' Handle for m, if there is one.
 func (c *Consumer) beginHooks(ctx context.Context, m *Message) (context.Context, func(error)) {
+	if c.cfg.hooks.Handle == nil {
+		return ctx, noEnd
+	}
 	return c.cfg.hooks.Begin(ctx, observe.Message{Topic: m.Topic, Group: c.group, MsgID: m.MsgID,
 		Key: strings.Join(m.Keys, " "), Properties: m.Properties})
 }
+
+func noEnd(error) {}
 
 // notAcquired settles a guarded message whose key was not acquired: the
 // claim failed, the key is done (a duplicate) or another delivery holds

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 )
 
 // meter reads the CPU time used so far by this process and by the servers
@@ -30,10 +31,12 @@ func newMeter() *meter {
 		return m
 	}
 	m.names, m.read = append(m.names, "this process"), append(m.read, self)
+	seen := map[int]bool{} // a process is read once, under the first name it serves
 	add := func(name string, addrs ...string) {
 		var reads []func() time.Duration
 		for _, a := range addrs {
-			if r := servers(localPort(a)); r != nil {
+			if pid, r := servers(localPort(a)); r != nil && !seen[pid] {
+				seen[pid] = true
 				reads = append(reads, r)
 			}
 		}
@@ -49,7 +52,7 @@ func newMeter() *meter {
 		})
 	}
 	if brokers := os.Getenv("RMQ_BROKER"); os.Getenv("RMQ_NAMESRV") != "" && brokers != "" {
-		add("broker", strings.Split(brokers, ";")...)
+		add("broker", remoting.SplitAddrs(brokers)...)
 	}
 	if mc, err := mysql.ParseDSN(mysqlDSN()); err == nil && mc.Net == "tcp" {
 		add("mysql", mc.Addr)
@@ -60,17 +63,21 @@ func newMeter() *meter {
 	return m
 }
 
-// localPort returns addr's port when its host is this machine's loopback,
-// or 0.
+// localPort returns addr's port when its host is this machine (a loopback
+// or unspecified address, localhost, or none), or 0.
 func localPort(addr string) int {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return 0
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if ip := net.ParseIP(host); host != "" && !strings.EqualFold(host, "localhost") &&
+		(ip == nil || !ip.IsLoopback() && !ip.IsUnspecified()) {
 		return 0
 	}
-	n, _ := strconv.Atoi(port)
+	n, err := strconv.Atoi(port)
+	if err != nil || n <= 0 || n > 65535 {
+		return 0
+	}
 	return n
 }
 

@@ -10,9 +10,9 @@ import (
 )
 
 // cpuReaders returns a reader of this process's CPU time, and a finder of
-// a reader for the process listening on a TCP port (nil when none is
-// found or it cannot be read).
-func cpuReaders() (self func() time.Duration, listener func(port int) func() time.Duration) {
+// the process listening on a TCP port and a reader of its CPU time (nil
+// when none is found or it cannot be read).
+func cpuReaders() (self func() time.Duration, listener func(port int) (pid int, read func() time.Duration)) {
 	self = func() time.Duration {
 		var u syscall.Rusage
 		if syscall.Getrusage(syscall.RUSAGE_SELF, &u) != nil {
@@ -20,12 +20,12 @@ func cpuReaders() (self func() time.Duration, listener func(port int) func() tim
 		}
 		return time.Duration(u.Utime.Nano() + u.Stime.Nano())
 	}
-	listener = func(port int) func() time.Duration {
+	listener = func(port int) (int, func() time.Duration) {
 		pid := listeningPID(port)
 		if pid == 0 || procCPU(pid) < 0 {
-			return nil
+			return 0, nil
 		}
-		return func() time.Duration { return max(procCPU(pid), 0) }
+		return pid, func() time.Duration { return max(procCPU(pid), 0) }
 	}
 	return self, listener
 }

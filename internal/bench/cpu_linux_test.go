@@ -18,7 +18,8 @@ func TestListeningPIDFindsTheListener(t *testing.T) {
 	if pid := listeningPID(port); pid != os.Getpid() {
 		t.Fatalf("port %d: pid %d, want %d", port, pid, os.Getpid())
 	}
-	if _, listener := cpuReaders(); listener(port) == nil || listener(port)() < 0 {
+	_, listener := cpuReaders()
+	if pid, read := listener(port); pid != os.Getpid() || read == nil || read() < 0 {
 		t.Fatal("no CPU time for this process's listener")
 	}
 	l.Close()
