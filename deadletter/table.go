@@ -124,7 +124,7 @@ func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error)
 	}
 	// A plain INSERT: a message parked before is told by the duplicate
 	// error, whatever the DSN says about affected rows (clientFoundRows).
-	res, err := d.db.ExecContext(ctx, "INSERT INTO "+d.quoted+" (consumer_group, topic, msg_id, biz_keys, tags, sharding_key,"+
+	res, err := sqldb.Exec(ctx, d.db, "INSERT INTO "+d.quoted+" (consumer_group, topic, msg_id, biz_keys, tags, sharding_key,"+
 		" sharding_hash, properties, body, attempts, last_error, cause, status, reason, replay_of, created_at, updated_at)"+
 		" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 		dl.Group, dl.Topic, dl.MsgID, []byte(strings.Join(dl.Keys, " ")), []byte(dl.Tag), []byte(dl.ShardingKey),
@@ -149,7 +149,7 @@ func (d *Table) HasParked(ctx context.Context, group, shardingKey string, before
 		before = math.MaxInt64
 	}
 	var one int
-	err := d.db.GetContext(ctx, &one, "SELECT 1 FROM "+d.t+
+	err := sqldb.Get(ctx, d.db, &one, "SELECT 1 FROM "+d.t+
 		" WHERE consumer_group = ? AND sharding_hash = ? AND status = 1 AND sharding_key = ?"+
 		" AND IF(replay_of > 0, replay_of, id) < ? LIMIT 1",
 		group, sqldb.Hash(shardingKey), []byte(shardingKey), before)
@@ -249,7 +249,7 @@ func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
 	q += " ORDER BY id LIMIT ?"
 	args = append(args, limit)
 	var rows []row
-	if err := d.db.SelectContext(ctx, &rows, q, args...); err != nil {
+	if err := sqldb.Select(ctx, d.db, &rows, q, args...); err != nil {
 		return nil, fmt.Errorf("deadletter: list: %w", err)
 	}
 	out := make([]*Entry, 0, len(rows))
@@ -266,7 +266,7 @@ func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
 // Get returns one dead letter, or [ErrNotFound].
 func (d *Table) Get(ctx context.Context, id int64) (*Entry, error) {
 	var r row
-	err := d.db.GetContext(ctx, &r, "SELECT "+deadLetterColumns+" FROM "+d.quoted+" WHERE id = ?", id)
+	err := sqldb.Get(ctx, d.db, &r, "SELECT "+deadLetterColumns+" FROM "+d.quoted+" WHERE id = ?", id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
@@ -317,7 +317,7 @@ func (d *Table) Discard(ctx context.Context, id int64, reason string) error {
 }
 
 func (d *Table) transition(ctx context.Context, id int64, to Status, reason string) error {
-	res, err := d.db.ExecContext(ctx, "UPDATE "+d.quoted+" SET status = ?, reason = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 1",
+	res, err := sqldb.Exec(ctx, d.db, "UPDATE "+d.quoted+" SET status = ?, reason = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 1",
 		int(to), reason, id)
 	if err != nil {
 		return fmt.Errorf("deadletter: mark %d %s: %w", id, to, err)

@@ -45,7 +45,7 @@ func (s *MySQLStore) Lookup(ctx context.Context, key string, groups ...string) (
 		return nil, fmt.Errorf("idempotency: lookup %q: %w", key, err)
 	}
 	var rows []keyStateRow
-	if err := s.db.SelectContext(ctx, &rows, q, args...); err != nil {
+	if err := sqldb.Select(ctx, s.db, &rows, q, args...); err != nil {
 		return nil, fmt.Errorf("idempotency: lookup %q: %w", key, err)
 	}
 	out := make([]KeyState, len(rows))

@@ -125,14 +125,14 @@ func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease 
 		SQL(" AND expires_at < UTC_TIMESTAMP(6)").Query()
 	status, statusArgs := appendKey(statement(s.q.status, ""), group, h).Query()
 	for range 3 { // a purge may remove the row between two statements
-		_, err := s.db.ExecContext(ctx, insert, insertArgs...)
+		_, err := sqldb.Exec(ctx, s.db, insert, insertArgs...)
 		if err == nil {
 			return Acquired, 1, nil
 		}
 		if !sqldb.IsDuplicate(err) {
 			return 0, 0, err
 		}
-		res, err := s.db.ExecContext(ctx, takeOver, takeOverArgs...)
+		res, err := sqldb.Exec(ctx, s.db, takeOver, takeOverArgs...)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -143,7 +143,7 @@ func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease 
 			return Acquired, int(attempts), err
 		}
 		var st int
-		err = s.db.GetContext(ctx, &st, status, statusArgs...)
+		err = sqldb.Get(ctx, s.db, &st, status, statusArgs...)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			continue
@@ -174,7 +174,7 @@ func (s *MySQLStore) Release(ctx context.Context, group, key, token string, forg
 
 func (s *MySQLStore) exec1(ctx context.Context, st *sqldb.Statement) error {
 	query, args := st.Query()
-	res, err := s.db.ExecContext(ctx, query, args...)
+	res, err := sqldb.Exec(ctx, s.db, query, args...)
 	if err != nil {
 		return err
 	}
@@ -202,7 +202,7 @@ func (s *MySQLStore) Purge(ctx context.Context, abandonedAfter time.Duration, ba
 		after  time.Duration
 	}{{statusDone, 0}, {statusProcessing, abandonedAfter}} {
 		for {
-			res, err := s.db.ExecContext(ctx, s.q.purge, p.after.Microseconds(), p.status, batch)
+			res, err := sqldb.Exec(ctx, s.db, s.q.purge, p.after.Microseconds(), p.status, batch)
 			if err != nil {
 				return total, fmt.Errorf("idempotency: purge: %w", err)
 			}

@@ -38,7 +38,7 @@ func (s *MySQLStore) ClaimBatch(ctx context.Context, group string, items []KeyTo
 	}
 	slices.SortStableFunc(pending, func(a, b int) int { return bytes.Compare(hashes[a], hashes[b]) })
 	query, args := s.batchStatement(group, items, hashes, pending, lease).Query()
-	_, err := s.db.ExecContext(ctx, query, args...)
+	_, err := sqldb.Exec(ctx, s.db, query, args...)
 	switch {
 	case err == nil:
 		for i := range results {
@@ -99,7 +99,7 @@ func (s *MySQLStore) claimRows(ctx context.Context, group string, items []KeyTok
 	query, args := s.batchStatement(group, items, hashes, order, lease).SQL(s.q.batchTakeOver).Query()
 	var err error
 	for attempt := 1; ; attempt++ {
-		if _, err = s.db.ExecContext(ctx, query, args...); err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
+		if _, err = sqldb.Exec(ctx, s.db, query, args...); err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
 			break
 		}
 	}
@@ -115,7 +115,7 @@ func (s *MySQLStore) claimRows(ctx context.Context, group string, items []KeyTok
 	}
 	query, args = st.SQL(")").Query()
 	var found []claimRow
-	if err := s.db.SelectContext(ctx, &found, query, args...); err != nil {
+	if err := sqldb.Select(ctx, s.db, &found, query, args...); err != nil {
 		return nil, err
 	}
 	rows := make(map[string]claimRow, len(found))
@@ -201,7 +201,7 @@ func (s *MySQLStore) CompleteBatch(ctx context.Context, group string, items []Ke
 	var res sql.Result
 	var err error
 	for attempt := 1; ; attempt++ {
-		if res, err = s.db.ExecContext(ctx, query, args...); err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
+		if res, err = sqldb.Exec(ctx, s.db, query, args...); err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
 			break
 		}
 	}
@@ -224,7 +224,7 @@ func (s *MySQLStore) CompleteBatch(ctx context.Context, group string, items []Ke
 		SQL(" AND token = ").String(mark).SQL(" AND status = 2 AND key_hash IN (")
 	query, args = appendHashes(st).Query()
 	var done [][]byte
-	if err := s.db.SelectContext(ctx, &done, query, args...); err != nil {
+	if err := sqldb.Select(ctx, s.db, &done, query, args...); err != nil {
 		return fail(err)
 	}
 	completed := make(map[string]bool, len(done))

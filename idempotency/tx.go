@@ -68,18 +68,18 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 	h := sqldb.Hash(key)
 	token := token.New()
 	query, args := appendRow(statement(g.q.insert, key), g.group, h, key, statusDone, token, g.retention).Query()
-	_, err = tx.ExecContext(ctx, query, args...)
+	_, err = sqldb.Exec(ctx, tx, query, args...)
 	if sqldb.IsDuplicate(err) {
 		var res sql.Result
 		query, args = appendKey(appendLease(statement(g.takeOver, ""), token, g.retention), g.group, h).
 			SQL(" AND status = 2 AND expires_at < UTC_TIMESTAMP(6)").Query()
-		res, err = tx.ExecContext(ctx, query, args...)
+		res, err = sqldb.Exec(ctx, tx, query, args...)
 		if err == nil {
 			var n int64
 			if n, err = res.RowsAffected(); err == nil && n == 0 {
 				var status int
 				query, args = appendKey(statement(g.q.status, ""), g.group, h).SQL(" LOCK IN SHARE MODE").Query()
-				if err = tx.GetContext(ctx, &status, query, args...); err == nil {
+				if err = sqldb.Get(ctx, tx, &status, query, args...); err == nil {
 					if status == statusDone {
 						return Done, nil
 					}

@@ -143,7 +143,7 @@ func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner st
 		q := sqldb.NewStatement(256).SQL(s.q.lockKey).Bytes(sqldb.Hash(m.ShardingKey)).
 			SQL(") ON DUPLICATE KEY UPDATE sharding_hash = sharding_hash")
 		query, args := q.Query()
-		if _, err := ex.ExecContext(ctx, query, args...); err != nil {
+		if _, err := sqldb.Exec(ctx, ex, query, args...); err != nil {
 			return 0, false, fmt.Errorf("outbox: enqueue %s/%s: lock sharding key: %w", m.Topic, m.Key, err)
 		}
 	}
@@ -165,11 +165,11 @@ func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner st
 	// says about affected rows (clientFoundRows). The failed statement
 	// leaves the caller's transaction usable.
 	query, args := q.Query()
-	res, err := ex.ExecContext(ctx, query, args...)
+	res, err := sqldb.Exec(ctx, ex, query, args...)
 	if sqldb.IsDuplicate(err) {
 		// A locking read: it sees the row that made the insert a duplicate
 		// even if it committed after this transaction's snapshot.
-		if err = ex.QueryRowContext(ctx, s.q.idOf, m.Topic, sqldb.Hash(m.Key)).Scan(&id); err != nil {
+		if err = sqldb.Scan(ctx, ex, s.q.idOf, []any{m.Topic, sqldb.Hash(m.Key)}, &id); err != nil {
 			return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
 		}
 		return id, false, nil
@@ -217,7 +217,7 @@ func (s *mysqlStore) claimAndLoad(ctx context.Context, owner, selectQ string, se
 		SQL(") AND lease_owner = ").String(owner).SQL(" ORDER BY id")
 	var dbRows []dbRow
 	query, args := q.Query()
-	if err := s.db.SelectContext(ctx, &dbRows, query, args...); err != nil {
+	if err := sqldb.Select(ctx, s.db, &dbRows, query, args...); err != nil {
 		return nil, fmt.Errorf("outbox: load claimed: %w", err)
 	}
 	return rowsOf(dbRows)
@@ -236,7 +236,7 @@ func (s *mysqlStore) claim(ctx context.Context, owner, selectQ string, selectArg
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	var ids []int64
-	if err := tx.SelectContext(ctx, &ids, selectQ, selectArgs...); err != nil {
+	if err := sqldb.Select(ctx, tx, &ids, selectQ, selectArgs...); err != nil {
 		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
 	if len(ids) == 0 {
@@ -247,7 +247,7 @@ func (s *mysqlStore) claim(ctx context.Context, owner, selectQ string, selectArg
 		SQL(", next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ").Int(s.lease.Microseconds()).
 		SQL(" MICROSECOND WHERE id IN (").Ints(ids).SQL(")")
 	query, args := q.Query()
-	if _, err := tx.ExecContext(ctx, query, args...); err != nil {
+	if _, err := sqldb.Exec(ctx, tx, query, args...); err != nil {
 		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -258,7 +258,7 @@ func (s *mysqlStore) claim(ctx context.Context, owner, selectQ string, selectArg
 
 func (s *mysqlStore) hasUnsentPredecessor(ctx context.Context, row *Row) (bool, error) {
 	var one int
-	err := s.db.GetContext(ctx, &one, s.q.predecessor, sqldb.Hash(row.ShardingKey), row.ID, []byte(row.ShardingKey))
+	err := sqldb.Get(ctx, s.db, &one, s.q.predecessor, sqldb.Hash(row.ShardingKey), row.ID, []byte(row.ShardingKey))
 	switch {
 	case err == nil:
 		return true, nil
@@ -345,7 +345,7 @@ func (s *mysqlStore) release(ctx context.Context, id int64, owner string, after 
 }
 
 func (s *mysqlStore) confirm(ctx context.Context, ex Execer, topic, key string) (bool, error) {
-	res, err := ex.ExecContext(ctx, s.q.confirm, topic, sqldb.Hash(key), []byte(key))
+	res, err := sqldb.Exec(ctx, ex, s.q.confirm, topic, sqldb.Hash(key), []byte(key))
 	if err != nil {
 		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
 	}
@@ -366,7 +366,7 @@ func (s *mysqlStore) replay(ctx context.Context, id int64) (bool, error) {
 
 func (s *mysqlStore) get(ctx context.Context, id int64) (*Row, error) {
 	var rr dbRow
-	err := s.db.GetContext(ctx, &rr, s.q.get, id)
+	err := sqldb.Get(ctx, s.db, &rr, s.q.get, id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
@@ -378,7 +378,7 @@ func (s *mysqlStore) get(ctx context.Context, id int64) (*Row, error) {
 
 func (s *mysqlStore) list(ctx context.Context, status Status, afterID int64, limit int) ([]*Row, error) {
 	var rows []dbRow
-	if err := s.db.SelectContext(ctx, &rows, s.q.list, int(status), afterID, limit); err != nil {
+	if err := sqldb.Select(ctx, s.db, &rows, s.q.list, int(status), afterID, limit); err != nil {
 		return nil, fmt.Errorf("outbox: list: %w", err)
 	}
 	return rowsOf(rows)
@@ -386,7 +386,7 @@ func (s *mysqlStore) list(ctx context.Context, status Status, afterID int64, lim
 
 func (s *mysqlStore) find(ctx context.Context, key string) ([]*Row, error) {
 	var topics []string
-	if err := s.db.SelectContext(ctx, &topics, s.q.topics); err != nil {
+	if err := sqldb.Select(ctx, s.db, &topics, s.q.topics); err != nil {
 		return nil, fmt.Errorf("outbox: find %q: %w", key, err)
 	}
 	if len(topics) == 0 {
@@ -397,7 +397,7 @@ func (s *mysqlStore) find(ctx context.Context, key string) ([]*Row, error) {
 		return nil, fmt.Errorf("outbox: find %q: %w", key, err)
 	}
 	var rows []dbRow
-	if err := s.db.SelectContext(ctx, &rows, q, args...); err != nil {
+	if err := sqldb.Select(ctx, s.db, &rows, q, args...); err != nil {
 		return nil, fmt.Errorf("outbox: find %q: %w", key, err)
 	}
 	return rowsOf(rows)
@@ -418,14 +418,14 @@ func (s *mysqlStore) backlog(ctx context.Context) (Backlog, error) {
 		return b, fmt.Errorf("outbox: backlog: %w", err)
 	}
 	b.OldestPending = time.Duration(oldestMicros) * time.Microsecond
-	if err := s.db.GetContext(ctx, &b.DeadRows, s.q.dead); err != nil {
+	if err := sqldb.Get(ctx, s.db, &b.DeadRows, s.q.dead); err != nil {
 		return b, fmt.Errorf("outbox: backlog: %w", err)
 	}
 	return b, nil
 }
 
 func (s *mysqlStore) exec(ctx context.Context, q string, args ...any) (int64, error) {
-	res, err := s.db.ExecContext(ctx, q, args...)
+	res, err := sqldb.Exec(ctx, s.db, q, args...)
 	if err != nil {
 		return 0, err
 	}

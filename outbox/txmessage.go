@@ -154,7 +154,7 @@ func (m *TxMessenger) local(ctx context.Context, msg Message, fn func(context.Co
 		return fmt.Errorf("outbox: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	_, err = tx.ExecContext(ctx, m.q.insertSent, msg.Topic, sqldb.Hash(msg.Key), []byte(msg.Key), []byte(msg.Tag),
+	_, err = sqldb.Exec(ctx, tx, m.q.insertSent, msg.Topic, sqldb.Hash(msg.Key), []byte(msg.Key), []byte(msg.Tag),
 		[]byte(msg.ShardingKey), sqldb.Hash(msg.ShardingKey), props, msg.Body, msgID)
 	if sqldb.IsDuplicate(err) {
 		return fmt.Errorf("%w: %s/%s", ErrDuplicate, msg.Topic, msg.Key)
@@ -190,7 +190,7 @@ func (c checker) CheckTx(ctx context.Context, h producer.HalfMessage) producer.T
 
 // decide answers a check-back for the half message msgID of topic/key.
 func (m *TxMessenger) decide(ctx context.Context, topic, key, msgID string) (producer.TxState, error) {
-	_, err := m.db.ExecContext(ctx, m.q.insertAborted, topic, sqldb.Hash(key), []byte(key), sqldb.Hash(""))
+	_, err := sqldb.Exec(ctx, m.db, m.q.insertAborted, topic, sqldb.Hash(key), []byte(key), sqldb.Hash(""))
 	if err == nil {
 		return producer.TxRollback, nil // no row: it never committed, and now it cannot
 	}
@@ -201,7 +201,7 @@ func (m *TxMessenger) decide(ctx context.Context, topic, key, msgID string) (pro
 		Status int    `db:"status"`
 		MsgID  string `db:"msg_id"`
 	}
-	if err := m.db.GetContext(ctx, &row, m.q.statusOf, topic, sqldb.Hash(key), []byte(key)); err != nil {
+	if err := sqldb.Get(ctx, m.db, &row, m.q.statusOf, topic, sqldb.Hash(key), []byte(key)); err != nil {
 		return producer.TxUnknown, err
 	}
 	// The row is this message's only if its transaction wrote it: a second
