@@ -82,7 +82,7 @@ func (g *Guard) ClaimBatch(ctx context.Context, keys []string) (claims []*Claim,
 	for j, r := range results {
 		i := at[j]
 		if r.Err != nil {
-			errs[i] = fmt.Errorf("idempotency: claim %q: %w", items[j].Key, r.Err)
+			errs[i] = fmt.Errorf("idempotency: claim %s: %w", quoted(items[j].Key), r.Err)
 			continue
 		}
 		claims[i] = &Claim{Outcome: r.Outcome, Attempt: r.Attempts, key: items[j].Key, token: items[j].Token,
@@ -113,7 +113,7 @@ func (g *Guard) CompleteBatch(ctx context.Context, claims []*Claim) []error {
 	}
 	for i, err := range bs.CompleteBatch(ctx, g.group, items, g.retention) {
 		if err != nil {
-			errs[i] = fmt.Errorf("idempotency: complete %q: %w", claims[i].key, err)
+			errs[i] = fmt.Errorf("idempotency: complete %s: %w", quoted(claims[i].key), err)
 		}
 	}
 	return errs

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/internal/token"
@@ -17,7 +18,18 @@ var (
 	ErrLostClaim = errors.New("idempotency: claim lost")
 	// ErrEmptyKey is returned for an empty business key.
 	ErrEmptyKey = errors.New("idempotency: empty key")
+	// ErrKeyTooLong is returned by the MySQL stores for a key longer than
+	// their table's biz_key column holds (65,535 bytes).
+	ErrKeyTooLong = errors.New("idempotency: key too long")
 )
+
+// quoted is key quoted for an error message, cut after its first 64 bytes.
+func quoted(key string) string {
+	if len(key) <= 64 {
+		return strconv.Quote(key)
+	}
+	return fmt.Sprintf("%q... (%d bytes)", key[:64], len(key))
+}
 
 // Outcome is the result of claiming a key.
 type Outcome int
@@ -141,7 +153,7 @@ func (g *Guard) Claim(ctx context.Context, key string) (*Claim, error) {
 	deadline := time.Now().Add(g.lease)
 	o, n, err := g.store.Claim(ctx, g.group, key, token, g.lease)
 	if err != nil {
-		return nil, fmt.Errorf("idempotency: claim %q: %w", key, err)
+		return nil, fmt.Errorf("idempotency: claim %s: %w", quoted(key), err)
 	}
 	return &Claim{Outcome: o, Attempt: n, key: key, token: token, deadline: deadline, guard: g}, nil
 }
@@ -150,7 +162,7 @@ func (g *Guard) Claim(ctx context.Context, key string) (*Claim, error) {
 // retention window.
 func (c *Claim) Complete(ctx context.Context) error {
 	if err := c.guard.store.Complete(ctx, c.guard.group, c.key, c.token, c.guard.retention); err != nil {
-		return fmt.Errorf("idempotency: complete %q: %w", c.key, err)
+		return fmt.Errorf("idempotency: complete %s: %w", quoted(c.key), err)
 	}
 	return nil
 }
@@ -165,7 +177,7 @@ func (c *Claim) Forget(ctx context.Context) error { return c.release(ctx, true) 
 
 func (c *Claim) release(ctx context.Context, forget bool) error {
 	if err := c.guard.store.Release(ctx, c.guard.group, c.key, c.token, forget); err != nil {
-		return fmt.Errorf("idempotency: release %q: %w", c.key, err)
+		return fmt.Errorf("idempotency: release %s: %w", quoted(c.key), err)
 	}
 	return nil
 }

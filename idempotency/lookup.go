@@ -42,11 +42,11 @@ func (s *MySQLStore) Lookup(ctx context.Context, key string, groups ...string) (
 		" CAST(updated_at AS CHAR) AS updated_at FROM "+sqldb.Quote(s.table)+" WHERE consumer_group IN (?) AND key_hash = ? AND biz_key = ?"+
 		" ORDER BY consumer_group", groups, sqldb.Hash(key), []byte(key))
 	if err != nil {
-		return nil, fmt.Errorf("idempotency: lookup %q: %w", key, err)
+		return nil, fmt.Errorf("idempotency: lookup %s: %w", quoted(key), err)
 	}
 	var rows []keyStateRow
 	if err := sqldb.Select(ctx, s.db, &rows, q, args...); err != nil {
-		return nil, fmt.Errorf("idempotency: lookup %q: %w", key, err)
+		return nil, fmt.Errorf("idempotency: lookup %s: %w", quoted(key), err)
 	}
 	out := make([]KeyState, len(rows))
 	for i, r := range rows {

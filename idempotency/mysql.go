@@ -117,8 +117,23 @@ func appendHeld(st *sqldb.Statement, group string, hash []byte, token string) *s
 	return appendKey(st, group, hash).SQL(" AND token = ").String(token).SQL(" AND status = 1")
 }
 
+// maxKey is what the table's biz_key column (a BLOB) holds.
+const maxKey = 65535
+
+// checkKey refuses a key the table cannot hold: a strict session would
+// fail its statement, and a loose one would store it cut.
+func checkKey(key string) error {
+	if len(key) > maxKey {
+		return fmt.Errorf("%w: %d bytes, over the %d a MySQL store holds", ErrKeyTooLong, len(key), maxKey)
+	}
+	return nil
+}
+
 // Claim implements [Store].
 func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error) {
+	if err := checkKey(key); err != nil {
+		return 0, 0, err
+	}
 	h := sqldb.Hash(key)
 	insert, insertArgs := appendRow(statement(s.q.insert, key), group, h, key, statusProcessing, token, lease).Query()
 	takeOver, takeOverArgs := appendKey(appendLease(statement(s.q.takeOver, ""), token, lease), group, h).

@@ -29,24 +29,27 @@ func (s *MySQLStore) ClaimBatch(ctx context.Context, group string, items []KeyTo
 		return results
 	}
 	hashes := make([][]byte, len(items))
+	pending := make([]int, 0, len(items))
 	for i, it := range items {
-		hashes[i] = sqldb.Hash(it.Key)
+		if results[i].Err = checkKey(it.Key); results[i].Err == nil {
+			hashes[i] = sqldb.Hash(it.Key)
+			pending = append(pending, i)
+		}
 	}
-	pending := make([]int, len(items))
-	for i := range pending {
-		pending[i] = i
+	if len(pending) == 0 {
+		return results
 	}
 	slices.SortStableFunc(pending, func(a, b int) int { return bytes.Compare(hashes[a], hashes[b]) })
 	query, args := s.batchStatement(group, items, hashes, pending, lease).Query()
 	_, err := sqldb.Exec(ctx, s.db, query, args...)
 	switch {
 	case err == nil:
-		for i := range results {
+		for _, i := range pending {
 			results[i] = ClaimResult{Outcome: Acquired, Attempts: 1}
 		}
 		return results
 	case !sqldb.IsDuplicate(err) && !sqldb.IsDeadlock(err):
-		for i := range results {
+		for _, i := range pending {
 			results[i].Err = err
 		}
 		return results

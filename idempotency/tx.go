@@ -60,6 +60,9 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 	if key == "" {
 		return 0, ErrEmptyKey
 	}
+	if err := checkKey(key); err != nil {
+		return 0, err
+	}
 	tx, err := g.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("idempotency: begin: %w", err)
@@ -92,13 +95,13 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 		}
 	}
 	if err != nil {
-		return 0, fmt.Errorf("idempotency: record %q: %w", key, err)
+		return 0, fmt.Errorf("idempotency: record %s: %w", quoted(key), err)
 	}
 	if err := fn(ctx, tx); err != nil {
 		return Acquired, err
 	}
 	if err := tx.Commit(); err != nil {
-		return Acquired, fmt.Errorf("idempotency: commit %q: %w", key, err)
+		return Acquired, fmt.Errorf("idempotency: commit %s: %w", quoted(key), err)
 	}
 	return Acquired, nil
 }

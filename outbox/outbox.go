@@ -76,7 +76,11 @@ type Row struct {
 }
 
 // Execer is what Enqueue writes through: *sql.Tx, *sqlx.Tx, *sql.DB and
-// *sqlx.DB all satisfy it. Pass the business transaction.
+// *sqlx.DB all satisfy it. Pass the business transaction. When it also
+// has PrepareContext (all four do), the values the statement does not
+// carry as hex literals (a body past 512 KiB, a duplicate's lookup) go by
+// a statement prepared on it, which a DSN's interpolateParams does not
+// touch; an Execer without PrepareContext gets them as arguments.
 type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	// QueryRowContext reads the existing row of a duplicate key.
