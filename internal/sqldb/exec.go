@@ -40,12 +40,6 @@ func Exec(ctx context.Context, db sqlx.ExecerContext, query string, args ...any)
 	return st.ExecContext(ctx, args...)
 }
 
-// ExecStatement runs st on db.
-func ExecStatement(ctx context.Context, db sqlx.ExecerContext, st *Statement) (sql.Result, error) {
-	query, args := st.Query()
-	return Exec(ctx, db, query, args...)
-}
-
 // Get is sqlx's GetContext, its arguments sent by a prepared statement.
 func Get(ctx context.Context, db sqlx.QueryerContext, dest any, query string, args ...any) error {
 	p, ok := db.(preparer)

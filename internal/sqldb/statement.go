@@ -19,9 +19,11 @@ const InlineBudget = 512 << 10
 // and a close, which on a hot path costs the client and the server more
 // CPU than the row itself.
 //
-// Values past [InlineBudget] go as arguments instead (a prepared
-// statement carries them as they are), so a large value costs the round
-// trips but never an over-long statement.
+// Values past [InlineBudget] go as arguments instead, so a large value
+// costs the round trips of a prepared statement but never an over-long
+// statement; run it with [Exec], [Get], [Select] or [Scan], which prepare
+// it themselves (never leaving the arguments to the driver's
+// interpolateParams).
 //
 // Only columns and parameters that are binary strings (VARBINARY, BINARY,
 // BLOB) may take [Statement.Bytes] and [Statement.String]: for them X'...'
