@@ -55,8 +55,10 @@ func (c *Consumer) completeClaims(ctx context.Context, batch []*completion) {
 
 // complete records m's effect as done right after its handler succeeded,
 // not after its batch's slowest handler: the claim's lease keeps running,
-// and a key whose lease ends before it is recorded may run again.
-func (c *Consumer) complete(bctx context.Context, it *item) {
+// and a key whose lease ends before it is recorded may run again. Its
+// events carry ev's span (the handler's); its store calls are bound by
+// bctx.
+func (c *Consumer) complete(bctx, ev context.Context, it *item) {
 	req := &completion{claim: it.claim}
 	if !c.cfg.guard.Batched() {
 		// One round trip per claim either way: combined, the completions
@@ -72,10 +74,10 @@ func (c *Consumer) complete(bctx context.Context, it *item) {
 	}
 	switch {
 	case lost:
-		c.event(bctx, observe.ClaimLost, it.m, "guard", req.err)
+		c.event(ev, observe.ClaimLost, it.m, "guard", req.err)
 	case req.err != nil:
 		c.stats.storeErrors.Add(1)
-		c.event(bctx, observe.NotRecorded, it.m, "", req.err)
+		c.event(ev, observe.NotRecorded, it.m, "", req.err)
 	}
 	if req.err != nil {
 		// The effect is applied: acknowledging is right; a redelivery after
@@ -229,11 +231,11 @@ func (c *Consumer) beforeClaim(bctx context.Context, it *item) (verdict, bool) {
 			return c.storeError(bctx, m, "check parked key", err), true
 		}
 		if parked {
-			return c.park(bctx, m, nil, m.Attempt, ErrKeyParked, CauseKeyParked), true
+			return c.park(bctx, bctx, m, nil, m.Attempt, ErrKeyParked, CauseKeyParked), true
 		}
 	}
 	if it.key == "" {
-		return c.park(bctx, m, nil, m.Attempt, ErrNoKey, CausePermanent), true
+		return c.park(bctx, bctx, m, nil, m.Attempt, ErrNoKey, CausePermanent), true
 	}
 	return 0, false
 }
@@ -364,7 +366,7 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 		return c.failed(hctx, bctx, claim, m, err)
 	}
 	if claim != nil {
-		c.complete(bctx, it)
+		c.complete(bctx, hctx, it)
 	}
 	c.stats.handled.Add(1)
 	c.event(hctx, observe.Handled, m, "", nil)
@@ -387,6 +389,10 @@ func noEnd(error) {}
 // it.
 func (c *Consumer) notAcquired(bctx context.Context, claim *idempotency.Claim, it *item) verdict {
 	m := it.m
+	if errors.Is(it.claimErr, idempotency.ErrKeyTooLong) {
+		// No delivery will ever be claimed: like a message without a key.
+		return c.park(bctx, bctx, m, nil, m.Attempt, it.claimErr, CausePermanent)
+	}
 	if it.claimErr != nil {
 		return c.storeError(bctx, m, "claim", it.claimErr)
 	}
@@ -423,7 +429,7 @@ func (c *Consumer) failed(hctx, bctx context.Context, claim *idempotency.Claim, 
 		if IsPermanent(err) {
 			cause = CausePermanent
 		}
-		return c.park(bctx, m, claim, m.Attempt, err, cause)
+		return c.park(bctx, hctx, m, claim, m.Attempt, err, cause)
 	}
 	c.stats.retries.Add(1)
 	c.event(hctx, observe.Retry, m, "handler", err)

@@ -349,7 +349,9 @@ func (c *Consumer) storeError(ctx context.Context, m *Message, op string, err er
 
 // park records m for manual handling and acknowledges it; if recording
 // fails the message is retried instead.
-func (c *Consumer) park(ctx context.Context, m *Message, claim *idempotency.Claim, attempts int, cause error, kind Cause) verdict {
+// park parks m, and reports it with ev's span (the handler's, when there
+// was one).
+func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.Claim, attempts int, cause error, kind Cause) verdict {
 	text := cause.Error()
 	var pe *PanicError
 	if errors.As(cause, &pe) {
@@ -374,7 +376,7 @@ func (c *Consumer) park(ctx context.Context, m *Message, claim *idempotency.Clai
 	}
 	if inserted {
 		c.stats.parked.Add(1)
-		c.event(ctx, observe.Parked, m, string(kind), cause)
+		c.event(ev, observe.Parked, m, string(kind), cause)
 		c.cfg.logger.LogAttrs(ctx, slog.LevelError, "message parked for manual handling", slog.String("group", c.group),
 			slog.String("topic", m.Topic), slog.String("msg_id", m.MsgID), slog.Any("keys", m.Keys),
 			slog.Int("attempt", attempts), slog.String("cause", string(kind)), slog.Any("error", cause))

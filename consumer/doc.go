@@ -29,7 +29,8 @@
 // keys) runs once per consumer group while the guard retains it:
 // redeliveries after a lost offset commit, a rebalance or an outbox resend
 // are acknowledged without running. A message with no key is parked rather
-// than run unguarded. The guard's retention must cover [RedeliverySpan].
+// than run unguarded, and so is one whose key the guard's store cannot
+// hold (idempotency.ErrKeyTooLong). The guard's retention must cover [RedeliverySpan].
 //
 // # Batches
 //

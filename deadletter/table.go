@@ -124,11 +124,18 @@ func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error)
 	}
 	// A plain INSERT: a message parked before is told by the duplicate
 	// error, whatever the DSN says about affected rows (clientFoundRows).
-	res, err := sqldb.Exec(ctx, d.db, "INSERT INTO "+d.quoted+" (consumer_group, topic, msg_id, biz_keys, tags, sharding_key,"+
-		" sharding_hash, properties, body, attempts, last_error, cause, status, reason, replay_of, created_at, updated_at)"+
-		" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
-		dl.Group, dl.Topic, dl.MsgID, []byte(strings.Join(dl.Keys, " ")), []byte(dl.Tag), []byte(dl.ShardingKey),
-		sqldb.Hash(dl.ShardingKey), props, body, dl.Attempts, dl.LastError, string(dl.Cause), dl.ReplayOf)
+	// The error text is recorded as valid UTF-8, cut to fit, so no text
+	// keeps a message from being parked.
+	keys := strings.Join(dl.Keys, " ")
+	st := sqldb.NewStatement(600 + 2*(len(keys)+len(dl.Tag)+len(dl.ShardingKey)+len(props)+len(body)+len(dl.LastError))).
+		SQL("INSERT INTO " + d.quoted + " (consumer_group, topic, msg_id, biz_keys, tags, sharding_key, sharding_hash," +
+			" properties, body, attempts, last_error, cause, status, reason, replay_of, created_at, updated_at) VALUES (").
+		String(dl.Group).SQL(", ").String(dl.Topic).SQL(", ").String(dl.MsgID).SQL(", ").String(keys).SQL(", ").
+		String(dl.Tag).SQL(", ").String(dl.ShardingKey).SQL(", ").Bytes(sqldb.Hash(dl.ShardingKey)).SQL(", ").
+		Bytes(props).SQL(", ").Bytes(body).SQL(", ").Int(int64(dl.Attempts)).SQL(", ").Text(dl.LastError).SQL(", ").
+		Text(string(dl.Cause)).SQL(", 1, '', ").Int(dl.ReplayOf).SQL(", UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
+	query, args := st.Query()
+	res, err := sqldb.Exec(ctx, d.db, query, args...)
 	if sqldb.IsDuplicate(err) {
 		return false, nil
 	}
@@ -149,7 +156,7 @@ func (d *Table) HasParked(ctx context.Context, group, shardingKey string, before
 		before = math.MaxInt64
 	}
 	var one int
-	err := sqldb.Get(ctx, d.db, &one, "SELECT 1 FROM "+d.t+
+	err := sqldb.Get(ctx, d.db, &one, "SELECT 1 FROM "+d.quoted+
 		" WHERE consumer_group = ? AND sharding_hash = ? AND status = 1 AND sharding_key = ?"+
 		" AND IF(replay_of > 0, replay_of, id) < ? LIMIT 1",
 		group, sqldb.Hash(shardingKey), []byte(shardingKey), before)
@@ -166,7 +173,8 @@ func (d *Table) HasParked(ctx context.Context, group, shardingKey string, before
 // column does not break a running older version; times are read as text
 // (see sqldb).
 const deadLetterColumns = "id, consumer_group, topic, msg_id, biz_keys, tags, sharding_key, properties, body," +
-	" attempts, last_error, cause, status, reason, replay_of, CAST(created_at AS CHAR) AS created_at," +
+	" attempts, CAST(last_error AS BINARY) AS last_error, cause, status, CAST(reason AS BINARY) AS reason, replay_of," +
+	" CAST(created_at AS CHAR) AS created_at," +
 	" CAST(updated_at AS CHAR) AS updated_at"
 
 type row struct {
@@ -317,8 +325,9 @@ func (d *Table) Discard(ctx context.Context, id int64, reason string) error {
 }
 
 func (d *Table) transition(ctx context.Context, id int64, to Status, reason string) error {
-	res, err := sqldb.Exec(ctx, d.db, "UPDATE "+d.quoted+" SET status = ?, reason = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 1",
-		int(to), reason, id)
+	query, args := sqldb.NewStatement(200 + 2*len(reason)).SQL("UPDATE " + d.quoted + " SET status = ").Int(int64(to)).
+		SQL(", reason = ").Text(reason).SQL(", updated_at = UTC_TIMESTAMP(6) WHERE id = ").Int(id).SQL(" AND status = 1").Query()
+	res, err := sqldb.Exec(ctx, d.db, query, args...)
 	if err != nil {
 		return fmt.Errorf("deadletter: mark %d %s: %w", id, to, err)
 	}

@@ -28,7 +28,7 @@ func TestUpDownUpAgain(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.MySQL(t) // applied Up once already
 	want := []string{"mq_consume_log", "mq_dead_letter", "mq_log"}
-	const migrationFiles = 6
+	const migrationFiles = 7
 	for _, name := range want {
 		if !tables(t, db)[name] {
 			t.Fatalf("table %s missing after up", name)

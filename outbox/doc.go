@@ -40,7 +40,7 @@
 // Enqueue is unique per topic and key: a retried API call enqueues once.
 //
 // Each row statement is a single query with its values written in as hex
-// literals (one round trip, no prepared statement). Values past 512 KiB in
+// literals (one round trip, no prepared statement). Values past 256 KiB in
 // one statement (a large body) are the exception: they go as arguments of
 // a prepared statement, as they are, so a row fits the server's
 // max_allowed_packet whenever its values do (MariaDB's default 16 MiB,

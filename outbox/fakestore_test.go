@@ -327,8 +327,9 @@ func (t *fakeTx) QueryRowContext(context.Context, string, ...any) *sql.Row { ret
 func (t *fakeTx) QueryContext(context.Context, string, ...any) (*sql.Rows, error) {
 	return nil, errNoSQL
 }
-func (t *fakeTx) GetContext(context.Context, any, string, ...any) error    { return errNoSQL }
-func (t *fakeTx) SelectContext(context.Context, any, string, ...any) error { return errNoSQL }
+func (t *fakeTx) GetContext(context.Context, any, string, ...any) error     { return errNoSQL }
+func (t *fakeTx) PrepareContext(context.Context, string) (*sql.Stmt, error) { return nil, errNoSQL }
+func (t *fakeTx) SelectContext(context.Context, any, string, ...any) error  { return errNoSQL }
 func (t *fakeTx) NamedExecContext(context.Context, string, any) (sql.Result, error) {
 	return nil, errNoSQL
 }

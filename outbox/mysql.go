@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -36,8 +37,8 @@ func newQueries(table string) queries {
 		lockKey: "INSERT INTO " + order + " (sharding_hash) VALUES (",
 		insert: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
 			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at) VALUES (",
-		confirm: "UPDATE " + t + " SET status = 2, updated_at = UTC_TIMESTAMP(6)" +
-			" WHERE topic = ? AND key_hash = ? AND biz_key = ? AND status IN (0, 1)",
+		// Followed by the key's condition (appendKey).
+		confirm: "UPDATE " + t + " SET status = 2, updated_at = UTC_TIMESTAMP(6)",
 		replay: "UPDATE " + t + " SET status = 0, attempts = 0, next_attempt_at = UTC_TIMESTAMP(6), lease_owner = '', updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE id = ? AND status = 3",
 		get:  "SELECT " + columns + " FROM " + t + " WHERE id = ?",
@@ -58,17 +59,15 @@ func newQueries(table string) queries {
 		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, last_error = '', lease_owner = ''," +
 			" sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), msg_id = ",
 		markSentBatch: "UPDATE " + t + " SET msg_id = CASE id",
-		retryLater: "UPDATE " + t + " SET attempts = attempts + 1, last_error = ?, lease_owner = ''," +
-			" next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, updated_at = UTC_TIMESTAMP(6)" +
-			" WHERE id = ? AND status = ? AND lease_owner = ?",
-		markDead: "UPDATE " + t + " SET status = 3, attempts = attempts + 1, last_error = ?, lease_owner = ''," +
-			" updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 0 AND lease_owner = ?",
+		// retryLater, markDead and giveUp are followed by the error text
+		// and the row's condition (see failedAttempt).
+		retryLater: "UPDATE " + t + " SET attempts = attempts + 1, lease_owner = '', updated_at = UTC_TIMESTAMP(6), last_error = ",
+		markDead:   "UPDATE " + t + " SET status = 3, attempts = attempts + 1, lease_owner = '', updated_at = UTC_TIMESTAMP(6), last_error = ",
 		release: "UPDATE " + t + " SET lease_owner = '', next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND" +
 			" WHERE id = ? AND lease_owner = ?",
 		// An unconfirmed row out of resends stays Sent and is no longer due.
-		giveUp: "UPDATE " + t + " SET lease_owner = '', last_error = ?, next_attempt_at = '9999-12-31 00:00:00'," +
-			" updated_at = UTC_TIMESTAMP(6) WHERE id = ? AND status = 1 AND lease_owner = ?",
-		purge: "DELETE FROM " + t + " WHERE status = ? AND updated_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND LIMIT ?",
+		giveUp: "UPDATE " + t + " SET lease_owner = '', next_attempt_at = '9999-12-31 00:00:00', updated_at = UTC_TIMESTAMP(6), last_error = ",
+		purge:  "DELETE FROM " + t + " WHERE status = ? AND updated_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND LIMIT ?",
 		pending: "SELECT COUNT(*), COALESCE(TIMESTAMPDIFF(MICROSECOND, MIN(created_at), UTC_TIMESTAMP(6)), 0) FROM " + t +
 			" WHERE status = 0",
 		insertSent: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
@@ -80,7 +79,8 @@ func newQueries(table string) queries {
 		statusOf: "SELECT status, msg_id FROM " + t + " WHERE topic = ? AND key_hash = ? AND biz_key = ?",
 		// A locking read: it sees the row that made the insert a duplicate
 		// even if it committed after this transaction's snapshot.
-		idOf: "SELECT id FROM " + t + " WHERE topic = ? AND key_hash = ? LOCK IN SHARE MODE",
+		// Followed by the key's condition and " LOCK IN SHARE MODE".
+		idOf: "SELECT id FROM " + t,
 		dead: "SELECT COUNT(*) FROM " + t + " WHERE status = 3",
 	}
 }
@@ -169,7 +169,9 @@ func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner st
 	if sqldb.IsDuplicate(err) {
 		// A locking read: it sees the row that made the insert a duplicate
 		// even if it committed after this transaction's snapshot.
-		if err = sqldb.Scan(ctx, ex, s.q.idOf, []any{m.Topic, sqldb.Hash(m.Key)}, &id); err != nil {
+		query, args := appendKey(sqldb.NewStatement(len(s.q.idOf)+2*len(m.Topic)+200).SQL(s.q.idOf), m.Topic, m.Key, false).
+			SQL(" LOCK IN SHARE MODE").Query()
+		if err = sqldb.Scan(ctx, ex, query, args, &id); err != nil {
 			return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
 		}
 		return id, false, nil
@@ -314,15 +316,37 @@ func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []
 	return n, nil
 }
 
+// failedAttempt is a statement recording a failed attempt's error text (valid
+// UTF-8, cut to fit: no text keeps the attempt from being counted) on row
+// id, still in status and held by owner, with set's other assignments.
+func failedAttempt(fixed, lastErr, set string, id int64, status Status, owner string) *sqldb.Statement {
+	return sqldb.NewStatement(len(fixed) + 2*len(lastErr) + 300).SQL(fixed).Text(lastErr).SQL(set).
+		SQL(" WHERE id = ").Int(id).SQL(" AND status = ").Int(int64(status)).SQL(" AND lease_owner = ").String(owner)
+}
+
+// appendKey appends the condition on a topic's key (and, with biz, the
+// key itself, against hash collisions).
+func appendKey(st *sqldb.Statement, topic, key string, biz bool) *sqldb.Statement {
+	st.SQL(" WHERE topic = ").String(topic).SQL(" AND key_hash = ").Bytes(sqldb.Hash(key))
+	if biz {
+		st.SQL(" AND biz_key = ").String(key)
+	}
+	return st
+}
+
 func (s *mysqlStore) retryLater(ctx context.Context, id int64, status Status, owner, lastErr string, after time.Duration) error {
-	if _, err := s.exec(ctx, s.q.retryLater, lastErr, after.Microseconds(), id, int(status), owner); err != nil {
+	st := failedAttempt(s.q.retryLater, lastErr, ", next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL "+strconv.FormatInt(after.Microseconds(), 10)+" MICROSECOND",
+		id, status, owner)
+	query, args := st.Query()
+	if _, err := s.exec(ctx, query, args...); err != nil {
 		return fmt.Errorf("outbox: reschedule %d: %w", id, err)
 	}
 	return nil
 }
 
 func (s *mysqlStore) markDead(ctx context.Context, id int64, owner, lastErr string) (bool, error) {
-	n, err := s.exec(ctx, s.q.markDead, lastErr, id, owner)
+	query, args := failedAttempt(s.q.markDead, lastErr, "", id, Pending, owner).Query()
+	n, err := s.exec(ctx, query, args...)
 	if err != nil {
 		return false, fmt.Errorf("outbox: mark %d dead: %w", id, err)
 	}
@@ -330,7 +354,8 @@ func (s *mysqlStore) markDead(ctx context.Context, id int64, owner, lastErr stri
 }
 
 func (s *mysqlStore) giveUp(ctx context.Context, id int64, owner, lastErr string) (bool, error) {
-	n, err := s.exec(ctx, s.q.giveUp, lastErr, id, owner)
+	query, args := failedAttempt(s.q.giveUp, lastErr, "", id, Sent, owner).Query()
+	n, err := s.exec(ctx, query, args...)
 	if err != nil {
 		return false, fmt.Errorf("outbox: give up %d: %w", id, err)
 	}
@@ -345,7 +370,9 @@ func (s *mysqlStore) release(ctx context.Context, id int64, owner string, after 
 }
 
 func (s *mysqlStore) confirm(ctx context.Context, ex Execer, topic, key string) (bool, error) {
-	res, err := sqldb.Exec(ctx, ex, s.q.confirm, topic, sqldb.Hash(key), []byte(key))
+	query, args := appendKey(sqldb.NewStatement(len(s.q.confirm)+2*(len(topic)+len(key))+200).SQL(s.q.confirm), topic, key, true).
+		SQL(" AND status IN (0, 1)").Query()
+	res, err := sqldb.Exec(ctx, ex, query, args...)
 	if err != nil {
 		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
 	}

@@ -78,7 +78,7 @@ type Row struct {
 // Execer is what Enqueue writes through: *sql.Tx, *sqlx.Tx, *sql.DB and
 // *sqlx.DB all satisfy it. Pass the business transaction. When it also
 // has PrepareContext (all four do), the values the statement does not
-// carry as hex literals (a body past 512 KiB, a duplicate's lookup) go by
+// carry as hex literals (a body past 256 KiB) go by
 // a statement prepared on it, which a DSN's interpolateParams does not
 // touch; an Execer without PrepareContext gets them as arguments.
 type Execer interface {
@@ -103,19 +103,31 @@ var (
 
 // validate refuses what no send could deliver: the producer's rules
 // (topic name, body, key, UTF-8, separators, reserved properties), a
-// missing key and a negative delay.
+// missing key and a negative delay; and what the table cannot hold whole
+// (a loose sql_mode would store it cut, and send that).
 func validate(m Message) error {
 	switch {
 	case m.Key == "":
 		return fmt.Errorf("%w: empty key", ErrInvalidMessage)
 	case m.Delay < 0:
 		return fmt.Errorf("%w: negative delay", ErrInvalidMessage)
+	case len(m.Tag) > maxTag:
+		return fmt.Errorf("%w: tag of %d bytes, over the %d the outbox holds", ErrInvalidMessage, len(m.Tag), maxTag)
+	case len(m.Key) > maxKey || len(m.ShardingKey) > maxKey:
+		return fmt.Errorf("%w: key or sharding key over the %d bytes the outbox holds", ErrInvalidMessage, maxKey)
 	}
 	if err := producer.Validate(m.producerMessage()); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
 	return nil
 }
+
+// What the outbox table's columns hold: tag VARBINARY(255); biz_key and
+// sharding_key BLOB.
+const (
+	maxTag = 255
+	maxKey = 65535
+)
 
 // producerMessage is m as the producer sends it.
 func (m *Message) producerMessage() producer.Message {

@@ -131,6 +131,12 @@ func (t *Tx) SelectContext(ctx context.Context, dest any, query string, args ...
 	return t.tx.SelectContext(ctx, dest, query, args...)
 }
 
+// PrepareContext prepares a statement in the transaction (arguments sent
+// through it are never interpolated into its text, whatever the DSN says).
+func (t *Tx) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	return t.tx.PrepareContext(ctx, query)
+}
+
 // NamedExecContext runs a statement with named parameters, as sqlx does.
 func (t *Tx) NamedExecContext(ctx context.Context, query string, arg any) (sql.Result, error) {
 	return t.tx.NamedExecContext(ctx, query, arg)

@@ -83,6 +83,7 @@ type storeTx interface {
 	GetContext(ctx context.Context, dest any, query string, args ...any) error
 	SelectContext(ctx context.Context, dest any, query string, args ...any) error
 	NamedExecContext(ctx context.Context, query string, arg any) (sql.Result, error)
+	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
 	Commit() error
 	Rollback() error
 }

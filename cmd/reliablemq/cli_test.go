@@ -326,7 +326,7 @@ func TestCLI(t *testing.T) {
 
 		// migrate
 		{name: "migrate -h", args: []string{"migrate", "-h"}, stdout: "usage: reliablemq migrate"},
-		{name: "migrate status from MYSQL_DSN", args: []string{"migrate", "status"}, stdout: "00006_dead_letter_replay_of.sql"},
+		{name: "migrate status from MYSQL_DSN", args: []string{"migrate", "status"}, stdout: "00007_text_and_tags.sql"},
 		{name: "migrate up, -dsn after the action", args: []string{"migrate", "up", "-dsn", dsn}, stdout: "already up to date"},
 		{name: "migrate status, -dsn before the action", args: []string{"migrate", "-dsn", dsn, "status"}, stdout: "applied"},
 		{name: "migrate -dsn=", args: []string{"migrate", "-dsn=" + dsn, "status"}, stdout: "applied"},

@@ -1,14 +1,17 @@
 package sqldb
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
 
 // InlineBudget is how many bytes of values a [Statement] writes into its
 // text; values past it go as arguments. Hex doubles a value, so an inlined
-// statement stays near 1 MiB, under any server's max_allowed_packet
-// (MariaDB's default 16 MiB, MySQL 8's 64 MiB) and far from the limit at
-// which the server closes the connection, and the caller's transaction
-// with it.
-const InlineBudget = 512 << 10
+// statement stays near 512 KiB, under any server's max_allowed_packet of
+// 1 MiB or more (MariaDB's default is 16 MiB, MySQL 8's 64 MiB); past it
+// the server closes the connection, and the caller's transaction with it.
+const InlineBudget = 256 << 10
 
 // Statement builds a statement with its values written into the text:
 // byte strings as hex literals (X'...'), integers in decimal. A hex
@@ -73,6 +76,26 @@ func (st *Statement) Bytes(p []byte) *Statement {
 	}
 	st.text = append(st.text, '\'')
 	return st
+}
+
+// MaxText is what a TEXT column holds, in bytes.
+const MaxText = 65535
+
+// Text appends v as a UTF-8 string for a TEXT column of utf8mb4: invalid
+// UTF-8 replaced, cut at a character boundary to [MaxText] bytes, and
+// written as a hex literal with its character set named, so the server
+// takes it as UTF-8 whatever the connection's character set.
+func (st *Statement) Text(v string) *Statement {
+	v = strings.ToValidUTF8(v, "\uFFFD")
+	if len(v) > MaxText {
+		cut := MaxText
+		for cut > 0 && !utf8.RuneStart(v[cut]) {
+			cut--
+		}
+		v = v[:cut]
+	}
+	st.text = append(st.text, "_utf8mb4 "...)
+	return st.String(v)
 }
 
 // Int appends n in decimal.
