@@ -11,6 +11,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/migrations"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -177,4 +178,51 @@ type publishFunc func(producer.Message)
 func (f publishFunc) Send(_ context.Context, m producer.Message) (producer.Result, error) {
 	f(m)
 	return producer.Result{MsgID: "x"}, nil
+}
+
+// TestParksAnyTextInALatin1Database: in a database whose default
+// character set is latin1 (before migration 00007 the error text and
+// reason columns took it), a dead letter whose error text is not latin1
+// (CJK, an emoji, invalid UTF-8) and whose tag is longer than 255 bytes is
+// parked and read back as written (invalid UTF-8 replaced), and so is a
+// discard reason.
+func TestParksAnyTextInALatin1Database(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testenv.MySQL(t)
+	var name string
+	if err := db.Get(&name, "SELECT DATABASE()"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := migrations.NewProvider(db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.DownTo(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	db.MustExec("ALTER DATABASE `" + name + "` CHARACTER SET latin1")
+	if err := migrations.Up(ctx, db.DB); err != nil {
+		t.Fatal(err)
+	}
+	table, err := deadletter.NewTable(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := strings.Repeat("t", 300)
+	dl := &consumer.DeadLetter{Group: "g", Topic: "orders", MsgID: "m-1", Tag: tag,
+		LastError: "库存不足 ✓ 🎉 \xff", Cause: consumer.CausePermanent}
+	if ok, err := table.Park(ctx, dl); !ok || err != nil {
+		t.Fatalf("park: %v %v", ok, err)
+	}
+	if err := table.Discard(ctx, dl.ID, "重复 ✓"); err != nil {
+		t.Fatal(err)
+	}
+	e, err := table.Get(ctx, dl.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Tag != tag || e.LastError != "库存不足 ✓ 🎉 \uFFFD" || e.Reason != "重复 ✓" {
+		t.Fatalf("read back tag of %d bytes, error %q, reason %q", len(e.Tag), e.LastError, e.Reason)
+	}
 }
