@@ -6,27 +6,10 @@ import (
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
-
-// hostile6DB opens db's database again with extra DSN settings.
-func hostile6DB(t *testing.T, db *sqlx.DB, mutate func(*mysql.Config)) *sqlx.DB {
-	t.Helper()
-	cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t, db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mutate(cfg)
-	vdb, err := sqlx.Open("mysql", cfg.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vdb.Close() })
-	return vdb
-}
 
 // TestHostile6HasParkedOnAReservedWordTable: table names are quoted
 // (sqldb.Quote) "so a name that is a reserved word works too", and Park,
@@ -86,7 +69,7 @@ func TestHostile6ParkRefusesWhatTheConsumerHandsIt(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			vdb := db
 			if tc.mutate != nil {
-				vdb = hostile6DB(t, db, tc.mutate)
+				vdb = testenv.MySQLWith(t, db, tc.mutate)
 			}
 			dead, err := deadletter.NewTable(vdb)
 			if err != nil {

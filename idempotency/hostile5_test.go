@@ -20,22 +20,6 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
-// hostile5DB opens db's database again with extra DSN settings.
-func hostile5DB(t *testing.T, db *sqlx.DB, mutate func(*mysql.Config)) *sqlx.DB {
-	t.Helper()
-	cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t, db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mutate(cfg)
-	vdb, err := sqlx.Open("mysql", cfg.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vdb.Close() })
-	return vdb
-}
-
 // forgeDoneMarker is a business key that, written into a statement
 // through the driver's interpolation under a multibyte charset whose lead
 // byte is lead, closes its string, ends its row, adds a done marker for
@@ -67,7 +51,7 @@ func TestHostile5KeyPastTheBudgetForgesDoneMarkers(t *testing.T) {
 	db := testenv.MySQL(t)
 	for _, cs := range []struct{ charset, lead string }{{"gbk", "\xbf"}, {"sjis", "\x81"}, {"big5", "\xa1"}} {
 		t.Run(cs.charset, func(t *testing.T) {
-			gdb := hostile5DB(t, db, func(c *mysql.Config) {
+			gdb := testenv.MySQLWith(t, db, func(c *mysql.Config) {
 				c.InterpolateParams = true
 				c.Params = map[string]string{"charset": cs.charset}
 			})
@@ -311,10 +295,6 @@ func acquiredOf(cs []*idempotency.Claim) []*idempotency.Claim {
 
 // claimKeyOf reads a claim's key through its String or, failing that, its
 // printed form.
-func claimKeyOf(c *idempotency.Claim) string {
-	return fmt.Sprintf("%p", c) // identity is enough for counting within a round
-}
-
 // TestAttemptsCountAcrossConcurrentTakeOversHostile5: claimers race on
 // one key, each abandoning its claim (lease expiry) or releasing it; the
 // attempts handed out are 1, 2, 3, ... with no number twice, on every
@@ -388,7 +368,7 @@ func TestKeysAtTheBlobLimitHostile5(t *testing.T) {
 	db := testenv.MySQL(t)
 	limit := strings.Repeat("L", 65535)
 	over := limit + "O"
-	loose := hostile5DB(t, db, func(c *mysql.Config) { c.Params = map[string]string{"sql_mode": "''"} })
+	loose := testenv.MySQLWith(t, db, func(c *mysql.Config) { c.Params = map[string]string{"sql_mode": "''"} })
 	for name, db := range map[string]*sqlx.DB{"strict": db, "loose": loose} {
 		g := mysqlGuard(t, db, testenv.Name(t, "G"))
 		c := claimKey(t, g, limit)
@@ -456,7 +436,7 @@ func TestValuesPastTheBudgetUnderSessionVariantsHostile5(t *testing.T) {
 	}
 	for name, mutate := range variants {
 		t.Run(name, func(t *testing.T) {
-			vdb := hostile5DB(t, db, mutate)
+			vdb := testenv.MySQLWith(t, db, mutate)
 			group := testenv.Name(t, "G") + "'\"\\`"
 			g := mysqlGuard(t, vdb, group)
 			var keys []string

@@ -24,7 +24,7 @@ import (
 func TestHostile6BatchPastAOneMiBPacketFailsEveryKey(t *testing.T) {
 	t.Parallel()
 	db := testenv.MySQL(t)
-	pdb := hostile5DB(t, db, func(c *mysql.Config) { c.MaxAllowedPacket = 1 << 20 })
+	pdb := testenv.MySQLWith(t, db, func(c *mysql.Config) { c.MaxAllowedPacket = 1 << 20 })
 	s, err := idempotency.NewMySQLStore(pdb)
 	if err != nil {
 		t.Fatal(err)

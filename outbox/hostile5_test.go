@@ -10,27 +10,10 @@ import (
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/outbox"
 )
-
-// hostile5DB opens db's database again with extra DSN settings.
-func hostile5DB(t *testing.T, db *sqlx.DB, mutate func(*mysql.Config)) *sqlx.DB {
-	t.Helper()
-	cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t, db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mutate(cfg)
-	vdb, err := sqlx.Open("mysql", cfg.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vdb.Close() })
-	return vdb
-}
 
 // TestHostile5BodyPastTheBudgetInjectsUnderAMultibyteCharset: the doc
 // says no value, whatever its bytes, can change the statement, in any
@@ -47,7 +30,7 @@ func TestHostile5BodyPastTheBudgetInjectsUnderAMultibyteCharset(t *testing.T) {
 	db, _ := setup(t, pub)
 	for _, cs := range []struct{ charset, lead string }{{"gbk", "\xbf"}, {"sjis", "\x81"}, {"big5", "\xa1"}} {
 		t.Run(cs.charset, func(t *testing.T) {
-			gdb := hostile5DB(t, db, func(c *mysql.Config) {
+			gdb := testenv.MySQLWith(t, db, func(c *mysql.Config) {
 				c.InterpolateParams = true
 				c.Params = map[string]string{"charset": cs.charset}
 			})
@@ -98,7 +81,7 @@ func TestHostile5LargeBodyUnderInterpolateParamsKeepsTheCallersTx(t *testing.T) 
 	if 2*len(body) < packet {
 		t.Skipf("max_allowed_packet %d holds the escaped body", packet)
 	}
-	idb := hostile5DB(t, db, func(c *mysql.Config) { c.InterpolateParams = true })
+	idb := testenv.MySQLWith(t, db, func(c *mysql.Config) { c.InterpolateParams = true })
 	r := relayOn(t, idb, pub)
 	tx := idb.MustBegin()
 	defer tx.Rollback()
@@ -186,7 +169,7 @@ func TestHostile5FindUnderAMultibyteCharsetWithInterpolation(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
-	sdb := hostile5DB(t, db, func(c *mysql.Config) {
+	sdb := testenv.MySQLWith(t, db, func(c *mysql.Config) {
 		c.InterpolateParams = true
 		c.Params = map[string]string{"charset": "sjis"}
 	})

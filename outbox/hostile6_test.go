@@ -9,12 +9,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/seed157d4c4d/reliablemq/producer"
 	"strings"
 	"testing"
 
+	"github.com/seed157d4c4d/reliablemq/producer"
+
 	"github.com/go-sql-driver/mysql"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/outbox"
 )
 
@@ -47,7 +49,7 @@ func TestHostile6ConfirmThroughTheOutboxTxInjects(t *testing.T) {
 	db, _ := setup(t, pub)
 	for _, cs := range []string{"gbk", "big5", "sjis"} {
 		t.Run(cs, func(t *testing.T) {
-			cdb := hostile5DB(t, db, func(c *mysql.Config) {
+			cdb := testenv.MySQLWith(t, db, func(c *mysql.Config) {
 				c.InterpolateParams = true
 				c.Params = map[string]string{"charset": cs}
 			})
@@ -87,7 +89,7 @@ func TestHostile6EnqueueThroughTheOutboxTxInjects(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
-	gdb := hostile5DB(t, db, func(c *mysql.Config) {
+	gdb := testenv.MySQLWith(t, db, func(c *mysql.Config) {
 		c.InterpolateParams = true
 		c.Params = map[string]string{"charset": "gbk"}
 	})
@@ -123,7 +125,7 @@ func TestHostile6InlinedStatementPastAOneMiBPacket(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
-	pdb := hostile5DB(t, db, func(c *mysql.Config) { c.MaxAllowedPacket = 1 << 20 })
+	pdb := testenv.MySQLWith(t, db, func(c *mysql.Config) { c.MaxAllowedPacket = 1 << 20 })
 	r := relayOn(t, pdb, pub)
 	topic, key := "orders", "k"
 	before := len(topic) + 32 + len(key) + 32 + len("{}") // inlined ahead of the body
@@ -151,7 +153,7 @@ func TestHostile6LooseSessionCutsTheTag(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
-	ldb := hostile5DB(t, db, func(c *mysql.Config) { c.Params = map[string]string{"sql_mode": "''"} })
+	ldb := testenv.MySQLWith(t, db, func(c *mysql.Config) { c.Params = map[string]string{"sql_mode": "''"} })
 	r := relayOn(t, ldb, pub)
 	tag := strings.Repeat("t", 300)
 	if _, _, err := r.Enqueue(bg, ldb, outbox.Message{Topic: "orders", Key: "long-tag", Tag: tag, Body: []byte("b")}); err != nil {
@@ -192,7 +194,7 @@ func TestHostile6UnrecordableSendErrorIsResentForever(t *testing.T) {
 			db, _ := setup(t, pub)
 			vdb := db
 			if tc.mutate != nil {
-				vdb = hostile5DB(t, db, tc.mutate)
+				vdb = testenv.MySQLWith(t, db, tc.mutate)
 			}
 			r := relayOn(t, vdb, pub, outbox.WithMaxAttempts(2), outbox.WithLease(time.Second))
 			if _, _, err := r.Enqueue(bg, vdb, outbox.Message{Topic: "orders", Key: "k", Body: []byte("b")}); err != nil {

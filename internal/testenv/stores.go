@@ -162,13 +162,22 @@ var (
 		{"clientFoundRows", func(c *mysql.Config) { c.ClientFoundRows = true }},
 		{"parseTime off", func(c *mysql.Config) { c.ParseTime = false }},
 		{"interpolateParams", func(c *mysql.Config) { c.InterpolateParams = true }},
+		// A client character set in which a backslash can end a multibyte
+		// character: escaping in interpolated arguments does not hold.
+		{"interpolateParams with charset gbk", func(c *mysql.Config) {
+			c.InterpolateParams = true
+			if err := c.Apply(mysql.Charset("gbk", "")); err != nil {
+				panic(err)
+			}
+		}},
 	}
 )
 
 // MySQLVariants opens db's database again once per configuration a user's
 // application may run with, each a test case for code that must hold
 // under all of them: sessions ahead of and behind UTC, a loc other than
-// UTC, clientFoundRows, parseTime off, interpolateParams. The handles are
+// UTC, clientFoundRows, parseTime off, interpolateParams (also with the
+// gbk character set). The handles are
 // closed when the test ends.
 func MySQLVariants(t testing.TB, db *sqlx.DB) []Variant {
 	t.Helper()
@@ -185,6 +194,26 @@ func MySQLVariants(t testing.TB, db *sqlx.DB) []Variant {
 func MySQLSessions(t testing.TB, db *sqlx.DB) (east, west *sqlx.DB) {
 	t.Helper()
 	return openVariant(t, db, variants[0]), openVariant(t, db, variants[1])
+}
+
+// MySQLWith opens db's database again with the DSN settings mutate makes
+// (a charset, interpolateParams, a sql_mode); the handle is closed when
+// the test ends.
+func MySQLWith(t testing.TB, db *sqlx.DB, mutate func(*mysql.Config)) *sqlx.DB {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(MySQLDSN(t, db))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	mutate(cfg)
+	// Through the DSN's text, so that the parameters the driver reads
+	// itself (charset) take effect.
+	vdb, err := sqlx.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { vdb.Close() })
+	return vdb
 }
 
 func openVariant(t testing.TB, db *sqlx.DB, v variant) *sqlx.DB {

@@ -97,19 +97,7 @@ func TestHostile5ConsumerEventsLandOnTheConsumerSpan(t *testing.T) {
 				return a && b
 			})
 			// A span ends once its message is settled, after the handler.
-			count := func() (spans int, events map[string]int) {
-				events = map[string]int{}
-				for _, s := range exp.GetSpans() {
-					if s.Name != "process "+topic {
-						continue
-					}
-					spans++
-					for _, ev := range s.Events {
-						events[ev.Name]++
-					}
-				}
-				return spans, events
-			}
+			count := func() (int, map[string]int) { return consumerSpans(exp, topic) }
 			env.Eventually(t, "3 consumer spans, with reliablemq.handled twice and reliablemq.retry once", 30*time.Second, func() bool {
 				spans, events := count()
 				return spans == 3 && events["reliablemq.handled"] == 2 && events["reliablemq.retry"] == 1

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
@@ -90,19 +91,7 @@ func TestHostile6SettlingEventsLandOutsideTheConsumerSpan(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	spanEvents := func() (spans int, events map[string]int) {
-		events = map[string]int{}
-		for _, s := range exp.GetSpans() {
-			if s.Name != "process "+topic {
-				continue
-			}
-			spans++
-			for _, ev := range s.Events {
-				events[ev.Name]++
-			}
-		}
-		return spans, events
-	}
+	spanEvents := func() (int, map[string]int) { return consumerSpans(exp, topic) }
 	env.Eventually(t, "both consumer spans ended, Parked and NotRecorded emitted", time.Minute, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -116,4 +105,20 @@ func TestHostile6SettlingEventsLandOutsideTheConsumerSpan(t *testing.T) {
 		t.Errorf("consumer spans' events %v; events emitted with no recording span %v: want reliablemq.parked and "+
 			"reliablemq.not_recorded on the spans of their messages", events, spanless)
 	}
+}
+
+// consumerSpans counts the consumer spans of topic and their events by
+// name.
+func consumerSpans(exp *tracetest.InMemoryExporter, topic string) (spans int, events map[string]int) {
+	events = map[string]int{}
+	for _, s := range exp.GetSpans() {
+		if s.Name != "process "+topic {
+			continue
+		}
+		spans++
+		for _, ev := range s.Events {
+			events[ev.Name]++
+		}
+	}
+	return spans, events
 }
