@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
@@ -224,5 +226,40 @@ func TestParksAnyTextInALatin1Database(t *testing.T) {
 	}
 	if e.Tag != tag || e.LastError != "库存不足 ✓ 🎉 \uFFFD" || e.Reason != "重复 ✓" {
 		t.Fatalf("read back tag of %d bytes, error %q, reason %q", len(e.Tag), e.LastError, e.Reason)
+	}
+}
+
+// TestParksTextPastTheInlineBudget: with large properties and body the
+// error text is past the statement's inline budget and goes as an
+// argument converted from utf8mb4; it is stored and read back whole, on a
+// plain connection and on a gbk one with interpolateParams.
+func TestParksTextPastTheInlineBudget(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testenv.MySQL(t)
+	gbk := testenv.MySQLWith(t, db, func(c *mysql.Config) {
+		c.InterpolateParams = true
+		c.Params = map[string]string{"charset": "gbk"}
+	})
+	for name, h := range map[string]*sqlx.DB{"plain": db, "gbk": gbk} {
+		table, err := deadletter.NewTable(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := strings.Repeat("库存不足 ✓ ", 1000)
+		dl := &consumer.DeadLetter{Group: "g", Topic: "orders", MsgID: "m-" + name, Tag: "t",
+			Properties: map[string]string{"big": strings.Repeat("p", 250<<10)}, Body: make([]byte, 300<<10),
+			LastError: text, Cause: consumer.CauseRetries}
+		if ok, err := table.Park(ctx, dl); !ok || err != nil {
+			t.Fatalf("%s: park: %v %v", name, ok, err)
+		}
+		e, err := table.Get(ctx, dl.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.LastError != text || len(e.Body) != 300<<10 || len(e.Properties["big"]) != 250<<10 {
+			t.Fatalf("%s: read back error text of %d bytes (equal %v), body %d, property %d", name, len(e.LastError),
+				e.LastError == text, len(e.Body), len(e.Properties["big"]))
+		}
 	}
 }

@@ -8,9 +8,10 @@ import (
 
 // InlineBudget is how many bytes of values a [Statement] writes into its
 // text; values past it go as arguments. Hex doubles a value, so an inlined
-// statement stays near 512 KiB, under any server's max_allowed_packet of
-// 1 MiB or more (MariaDB's default is 16 MiB, MySQL 8's 64 MiB); past it
-// the server closes the connection, and the caller's transaction with it.
+// statement stays near 512 KiB (768 KiB with two [Statement.Text]s),
+// under any server's max_allowed_packet of 1 MiB or more (MariaDB's
+// default is 16 MiB, MySQL 8's 64 MiB); past it the server closes the
+// connection, and the caller's transaction with it.
 const InlineBudget = 256 << 10
 
 // Statement builds a statement with its values written into the text:
@@ -53,9 +54,13 @@ func (st *Statement) SQL(s string) *Statement {
 // String appends v as a byte-string value.
 func (st *Statement) String(v string) *Statement {
 	if !st.inline(len(v)) {
-		st.args = append(st.args, []byte(v))
-		return st
+		return st.arg([]byte(v))
 	}
+	return st.hex(v)
+}
+
+// hex appends v as a hex literal.
+func (st *Statement) hex(v string) *Statement {
 	st.text = append(st.text, "X'"...)
 	for i := 0; i < len(v); i++ {
 		st.text = append(st.text, hexDigits[v[i]>>4], hexDigits[v[i]&0xf])
@@ -67,8 +72,7 @@ func (st *Statement) String(v string) *Statement {
 // Bytes appends p as a byte-string value.
 func (st *Statement) Bytes(p []byte) *Statement {
 	if !st.inline(len(p)) {
-		st.args = append(st.args, p)
-		return st
+		return st.arg(p)
 	}
 	st.text = append(st.text, "X'"...)
 	for _, c := range p {
@@ -84,7 +88,9 @@ const MaxText = 65535
 // Text appends v as a UTF-8 string for a TEXT column of utf8mb4: invalid
 // UTF-8 replaced, cut at a character boundary to [MaxText] bytes, and
 // written as a hex literal with its character set named, so the server
-// takes it as UTF-8 whatever the connection's character set.
+// takes it as UTF-8 whatever the connection's character set (an argument
+// would be taken in the connection's). It is always inlined: a statement
+// with two texts stays under about 768 KiB.
 func (st *Statement) Text(v string) *Statement {
 	v = strings.ToValidUTF8(v, "\uFFFD")
 	if len(v) > MaxText {
@@ -94,8 +100,9 @@ func (st *Statement) Text(v string) *Statement {
 		}
 		v = v[:cut]
 	}
+	st.inlined += len(v)
 	st.text = append(st.text, "_utf8mb4 "...)
-	return st.String(v)
+	return st.hex(v)
 }
 
 // Int appends n in decimal.
@@ -120,14 +127,20 @@ func (st *Statement) Ints(ns []int64) *Statement {
 func (st *Statement) Query() (string, []any) { return string(st.text), st.args }
 
 // inline reports whether a value of n bytes still fits the budget, and
-// writes a placeholder when it does not.
+// counts it when it does.
 func (st *Statement) inline(n int) bool {
 	if st.inlined+n > InlineBudget {
-		st.text = append(st.text, '?')
 		return false
 	}
 	st.inlined += n
 	return true
+}
+
+// arg appends a value past the budget as an argument.
+func (st *Statement) arg(v []byte) *Statement {
+	st.text = append(st.text, '?')
+	st.args = append(st.args, v)
+	return st
 }
 
 const hexDigits = "0123456789abcdef"

@@ -33,3 +33,20 @@ func TestStatementPassesValuesPastTheBudgetAsArguments(t *testing.T) {
 		t.Fatalf("statement of %d bytes, past twice the budget", len(q))
 	}
 }
+
+// TestStatementTextIsUTF8AndAlwaysInlined: text is made valid UTF-8 and
+// cut at a character boundary, names its character set, and is inlined
+// even past the budget (an argument would be read in the connection's
+// character set).
+func TestStatementTextIsUTF8AndAlwaysInlined(t *testing.T) {
+	q, args := sqldb.NewStatement(0).Text("é\xff").Query()
+	if q != `_utf8mb4 X'c3a9efbfbd'` || len(args) != 0 {
+		t.Fatalf("inlined: %q %q", q, args)
+	}
+	long := strings.Repeat("é", sqldb.MaxText) // twice MaxText bytes
+	q, args = sqldb.NewStatement(0).Bytes(make([]byte, sqldb.InlineBudget-10)).SQL(", ").Text(long).Query()
+	hex := strings.Repeat("c3a9", (sqldb.MaxText-1)/2)
+	if !strings.HasSuffix(q, ", _utf8mb4 X'"+hex+"'") || len(args) != 0 {
+		t.Fatalf("past the budget: ...%q, %d arguments", q[len(q)-40:], len(args))
+	}
+}
