@@ -26,7 +26,8 @@ func hostile6LongKey(m *consumer.Message) string {
 	return consumer.Key(m)
 }
 
-// TestHostile6KeyTooLongBlocksTheOrderlyQueueForever: a key the MySQL
+// TestOrderlyParksAKeyTooLongAndMovesOn pins a fix found by hostile testing. What it guarded
+// against: a key the MySQL
 // guard refuses with ErrKeyTooLong is a permanent condition, like a
 // message with no key (parked at once with CausePermanent). The consumer
 // takes the claim error for a failing store instead: storeError, a Retry
@@ -34,7 +35,7 @@ func hostile6LongKey(m *consumer.Message) string {
 // claim fails the same way on every attempt and storeError never counts
 // attempts, so the message is never parked and the queue behind it never
 // moves: the next message of the queue is never handled.
-func TestHostile6KeyTooLongBlocksTheOrderlyQueueForever(t *testing.T) {
+func TestOrderlyParksAKeyTooLongAndMovesOn(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 1)
 	eff := newEffects()
@@ -62,11 +63,12 @@ func TestHostile6KeyTooLongBlocksTheOrderlyQueueForever(t *testing.T) {
 	}
 }
 
-// TestHostile6KeyTooLongIsRetriedAsAStoreError: on the concurrent
+// TestKeyTooLongIsParkedNotRetried pins a fix found by hostile testing. What it guarded
+// against: on the concurrent
 // consumer the same message goes round the broker's retry topic as a store
 // failure on every delivery (up to the broker's 16, then %DLQ%), never
 // reaching the dead-letter table, and counted as store errors.
-func TestHostile6KeyTooLongIsRetriedAsAStoreError(t *testing.T) {
+func TestKeyTooLongIsParkedNotRetried(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 1)
 	var calls atomic.Int32
@@ -91,7 +93,8 @@ func TestHostile6KeyTooLongIsRetriedAsAStoreError(t *testing.T) {
 	}
 }
 
-// TestHostile6UnparkableErrorTextBlocksTheOrderlyQueue: a handler that
+// TestAnyErrorTextIsParkedAndTheQueueMovesOn pins a fix found by hostile testing. What it guarded
+// against: a handler that
 // refuses a poison message with a Permanent error naming its payload
 // (here bytes that are not UTF-8) must see it parked once. The dead-letter
 // table writes the error text verbatim into last_error, a TEXT (utf8mb4 here):
@@ -99,7 +102,7 @@ func TestHostile6KeyTooLongIsRetriedAsAStoreError(t *testing.T) {
 // refuses a text over 65,535 bytes (1406) and a tag over 255 bytes.
 // Park fails, so the consumer retries: the orderly queue runs the handler
 // again every retry delay, forever, and the message behind it never runs.
-func TestHostile6UnparkableErrorTextBlocksTheOrderlyQueue(t *testing.T) {
+func TestAnyErrorTextIsParkedAndTheQueueMovesOn(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string

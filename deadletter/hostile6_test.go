@@ -11,13 +11,14 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
-// TestHostile6HasParkedOnAReservedWordTable: table names are quoted
+// TestHasParkedOnAReservedWordTable pins a fix found by hostile testing. What it guarded
+// against: table names are quoted
 // (sqldb.Quote) "so a name that is a reserved word works too", and Park,
 // List, Get and the transitions do quote it; HasParked writes the bare
 // name. On a table named order every HasParked is a syntax error, and an
 // orderly consumer under ParkKey retries every message with a sharding key
 // as a failing store, forever.
-func TestHostile6HasParkedOnAReservedWordTable(t *testing.T) {
+func TestHasParkedOnAReservedWordTable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := testenv.MySQL(t)
@@ -35,7 +36,8 @@ func TestHostile6HasParkedOnAReservedWordTable(t *testing.T) {
 	}
 }
 
-// TestHostile6ParkRefusesWhatTheConsumerHandsIt: Park writes the
+// TestParkTakesWhateverTheConsumerHandsIt pins a fix found by hostile testing. What it guarded
+// against: Park writes the
 // consumer's values as they come into columns that cannot take all of
 // them: last_error is a TEXT (65,535 bytes; in utf8mb4, valid UTF-8 only),
 // tags a VARBINARY(255); and the text columns (last_error, and reason on
@@ -43,7 +45,7 @@ func TestHostile6HasParkedOnAReservedWordTable(t *testing.T) {
 // refuses the park (the consumer then retries the message, running its
 // handler again on every delivery), and a loose one (an empty sql_mode) cuts the
 // tag, so a replay sends another tag than the message had.
-func TestHostile6ParkRefusesWhatTheConsumerHandsIt(t *testing.T) {
+func TestParkTakesWhateverTheConsumerHandsIt(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := testenv.MySQL(t)

@@ -12,7 +12,8 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
-// TestHostile6BatchPastAOneMiBPacketFailsEveryKey: keys up to 65,535
+// TestBatchOfLongKeysFitsAOneMiBPacket pins a fix found by hostile testing. What it guarded
+// against: keys up to 65,535
 // bytes are accepted, and a batch's values go inline up to the 512 KiB
 // budget, the rest as arguments. Hex doubles the inlined half to 1 MiB,
 // plus the statement's own text: with max_allowed_packet 1 MiB (the DSN's
@@ -21,7 +22,7 @@ import (
 // driver.ErrBadConn for a prepare, so database/sql throws away a pooled
 // connection per try, and every key of the batch (the consumer combines
 // concurrent batches into one) fails, on every redelivery.
-func TestHostile6BatchPastAOneMiBPacketFailsEveryKey(t *testing.T) {
+func TestBatchOfLongKeysFitsAOneMiBPacket(t *testing.T) {
 	t.Parallel()
 	db := testenv.MySQL(t)
 	pdb := testenv.MySQLWith(t, db, func(c *mysql.Config) { c.MaxAllowedPacket = 1 << 20 })

@@ -15,7 +15,8 @@ import (
 	"github.com/seed157d4c4d/reliablemq/outbox"
 )
 
-// TestHostile5BodyPastTheBudgetInjectsUnderAMultibyteCharset: the doc
+// TestBodyPastTheBudgetCannotInjectUnderAMultibyteCharset pins a fix found by hostile testing. What it guarded
+// against: the doc
 // says no value, whatever its bytes, can change the statement, in any
 // sql_mode or character set. A body past sqldb.InlineBudget goes as a
 // statement argument; with interpolateParams=true the driver writes it in
@@ -24,7 +25,7 @@ import (
 // 0xbf swallows the escaping backslash. The body then closes its string
 // and writes SQL: here one enqueue of a message to "orders" also enqueues
 // a forged message to another topic, which the relay would send.
-func TestHostile5BodyPastTheBudgetInjectsUnderAMultibyteCharset(t *testing.T) {
+func TestBodyPastTheBudgetCannotInjectUnderAMultibyteCharset(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
@@ -61,7 +62,8 @@ func TestHostile5BodyPastTheBudgetInjectsUnderAMultibyteCharset(t *testing.T) {
 	}
 }
 
-// TestHostile5LargeBodyUnderInterpolateParamsKeepsTheCallersTx: the doc
+// TestLargeBodyUnderInterpolateParamsKeepsTheCallersTx pins a fix found by hostile testing. What it guarded
+// against: the doc
 // promises that a row fits max_allowed_packet whenever its values do, and
 // that the caller's transaction survives an enqueue. A 9 MiB body past the
 // budget goes as an argument; with interpolateParams=true the driver
@@ -69,7 +71,7 @@ func TestHostile5BodyPastTheBudgetInjectsUnderAMultibyteCharset(t *testing.T) {
 // statement, under the driver's own 64 MiB bound but over MariaDB's
 // default 16 MiB: the server drops the connection, and the caller's
 // transaction with it.
-func TestHostile5LargeBodyUnderInterpolateParamsKeepsTheCallersTx(t *testing.T) {
+func TestLargeBodyUnderInterpolateParamsKeepsTheCallersTx(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
@@ -161,11 +163,12 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// TestHostile5FindUnderAMultibyteCharsetWithInterpolation: the same
+// TestFindUnderAMultibyteCharsetWithInterpolation pins a fix found by hostile testing. What it guarded
+// against: the same
 // driver escaping corrupts the binary arguments of the read paths (a key
 // hash holding a lead byte before 0x5c or 0x27): under sjis with
 // interpolateParams some rows just enqueued are not found.
-func TestHostile5FindUnderAMultibyteCharsetWithInterpolation(t *testing.T) {
+func TestFindUnderAMultibyteCharsetWithInterpolation(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)

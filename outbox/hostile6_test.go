@@ -32,7 +32,8 @@ var hostile6Keys = map[string]string{
 	"sjis": "功'OR(1=1)#", // e5 8a | 9f 5c
 }
 
-// TestHostile6ConfirmThroughTheOutboxTxInjects: the stores' arguments
+// TestConfirmThroughTheOutboxTxCannotInject pins a fix found by hostile testing. What it guarded
+// against: the stores' arguments
 // now go only by statements they prepare; "a handle without
 // PrepareContext gets the arguments as they are", and the driver
 // interpolates them. The library's own *outbox.Tx is such a handle: it is
@@ -43,7 +44,7 @@ var hostile6Keys = map[string]string{
 // interpolateParams with gbk, big5 or sjis a valid UTF-8 key rewrites the
 // UPDATE: here one Confirm of a key that is not in the outbox confirms
 // every Sent row of the topic, and reconcile stops resending them.
-func TestHostile6ConfirmThroughTheOutboxTxInjects(t *testing.T) {
+func TestConfirmThroughTheOutboxTxCannotInject(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
@@ -80,12 +81,13 @@ func TestHostile6ConfirmThroughTheOutboxTxInjects(t *testing.T) {
 	}
 }
 
-// TestHostile6EnqueueThroughTheOutboxTxInjects: the same hole for a body
+// TestEnqueueThroughTheOutboxTxCannotInject pins a fix found by hostile testing. What it guarded
+// against: the same hole for a body
 // past the inline budget (hostile5's attack, now through *outbox.Tx
 // instead of a *sql.Tx): passing the outbox transaction to another
 // relay's (another table's) or the same relay's Enqueue writes a forged
 // row to a second topic.
-func TestHostile6EnqueueThroughTheOutboxTxInjects(t *testing.T) {
+func TestEnqueueThroughTheOutboxTxCannotInject(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
@@ -113,7 +115,8 @@ func TestHostile6EnqueueThroughTheOutboxTxInjects(t *testing.T) {
 	}
 }
 
-// TestHostile6InlinedStatementPastAOneMiBPacket: InlineBudget says an
+// TestStatementsFitAOneMiBPacket pins a fix found by hostile testing. What it guarded
+// against: InlineBudget says an
 // inlined statement "stays near 1 MiB, under any server's
 // max_allowed_packet". Near is over: values at the 512 KiB budget double
 // in hex to 1 MiB, and the statement's own text goes on top. A handle
@@ -121,7 +124,7 @@ func TestHostile6EnqueueThroughTheOutboxTxInjects(t *testing.T) {
 // server configured so) refuses an enqueue of a body just under the
 // budget, while a larger body (sent as an argument) and a smaller one
 // pass: which messages can be written depends on a window of sizes.
-func TestHostile6InlinedStatementPastAOneMiBPacket(t *testing.T) {
+func TestStatementsFitAOneMiBPacket(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
@@ -142,14 +145,15 @@ func TestHostile6InlinedStatementPastAOneMiBPacket(t *testing.T) {
 	}
 }
 
-// TestHostile6LooseSessionCutsTheTag: the idempotency stores now refuse a
+// TestTagsTheTableCannotHoldAreRefused pins a fix found by hostile testing. What it guarded
+// against: the idempotency stores now refuse a
 // key their column cannot hold, since "a loose [session] would store it
 // cut". The outbox has the same column limits (tag VARBINARY(255), biz_key
 // and sharding_key BLOB) and checks none: under an empty sql_mode an enqueue of
 // a 300-byte tag (which the producer sends as it is) succeeds, and the
 // relay sends the message with its tag cut to 255 bytes, so consumers
 // subscribed to the tag never see it.
-func TestHostile6LooseSessionCutsTheTag(t *testing.T) {
+func TestTagsTheTableCannotHoldAreRefused(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
@@ -171,14 +175,15 @@ func TestHostile6LooseSessionCutsTheTag(t *testing.T) {
 	}
 }
 
-// TestHostile6UnrecordableSendErrorIsResentForever: a failed send is
+// TestAnySendErrorTextIsRecorded pins a fix found by hostile testing. What it guarded
+// against: a failed send is
 // recorded by retryLater/markDead with the error's text as an argument
 // into last_error, a TEXT (utf8mb4 here). A Publisher error holding bytes that
 // are not UTF-8 (plain DSN), or UTF-8 text outside the session's charset
 // (charset=gbk, "✓"), fails that UPDATE: the attempt is never counted,
 // the row is never made Dead, and once the claim's lease ends it is sent
 // again, for ever (here: 4 sends in 4 lease periods with WithMaxAttempts(2)).
-func TestHostile6UnrecordableSendErrorIsResentForever(t *testing.T) {
+func TestAnySendErrorTextIsRecorded(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name, text string

@@ -43,11 +43,12 @@ func TestListeningPIDHostile5OddAddresses(t *testing.T) {
 	}
 }
 
-// TestHostile5MeterFindsABrokerListedWithCommas: the bench creates its
+// TestMeterFindsABrokerListedWithCommas pins a fix found by hostile testing. What it guarded
+// against: the bench creates its
 // topics on RMQ_BROKER split by remoting.SplitAddrs (";", "," or spaces),
 // so RMQ_BROKER="a,b" is a working setting; the meter splits it on ";"
 // only and then finds no broker at all.
-func TestHostile5MeterFindsABrokerListedWithCommas(t *testing.T) {
+func TestMeterFindsABrokerListedWithCommas(t *testing.T) {
 	p1 := listenLoopback(t, "tcp", "127.0.0.1:0")
 	p2 := listenLoopback(t, "tcp", "127.0.0.1:0")
 	t.Setenv("MYSQL_DSN", "root@unix(/nonexistent)/")
@@ -62,10 +63,11 @@ func TestHostile5MeterFindsABrokerListedWithCommas(t *testing.T) {
 	}
 }
 
-// TestHostile5MeterCountsAProcessOnce: two addresses of one process (a
+// TestMeterCountsAProcessOnce pins a fix found by hostile testing. What it guarded
+// against: two addresses of one process (a
 // broker's listen port and its VIP channel, or one server named twice)
 // are one process: its CPU time must not be added twice.
-func TestHostile5MeterCountsAProcessOnce(t *testing.T) {
+func TestMeterCountsAProcessOnce(t *testing.T) {
 	p1 := listenLoopback(t, "tcp", "127.0.0.1:0")
 	p2 := listenLoopback(t, "tcp", "127.0.0.1:0")
 	t.Setenv("MYSQL_DSN", "root@unix(/nonexistent)/")
@@ -85,9 +87,10 @@ func TestHostile5MeterCountsAProcessOnce(t *testing.T) {
 	}
 }
 
-// TestHostile5LocalPortOfTheLocalSystem: ":6379" and "0.0.0.0:6379" dial
+// TestLocalPortOfTheLocalSystem pins a fix found by hostile testing. What it guarded
+// against: ":6379" and "0.0.0.0:6379" dial
 // this machine (net.Dial, go-redis), so a server named that way runs here.
-func TestHostile5LocalPortOfTheLocalSystem(t *testing.T) {
+func TestLocalPortOfTheLocalSystem(t *testing.T) {
 	for _, a := range []string{":6379", "0.0.0.0:6379", "[::]:6379", "LOCALHOST:6379"} {
 		if p := localPort(a); p != 6379 {
 			t.Errorf("localPort(%q) = %d, want 6379: it names this machine", a, p)

@@ -19,7 +19,8 @@ import (
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
-// TestHostile5ConsumerEventsLandOnTheConsumerSpan: the consumer reports
+// TestHandledAndRetryEventsLandOnTheConsumerSpan pins a fix found by hostile testing. What it guarded
+// against: the consumer reports
 // Handled and Retry (reason "handler") with the ctx its hooks' Handle
 // returned, while the handler's span is still recording, so the otel
 // hooks put reliablemq.handled / reliablemq.retry on the "process <topic>"
@@ -29,7 +30,7 @@ import (
 // emitted with the ctx from before it, the consumer span gets no such
 // event and the Event hook sees no span at all: a trace no longer says
 // whether the delivery was acknowledged, retried or why.
-func TestHostile5ConsumerEventsLandOnTheConsumerSpan(t *testing.T) {
+func TestHandledAndRetryEventsLandOnTheConsumerSpan(t *testing.T) {
 	t.Parallel()
 	testenv.SkipUnderRace(t)
 	for _, guarded := range []bool{false, true} {

@@ -29,7 +29,8 @@ func (s hostile6Store) Complete(ctx context.Context, group, key, token string, r
 	return s.Store.Complete(ctx, group, key, token, retain)
 }
 
-// TestHostile6SettlingEventsLandOutsideTheConsumerSpan: the hooks' Handle
+// TestParkedAndNotRecordedEventsLandOnTheConsumerSpan pins a fix found by hostile testing. What it guarded
+// against: the hooks' Handle
 // now ends "once the message is settled, so its events land in it", and
 // the otel package names reliablemq.parked among the events it puts on
 // the consumer span. But only Handled, Retry "handler" and LeaseExpired are
@@ -40,7 +41,7 @@ func (s hostile6Store) Complete(ctx context.Context, group, key, token string, r
 // consumer span of a parked message then says Error and nothing else; the
 // one of an unrecorded success says OK, with no trace that the effect may
 // run again.
-func TestHostile6SettlingEventsLandOutsideTheConsumerSpan(t *testing.T) {
+func TestParkedAndNotRecordedEventsLandOnTheConsumerSpan(t *testing.T) {
 	t.Parallel()
 	testenv.SkipUnderRace(t)
 	h, exp, _ := setup(t)
