@@ -275,13 +275,21 @@ func TestConcurrentOverlappingBatchesHostile5(t *testing.T) {
 			}
 		}
 		for _, cs := range second {
-			for _, err := range g.CompleteBatch(ctx, acquiredOf(cs)) {
-				if err != nil {
+			acquired := acquiredOf(cs)
+			for j, err := range g.CompleteBatch(ctx, acquired) {
+				if err != nil && !lostAfterItsLease(err, acquired[j]) {
 					t.Errorf("round %d: complete: %v", round, err)
 				}
 			}
 		}
 	}
+}
+
+// lostAfterItsLease reports whether err is c's claim lost because its
+// lease ran out before the call (a loaded machine can stall a test that
+// long): not a store's fault.
+func lostAfterItsLease(err error, c *idempotency.Claim) bool {
+	return errors.Is(err, idempotency.ErrLostClaim) && time.Now().After(c.Deadline())
 }
 
 func acquiredOf(cs []*idempotency.Claim) []*idempotency.Claim {
@@ -337,7 +345,7 @@ func TestAttemptsCountAcrossConcurrentTakeOversHostile5(t *testing.T) {
 						attempts = append(attempts, c.Attempt)
 						mu.Unlock()
 						if i%3 == 0 {
-							if err := c.Release(ctx); err != nil {
+							if err := c.Release(ctx); err != nil && !lostAfterItsLease(err, c) {
 								t.Error(err)
 							}
 						} // else: abandoned, expires
@@ -495,7 +503,7 @@ func TestRedisCountersAndLegacyMarkersHostile5(t *testing.T) {
 		t.Fatal(err)
 	}
 	group := "g5"
-	g, err := idempotency.NewGuard(group, s, idempotency.WithLease(300*time.Millisecond))
+	g, err := idempotency.NewGuard(group, s, idempotency.WithLease(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,7 +540,7 @@ func TestRedisCountersAndLegacyMarkersHostile5(t *testing.T) {
 		return c
 	}
 	attempt(false, 1)
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond) // past the lease
 	c := attempt(true, 2)
 	if err := c.Release(ctx); err != nil {
 		t.Fatal(err)
@@ -542,27 +550,28 @@ func TestRedisCountersAndLegacyMarkersHostile5(t *testing.T) {
 		t.Fatal(err)
 	}
 	c = attempt(true, 1)
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond) // past the lease
 	c2 := attempt(false, 2)
 	if err := c.Complete(ctx); !errors.Is(err, idempotency.ErrLostClaim) {
 		t.Fatalf("stale complete: %v", err)
 	}
+	if err := c2.Complete(ctx); err != nil {
+		t.Fatal(err)
+	}
 	// An old-layout done marker beside a live claim, and for a free key.
-	if err := rdb.Set(ctx, prefix+group+":k", "done", time.Minute).Err(); err != nil {
+	claimKey(t, g, "live")
+	if err := rdb.Set(ctx, prefix+group+":live", "done", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := rdb.Set(ctx, prefix+group+":free", "done", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
-	cs, errs := g.ClaimBatch(ctx, []string{"k", "free", "new"})
+	cs, errs := g.ClaimBatch(ctx, []string{"live", "free", "new"})
 	if errors.Join(errs...) != nil || cs[0].Outcome != idempotency.Done || cs[1].Outcome != idempotency.Done ||
 		cs[2].Outcome != idempotency.Acquired || cs[2].Attempt != 1 {
 		t.Fatalf("with old-layout markers: %v %v", cs, errs)
 	}
 	if c := claimKey(t, g, "free"); c.Outcome != idempotency.Done {
 		t.Fatalf("single claim of an old-layout done key: %v", c.Outcome)
-	}
-	if err := c2.Complete(ctx); err != nil {
-		t.Fatal(err)
 	}
 }
