@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
@@ -237,10 +236,7 @@ func TestParksTextPastTheInlineBudget(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := testenv.MySQL(t)
-	gbk := testenv.MySQLWith(t, db, func(c *mysql.Config) {
-		c.InterpolateParams = true
-		c.Params = map[string]string{"charset": "gbk"}
-	})
+	gbk := testenv.MySQLWith(t, db, testenv.Interpolated("gbk"))
 	for name, h := range map[string]*sqlx.DB{"plain": db, "gbk": gbk} {
 		table, err := deadletter.NewTable(h)
 		if err != nil {

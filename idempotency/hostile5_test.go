@@ -52,10 +52,7 @@ func TestKeyPastTheBudgetCannotForgeDoneMarkers(t *testing.T) {
 	db := testenv.MySQL(t)
 	for _, cs := range []struct{ charset, lead string }{{"gbk", "\xbf"}, {"sjis", "\x81"}, {"big5", "\xa1"}} {
 		t.Run(cs.charset, func(t *testing.T) {
-			gdb := testenv.MySQLWith(t, db, func(c *mysql.Config) {
-				c.InterpolateParams = true
-				c.Params = map[string]string{"charset": cs.charset}
-			})
+			gdb := testenv.MySQLWith(t, db, testenv.Interpolated(cs.charset))
 			group := testenv.Name(t, "G")
 			g := mysqlGuard(t, gdb, group)
 			// A batch: 17 keys of 31 KiB fill the budget; the hostile key

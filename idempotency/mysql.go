@@ -136,9 +136,8 @@ func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease 
 	}
 	h := sqldb.Hash(key)
 	insert, insertArgs := appendRow(statement(s.q.insert, key), group, h, key, statusProcessing, token, lease).Query()
-	takeOver, takeOverArgs := appendKey(appendLease(statement(s.q.takeOver, ""), token, lease), group, h).
-		SQL(" AND expires_at < UTC_TIMESTAMP(6)").Query()
-	status, statusArgs := appendKey(statement(s.q.status, ""), group, h).Query()
+	var takeOver, status string
+	var takeOverArgs, statusArgs []any
 	for range 3 { // a purge may remove the row between two statements
 		_, err := sqldb.Exec(ctx, s.db, insert, insertArgs...)
 		if err == nil {
@@ -146,6 +145,11 @@ func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease 
 		}
 		if !sqldb.IsDuplicate(err) {
 			return 0, 0, err
+		}
+		if takeOver == "" { // the key has a row: built only now
+			takeOver, takeOverArgs = appendKey(appendLease(statement(s.q.takeOver, ""), token, lease), group, h).
+				SQL(" AND expires_at < UTC_TIMESTAMP(6)").Query()
+			status, statusArgs = appendKey(statement(s.q.status, ""), group, h).Query()
 		}
 		res, err := sqldb.Exec(ctx, s.db, takeOver, takeOverArgs...)
 		if err != nil {

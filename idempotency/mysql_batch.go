@@ -94,11 +94,9 @@ type claimRow struct {
 	Attempts int    `db:"attempts"`
 }
 
-// claimRows runs the batch claim for items[pending] and returns the rows
-// of their keys by hash.
-func (s *MySQLStore) claimRows(ctx context.Context, group string, items []KeyToken, hashes [][]byte, pending []int, lease time.Duration) (map[string]claimRow, error) {
-	order := slices.Clone(pending)
-	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(hashes[a], hashes[b]) })
+// claimRows runs the batch claim for items[order] (in key-hash order) and
+// returns the rows of their keys by hash.
+func (s *MySQLStore) claimRows(ctx context.Context, group string, items []KeyToken, hashes [][]byte, order []int, lease time.Duration) (map[string]claimRow, error) {
 	query, args := s.batchStatement(group, items, hashes, order, lease).SQL(s.q.batchTakeOver).Query()
 	var err error
 	for attempt := 1; ; attempt++ {

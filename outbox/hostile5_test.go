@@ -31,10 +31,7 @@ func TestBodyPastTheBudgetCannotInjectUnderAMultibyteCharset(t *testing.T) {
 	db, _ := setup(t, pub)
 	for _, cs := range []struct{ charset, lead string }{{"gbk", "\xbf"}, {"sjis", "\x81"}, {"big5", "\xa1"}} {
 		t.Run(cs.charset, func(t *testing.T) {
-			gdb := testenv.MySQLWith(t, db, func(c *mysql.Config) {
-				c.InterpolateParams = true
-				c.Params = map[string]string{"charset": cs.charset}
-			})
+			gdb := testenv.MySQLWith(t, db, testenv.Interpolated(cs.charset))
 			r := relayOn(t, gdb, pub)
 			forged := "forged_" + cs.charset
 			h := sha256.Sum256([]byte("forged-key"))
@@ -172,10 +169,7 @@ func TestFindUnderAMultibyteCharsetWithInterpolation(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
-	sdb := testenv.MySQLWith(t, db, func(c *mysql.Config) {
-		c.InterpolateParams = true
-		c.Params = map[string]string{"charset": "sjis"}
-	})
+	sdb := testenv.MySQLWith(t, db, testenv.Interpolated("sjis"))
 	r := relayOn(t, sdb, pub)
 	var missing []string
 	for i := range 100 {

@@ -50,10 +50,7 @@ func TestConfirmThroughTheOutboxTxCannotInject(t *testing.T) {
 	db, _ := setup(t, pub)
 	for _, cs := range []string{"gbk", "big5", "sjis"} {
 		t.Run(cs, func(t *testing.T) {
-			cdb := testenv.MySQLWith(t, db, func(c *mysql.Config) {
-				c.InterpolateParams = true
-				c.Params = map[string]string{"charset": cs}
-			})
+			cdb := testenv.MySQLWith(t, db, testenv.Interpolated(cs))
 			r := relayOn(t, cdb, pub)
 			topic := "confirm_" + cs
 			for i := range 3 {
@@ -91,10 +88,7 @@ func TestEnqueueThroughTheOutboxTxCannotInject(t *testing.T) {
 	t.Parallel()
 	pub := newFake()
 	db, _ := setup(t, pub)
-	gdb := testenv.MySQLWith(t, db, func(c *mysql.Config) {
-		c.InterpolateParams = true
-		c.Params = map[string]string{"charset": "gbk"}
-	})
+	gdb := testenv.MySQLWith(t, db, testenv.Interpolated("gbk"))
 	r := relayOn(t, gdb, pub)
 	forged := "forged_outbox_tx"
 	h := sha256.Sum256([]byte("forged-key"))

@@ -216,6 +216,15 @@ func MySQLWith(t testing.TB, db *sqlx.DB, mutate func(*mysql.Config)) *sqlx.DB {
 	return vdb
 }
 
+// Interpolated is a [MySQLWith] setting: interpolateParams with the
+// client character set charset.
+func Interpolated(charset string) func(*mysql.Config) {
+	return func(c *mysql.Config) {
+		c.InterpolateParams = true
+		c.Params = map[string]string{"charset": charset}
+	}
+}
+
 func openVariant(t testing.TB, db *sqlx.DB, v variant) *sqlx.DB {
 	t.Helper()
 	cfg, err := mysql.ParseDSN(MySQLDSN(t, db))
