@@ -176,7 +176,7 @@ func (c *Consumer) handleBatch(parent context.Context, items []*item) {
 	}
 	defer end()
 	if c.cfg.guard == nil {
-		each(items, func(it *item) { it.v = c.handle(run, parent, nil, it) })
+		c.each(items, func(it *item) { it.v = c.handle(run, parent, nil, it) })
 		return
 	}
 	c.guardedBatch(run, parent, items)
@@ -276,7 +276,7 @@ func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 		run, cancel = context.WithDeadline(run, deadline)
 		defer cancel()
 	}
-	each(wave, func(it *item) { it.v = c.handle(run, bctx, it.claim, it) })
+	c.each(wave, func(it *item) { it.v = c.handle(run, bctx, it.claim, it) })
 }
 
 // claimRequest is one wave's keys and, once claimed, their claims and
@@ -315,15 +315,21 @@ func (c *Consumer) claimWaves(ctx context.Context, reqs []*claimRequest) {
 	}
 }
 
-// each runs fn on every item at once, the first in the calling goroutine,
-// and returns when all have returned.
-func each(items []*item, fn func(*item)) {
-	var wg sync.WaitGroup
-	for _, it := range items[1:] {
-		wg.Go(func() { fn(it) })
+// each runs fn on every item at once, the first in the calling goroutine
+// and the others on workers, and returns when all have returned.
+func (c *Consumer) each(items []*item, fn func(*item)) {
+	if len(items) > 1 {
+		var wg sync.WaitGroup
+		wg.Add(len(items) - 1)
+		for _, it := range items[1:] {
+			c.workers.run(func() {
+				defer wg.Done()
+				fn(it)
+			})
+		}
+		defer wg.Wait()
 	}
 	fn(items[0])
-	wg.Wait()
 }
 
 // handle runs one message's handler: with a guard, claim is its claim (nil

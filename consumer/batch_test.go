@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -295,5 +297,45 @@ func TestBatchSizeIsValidated(t *testing.T) {
 	// WithBatchSize is an Option, not an OrderlyOption.
 	if _, err := consumer.New(ns, "g", "t", h, consumer.WithParker(p), consumer.WithBatchSize(32)); err != nil {
 		t.Errorf("batch size 32: %v", err)
+	}
+}
+
+// TestCloseStopsTheBatchWorkers: the goroutines that run a batch's
+// handlers (kept between batches) are gone once Close returns, and a
+// batch's handlers ran at once on them.
+func TestCloseStopsTheBatchWorkers(t *testing.T) {
+	f := newFixture(t, 1)
+	g, _ := f.batchGuard()
+	const n = 32
+	var now, most atomic.Int32
+	h := func(ctx context.Context, m *consumer.Message) error {
+		for cur := now.Add(1); cur > most.Load(); {
+			if most.CompareAndSwap(most.Load(), cur) {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+		now.Add(-1)
+		return nil
+	}
+	f.sendAll(n, byIndex)
+	c, err := consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
+		consumer.WithBatchSize(8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("every message handled", func() bool { return c.Stats().Handled == n })
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if most.Load() < 2 {
+		t.Errorf("at most %d handlers ran at once; a batch's run together", most.Load())
+	}
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "consumer.(*workers).loop") {
+		t.Fatalf("a batch worker outlived Close:\n%s", stacks)
 	}
 }

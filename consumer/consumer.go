@@ -86,6 +86,8 @@ type Consumer struct {
 	// claims combines the guard claims of batches that claim at the same
 	// moment.
 	claims *combine.Batcher[*claimRequest]
+	// workers run the handlers of a batch beyond its first message.
+	workers *workers
 
 	closeOnce sync.Once
 	closeErr  error
@@ -139,6 +141,7 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 		trouble: &trouble{group: group, logger: cfg.logger, alert: cfg.troubleAlert}}
 	c.completions = combine.New(maxCompletions, c.completeClaims)
 	c.claims = combine.New(maxClaimWaves, c.claimWaves)
+	c.workers = newWorkers(c.stopping)
 	return c, nil
 }
 
@@ -251,6 +254,9 @@ func (c *Consumer) Close() error {
 			<-drained
 		}
 		timer.Stop()
+		// Handlers are done and Close began before: no batch hands a
+		// worker anything more, and idle workers exit.
+		c.workers.wait()
 		var errs []error
 		if err := c.client.Shutdown(); err != nil {
 			errs = append(errs, fmt.Errorf("consumer: shutdown: %w", err))

@@ -76,6 +76,10 @@ type Result struct {
 	// "broker", "mysql" and "redis" (nil off Linux).
 	BaseCPU map[string]time.Duration `json:"baseline_cpu_ns_per_op,omitempty"`
 	CPU     map[string]time.Duration `json:"subject_cpu_ns_per_op,omitempty"`
+	// FloorCPU, for the guarded consume pairs, is the CPU time per message
+	// of the guard's store calls alone, by process: work the subject
+	// cannot avoid beyond the baseline's.
+	FloorCPU map[string]time.Duration `json:"floor_cpu_ns_per_op,omitempty"`
 }
 
 // workers is the goroutines each concurrent side of Run uses.

@@ -84,21 +84,26 @@ func TestRunSmall(t *testing.T) {
 	}
 }
 
-// TestPrintCPU: the totals, the ratio they imply and the bound left by the
-// servers' extra work, from made-up figures.
+// TestPrintCPU: the totals, the ratio they imply and the limit left by the
+// servers' extra work or, where measured, by the store calls alone, from
+// made-up figures.
 func TestPrintCPU(t *testing.T) {
 	us := time.Microsecond
 	results := []Result{
 		{Name: "pair", BaseCPU: map[string]time.Duration{"this process": 10 * us, "mysql": 5 * us},
 			CPU: map[string]time.Duration{"this process": 20 * us, "mysql": 35 * us}},
+		{Name: "floored", BaseCPU: map[string]time.Duration{"this process": 10 * us, "mysql": 5 * us},
+			CPU:      map[string]time.Duration{"this process": 20 * us, "mysql": 35 * us},
+			FloorCPU: map[string]time.Duration{"this process": 6 * us, "mysql": 29 * us}},
 		{Name: "unmeasured"},
 	}
 	var out bytes.Buffer
 	if err := PrintCPU(&out, results); err != nil {
 		t.Fatal(err)
 	}
-	// Totals 15 and 55: ratio 15/55; bound 15/(15+30).
-	for _, want := range []string{"THIS PROCESS", "MYSQL", "15.0", "55.0", "0.27", "0.33"} {
+	// Totals 15 and 55: ratio 15/55; limit 15/(15+30) from the servers'
+	// extra work, 15/(15+35) from the store alone.
+	for _, want := range []string{"THIS PROCESS", "MYSQL", "LIMIT", "15.0", "55.0", "0.27", "0.33", "store alone", "35.0", "0.30"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no %q in:\n%s", want, out.String())
 		}
@@ -107,7 +112,7 @@ func TestPrintCPU(t *testing.T) {
 		t.Errorf("a pair or a process without figures is printed:\n%s", out.String())
 	}
 	out.Reset()
-	if err := PrintCPU(&out, results[1:]); err != nil || out.Len() != 0 {
+	if err := PrintCPU(&out, results[2:]); err != nil || out.Len() != 0 {
 		t.Fatalf("nothing measured, yet printed %q (%v)", out.String(), err)
 	}
 }

@@ -110,16 +110,27 @@ type pair struct {
 	workers int
 	// run measures both sides once.
 	run func(ctx context.Context) (base, subject sample, err error)
+	// floor, when set, measures once the work the subject cannot avoid
+	// beyond the baseline's (a guard's store calls alone); only its CPU
+	// times are kept.
+	floor func(ctx context.Context) (sample, error)
 }
 
 // measure runs p cfg.Repeats times and keeps the median of each figure.
 func (e *env) measure(ctx context.Context, p pair) (Result, error) {
 	var ratios []float64
-	var bases, subjects []sample
+	var bases, subjects, floors []sample
 	for i := range e.cfg.Repeats {
 		b, s, err := p.run(ctx)
 		if err != nil {
 			return Result{}, err
+		}
+		if p.floor != nil && len(e.meter.names) > 0 {
+			f, err := p.floor(ctx)
+			if err != nil {
+				return Result{}, err
+			}
+			floors = append(floors, f)
 		}
 		fmt.Fprintf(e.cfg.Progress, "  %-34s run %d: %10.0f vs %10.0f /s  (%.2fx)  p50 %s vs %s  p99 %s vs %s\n",
 			p.name, i+1, s.rate, b.rate, s.rate/b.rate,
@@ -137,6 +148,12 @@ func (e *env) measure(ctx context.Context, p pair) (Result, error) {
 		for i, name := range e.meter.names {
 			cpu := func(s sample) time.Duration { return s.cpu[i] }
 			r.BaseCPU[name], r.CPU[name] = medianOf(bases, cpu), medianOf(subjects, cpu)
+			if len(floors) > 0 {
+				if r.FloorCPU == nil {
+					r.FloorCPU = make(map[string]time.Duration)
+				}
+				r.FloorCPU[name] = medianOf(floors, cpu)
+			}
 		}
 	}
 	if p.target > 0 {

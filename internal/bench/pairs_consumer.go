@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,9 +31,13 @@ func (e *env) consumePair(guard string) pair {
 	if guard != "none" {
 		subject = fmt.Sprint("consumer.New, batch ", consumeBatch)
 	}
-	return pair{name: "consume, guard " + guard, baseline: "raw push consumer", subject: subject,
+	p := pair{name: "consume, guard " + guard, baseline: "raw push consumer", subject: subject,
 		target: map[string]float64{"none": 0.9, "redis": 0.5, "mysql": 0.3}[guard],
 		run:    func(ctx context.Context) (sample, sample, error) { return e.runConsume(ctx, guard) }}
+	if guard != "none" {
+		p.floor = func(ctx context.Context) (sample, error) { return e.guardAlone(ctx, guard) }
+	}
+	return p
 }
 
 // consumeBatch is the guarded consume pairs' batch size.
@@ -142,6 +147,19 @@ func (e *env) startRaw(topic, seq string, count func()) (func(), error) {
 // discarded, and the guard's store keyed apart per run.
 func (e *env) consumerOptions(guard, group, seq string) ([]consumer.Option, error) {
 	opts := []consumer.Option{consumer.WithParker(discardParker{})}
+	if guard == "none" {
+		return opts, nil
+	}
+	g, err := e.newGuard(guard, group, seq)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, consumer.WithGuard(g), consumer.WithBatchSize(consumeBatch)), nil
+}
+
+// newGuard returns a guard of group on the "redis" or "mysql" store, keyed
+// apart per run by seq.
+func (e *env) newGuard(guard, group, seq string) (*idempotency.Guard, error) {
 	var store idempotency.Store
 	var err error
 	switch guard {
@@ -150,16 +168,74 @@ func (e *env) consumerOptions(guard, group, seq string) ([]consumer.Option, erro
 	case "mysql":
 		store, err = idempotency.NewMySQLStore(e.db)
 	default:
-		return opts, nil
+		return nil, fmt.Errorf("unknown guard %q", guard)
 	}
 	if err != nil {
 		return nil, err
 	}
-	g, err := idempotency.NewGuard(group, store)
+	return idempotency.NewGuard(group, store)
+}
+
+// Batches of the guard's own calls alone, as large as the consumer
+// combines them at most (consumer.maxClaimWaves waves of consumeBatch
+// keys; consumer.maxCompletions completions), on floorWorkers goroutines.
+const (
+	floorClaims      = 16 * consumeBatch
+	floorCompletions = 64
+	floorWorkers     = 4
+)
+
+// guardAlone claims and completes cfg.DrainRows fresh keys with guard's
+// store and nothing else: the work a guarded consumer cannot avoid beyond
+// the raw consumer's, in the largest batches the consumer makes.
+func (e *env) guardAlone(ctx context.Context, guard string) (sample, error) {
+	seq := fmt.Sprint(time.Now().UnixNano(), "_", e.seq.Add(1))
+	g, err := e.newGuard(guard, "bench_alone_"+seq, seq)
 	if err != nil {
-		return nil, err
+		return sample{}, err
 	}
-	return append(opts, consumer.WithGuard(g), consumer.WithBatchSize(consumeBatch)), nil
+	n := e.cfg.DrainRows
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprint("k-", i)
+	}
+	var next atomic.Int64
+	var failed atomic.Value
+	cpu, start := e.meter.now(), time.Now()
+	var wg sync.WaitGroup
+	for range floorWorkers {
+		wg.Go(func() {
+			for {
+				lo := int(next.Add(floorClaims)) - floorClaims
+				if lo >= n || failed.Load() != nil {
+					return
+				}
+				claims, errs := g.ClaimBatch(ctx, keys[lo:min(lo+floorClaims, n)])
+				for i, err := range errs {
+					if err == nil && claims[i].Outcome != idempotency.Acquired {
+						err = fmt.Errorf("key %s: outcome %v", keys[lo+i], claims[i].Outcome)
+					}
+					if err != nil {
+						failed.CompareAndSwap(nil, err)
+						return
+					}
+				}
+				for c := 0; c < len(claims); c += floorCompletions {
+					for _, err := range g.CompleteBatch(ctx, claims[c:min(c+floorCompletions, len(claims))]) {
+						if err != nil {
+							failed.CompareAndSwap(nil, err)
+							return
+						}
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		return sample{}, fmt.Errorf("guard alone: %w", err)
+	}
+	return sample{rate: float64(n) / time.Since(start).Seconds(), cpu: e.meter.perOp(cpu, n)}, nil
 }
 
 // discardParker drops dead letters; nothing in the bench fails.

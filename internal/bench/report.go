@@ -38,9 +38,12 @@ var cpuProcesses = []string{"this process", "broker", "mysql", "redis"}
 //
 //   - CPU RATIO is the baseline's total over the subject's: the ratio a
 //     machine whose cores are all busy shows;
-//   - BOUND is that ratio had this process spent no more per operation on
-//     the subject side than on the baseline: what the servers' own extra
-//     work allows a layer that cost nothing.
+//   - LIMIT is the best ratio a layer could reach on this machine: the
+//     baseline's total over itself plus the work the subject cannot
+//     avoid. Where a pair measures that work (a guard's store calls
+//     alone, a third line "store alone"), it is that line's total; else
+//     it is the servers' extra work on the subject side, this process's
+//     own extra counted as nothing.
 //
 // It writes nothing when no CPU time was measured (off Linux).
 func PrintCPU(w io.Writer, results []Result) error {
@@ -57,35 +60,46 @@ func PrintCPU(w io.Writer, results []Result) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "CPU µs PER OPERATION\tSIDE\t%s\tTOTAL\tCPU RATIO\tBOUND\t\n", strings.ToUpper(strings.Join(procs, "\t")))
+	fmt.Fprintf(tw, "CPU µs PER OPERATION\tSIDE\t%s\tTOTAL\tCPU RATIO\tLIMIT\t\n", strings.ToUpper(strings.Join(procs, "\t")))
 	us := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Microsecond)) }
+	total := func(cpu map[string]time.Duration) (t time.Duration) {
+		for _, p := range procs {
+			t += cpu[p]
+		}
+		return t
+	}
+	line := func(name, side string, cpu map[string]time.Duration) {
+		fmt.Fprintf(tw, "%s\t%s\t", name, side)
+		for _, p := range procs {
+			if d, ok := cpu[p]; ok {
+				fmt.Fprintf(tw, "%s\t", us(d))
+			} else {
+				fmt.Fprint(tw, "-\t")
+			}
+		}
+		fmt.Fprintf(tw, "%s\t", us(total(cpu)))
+	}
 	for _, r := range results {
 		if r.CPU == nil {
 			continue
 		}
-		var base, subj, baseOwn, subjOwn time.Duration
-		line := func(name, side string, cpu map[string]time.Duration, total *time.Duration) {
-			fmt.Fprintf(tw, "%s\t%s\t", name, side)
-			for _, p := range procs {
-				d, ok := cpu[p]
-				*total += d
-				if ok {
-					fmt.Fprintf(tw, "%s\t", us(d))
-				} else {
-					fmt.Fprint(tw, "-\t")
-				}
-			}
-			fmt.Fprintf(tw, "%s\t", us(*total))
+		base, subj := total(r.BaseCPU), total(r.CPU)
+		own := cpuProcesses[0]
+		unavoidable := max(0, (subj-r.CPU[own])-(base-r.BaseCPU[own]))
+		if r.FloorCPU != nil {
+			unavoidable = total(r.FloorCPU)
 		}
-		line(r.Name, "baseline", r.BaseCPU, &base)
+		line(r.Name, "baseline", r.BaseCPU)
 		fmt.Fprintln(tw, "\t\t")
-		line("", "subject", r.CPU, &subj)
-		baseOwn, subjOwn = r.BaseCPU[cpuProcesses[0]], r.CPU[cpuProcesses[0]]
+		line("", "subject", r.CPU)
 		if subj > 0 {
-			bound := float64(base) / float64(base+max(0, (subj-subjOwn)-(base-baseOwn)))
-			fmt.Fprintf(tw, "%.2f\t%.2f\t\n", float64(base)/float64(subj), bound)
+			fmt.Fprintf(tw, "%.2f\t%.2f\t\n", float64(base)/float64(subj), float64(base)/float64(base+unavoidable))
 		} else {
 			fmt.Fprintln(tw, "-\t-\t")
+		}
+		if r.FloorCPU != nil {
+			line("", "store alone", r.FloorCPU)
+			fmt.Fprintln(tw, "\t\t")
 		}
 	}
 	return tw.Flush()

@@ -23,13 +23,15 @@ type Batcher[T any] struct {
 
 	mu       sync.Mutex
 	pending  []*call[T]
+	spare    []*call[T] // the array the flush before the current one took
 	flushing bool
 }
 
 type call[T any] struct {
-	v    T
-	done chan struct{} // closed once a flush handled v
-	lead chan struct{} // signalled when this call must flush the next batch
+	v T
+	// wake gets one value: true once a flush handled v, false when this
+	// call must flush the next batch.
+	wake chan bool
 }
 
 // New returns a batcher that hands at most limit items (at least 1) to one
@@ -45,7 +47,7 @@ func New[T any](limit int, flush func(ctx context.Context, batch []T)) *Batcher[
 // while v still waits in the queue, Do takes it out and returns false: v
 // was not flushed. Once a flush has taken v, Do waits for it.
 func (b *Batcher[T]) Do(ctx context.Context, v T) bool {
-	c := &call[T]{v: v, done: make(chan struct{}), lead: make(chan struct{}, 1)}
+	c := &call[T]{v: v, wake: make(chan bool, 1)}
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
 	if !b.flushing {
@@ -56,18 +58,20 @@ func (b *Batcher[T]) Do(ctx context.Context, v T) bool {
 	}
 	b.mu.Unlock()
 	select {
-	case <-c.done:
-		return true
-	case <-c.lead:
-		b.flushNext(ctx)
+	case done := <-c.wake:
+		if !done {
+			b.flushNext(ctx)
+		}
 		return true
 	case <-ctx.Done():
 	}
 	b.mu.Lock()
 	select {
-	case <-c.lead: // handed the lead meanwhile: the queue depends on this call
+	case done := <-c.wake:
 		b.mu.Unlock()
-		b.flushNext(ctx)
+		if !done { // handed the lead meanwhile: the queue depends on this call
+			b.flushNext(ctx)
+		}
 		return true
 	default:
 	}
@@ -77,7 +81,7 @@ func (b *Batcher[T]) Do(ctx context.Context, v T) bool {
 		return false
 	}
 	b.mu.Unlock()
-	<-c.done // in a batch in flight
+	<-c.wake // in a batch in flight
 	return true
 }
 
@@ -85,21 +89,27 @@ func (b *Batcher[T]) Do(ctx context.Context, v T) bool {
 // and passes the lead on.
 func (b *Batcher[T]) flushNext(ctx context.Context) {
 	b.mu.Lock()
-	n := min(len(b.pending), b.max)
-	calls := slices.Clone(b.pending[:n])
-	b.pending = slices.Delete(b.pending, 0, n)
+	// Two arrays take turns: the queue's and the one a flush works from
+	// (one flush runs at a time).
+	taken := b.pending
+	n := min(len(taken), b.max)
+	b.pending = append(b.spare[:0], taken[n:]...)
+	b.spare = nil
 	b.mu.Unlock()
+	calls := taken[:n]
 	batch := make([]T, len(calls))
 	for i, c := range calls {
 		batch[i] = c.v
 	}
 	b.flush(ctx, batch)
 	for _, c := range calls {
-		close(c.done)
+		c.wake <- true
 	}
+	clear(taken)
 	b.mu.Lock()
+	b.spare = taken[:0]
 	if len(b.pending) > 0 {
-		b.pending[0].lead <- struct{}{}
+		b.pending[0].wake <- false
 	} else {
 		b.flushing = false
 	}

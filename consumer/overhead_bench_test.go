@@ -1,0 +1,96 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+)
+
+// freeStore is a BatchStore that costs nothing: every key is new and
+// every completion holds. What is left of a guarded batch's cost is the
+// wrapper's own.
+type freeStore struct{}
+
+func (freeStore) Claim(context.Context, string, string, string, time.Duration) (idempotency.Outcome, int, error) {
+	return idempotency.Acquired, 1, nil
+}
+
+func (freeStore) Complete(context.Context, string, string, string, time.Duration) error { return nil }
+
+func (freeStore) Release(context.Context, string, string, string, bool) error { return nil }
+
+func (freeStore) ClaimBatch(_ context.Context, _ string, items []idempotency.KeyToken, _ time.Duration) []idempotency.ClaimResult {
+	out := make([]idempotency.ClaimResult, len(items))
+	for i := range out {
+		out[i] = idempotency.ClaimResult{Outcome: idempotency.Acquired, Attempts: 1}
+	}
+	return out
+}
+
+func (freeStore) CompleteBatch(_ context.Context, _ string, items []idempotency.KeyToken, _ time.Duration) []error {
+	return make([]error, len(items))
+}
+
+// BenchmarkOverhead measures the wrapper's own work per message, as the
+// client hands batches to it from parallel goroutines.
+func BenchmarkOverhead(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		batch int
+		guard bool
+	}{{"none", 1, false}, {"guard_batch16", 16, true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			opts := []Option{WithParker(nopParker{})}
+			if tc.guard {
+				g, err := idempotency.NewGuard("g", freeStore{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				opts = append(opts, WithGuard(g), WithBatchSize(tc.batch))
+			}
+			c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { return nil }, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var seq sync.Mutex
+			n := 0
+			next := func() []*primitive.MessageExt {
+				seq.Lock()
+				defer seq.Unlock()
+				msgs := make([]*primitive.MessageExt, tc.batch)
+				for i := range msgs {
+					n++
+					m := &primitive.MessageExt{Message: primitive.Message{Topic: "T", Body: []byte("body")}, MsgId: fmt.Sprint("id", n)}
+					m.WithKeys([]string{fmt.Sprint("k", n)})
+					msgs[i] = m
+				}
+				return msgs
+			}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					msgs := next()
+					// The client calls from a new goroutine per batch.
+					done := make(chan struct{})
+					go func() {
+						defer close(done)
+						if r, _ := c.consumeConcurrently(ctx, msgs...); r != 0 {
+							b.Error("not acknowledged")
+						}
+					}()
+					<-done
+				}
+			})
+		})
+	}
+}
+
+type nopParker struct{}
+
+func (nopParker) Park(context.Context, *DeadLetter) (bool, error) { return true, nil }
