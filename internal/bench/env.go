@@ -46,7 +46,7 @@ func open(ctx context.Context, cfg Config, maxWorkers int) (*env, error) {
 	e := &env{cfg: cfg, body: []byte(strings.Repeat("x", 256)), meter: newMeter()}
 	for _, step := range []func() error{
 		func() error { return e.openMySQL(ctx, maxWorkers) },
-		func() error { return e.openRedis(maxWorkers) },
+		func() error { return e.openRedis(ctx, maxWorkers) },
 		e.openBroker,
 		e.openProducers,
 	} {
@@ -120,7 +120,7 @@ func recreateDatabase(ctx context.Context, dsn, addr string) error {
 	return nil
 }
 
-func (e *env) openRedis(maxWorkers int) error {
+func (e *env) openRedis(ctx context.Context, maxWorkers int) error {
 	addr := os.Getenv("REDIS_ADDR")
 	if addr == "" {
 		m, err := miniredis.Run()
@@ -132,7 +132,32 @@ func (e *env) openRedis(maxWorkers int) error {
 	}
 	e.rdb = redis.NewClient(&redis.Options{Addr: addr, PoolSize: maxWorkers * 2})
 	e.closer = append(e.closer, func() { e.rdb.Close() })
+	// The guards' done markers outlive a run by days: left behind, they
+	// grow the server's keyspace, and its rehashing, from run to run.
+	if err := e.clearRedis(ctx); err != nil {
+		return fmt.Errorf("redis at %s: %w", addr, err)
+	}
+	e.closer = append(e.closer, func() { e.clearRedis(context.Background()) })
 	return nil
+}
+
+// clearRedis removes the bench's keys (under "bench:").
+func (e *env) clearRedis(ctx context.Context) error {
+	var cursor uint64
+	for {
+		keys, next, err := e.rdb.Scan(ctx, cursor, "bench:*", 10000).Result()
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			if err := e.rdb.Unlink(ctx, keys...).Err(); err != nil {
+				return err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
 }
 
 func (e *env) openBroker() error {

@@ -40,8 +40,9 @@ func (e *env) consumePair(guard string) pair {
 	return p
 }
 
-// consumeBatch is the guarded consume pairs' batch size.
-const consumeBatch = 16
+// consumeBatch is the guarded consume pairs' batch size: the client's
+// pull size, so each pull is one batch.
+const consumeBatch = 32
 
 func (e *env) runConsume(ctx context.Context, guard string) (sample, sample, error) {
 	topic, err := e.topic(ctx, "BenchConsume")
