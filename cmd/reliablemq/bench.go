@@ -20,7 +20,8 @@ each side's p50 and p99 per call and the targets. RocketMQ is rmqtest
 unless RMQ_NAMESRV (and RMQ_BROKER) are set (then one more pair compares
 that broker with rmqtest); MySQL is MYSQL_DSN (default
 root@tcp(127.0.0.1:3306)/, database reliablemq_bench is recreated); Redis
-is REDIS_ADDR or miniredis.
+is REDIS_ADDR (keys under reliablemq_bench: are removed before and after)
+or miniredis.
 
 -quick runs every pair once at small sizes (a smoke run for CI: it fails
 only when the bench cannot run, never on a ratio). -sweep runs the pairs

@@ -23,7 +23,8 @@ import (
 )
 
 // env is what the pairs run against: MySQL (database reliablemq_bench,
-// recreated), Redis (REDIS_ADDR or miniredis), the broker (RMQ_NAMESRV or
+// recreated), Redis (REDIS_ADDR, its keys under "reliablemq_bench:"
+// removed, or miniredis), the broker (RMQ_NAMESRV or
 // rmqtest) and two producers on it, ours and the raw client's.
 type env struct {
 	names  []string
@@ -141,11 +142,11 @@ func (e *env) openRedis(ctx context.Context, maxWorkers int) error {
 	return nil
 }
 
-// clearRedis removes the bench's keys (under "bench:").
+// clearRedis removes the bench's keys (under "reliablemq_bench:").
 func (e *env) clearRedis(ctx context.Context) error {
 	var cursor uint64
 	for {
-		keys, next, err := e.rdb.Scan(ctx, cursor, "bench:*", 10000).Result()
+		keys, next, err := e.rdb.Scan(ctx, cursor, "reliablemq_bench:*", 10000).Result()
 		if err != nil {
 			return err
 		}

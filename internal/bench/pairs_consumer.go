@@ -165,7 +165,7 @@ func (e *env) newGuard(guard, group, seq string) (*idempotency.Guard, error) {
 	var err error
 	switch guard {
 	case "redis":
-		store, err = idempotency.NewRedisStore(e.rdb, idempotency.WithPrefix(fmt.Sprint("bench:", seq, ":")))
+		store, err = idempotency.NewRedisStore(e.rdb, idempotency.WithPrefix(fmt.Sprint("reliablemq_bench:", seq, ":")))
 	case "mysql":
 		store, err = idempotency.NewMySQLStore(e.db)
 	default:

@@ -33,12 +33,12 @@ func (e *env) mysqlGuardPair(w int) pair {
 func (e *env) redisGuardPair(w int) pair {
 	return pair{name: "Redis guard vs Redis's bound", baseline: "SET NX", subject: "Guard.Do (claim+complete)",
 		workers: w, run: func(ctx context.Context) (sample, sample, error) {
-			store, err := idempotency.NewRedisStore(e.rdb, idempotency.WithPrefix(fmt.Sprint("bench:", time.Now().UnixNano(), ":")))
+			store, err := idempotency.NewRedisStore(e.rdb, idempotency.WithPrefix(fmt.Sprint("reliablemq_bench:", time.Now().UnixNano(), ":")))
 			if err != nil {
 				return sample{}, sample{}, err
 			}
 			setNX := func() error {
-				return e.rdb.SetNX(ctx, fmt.Sprint("bench:nx:", time.Now().UnixNano(), ":", e.seq.Add(1)), "1", time.Minute).Err()
+				return e.rdb.SetNX(ctx, fmt.Sprint("reliablemq_bench:nx:", time.Now().UnixNano(), ":", e.seq.Add(1)), "1", time.Minute).Err()
 			}
 			return e.guardAgainst(ctx, w, store, "bench-redis", setNX)
 		}}
@@ -96,7 +96,7 @@ func (e *env) contextPair(w int) pair {
 	return pair{name: "context: Redis SET NX vs MySQL commit", baseline: "MySQL INSERT+COMMIT", subject: "Redis SET NX",
 		workers: w, run: func(ctx context.Context) (sample, sample, error) {
 			return e.both(w, e.insertScratch(ctx), func() error {
-				return e.rdb.SetNX(ctx, fmt.Sprint("bench:nx:", e.seq.Add(1)), "1", time.Minute).Err()
+				return e.rdb.SetNX(ctx, fmt.Sprint("reliablemq_bench:nx:", e.seq.Add(1)), "1", time.Minute).Err()
 			})
 		}}
 }
