@@ -25,6 +25,7 @@ type item struct {
 	claim    *idempotency.Claim
 	claimErr error
 	v        verdict
+	done     completion // its claim's completion, once handled
 }
 
 // completion is one handled message's claim, completed together with
@@ -59,7 +60,8 @@ func (c *Consumer) completeClaims(ctx context.Context, batch []*completion) {
 // events carry ev's span (the handler's); its store calls are bound by
 // bctx.
 func (c *Consumer) complete(bctx, ev context.Context, it *item) {
-	req := &completion{claim: it.claim}
+	req := &it.done
+	req.claim = it.claim
 	if !c.cfg.guard.Batched() {
 		// One round trip per claim either way: combined, the completions
 		// would only run one after another.
@@ -96,9 +98,10 @@ func (c *Consumer) complete(bctx, ev context.Context, it *item) {
 // When Close begins before that, the whole batch is left unacknowledged
 // and comes back after a restart.
 func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
-	items := make([]*item, len(msgs))
+	items, all := make([]*item, len(msgs)), make([]item, len(msgs))
 	for i, ext := range msgs {
-		items[i] = &item{ext: ext, m: fromClient(ext, c.cfg.namespace)}
+		all[i] = item{ext: ext, m: fromClient(ext, c.cfg.namespace)}
+		items[i] = &all[i]
 	}
 	c.handleBatch(ctx, items)
 	for _, it := range items {

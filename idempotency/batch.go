@@ -79,14 +79,16 @@ func (g *Guard) ClaimBatch(ctx context.Context, keys []string) (claims []*Claim,
 	}
 	deadline := time.Now().Add(g.lease)
 	results := bs.ClaimBatch(ctx, g.group, items, g.lease)
+	all := make([]Claim, len(results))
 	for j, r := range results {
 		i := at[j]
 		if r.Err != nil {
 			errs[i] = fmt.Errorf("idempotency: claim %s: %w", quoted(items[j].Key), r.Err)
 			continue
 		}
-		claims[i] = &Claim{Outcome: r.Outcome, Attempt: r.Attempts, key: items[j].Key, token: items[j].Token,
+		all[j] = Claim{Outcome: r.Outcome, Attempt: r.Attempts, key: items[j].Key, token: items[j].Token,
 			deadline: deadline, guard: g}
+		claims[i] = &all[j]
 	}
 	return claims, errs
 }
