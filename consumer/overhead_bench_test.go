@@ -11,10 +11,11 @@ import (
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 )
 
-// freeStore is a BatchStore that costs nothing: every key is new and
-// every completion holds. What is left of a guarded batch's cost is the
-// wrapper's own.
-type freeStore struct{}
+// freeStore is a BatchStore that costs no CPU: every key is new and
+// every completion holds, each call after rtt (a round trip, so that
+// concurrent batches combine). What is left of a guarded batch's CPU is
+// the wrapper's own.
+type freeStore struct{ rtt time.Duration }
 
 func (freeStore) Claim(context.Context, string, string, string, time.Duration) (idempotency.Outcome, int, error) {
 	return idempotency.Acquired, 1, nil
@@ -24,7 +25,8 @@ func (freeStore) Complete(context.Context, string, string, string, time.Duration
 
 func (freeStore) Release(context.Context, string, string, string, bool) error { return nil }
 
-func (freeStore) ClaimBatch(_ context.Context, _ string, items []idempotency.KeyToken, _ time.Duration) []idempotency.ClaimResult {
+func (s freeStore) ClaimBatch(_ context.Context, _ string, items []idempotency.KeyToken, _ time.Duration) []idempotency.ClaimResult {
+	time.Sleep(s.rtt)
 	out := make([]idempotency.ClaimResult, len(items))
 	for i := range out {
 		out[i] = idempotency.ClaimResult{Outcome: idempotency.Acquired, Attempts: 1}
@@ -32,7 +34,8 @@ func (freeStore) ClaimBatch(_ context.Context, _ string, items []idempotency.Key
 	return out
 }
 
-func (freeStore) CompleteBatch(_ context.Context, _ string, items []idempotency.KeyToken, _ time.Duration) []error {
+func (s freeStore) CompleteBatch(_ context.Context, _ string, items []idempotency.KeyToken, _ time.Duration) []error {
+	time.Sleep(s.rtt)
 	return make([]error, len(items))
 }
 
@@ -43,11 +46,11 @@ func BenchmarkOverhead(b *testing.B) {
 		name  string
 		batch int
 		guard bool
-	}{{"none", 1, false}, {"guard_batch16", 16, true}} {
+	}{{"none", 1, false}, {"guard_batch32", 32, true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			opts := []Option{WithParker(nopParker{})}
 			if tc.guard {
-				g, err := idempotency.NewGuard("g", freeStore{})
+				g, err := idempotency.NewGuard("g", freeStore{rtt: 100 * time.Microsecond})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -72,6 +75,7 @@ func BenchmarkOverhead(b *testing.B) {
 				return msgs
 			}
 			b.ReportAllocs()
+			b.SetParallelism(10) // the client's 20 consume goroutines
 			b.RunParallel(func(pb *testing.PB) {
 				ctx := context.Background()
 				for pb.Next() {

@@ -25,12 +25,16 @@ type Batcher[T any] struct {
 	pending  []*call[T]
 	spare    []*call[T] // the array the flush before the current one took
 	flushing bool
+	// free keeps calls for reuse: a call's channel is empty again when Do
+	// returns, and nothing refers to the call any more.
+	free sync.Pool
 }
 
 type call[T any] struct {
 	v T
-	// wake gets one value: true once a flush handled v, false when this
-	// call must flush the next batch.
+	// wake gets at most one value: true once another caller's flush
+	// handled v, false when this call must flush the next batch (its own
+	// flush sends it nothing).
 	wake chan bool
 }
 
@@ -47,7 +51,19 @@ func New[T any](limit int, flush func(ctx context.Context, batch []T)) *Batcher[
 // while v still waits in the queue, Do takes it out and returns false: v
 // was not flushed. Once a flush has taken v, Do waits for it.
 func (b *Batcher[T]) Do(ctx context.Context, v T) bool {
-	c := &call[T]{v: v, wake: make(chan bool, 1)}
+	c, _ := b.free.Get().(*call[T])
+	if c == nil {
+		c = &call[T]{wake: make(chan bool, 1)}
+	}
+	c.v = v
+	flushed := b.do(ctx, c)
+	var zero T
+	c.v = zero
+	b.free.Put(c)
+	return flushed
+}
+
+func (b *Batcher[T]) do(ctx context.Context, c *call[T]) bool {
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
 	if !b.flushing {
@@ -85,7 +101,8 @@ func (b *Batcher[T]) Do(ctx context.Context, v T) bool {
 	return true
 }
 
-// flushNext flushes the head of the queue (the caller's own item first)
+// flushNext flushes the head of the queue (the caller's own item first:
+// the leader found the queue empty, or was its head when handed the lead)
 // and passes the lead on.
 func (b *Batcher[T]) flushNext(ctx context.Context) {
 	b.mu.Lock()
@@ -102,7 +119,7 @@ func (b *Batcher[T]) flushNext(ctx context.Context) {
 		batch[i] = c.v
 	}
 	b.flush(ctx, batch)
-	for _, c := range calls {
+	for _, c := range calls[1:] {
 		c.wake <- true
 	}
 	clear(taken)

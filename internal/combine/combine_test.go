@@ -116,3 +116,58 @@ func (b *Batcher[T]) queued() int {
 	defer b.mu.Unlock()
 	return len(b.pending)
 }
+
+// TestCancellationsAmongReusedCalls: callers that give up while queued,
+// mixed with callers that wait, over and over: a call is reused once Do
+// returns, so a wake meant for one caller reaching another would show as
+// an item reported flushed before (or without) its flush, or flushed
+// although its Do gave up.
+func TestCancellationsAmongReusedCalls(t *testing.T) {
+	type entry struct {
+		flushed atomic.Int32
+		gaveUp  atomic.Bool
+	}
+	b := New(4, func(ctx context.Context, batch []*entry) {
+		time.Sleep(50 * time.Microsecond) // a round trip, for others to queue
+		for _, e := range batch {
+			e.flushed.Add(1)
+		}
+	})
+	const workers, each = 16, 300
+	var wg sync.WaitGroup
+	var all sync.Map
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				e := new(entry)
+				all.Store(e, true)
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				switch (w + i) % 3 {
+				case 1:
+					ctx, cancel = context.WithCancel(context.Background())
+					cancel() // gives up at once if it must wait
+				case 2:
+					ctx, cancel = context.WithTimeout(context.Background(), 30*time.Microsecond)
+				}
+				ok := b.Do(ctx, e)
+				cancel()
+				switch n := e.flushed.Load(); {
+				case ok && n != 1:
+					t.Errorf("Do returned true with the item flushed %d times", n)
+				case !ok:
+					e.gaveUp.Store(true)
+				}
+			}
+		})
+	}
+	stalled := time.AfterFunc(2*time.Minute, func() { panic("the queue stalled: a wake reached the wrong caller") })
+	wg.Wait()
+	stalled.Stop()
+	all.Range(func(k, _ any) bool {
+		e := k.(*entry)
+		if n := e.flushed.Load(); e.gaveUp.Load() && n != 0 || !e.gaveUp.Load() && n != 1 {
+			t.Errorf("an item flushed %d times; its Do gave up: %v", n, e.gaveUp.Load())
+		}
+		return true
+	})
+}
