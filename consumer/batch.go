@@ -215,10 +215,28 @@ func (c *Consumer) guardedBatch(run, parent context.Context, items []*item) {
 				wave = append(wave, it)
 			}
 		}
-		c.guardedWave(run, bctx, wave)
+		// A wave after another starts when that one's handlers are done:
+		// its claim, and the calls after its handlers, get a bound of
+		// their own if the batch's is mostly used up.
+		wctx, cancel := renewed(bctx, time.Now())
+		c.guardedWave(run, wctx, wave)
+		cancel()
 		pending = rest
 	}
 }
+
+// renewed returns bctx, a bound on bookkeeping store calls, while at least
+// half of it is left at now, else a new bound of [bookkeeping]: made
+// before a claim, bctx may be used up by the time a slow handler (within
+// its lease) returns.
+func renewed(bctx context.Context, now time.Time) (context.Context, context.CancelFunc) {
+	if d, ok := bctx.Deadline(); ok && d.Sub(now) >= bookkeeping/2 {
+		return bctx, noCancel
+	}
+	return context.WithTimeout(context.WithoutCancel(bctx), bookkeeping)
+}
+
+func noCancel() {}
 
 // beforeClaim settles a guarded message that must not be claimed: one
 // without a key, or (orderly, [ParkKey]) one whose sharding key has a
@@ -365,8 +383,15 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 	}
 	hctx, end := c.beginHooks(hctx, m)
 	err := invoke(hctx, c.handler, m)
-	if claim != nil && time.Now().After(claim.Deadline()) {
-		c.event(hctx, observe.LeaseExpired, m, "", err)
+	if claim != nil {
+		now := time.Now()
+		if now.After(claim.Deadline()) {
+			c.event(hctx, observe.LeaseExpired, m, "", err)
+		}
+		// bctx was made before the claim; the handler may have used it up.
+		var cancel context.CancelFunc
+		bctx, cancel = renewed(bctx, now)
+		defer cancel()
 	}
 	// The hooks' Handle ends once the message is settled, so its events
 	// land in it.
