@@ -79,6 +79,13 @@ func (g *Guard) ClaimBatch(ctx context.Context, keys []string) (claims []*Claim,
 	}
 	deadline := time.Now().Add(g.lease)
 	results := bs.ClaimBatch(ctx, g.group, items, g.lease)
+	if len(results) != len(items) {
+		err := fmt.Errorf("idempotency: the store's ClaimBatch gave %d results for %d keys", len(results), len(items))
+		for _, i := range at {
+			errs[i] = err
+		}
+		return claims, errs
+	}
 	all := make([]Claim, len(results))
 	for j, r := range results {
 		i := at[j]
@@ -113,7 +120,15 @@ func (g *Guard) CompleteBatch(ctx context.Context, claims []*Claim) []error {
 	for i, c := range claims {
 		items[i] = KeyToken{Key: c.key, Token: c.token}
 	}
-	for i, err := range bs.CompleteBatch(ctx, g.group, items, g.retention) {
+	results := bs.CompleteBatch(ctx, g.group, items, g.retention)
+	if len(results) != len(items) {
+		err := fmt.Errorf("idempotency: the store's CompleteBatch gave %d results for %d claims", len(results), len(items))
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	for i, err := range results {
 		if err != nil {
 			errs[i] = fmt.Errorf("idempotency: complete %s: %w", quoted(claims[i].key), err)
 		}

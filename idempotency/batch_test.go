@@ -229,3 +229,56 @@ func TestBatchWithoutBatchStoreClaimsOneByOne(t *testing.T) {
 	completeBatch(t, g, []*idempotency.Claim{cs[0], cs[0]}, []error{idempotency.ErrLostClaim, idempotency.ErrLostClaim})
 	claimBatch(t, g, []string{"a"}, []want{{outcome: idempotency.Done}})
 }
+
+// miscountingStore's batch methods drop or add a result: a store that
+// breaks the one-result-per-item contract.
+type miscountingStore struct {
+	idempotency.BatchStore
+	extra int // results added (negative: dropped)
+}
+
+func (s miscountingStore) ClaimBatch(ctx context.Context, group string, items []idempotency.KeyToken, lease time.Duration) []idempotency.ClaimResult {
+	r := s.BatchStore.ClaimBatch(ctx, group, items, lease)
+	if s.extra < 0 {
+		return r[:len(r)+s.extra]
+	}
+	return append(r, make([]idempotency.ClaimResult, s.extra)...)
+}
+
+func (s miscountingStore) CompleteBatch(ctx context.Context, group string, items []idempotency.KeyToken, retain time.Duration) []error {
+	r := s.BatchStore.CompleteBatch(ctx, group, items, retain)
+	if s.extra < 0 {
+		return r[:len(r)+s.extra]
+	}
+	return append(r, make([]error, s.extra)...)
+}
+
+// TestBatchStoreWithTheWrongCountFailsEveryKey: a batch store that gives
+// fewer or more results than items fails every key of the call with an
+// error, neither a panic nor a claim or completion nobody made.
+func TestBatchStoreWithTheWrongCountFailsEveryKey(t *testing.T) {
+	t.Parallel()
+	b := backends()[len(backends())-1] // miniredis
+	for _, extra := range []int{-1, 1} {
+		store := b.store(t).(idempotency.BatchStore)
+		g := newGuard(t, miscountingStore{store, extra})
+		claims, errs := g.ClaimBatch(context.Background(), []string{"a", "b"})
+		for i := range errs {
+			if errs[i] == nil || claims[i] != nil {
+				t.Errorf("extra %d: key %d claimed (%v, %v); want an error", extra, i, claims[i], errs[i])
+			}
+		}
+		good := newGuard(t, store)
+		held, errs := good.ClaimBatch(context.Background(), []string{"c", "d"})
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, err := range g.CompleteBatch(context.Background(), held) {
+			if err == nil {
+				t.Errorf("extra %d: claim %d reported completed", extra, i)
+			}
+		}
+	}
+}
