@@ -9,14 +9,14 @@ import (
 	"time"
 )
 
-// TestHostile7CancellationStormKeepsEveryItemsFate guards against the
+// TestCancellationStormKeepsEveryItemsFate guards against the
 // combiner's cancellation paths (a caller whose ctx ends while queued, or
 // just as the lead is handed to it, and leaders whose own ctx is already
 // cancelled) losing the queue's progress or an item's fate: every Do
 // returns, true exactly when a flush handled its item (once), and each
 // flushed item carries its own value, with the two arrays that take turns
 // as the queue reused across flushes.
-func TestHostile7CancellationStormKeepsEveryItemsFate(t *testing.T) {
+func TestCancellationStormKeepsEveryItemsFate(t *testing.T) {
 	type it struct {
 		id      int
 		flushed atomic.Int32

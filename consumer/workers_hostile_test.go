@@ -23,13 +23,13 @@ type fakeClient struct{ rocketmq.PushConsumer }
 
 func (fakeClient) Shutdown() error { return nil }
 
-// TestHostile7CloseDuringBatchesLeavesNoWorkerOrHandler guards against
+// TestCloseDuringBatchesLeavesNoWorkerOrHandler guards against
 // the pooled batch workers outliving Close or racing it: many batches
 // (with repeated keys, slow handlers and panicking ones) run on a guarded
 // consumer while Close begins. Every batch call returns, no handler runs
 // after Close returned, no worker goroutine is left, and each
 // acknowledged batch had every handler of its wave settled (run -race).
-func TestHostile7CloseDuringBatchesLeavesNoWorkerOrHandler(t *testing.T) {
+func TestCloseDuringBatchesLeavesNoWorkerOrHandler(t *testing.T) {
 	g, err := idempotency.NewGuard("g", freeStore{})
 	if err != nil {
 		t.Fatal(err)
