@@ -15,7 +15,7 @@ import (
 // cancelled) losing the queue's progress or an item's fate: every Do
 // returns, true exactly when a flush handled its item (once), and each
 // flushed item carries its own value, with the two arrays that take turns
-// as the queue reused across flushes.
+// as the queue, and the calls themselves, reused across flushes.
 func TestCancellationStormKeepsEveryItemsFate(t *testing.T) {
 	type it struct {
 		id      int
