@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,6 +76,8 @@ func BenchmarkOverhead(b *testing.B) {
 				return msgs
 			}
 			b.ReportAllocs()
+			cpu0 := processCPU()
+			defer func() { b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N*tc.batch), "cpu-ns/msg") }()
 			b.SetParallelism(10) // the client's 20 consume goroutines
 			b.RunParallel(func(pb *testing.PB) {
 				ctx := context.Background()
@@ -98,3 +101,10 @@ func BenchmarkOverhead(b *testing.B) {
 type nopParker struct{}
 
 func (nopParker) Park(context.Context, *DeadLetter) (bool, error) { return true, nil }
+
+// processCPU is this process's CPU time so far (user and system).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
