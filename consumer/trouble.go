@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 )
 
 // Operations a [Trouble] names.
@@ -60,20 +61,32 @@ type trouble struct {
 
 	mu    sync.Mutex
 	inRow map[string]int
+	// runs is how many operations have a run of failures: while none
+	// has, a success (the usual case) takes no lock.
+	runs atomic.Int32
 }
 
 func (t *trouble) observe(ctx context.Context, op string, err error, key, msgID string) {
+	if err == nil && t.runs.Load() == 0 {
+		return
+	}
 	t.mu.Lock()
 	if t.inRow == nil {
 		t.inRow = make(map[string]int)
 	}
-	if err == nil {
-		delete(t.inRow, op)
+	if err == nil && t.runs.Load() == 0 {
+		if _, ok := t.inRow[op]; ok {
+			delete(t.inRow, op)
+			t.runs.Add(-1)
+		}
 		t.mu.Unlock()
 		return
 	}
 	t.inRow[op]++
 	n := t.inRow[op]
+	if n == 1 {
+		t.runs.Add(1)
+	}
 	t.mu.Unlock()
 	if n == troubleAfter {
 		t.report(ctx, Trouble{Group: t.group, Op: op, Failures: n, Key: key, MsgID: msgID, Err: err})
