@@ -74,7 +74,7 @@ func (t *trouble) observe(ctx context.Context, op string, err error, key, msgID 
 	if t.inRow == nil {
 		t.inRow = make(map[string]int)
 	}
-	if err == nil && t.runs.Load() == 0 {
+	if err == nil {
 		if _, ok := t.inRow[op]; ok {
 			delete(t.inRow, op)
 			t.runs.Add(-1)
