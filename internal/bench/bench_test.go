@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
@@ -208,5 +210,30 @@ func wellFormedSVG(t *testing.T, s string) {
 	}
 	if root != "svg" {
 		t.Fatalf("svg root is %q", root)
+	}
+}
+
+// TestGuardAloneClaimsEveryKeyOrFails: the guarded pairs' store-alone
+// measurement claims and completes every key (one done marker each, no
+// counter left) and reports a store that is down as an error, not as a
+// rate.
+func TestGuardAloneClaimsEveryKeyOrFails(t *testing.T) {
+	m, err := miniredis.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1})
+	defer rdb.Close()
+	e := &env{cfg: Config{DrainRows: 1500}, rdb: rdb, meter: newMeter()}
+	if _, err := e.guardAlone(context.Background(), "redis"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(m.Keys()); n != 1500 {
+		t.Fatalf("%d done markers left, want 1500 (one per key)", n)
+	}
+	m.Close()
+	if _, err := e.guardAlone(context.Background(), "redis"); err == nil {
+		t.Fatal("no error with Redis down")
 	}
 }

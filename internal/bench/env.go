@@ -138,7 +138,12 @@ func (e *env) openRedis(ctx context.Context, maxWorkers int) error {
 	if err := e.clearRedis(ctx); err != nil {
 		return fmt.Errorf("redis at %s: %w", addr, err)
 	}
-	e.closer = append(e.closer, func() { e.clearRedis(context.Background()) })
+	e.closer = append(e.closer, func() {
+		// The run's ctx may have ended: the cleanup gets its own bound.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		e.clearRedis(ctx)
+	})
 	return nil
 }
 

@@ -201,7 +201,7 @@ func (e *env) guardAlone(ctx context.Context, guard string) (sample, error) {
 		keys[i] = fmt.Sprint("k-", i)
 	}
 	var next atomic.Int64
-	var failed atomic.Value
+	var failed atomic.Pointer[error] // the first failure
 	cpu, start := e.meter.now(), time.Now()
 	var wg sync.WaitGroup
 	for range floorWorkers {
@@ -217,14 +217,14 @@ func (e *env) guardAlone(ctx context.Context, guard string) (sample, error) {
 						err = fmt.Errorf("key %s: outcome %v", keys[lo+i], claims[i].Outcome)
 					}
 					if err != nil {
-						failed.CompareAndSwap(nil, err)
+						failed.CompareAndSwap(nil, &err)
 						return
 					}
 				}
 				for c := 0; c < len(claims); c += floorCompletions {
 					for _, err := range g.CompleteBatch(ctx, claims[c:min(c+floorCompletions, len(claims))]) {
 						if err != nil {
-							failed.CompareAndSwap(nil, err)
+							failed.CompareAndSwap(nil, &err)
 							return
 						}
 					}
@@ -233,8 +233,8 @@ func (e *env) guardAlone(ctx context.Context, guard string) (sample, error) {
 		})
 	}
 	wg.Wait()
-	if err, _ := failed.Load().(error); err != nil {
-		return sample{}, fmt.Errorf("guard alone: %w", err)
+	if err := failed.Load(); err != nil {
+		return sample{}, fmt.Errorf("guard alone: %w", *err)
 	}
 	return sample{rate: float64(n) / time.Since(start).Seconds(), cpu: e.meter.perOp(cpu, n)}, nil
 }
