@@ -158,11 +158,14 @@ func classify(err error) (Outcome, int) {
 	if errors.Is(err, rmqerrors.ErrRequestTimeout) {
 		return OutcomeUnknown, 0
 	}
-	// A failed dial sent nothing. A failed write sent at most part of the
-	// frame (net.Conn.Write returns an error only when some bytes were not
-	// written), which the broker cannot decode, so nothing was stored.
+	// A failed dial sent nothing, nor did a failed "set": the client sets
+	// the write deadline just before writing the frame, and gives up when
+	// that fails (the connection closed under it). A failed write sent at
+	// most part of the frame (net.Conn.Write returns an error only when
+	// some bytes were not written), which the broker cannot decode, so
+	// nothing was stored.
 	var op *net.OpError
-	if errors.As(err, &op) && (op.Op == "dial" || op.Op == "write") {
+	if errors.As(err, &op) && (op.Op == "dial" || op.Op == "set" || op.Op == "write") {
 		return Transient, 0
 	}
 	// Anything unrecognised: the request may have reached the broker.

@@ -23,3 +23,9 @@ func QueueSelector(opts ...Option) (*orderly.Selector, error) {
 // CheckBackParked reports whether a check-back that arrived after Close
 // began is parked, waiting for the client's shutdown.
 func CheckBackParked(p *Transactional) bool { return len(p.parked) == 1 }
+
+// Classify is classify's outcome for err.
+func Classify(err error) Outcome {
+	o, _ := classify(err)
+	return o
+}

@@ -3,6 +3,8 @@ package producer_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -402,5 +404,23 @@ func TestQueueChangesNameTheBareTopic(t *testing.T) {
 	}
 	if l := logs.String(); !strings.Contains(l, "topic=orders ") {
 		t.Errorf("the change was not logged under the bare topic: %s", l)
+	}
+}
+
+// TestConnectionErrorsBeforeOrDuringTheWriteAreTransient pins a fix found
+// in CI: the broker closed the connection just as a send set its write
+// deadline ("set tcp ...: use of closed network connection"), before any
+// byte of the frame went out, and the send was reported as of unknown
+// outcome. A dial, a deadline or a write that fails stored nothing; a
+// read that fails after the write may have.
+func TestConnectionErrorsBeforeOrDuringTheWriteAreTransient(t *testing.T) {
+	closed := errors.New("use of closed network connection")
+	for op, want := range map[string]producer.Outcome{
+		"dial": producer.Transient, "set": producer.Transient, "write": producer.Transient, "read": producer.OutcomeUnknown,
+	} {
+		err := fmt.Errorf("send: %w", &net.OpError{Op: op, Net: "tcp", Err: closed})
+		if got := producer.Classify(err); got != want {
+			t.Errorf("%s failed: %v, want %v", op, got, want)
+		}
 	}
 }
