@@ -111,15 +111,13 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 	}
 	// Storing retry copies is work Close waits for, as handlers are: a send
 	// in flight when Close returns would touch the broker after it.
-	var rctx context.Context
-	var end func()
+	began := false
 	for _, it := range items {
 		if it.v == ack {
 			continue
 		}
-		if end == nil {
-			var ok bool
-			if rctx, end, ok = c.begin(ctx); !ok {
+		if !began {
+			if began = c.begin(); !began {
 				return c.giveBack()
 			}
 		}
@@ -135,17 +133,17 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 				level = len(c.cfg.delayLevels)
 			}
 		}
-		if !c.storeRetry(rctx, it.ext, it.m.Attempt, level) {
+		if !c.storeRetry(c.run, it.ext, it.m.Attempt, level) {
 			// Close began. Copies already stored for others of the batch
 			// make those come back twice: at least once, never lost. The
 			// registration ends first: giveBack waits for the shutdown,
 			// which waits for it.
-			end()
+			c.end()
 			return c.giveBack()
 		}
 	}
-	if end != nil {
-		end()
+	if began {
+		c.end()
 	}
 	return rmqconsumer.ConsumeSuccess, nil
 }
@@ -170,19 +168,22 @@ const bookkeeping = 10 * time.Second
 // once in the batch is claimed again for each later message, after the
 // earlier one is settled (then a duplicate if it was handled).
 func (c *Consumer) handleBatch(parent context.Context, items []*item) {
-	run, end, ok := c.begin(parent)
-	if !ok {
+	if !c.begin() {
 		for _, it := range items {
 			it.v = closing
 		}
 		return
 	}
-	defer end()
+	defer c.end()
 	if c.cfg.guard == nil {
-		c.each(items, func(it *item) { it.v = c.handle(run, parent, nil, it) })
+		if len(items) == 1 { // the default: no closure to allocate
+			items[0].v = c.handle(c.run, parent, nil, items[0])
+			return
+		}
+		c.each(items, func(it *item) { it.v = c.handle(c.run, parent, nil, it) })
 		return
 	}
-	c.guardedBatch(run, parent, items)
+	c.guardedBatch(c.run, parent, items)
 }
 
 // guardedBatch claims the keys of items, wave by wave (each key once per

@@ -71,12 +71,16 @@ type Consumer struct {
 	retrier *retrySender // stores retry copies itself (concurrent mode)
 	names   []string
 
-	mu       sync.Mutex
+	// mu guards started and closing; a run of handlers registers in
+	// inflight under its read lock (see begin), so that none starts once
+	// Close waits.
+	mu       sync.RWMutex
 	started  bool
 	closing  bool
-	running  map[uint64]context.CancelFunc
-	nextCall uint64
 	inflight sync.WaitGroup
+	// run is the handlers' ctx: cancelled when Close gives up waiting.
+	run       context.Context
+	cancelRun context.CancelFunc
 	stopping chan struct{} // closed when Close begins
 	shutdown chan struct{} // closed once the client is shut down
 	trouble  *trouble
@@ -136,9 +140,10 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 	}
 	group, topic = namespace.Wrap(cfg.namespace, group), namespace.Wrap(cfg.namespace, topic)
 	c := &Consumer{cfg: cfg, group: group, topic: topic, handler: h, orderly: orderly, policy: policy,
-		names: nameServers, running: make(map[uint64]context.CancelFunc), stopping: make(chan struct{}),
+		names: nameServers, stopping: make(chan struct{}),
 		shutdown: make(chan struct{}), retrier: newRetrySender(group, cfg.credentials),
 		trouble: &trouble{group: group, logger: cfg.logger, alert: cfg.troubleAlert}}
+	c.run, c.cancelRun = context.WithCancel(context.Background())
 	c.completions = combine.New(maxCompletions, c.completeClaims)
 	c.claims = combine.New(maxClaimWaves, c.claimWaves)
 	c.workers = newWorkers(c.stopping)
@@ -234,6 +239,7 @@ func (c *Consumer) Close() error {
 		c.mu.Unlock()
 		close(c.stopping)
 		if !started {
+			c.cancelRun()
 			close(c.shutdown)
 			return
 		}
@@ -246,14 +252,11 @@ func (c *Consumer) Close() error {
 		select {
 		case <-drained:
 		case <-timer.C:
-			c.mu.Lock()
-			for _, cancel := range c.running {
-				cancel()
-			}
-			c.mu.Unlock()
+			c.cancelRun()
 			<-drained
 		}
 		timer.Stop()
+		c.cancelRun()
 		// Handlers are done and Close began before: no batch hands a
 		// worker anything more, and idle workers exit.
 		c.workers.wait()
@@ -268,27 +271,20 @@ func (c *Consumer) Close() error {
 	return c.closeErr
 }
 
-// begin registers the run of a batch's handlers (see [Consumer.Close]);
-// ok is false once Close has begun.
-func (c *Consumer) begin(parent context.Context) (ctx context.Context, end func(), ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// begin registers a run of handlers, or of a batch's retry sends, which
+// Close waits for; ok is false once Close has begun. A run that began
+// calls end when it is over. Their ctx is c.run.
+func (c *Consumer) begin() (ok bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	if c.closing {
-		return nil, nil, false
+		return false
 	}
-	ctx, cancel := context.WithCancel(parent)
-	id := c.nextCall
-	c.nextCall++
-	c.running[id] = cancel
 	c.inflight.Add(1)
-	return ctx, func() {
-		c.mu.Lock()
-		delete(c.running, id)
-		c.mu.Unlock()
-		cancel()
-		c.inflight.Done()
-	}, true
+	return true
 }
+
+func (c *Consumer) end() { c.inflight.Done() }
 
 type verdict int
 
@@ -314,8 +310,8 @@ func (c *Consumer) retryLevel(attempt int) int {
 // broker refuses it or cannot be reached, until the copy is stored (true)
 // or Close begins (false). The failures are counted, logged and, past
 // [troubleAfter] in a row, reported.
-// ctx is the client's listener ctx, which it never cancels: Close ends the
-// loop through c.stopping.
+// ctx is c.run: when Close gives up waiting, it cuts a send short, and
+// c.stopping ends the loop.
 func (c *Consumer) storeRetry(ctx context.Context, ext *primitive.MessageExt, attempt, level int) bool {
 	wait := 100 * time.Millisecond
 	for {

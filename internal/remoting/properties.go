@@ -89,19 +89,19 @@ func TagsCode(tag string) int64 {
 	return int64(h)
 }
 
-// systemProperties are the property names the client or the broker set;
-// everything else on a message is a user property.
-var systemProperties = map[string]bool{
-	PropKeys: true, PropTags: true, PropUniqKey: true, PropDelay: true, PropRealTopic: true,
-	PropRealQueueID: true, PropRetryTopic: true, PropOriginMessageID: true, PropWait: true,
-	PropCluster: true, PropTransactionPrepared: true, PropProducerGroup: true,
-	PropTransactionCheckTimes: true, PropShardingKey: true, PropAttempt: true,
-	"MIN_OFFSET": true, "MAX_OFFSET": true, "RECONSUME_TIME": true, "MAX_RECONSUME_TIMES": true,
-	"CHECK_IMMUNITY_TIME_IN_SECONDS": true, "CONSUME_START_TIME": true, "__STARTDELIVERTIME": true,
-	"TRACE_ON": true, "MSG_REGION": true, "BUYER_ID": true, "TRAN_PREPARED_QUEUE_OFFSET": true,
-	"__transactionId__": true, "UNIQ_KEY_INDEX": true,
-}
-
 // IsSystemProperty reports whether name is set by the client or the broker
-// rather than by the application.
-func IsSystemProperty(name string) bool { return systemProperties[name] }
+// rather than by the application: everything else on a message is a user
+// property. It runs for every property of every delivery: a switch needs
+// no hashing.
+func IsSystemProperty(name string) bool {
+	switch name {
+	case PropKeys, PropTags, PropUniqKey, PropDelay, PropRealTopic, PropRealQueueID, PropRetryTopic,
+		PropOriginMessageID, PropWait, PropCluster, PropTransactionPrepared, PropProducerGroup,
+		PropTransactionCheckTimes, PropShardingKey, PropAttempt,
+		"MIN_OFFSET", "MAX_OFFSET", "RECONSUME_TIME", "MAX_RECONSUME_TIMES", "CHECK_IMMUNITY_TIME_IN_SECONDS",
+		"CONSUME_START_TIME", "__STARTDELIVERTIME", "TRACE_ON", "MSG_REGION", "BUYER_ID",
+		"TRAN_PREPARED_QUEUE_OFFSET", "__transactionId__", "UNIQ_KEY_INDEX":
+		return true
+	}
+	return false
+}
