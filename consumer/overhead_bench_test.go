@@ -82,10 +82,10 @@ func BenchmarkOverhead(b *testing.B) {
 				for i := range msgs {
 					n++
 					m := &primitive.MessageExt{Message: primitive.Message{Topic: "T", Body: []byte("body")}, MsgId: fmt.Sprint("id", n)}
-					m.WithKeys([]string{fmt.Sprint("k", n)})
 					// What a delivery from a broker carries besides.
 					m.WithProperties(map[string]string{"UNIQ_KEY": m.MsgId, "WAIT": "true", "MIN_OFFSET": "0",
 						"MAX_OFFSET": "20000", "CONSUME_START_TIME": "1764600000000", "CLUSTER": "DefaultCluster"})
+					m.WithKeys([]string{fmt.Sprint("k", n)})
 					msgs[i] = m
 				}
 				return msgs
