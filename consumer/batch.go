@@ -20,12 +20,26 @@ import (
 // parker.
 type item struct {
 	ext      *primitive.MessageExt
-	m        *Message
+	m        *Message // &msg
+	msg      Message  // in the item: one allocation for both
 	key      string
 	claim    *idempotency.Claim
 	claimErr error
 	v        verdict
 	done     completion // its claim's completion, once handled
+}
+
+// newItems returns the items of msgs, their messages taken out of
+// namespace ns.
+func newItems(msgs []*primitive.MessageExt, ns string) []*item {
+	items, all := make([]*item, len(msgs)), make([]item, len(msgs))
+	for i, ext := range msgs {
+		it := &all[i]
+		it.ext, it.m = ext, &it.msg
+		fromClient(ext, ns, it.m)
+		items[i] = it
+	}
+	return items
 }
 
 // completion is one handled message's claim, completed together with
@@ -98,11 +112,7 @@ func (c *Consumer) complete(bctx, ev context.Context, it *item) {
 // When Close begins before that, the whole batch is left unacknowledged
 // and comes back after a restart.
 func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
-	items, all := make([]*item, len(msgs)), make([]item, len(msgs))
-	for i, ext := range msgs {
-		all[i] = item{ext: ext, m: fromClient(ext, c.cfg.namespace)}
-		items[i] = &all[i]
-	}
+	items := newItems(msgs, c.cfg.namespace)
 	c.handleBatch(ctx, items)
 	for _, it := range items {
 		if it.v == closing {

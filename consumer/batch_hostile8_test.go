@@ -216,11 +216,7 @@ func testGuardedBatchesSettle(t *testing.T, batched bool) {
 				n := min(len(queue), 1+rand.IntN(16))
 				msgs := queue[:n:n]
 				queue = queue[n:]
-				items, all := make([]*item, n), make([]item, n)
-				for i, ext := range msgs {
-					all[i] = item{ext: ext, m: fromClient(ext, "")}
-					items[i] = &all[i]
-				}
+				items := newItems(msgs, "")
 				c.handleBatch(context.Background(), items)
 				for _, it := range items {
 					if it.v == ack {

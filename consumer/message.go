@@ -51,16 +51,16 @@ type Message struct {
 // same key, so a handler must stop (and fail) when its ctx ends.
 type Handler func(ctx context.Context, m *Message) error
 
-// fromClient converts the official client's message, its topic taken out
-// of namespace ns. It reads the properties from one copy (the client hands
+// fromClient converts the official client's message into m, its topic
+// taken out of namespace ns. It reads the properties from one copy (the client hands
 // out no other view) in one pass, which picks out what the package reads
 // without a lookup per name; the copy becomes Properties, once the system
 // ones are removed, only when the message has user properties (most have
 // none). This runs once per delivery: it hashes and allocates as little as
 // it can.
-func fromClient(ext *primitive.MessageExt, ns string) *Message {
+func fromClient(ext *primitive.MessageExt, ns string, m *Message) {
 	props := ext.GetProperties()
-	m := &Message{
+	*m = Message{
 		Topic:       ext.Topic,
 		MsgID:       ext.MsgId,
 		Body:        ext.Body,
@@ -116,7 +116,6 @@ func fromClient(ext *primitive.MessageExt, ns string) *Message {
 		}
 		m.Properties = props
 	}
-	return m
 }
 
 // Key is the default business key: the message keys joined by spaces.

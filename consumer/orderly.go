@@ -41,8 +41,8 @@ func NewOrderly(nameServers []string, group, topic string, h Handler, policy Par
 
 func (c *Consumer) consumeOrderly(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
 	result := ack
-	for _, ext := range msgs { // one: the orderly consumer takes no batches
-		items := []*item{{ext: ext, m: fromClient(ext, c.cfg.namespace)}}
+	for i := range msgs { // one: the orderly consumer takes no batches
+		items := newItems(msgs[i:i+1], c.cfg.namespace)
 		c.handleBatch(ctx, items)
 		if result = items[0].v; result != ack {
 			break

@@ -54,12 +54,11 @@ func TestBatchHandlersNeverQueueBehindEachOther(t *testing.T) {
 		var wg sync.WaitGroup
 		for b := range batches {
 			wg.Go(func() {
-				items, each := make([]*item, size), make([]item, size)
-				for i := range items {
-					ext := &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: fmt.Sprint(round, "-", b, "-", i)}
-					each[i] = item{ext: ext, m: fromClient(ext, "")}
-					items[i] = &each[i]
+				msgs := make([]*primitive.MessageExt, size)
+				for i := range msgs {
+					msgs[i] = &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: fmt.Sprint(round, "-", b, "-", i)}
 				}
+				items := newItems(msgs, "")
 				c.handleBatch(context.Background(), items)
 				for _, it := range items {
 					if it.v != ack {
