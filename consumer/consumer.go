@@ -81,9 +81,9 @@ type Consumer struct {
 	// run is the handlers' ctx: cancelled when Close gives up waiting.
 	run       context.Context
 	cancelRun context.CancelFunc
-	stopping chan struct{} // closed when Close begins
-	shutdown chan struct{} // closed once the client is shut down
-	trouble  *trouble
+	stopping  chan struct{} // closed when Close begins
+	shutdown  chan struct{} // closed once the client is shut down
+	trouble   *trouble
 	// completions combines the guard completions of handlers that finish
 	// at the same moment.
 	completions *combine.Batcher[*completion]
