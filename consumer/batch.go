@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -63,7 +64,8 @@ func (c *Consumer) completeClaims(ctx context.Context, batch []*completion) {
 	// The leader's ctx must not fail the others' completions.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeeping)
 	defer cancel()
-	for i, err := range c.cfg.guard.CompleteBatch(ctx, claims) {
+	errs := contain(len(claims), func() []error { return c.cfg.guard.CompleteBatch(ctx, claims) })
+	for i, err := range errs {
 		batch[i].err = err
 	}
 }
@@ -177,6 +179,10 @@ const bookkeeping = 10 * time.Second
 // and the successes completed in one after. A key that occurs more than
 // once in the batch is claimed again for each later message, after the
 // earlier one is settled (then a duplicate if it was handled).
+//
+// A panic outside a handler (in a hook, the key func, the parker or the
+// guard's store: each the program's bug) is logged at ERROR with its
+// stack, and every message it left unsettled is retried: it may run again.
 func (c *Consumer) handleBatch(parent context.Context, items []*item) {
 	if !c.begin() {
 		for _, it := range items {
@@ -185,6 +191,17 @@ func (c *Consumer) handleBatch(parent context.Context, items []*item) {
 		return
 	}
 	defer c.end()
+	defer func() {
+		v := recover()
+		if v != nil {
+			c.panicked(parent, items[0].m, v)
+		}
+		for _, it := range items {
+			if it.v == unsettled {
+				it.v = retry
+			}
+		}
+	}()
 	if c.cfg.guard == nil {
 		if len(items) == 1 { // the default: no closure to allocate
 			items[0].v = c.handle(c.run, parent, nil, items[0])
@@ -311,6 +328,22 @@ func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 	c.each(wave, func(it *item) { it.v = c.handle(run, bctx, it.claim, it) })
 }
 
+// contain runs a combined store call, which must not panic: a panic in it
+// would leave the other callers of its round trip waiting for ever. A
+// panic becomes every key's error.
+func contain(n int, call func() []error) (errs []error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err := fmt.Errorf("consumer: guard store panicked: %v\n%s", v, debug.Stack())
+			errs = make([]error, n)
+			for i := range errs {
+				errs[i] = err
+			}
+		}
+	}()
+	return call()
+}
+
 // claimRequest is one wave's keys and, once claimed, their claims and
 // errors, one each per key.
 type claimRequest struct {
@@ -339,7 +372,14 @@ func (c *Consumer) claimWaves(ctx context.Context, reqs []*claimRequest) {
 	// The leader's ctx must not fail the others' claims.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeeping)
 	defer cancel()
-	claims, errs := c.cfg.guard.ClaimBatch(ctx, keys)
+	var claims []*idempotency.Claim
+	errs := contain(len(keys), func() (errs []error) {
+		claims, errs = c.cfg.guard.ClaimBatch(ctx, keys)
+		return errs
+	})
+	if claims == nil {
+		claims = make([]*idempotency.Claim, len(keys))
+	}
 	for _, r := range reqs {
 		k := len(r.keys)
 		r.claims, r.errs = claims[:k:k], errs[:k:k]
@@ -368,7 +408,18 @@ func (c *Consumer) each(items []*item, fn func(*item)) {
 // with claimErr set when the claim failed). bctx bounds store calls after
 // the handler; without a guard it is the client's ctx and park makes its
 // own bound.
-func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, it *item) verdict {
+//
+// A panic in it outside the handler (see [Consumer.handleBatch]) leaves
+// the verdict it returned, or a retry if it had none.
+func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, it *item) (v verdict) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.panicked(bctx, it.m, p)
+			if v == unsettled {
+				v = retry
+			}
+		}
+	}()
 	m := it.m
 	hctx := run
 	if c.cfg.guard != nil {
@@ -416,6 +467,13 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 	c.stats.handled.Add(1)
 	c.event(hctx, observe.Handled, m, "", nil)
 	return ack
+}
+
+// panicked logs a panic outside a handler, met while settling m.
+func (c *Consumer) panicked(ctx context.Context, m *Message, v any) {
+	c.stats.retries.Add(1)
+	c.cfg.logger.LogAttrs(ctx, slog.LevelError, "panic outside the handler (hook, key func, parker or store); unsettled messages are retried",
+		slog.String("group", c.group), slog.String("msg_id", m.MsgID), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
 }
 
 // beginHooks starts the hooks' Handle for m, if there is one.

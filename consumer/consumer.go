@@ -289,7 +289,10 @@ func (c *Consumer) end() { c.inflight.Done() }
 type verdict int
 
 const (
-	ack verdict = iota
+	// unsettled: not settled yet (the zero value, so that nothing is
+	// acknowledged by default); what a panic leaves becomes a retry.
+	unsettled verdict = iota
+	ack
 	// busy: another consumer holds the key; come back after about a lease.
 	busy
 	retry

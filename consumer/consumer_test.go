@@ -15,6 +15,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/producer"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
@@ -61,6 +62,28 @@ func TestPanicIsRetriedNotCrashed(t *testing.T) {
 	f.eventually("handled after the panic", func() bool { return c.Stats().Handled == 1 })
 	if st := c.Stats(); st.Retries != 1 || calls.Load() != 2 {
 		t.Fatalf("stats %+v calls %d", st, calls.Load())
+	}
+}
+
+// A hook that panics on a delivery (the program's bug) gets the message
+// retried by the broker's schedule: the client would otherwise swallow the
+// panic and hold the message until its 15-minute consume timeout.
+func TestHookPanicIsRetriedNotHeld(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	var begun atomic.Int32
+	hooks := observe.Hooks{Handle: func(ctx context.Context, m observe.Message) (context.Context, func(error)) {
+		if begun.Add(1) == 1 {
+			panic("tracer not initialised")
+		}
+		return ctx, nil
+	}}
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, func(context.Context, *consumer.Message) error { return nil },
+		consumer.WithParker(f.dead), consumer.WithRetryDelay(time.Second), consumer.WithHooks(hooks)))
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
+	f.eventually("handled after the hook's panic", func() bool { return c.Stats().Handled == 1 })
+	if st := c.Stats(); st.Retries != 1 || begun.Load() != 2 {
+		t.Fatalf("stats %+v, hook begun %d times; want one retry, then handled", st, begun.Load())
 	}
 }
 

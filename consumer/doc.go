@@ -23,7 +23,14 @@
 //     [Permanent] error the message is parked with its error and attempt
 //     count in a [Parker] (deadletter.Table), the alert hook fires
 //     once, and the message is acknowledged;
-//   - a failure of the guard or of the parker is a retry too.
+//   - a failure of the guard or of the parker is a retry too;
+//   - a panic outside the handler (a hook, the key func, the parker, a
+//     guard store: the program's bug) is logged at Error with its stack
+//     and retries every message it left unsettled (it may run again); a
+//     message it reached settled keeps its verdict, and a store that
+//     panics in a combined round trip fails that round trip's keys only.
+//     Without this the client would swallow the panic and hold the
+//     message until its 15-minute consume timeout.
 //
 // With [WithGuard] each business key ([WithKeyFunc], default the message
 // keys) runs once per consumer group while the guard retains it:

@@ -14,7 +14,8 @@
 // consumer.WithHooks (the reconcile job and the DLQ drain use their
 // relay's and consumer's). [Join] combines several. A hook runs on the
 // goroutine that did the work, so it must be quick and must not block; a
-// hook that panics is the program's bug, as any callback's.
+// hook that panics is the program's bug, as any callback's (the consumer
+// logs it at Error and retries the messages it left unsettled).
 package observe
 
 import (
