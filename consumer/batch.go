@@ -202,15 +202,20 @@ func (c *Consumer) handleBatch(parent context.Context, items []*item) {
 			}
 		}
 	}()
+	// The handlers' ctx ends with the batch, or when Close gives up
+	// waiting. What handlers derive from it registers with it, not with
+	// the consumer's c.run.
+	run, cancel := context.WithCancel(c.run)
+	defer cancel()
 	if c.cfg.guard == nil {
 		if len(items) == 1 { // the default: no closure to allocate
-			items[0].v = c.handle(c.run, parent, nil, items[0])
+			items[0].v = c.handle(run, parent, nil, items[0])
 			return
 		}
-		c.each(items, func(it *item) { it.v = c.handle(c.run, parent, nil, it) })
+		c.each(items, func(it *item) { it.v = c.handle(run, parent, nil, it) })
 		return
 	}
-	c.guardedBatch(c.run, parent, items)
+	c.guardedBatch(run, parent, items)
 }
 
 // guardedBatch claims the keys of items, wave by wave (each key once per

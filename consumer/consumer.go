@@ -78,7 +78,8 @@ type Consumer struct {
 	started  bool
 	closing  bool
 	inflight sync.WaitGroup
-	// run is the handlers' ctx: cancelled when Close gives up waiting.
+	// run is the parent of the handlers' ctx: cancelled when Close gives
+	// up waiting.
 	run       context.Context
 	cancelRun context.CancelFunc
 	stopping  chan struct{} // closed when Close begins
@@ -273,7 +274,7 @@ func (c *Consumer) Close() error {
 
 // begin registers a run of handlers, or of a batch's retry sends, which
 // Close waits for; ok is false once Close has begun. A run that began
-// calls end when it is over. Their ctx is c.run.
+// calls end when it is over. Their ctx derives from c.run.
 func (c *Consumer) begin() (ok bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()

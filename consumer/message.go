@@ -45,7 +45,8 @@ type Message struct {
 
 // Handler handles one message. Returning nil acknowledges it; an error (or
 // a panic) makes it a retry, and after the attempt cap it is parked.
-// Wrap an error with [Permanent] to park at once. The ctx is cancelled when
+// Wrap an error with [Permanent] to park at once. The ctx ends once the
+// handler's batch is settled (work left running with it is cut off), when
 // [Consumer.Close] gives up waiting (see [WithShutdownTimeout]), and with a
 // guard it ends with the claim's lease: past it a redelivery may run the
 // same key, so a handler must stop (and fail) when its ctx ends.
