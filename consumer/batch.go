@@ -121,16 +121,34 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 			return c.giveBack()
 		}
 	}
-	// Storing retry copies is work Close waits for, as handlers are: a send
-	// in flight when Close returns would touch the broker after it.
+	if !c.storeRetries(items) {
+		return c.giveBack()
+	}
+	return rmqconsumer.ConsumeSuccess, nil
+}
+
+// storeRetries stores the retry copies of the items not acknowledged, and
+// reports whether every one is stored; false once Close began.
+//
+// Storing retry copies is work Close waits for, as handlers are: a send
+// in flight when Close returns would touch the broker after it. The
+// registration ends in a defer, whatever panics in here, so that Close is
+// never left waiting for it; and before giveBack, which waits for the
+// shutdown, which waits for it.
+func (c *Consumer) storeRetries(items []*item) bool {
 	began := false
+	defer func() {
+		if began {
+			c.end()
+		}
+	}()
 	for _, it := range items {
 		if it.v == ack {
 			continue
 		}
 		if !began {
 			if began = c.begin(); !began {
-				return c.giveBack()
+				return false
 			}
 		}
 		var level int
@@ -147,17 +165,11 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 		}
 		if !c.storeRetry(c.run, it.ext, it.m.Attempt, level) {
 			// Close began. Copies already stored for others of the batch
-			// make those come back twice: at least once, never lost. The
-			// registration ends first: giveBack waits for the shutdown,
-			// which waits for it.
-			c.end()
-			return c.giveBack()
+			// make those come back twice: at least once, never lost.
+			return false
 		}
 	}
-	if began {
-		c.end()
-	}
-	return rmqconsumer.ConsumeSuccess, nil
+	return true
 }
 
 // giveBack leaves a batch unacknowledged: the client drops results after

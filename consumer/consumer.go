@@ -387,7 +387,8 @@ func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.
 			slog.String("topic", m.Topic), slog.String("msg_id", m.MsgID), slog.Any("keys", m.Keys),
 			slog.Int("attempt", attempts), slog.String("cause", string(kind)), slog.Any("error", cause))
 		if c.cfg.alert != nil {
-			c.cfg.alert(ctx, dl)
+			// Parked: a panic in the alert must not make it a retry too.
+			alertSafely(ctx, c.cfg.logger, "alert", func() { c.cfg.alert(ctx, dl) })
 		}
 	}
 	return ack

@@ -30,7 +30,9 @@
 //     message it reached settled keeps its verdict, and a store that
 //     panics in a combined round trip fails that round trip's keys only.
 //     Without this the client would swallow the panic and hold the
-//     message until its 15-minute consume timeout.
+//     message until its 15-minute consume timeout. A panic in an alert
+//     ([WithTroubleAlert], [WithAlert]) is logged at Error and changes
+//     nothing: an alert reports what already happened.
 //
 // With [WithGuard] each business key ([WithKeyFunc], default the message
 // keys) runs once per consumer group while the guard retains it:

@@ -1,0 +1,136 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+)
+
+// clientCall runs the listener the way the v2.1.2 client does: on a
+// goroutine of its own, swallowing a panic (primitive.WithRecover and the
+// consume goroutine's own recover). It reports the result and whether the
+// call panicked.
+func clientCall(listener func(context.Context, ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error),
+	msgs ...*primitive.MessageExt) <-chan any {
+	out := make(chan any, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				out <- v
+			}
+		}()
+		r, _ := listener(context.Background(), msgs...)
+		out <- r
+	}()
+	return out
+}
+
+// TestTroubleAlertPanicInRetryStoreLeavesCloseWorking: the trouble alert
+// (WithTroubleAlert) runs on the client's goroutine when the retry store
+// keeps failing, after consumeConcurrently registered its retry sends with
+// Close. A panic in it must not escape (the client would swallow it and
+// hold the message) nor leave that registration open: Close would then
+// wait for it for ever, past its shutdown timeout. The failed message
+// stays unacknowledged: its copy was never stored.
+func TestTroubleAlertPanicInRetryStoreLeavesCloseWorking(t *testing.T) {
+	alerted := make(chan struct{})
+	var alerts atomic.Int32
+	var buf lockedBuffer
+	c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { return errors.New("fails") },
+		WithParker(nopParker{}), WithShutdownTimeout(100*time.Millisecond),
+		WithLogger(slog.New(slog.NewTextHandler(&buf, nil))),
+		WithTroubleAlert(func(context.Context, Trouble) {
+			if alerts.Add(1) == 1 {
+				close(alerted)
+			}
+			panic("trouble alert exploded")
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.client, c.started = fakeClient{}, true
+	// Nothing listens on port 1: every retry send fails at once.
+	m := &primitive.MessageExt{Message: primitive.Message{Topic: "T", Body: []byte("b")}, MsgId: "id0", StoreHost: "127.0.0.1:1"}
+	m.WithKeys([]string{"k0"})
+	res := clientCall(c.consumeConcurrently, m)
+	select {
+	case <-alerted:
+	case <-time.After(time.Minute):
+		t.Fatal("the retry store's failures were never reported")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close still waiting for the retry sends of a batch whose trouble alert panicked")
+	}
+	select {
+	case r := <-res:
+		if r != rmqconsumer.ConsumeRetryLater {
+			t.Fatalf("the listener gave %v; want ConsumeRetryLater (the copy was never stored), without a panic", r)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the listener never returned")
+	}
+	checkPanicLogged(t, buf.String(), "trouble alert exploded")
+}
+
+// countingParker records every park, each one new.
+type countingParker struct{ parks atomic.Int32 }
+
+func (p *countingParker) Park(context.Context, *DeadLetter) (bool, error) {
+	p.parks.Add(1)
+	return true, nil
+}
+
+// TestAlertPanicKeepsAParkedMessageParked: a message parked (here on a
+// Permanent error) is settled when the alert (WithAlert) runs. A panic in
+// the alert must leave it acknowledged: made a retry, it would be parked
+// and run again (with a guard its key was forgotten when it was parked,
+// so the handler would run again however the guard stands).
+func TestAlertPanicKeepsAParkedMessageParked(t *testing.T) {
+	for _, size := range []int{1, 3} {
+		var ran atomic.Int32
+		parker := &countingParker{}
+		var buf lockedBuffer
+		c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error {
+			ran.Add(1)
+			return Permanent(errors.New("never works"))
+		}, WithParker(parker), WithBatchSize(size), WithLogger(slog.New(slog.NewTextHandler(&buf, nil))),
+			WithAlert(func(context.Context, *DeadLetter) { panic("alert exploded") }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.client, c.started = fakeClient{}, true
+		msgs := make([]*primitive.MessageExt, size)
+		for i := range msgs {
+			msgs[i] = &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: "id" + string(rune('0'+i)), StoreHost: "127.0.0.1:1"}
+			msgs[i].WithKeys([]string{"k" + string(rune('0'+i))})
+		}
+		select {
+		case r := <-clientCall(c.consumeConcurrently, msgs...):
+			if r != rmqconsumer.ConsumeSuccess {
+				t.Errorf("batch of %d: the listener gave %v; want ConsumeSuccess (every message parked)", size, r)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("batch of %d: parked messages made retries (their copies cannot be stored here)", size)
+		}
+		if ran.Load() != int32(size) || parker.parks.Load() != int32(size) {
+			t.Errorf("batch of %d: ran %d, parked %d; want each once", size, ran.Load(), parker.parks.Load())
+		}
+		if c.Stats().Retries != 0 {
+			t.Errorf("batch of %d: %d retries; want none", size, c.Stats().Retries)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		checkPanicLogged(t, buf.String(), "alert exploded")
+	}
+}
