@@ -211,6 +211,7 @@ func (c *Consumer) handleBatch(parent context.Context, items []*item) {
 		for _, it := range items {
 			if it.v == unsettled {
 				it.v = retry
+				c.stats.retries.Add(1)
 			}
 		}
 	}()
@@ -434,6 +435,7 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 			c.panicked(bctx, it.m, p)
 			if v == unsettled {
 				v = retry
+				c.stats.retries.Add(1)
 			}
 		}
 	}()
@@ -486,9 +488,10 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 	return ack
 }
 
-// panicked logs a panic outside a handler, met while settling m.
+// panicked logs a panic outside a handler, met while settling m. The
+// retries it causes are counted where they are made: a message it reached
+// settled is not one.
 func (c *Consumer) panicked(ctx context.Context, m *Message, v any) {
-	c.stats.retries.Add(1)
 	c.cfg.logger.LogAttrs(ctx, slog.LevelError, "panic outside the handler (hook, key func, parker or store); unsettled messages are retried",
 		slog.String("group", c.group), slog.String("msg_id", m.MsgID), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
 }

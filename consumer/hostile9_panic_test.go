@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -10,6 +11,8 @@ import (
 
 	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/observe"
 )
 
 // clientCall runs the listener the way the v2.1.2 client does: on a
@@ -133,4 +136,58 @@ func TestAlertPanicKeepsAParkedMessageParked(t *testing.T) {
 		}
 		checkPanicLogged(t, buf.String(), "alert exploded")
 	}
+}
+
+// TestPanicCountsARetryPerMessageRetried: Stats.Retries counts the
+// messages a panic outside the handler made retries, not the panics: a
+// panic in the hook's end after a success retries nothing (the message
+// stays handled), and one in the key func retries the whole batch.
+func TestPanicCountsARetryPerMessageRetried(t *testing.T) {
+	for _, size := range []int{1, 4} {
+		c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { return nil },
+			WithParker(nopParker{}), WithBatchSize(size), WithLogger(slog.New(slog.DiscardHandler)),
+			WithHooks(observe.Hooks{Handle: func(ctx context.Context, m observe.Message) (context.Context, func(error)) {
+				return ctx, func(error) { panic("end exploded") }
+			}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.client, c.started = fakeClient{}, true
+		c.handleBatch(context.Background(), newItems(testMsgs(size), ""))
+		if s := c.Stats(); s.Handled != int64(size) || s.Retries != 0 {
+			t.Errorf("batch of %d, end hook panics: handled %d, retries %d; want %d handled, no retry", size, s.Handled, s.Retries, size)
+		}
+		c.Close()
+
+		g, err := idempotency.NewGuard("g", freeStore{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err = New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { return nil },
+			WithParker(nopParker{}), WithBatchSize(size), WithLogger(slog.New(slog.DiscardHandler)), WithGuard(g),
+			WithKeyFunc(func(m *Message) string {
+				if m.MsgID == fmt.Sprint("id", size-1) {
+					panic("key func exploded")
+				}
+				return m.Keys[0]
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.client, c.started = fakeClient{}, true
+		c.handleBatch(context.Background(), newItems(testMsgs(size), ""))
+		if s := c.Stats(); s.Handled != 0 || s.Retries != int64(size) {
+			t.Errorf("batch of %d, key func panics: handled %d, retries %d; want none handled, %d retries", size, s.Handled, s.Retries, size)
+		}
+		c.Close()
+	}
+}
+
+func testMsgs(n int) []*primitive.MessageExt {
+	msgs := make([]*primitive.MessageExt, n)
+	for i := range msgs {
+		msgs[i] = &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: fmt.Sprint("id", i), StoreHost: "127.0.0.1:1"}
+		msgs[i].WithKeys([]string{fmt.Sprint("k", i)})
+	}
+	return msgs
 }
