@@ -191,3 +191,56 @@ func testMsgs(n int) []*primitive.MessageExt {
 	}
 	return msgs
 }
+
+// TestEventHookPanicKeepsAParkedMessageParked: the Parked event reports a
+// message already recorded by the parker (and, with a guard, its key
+// forgotten so that a replay runs). A panic in the Event hook then must
+// leave it parked and acknowledged: made a retry it would run again, and
+// its dead letter, replayed later, would apply it once more.
+func TestEventHookPanicKeepsAParkedMessageParked(t *testing.T) {
+	for _, guarded := range []bool{false, true} {
+		for _, size := range []int{1, 3} {
+			var ran atomic.Int32
+			parker := &countingParker{}
+			var buf lockedBuffer
+			opts := []Option{WithParker(parker), WithBatchSize(size), WithLogger(slog.New(slog.NewTextHandler(&buf, nil))),
+				WithHooks(observe.Hooks{Event: func(_ context.Context, e observe.Event) {
+					if e.Kind == observe.Parked {
+						panic("parked event exploded")
+					}
+				}})}
+			if guarded {
+				g, err := idempotency.NewGuard("g", freeStore{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts = append(opts, WithGuard(g))
+			}
+			c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error {
+				ran.Add(1)
+				return Permanent(errors.New("never works"))
+			}, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.client, c.started = fakeClient{}, true
+			select {
+			case r := <-clientCall(c.consumeConcurrently, testMsgs(size)...):
+				if r != rmqconsumer.ConsumeSuccess {
+					t.Errorf("guarded %v, batch of %d: the listener gave %v; want ConsumeSuccess (every message parked)", guarded, size, r)
+				}
+			case <-time.After(20 * time.Second):
+				c.Close()
+				t.Fatalf("guarded %v, batch of %d: parked messages made retries (their copies cannot be stored here)", guarded, size)
+			}
+			if ran.Load() != int32(size) || parker.parks.Load() != int32(size) || c.Stats().Retries != 0 {
+				t.Errorf("guarded %v, batch of %d: ran %d, parked %d, retries %d; want each once, no retry",
+					guarded, size, ran.Load(), parker.parks.Load(), c.Stats().Retries)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			checkPanicLogged(t, buf.String(), "parked event exploded")
+		}
+	}
+}
