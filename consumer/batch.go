@@ -80,8 +80,9 @@ func (c *Consumer) complete(bctx, ev context.Context, it *item) {
 	req.claim = it.claim
 	if !c.cfg.guard.Batched() {
 		// One round trip per claim either way: combined, the completions
-		// would only run one after another.
-		req.err = it.claim.Complete(bctx)
+		// would only run one after another. A store that panics fails the
+		// completion, as in a combined round trip.
+		req.err = contain(1, func() []error { return []error{it.claim.Complete(bctx)} })[0]
 	} else if !c.completions.Do(bctx, req) {
 		req.err = bctx.Err()
 	}
@@ -428,12 +429,21 @@ func (c *Consumer) each(items []*item, fn func(*item)) {
 // own bound.
 //
 // A panic in it outside the handler (see [Consumer.handleBatch]) leaves
-// the verdict it returned, or a retry if it had none.
+// the verdict it returned, or a retry if it had none; but once the
+// handler succeeded the message is settled (its effect applied) and
+// acknowledged, as when its completion fails: a retry would find its key
+// neither done nor released, and run the handler again after the lease.
 func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, it *item) (v verdict) {
+	succeeded := false
 	defer func() {
 		if p := recover(); p != nil {
 			c.panicked(bctx, it.m, p)
-			if v == unsettled {
+			switch {
+			case v != unsettled:
+			case succeeded:
+				v = ack
+				c.stats.handled.Add(1)
+			default:
 				v = retry
 				c.stats.retries.Add(1)
 			}
@@ -480,11 +490,13 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 	if err != nil {
 		return c.failed(hctx, bctx, claim, m, err)
 	}
+	succeeded = true
 	if claim != nil {
 		c.complete(bctx, hctx, it)
 	}
-	c.stats.handled.Add(1)
 	c.event(hctx, observe.Handled, m, "", nil)
+	// Counted last: after a panic above, the recover counts it.
+	c.stats.handled.Add(1)
 	return ack
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -243,4 +244,71 @@ func TestEventHookPanicKeepsAParkedMessageParked(t *testing.T) {
 			checkPanicLogged(t, buf.String(), "parked event exploded")
 		}
 	}
+}
+
+// plainStore hides the batch methods of the store it holds: the guard
+// claims and completes one key at a time.
+type plainStore struct{ s idempotency.Store }
+
+func (p plainStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (idempotency.Outcome, int, error) {
+	return p.s.Claim(ctx, group, key, token, lease)
+}
+
+func (p plainStore) Complete(ctx context.Context, group, key, token string, retain time.Duration) error {
+	return p.s.Complete(ctx, group, key, token, retain)
+}
+
+func (p plainStore) Release(ctx context.Context, group, key, token string, forget bool) error {
+	return p.s.Release(ctx, group, key, token, forget)
+}
+
+// TestPanicAfterASuccessKeepsTheMessageHandled: once its handler
+// succeeded, a message is settled (its effect applied). A panic after that
+// (the guard's store completing it one key at a time, or the Event hook on
+// Handled) must leave it acknowledged, as a store that fails or panics in
+// a combined completion does. Made a retry, its key is neither done nor
+// released: the retry comes back busy until the lease ends, then runs the
+// handler again.
+func TestPanicAfterASuccessKeepsTheMessageHandled(t *testing.T) {
+	t.Run("plain store completes", func(t *testing.T) {
+		g, err := idempotency.NewGuard("g", plainStore{panickingStore{freeStore{}, "complete"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Batched() {
+			t.Fatal("the store has batch methods")
+		}
+		for _, size := range []int{1, 4} {
+			v, ran, log := panicky(t, size, WithGuard(g))
+			for k, got := range v {
+				if got != ack || ran[k] != 1 {
+					t.Errorf("batch of %d, %s: verdict %d, ran %d times; want acknowledged after one run", size, k, got, ran[k])
+				}
+			}
+			if !strings.Contains(log, "handled but not recorded as done") || !strings.Contains(log, "complete exploded") {
+				t.Errorf("the store's panic is not reported as a failed completion:\n%s", log)
+			}
+		}
+	})
+	t.Run("Handled event", func(t *testing.T) {
+		g, err := idempotency.NewGuard("g", freeStore{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, opts := range [][]Option{nil, {WithGuard(g)}} {
+			for _, size := range []int{1, 4} {
+				v, ran, log := panicky(t, size, append(opts, WithHooks(observe.Hooks{Event: func(_ context.Context, e observe.Event) {
+					if e.Kind == observe.Handled {
+						panic("handled event exploded")
+					}
+				}}))...)
+				for k, got := range v {
+					if got != ack || ran[k] != 1 {
+						t.Errorf("guarded %v, batch of %d, %s: verdict %d, ran %d times; want acknowledged after one run", opts != nil, size, k, got, ran[k])
+					}
+				}
+				checkPanicLogged(t, log, "handled event exploded")
+			}
+		}
+	})
 }
