@@ -80,8 +80,9 @@ func (c *Consumer) complete(bctx, ev context.Context, it *item) {
 	req.claim = it.claim
 	if !c.cfg.guard.Batched() {
 		// One round trip per claim either way: combined, the completions
-		// would only run one after another.
-		req.err = it.claim.Complete(bctx)
+		// would only run one after another. A store that panics fails the
+		// completion, as in a combined round trip.
+		req.err = contain(1, func() []error { return []error{it.claim.Complete(bctx)} })[0]
 	} else if !c.completions.Do(bctx, req) {
 		req.err = bctx.Err()
 	}
@@ -121,16 +122,34 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 			return c.giveBack()
 		}
 	}
-	// Storing retry copies is work Close waits for, as handlers are: a send
-	// in flight when Close returns would touch the broker after it.
+	if !c.storeRetries(items) {
+		return c.giveBack()
+	}
+	return rmqconsumer.ConsumeSuccess, nil
+}
+
+// storeRetries stores the retry copies of the items not acknowledged, and
+// reports whether every one is stored; false once Close began.
+//
+// Storing retry copies is work Close waits for, as handlers are: a send
+// in flight when Close returns would touch the broker after it. The
+// registration ends in a defer, whatever panics in here, so that Close is
+// never left waiting for it; and before giveBack, which waits for the
+// shutdown, which waits for it.
+func (c *Consumer) storeRetries(items []*item) bool {
 	began := false
+	defer func() {
+		if began {
+			c.end()
+		}
+	}()
 	for _, it := range items {
 		if it.v == ack {
 			continue
 		}
 		if !began {
 			if began = c.begin(); !began {
-				return c.giveBack()
+				return false
 			}
 		}
 		var level int
@@ -147,17 +166,11 @@ func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.M
 		}
 		if !c.storeRetry(c.run, it.ext, it.m.Attempt, level) {
 			// Close began. Copies already stored for others of the batch
-			// make those come back twice: at least once, never lost. The
-			// registration ends first: giveBack waits for the shutdown,
-			// which waits for it.
-			c.end()
-			return c.giveBack()
+			// make those come back twice: at least once, never lost.
+			return false
 		}
 	}
-	if began {
-		c.end()
-	}
-	return rmqconsumer.ConsumeSuccess, nil
+	return true
 }
 
 // giveBack leaves a batch unacknowledged: the client drops results after
@@ -199,6 +212,7 @@ func (c *Consumer) handleBatch(parent context.Context, items []*item) {
 		for _, it := range items {
 			if it.v == unsettled {
 				it.v = retry
+				c.stats.retries.Add(1)
 			}
 		}
 	}()
@@ -415,13 +429,23 @@ func (c *Consumer) each(items []*item, fn func(*item)) {
 // own bound.
 //
 // A panic in it outside the handler (see [Consumer.handleBatch]) leaves
-// the verdict it returned, or a retry if it had none.
+// the verdict it returned, or a retry if it had none; but once the
+// handler succeeded the message is settled (its effect applied) and
+// acknowledged, as when its completion fails: a retry would find its key
+// neither done nor released, and run the handler again after the lease.
 func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, it *item) (v verdict) {
+	succeeded := false
 	defer func() {
 		if p := recover(); p != nil {
 			c.panicked(bctx, it.m, p)
-			if v == unsettled {
+			switch {
+			case v != unsettled:
+			case succeeded:
+				v = ack
+				c.stats.handled.Add(1)
+			default:
 				v = retry
+				c.stats.retries.Add(1)
 			}
 		}
 	}()
@@ -466,17 +490,20 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 	if err != nil {
 		return c.failed(hctx, bctx, claim, m, err)
 	}
+	succeeded = true
 	if claim != nil {
 		c.complete(bctx, hctx, it)
 	}
-	c.stats.handled.Add(1)
 	c.event(hctx, observe.Handled, m, "", nil)
+	// Counted last: after a panic above, the recover counts it.
+	c.stats.handled.Add(1)
 	return ack
 }
 
-// panicked logs a panic outside a handler, met while settling m.
+// panicked logs a panic outside a handler, met while settling m. The
+// retries it causes are counted where they are made: a message it reached
+// settled is not one.
 func (c *Consumer) panicked(ctx context.Context, m *Message, v any) {
-	c.stats.retries.Add(1)
 	c.cfg.logger.LogAttrs(ctx, slog.LevelError, "panic outside the handler (hook, key func, parker or store); unsettled messages are retried",
 		slog.String("group", c.group), slog.String("msg_id", m.MsgID), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
 }

@@ -354,10 +354,24 @@ func (c *Consumer) storeError(ctx context.Context, m *Message, op string, err er
 }
 
 // park records m for manual handling and acknowledges it; if recording
-// fails the message is retried instead.
-// park parks m, and reports it with ev's span (the handler's, when there
-// was one).
-func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.Claim, attempts int, cause error, kind Cause) verdict {
+// fails the message is retried instead. It reports m with ev's span (the
+// handler's, when there was one).
+//
+// Once the parker recorded m, m is settled: a panic after that (the Event
+// hook, the guard's store forgetting the key) is logged and m stays
+// parked and acknowledged. Made a retry, it would run again, and its dead
+// letter, replayed later, once more.
+func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.Claim, attempts int, cause error, kind Cause) (v verdict) {
+	parked := false
+	defer func() {
+		if !parked {
+			return // a panic before goes on: m is not settled
+		}
+		if p := recover(); p != nil {
+			c.panicked(ctx, m, p)
+			v = ack
+		}
+	}()
 	text := cause.Error()
 	var pe *PanicError
 	if errors.As(cause, &pe) {
@@ -374,6 +388,7 @@ func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.
 		}
 		return c.storeError(ctx, m, "park", err)
 	}
+	parked = true
 	if claim != nil {
 		// Forget the key, so a replay of the parked message runs.
 		if ferr := claim.Forget(ctx); ferr != nil {
@@ -387,7 +402,8 @@ func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.
 			slog.String("topic", m.Topic), slog.String("msg_id", m.MsgID), slog.Any("keys", m.Keys),
 			slog.Int("attempt", attempts), slog.String("cause", string(kind)), slog.Any("error", cause))
 		if c.cfg.alert != nil {
-			c.cfg.alert(ctx, dl)
+			// Parked: a panic in the alert must not make it a retry too.
+			alertSafely(ctx, c.cfg.logger, "alert", func() { c.cfg.alert(ctx, dl) })
 		}
 	}
 	return ack

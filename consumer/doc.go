@@ -27,10 +27,14 @@
 //   - a panic outside the handler (a hook, the key func, the parker, a
 //     guard store: the program's bug) is logged at Error with its stack
 //     and retries every message it left unsettled (it may run again); a
-//     message it reached settled keeps its verdict, and a store that
-//     panics in a combined round trip fails that round trip's keys only.
-//     Without this the client would swallow the panic and hold the
-//     message until its 15-minute consume timeout.
+//     message it reached settled keeps its verdict (handled once its
+//     handler returned nil, parked once the parker recorded it), and a
+//     guard store that panics completing keys fails those completions
+//     only, as one that fails does (in a combined round trip, that round
+//     trip's keys). Without this the client would swallow the panic and
+//     hold the message until its 15-minute consume timeout. A panic in an
+//     alert ([WithTroubleAlert], [WithAlert]) is logged at Error and
+//     changes nothing: an alert reports what already happened.
 //
 // With [WithGuard] each business key ([WithKeyFunc], default the message
 // keys) runs once per consumer group while the guard retains it:
