@@ -446,6 +446,12 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 			default:
 				v = retry
 				c.stats.retries.Add(1)
+				if claim != nil && claim.Outcome == idempotency.Acquired {
+					// Free the key for the retry now, not after the lease
+					// (an orderly queue would stall that long). The handler
+					// did not succeed: nothing to apply twice.
+					contain(1, func() []error { return []error{claim.Release(bctx)} })
+				}
 			}
 		}
 	}()
@@ -504,7 +510,7 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 // retries it causes are counted where they are made: a message it reached
 // settled is not one.
 func (c *Consumer) panicked(ctx context.Context, m *Message, v any) {
-	c.cfg.logger.LogAttrs(ctx, slog.LevelError, "panic outside the handler (hook, key func, parker or store); unsettled messages are retried",
+	c.cfg.logger.LogAttrs(ctx, slog.LevelError, "panic outside the handler (hook, key func, parker or store); a message it left unsettled is retried",
 		slog.String("group", c.group), slog.String("msg_id", m.MsgID), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
 }
 

@@ -341,8 +341,12 @@ func (c *Consumer) event(ctx context.Context, kind observe.Kind, m *Message, rea
 	if c.cfg.hooks.Event == nil {
 		return
 	}
-	c.cfg.hooks.Event(ctx, observe.Event{Kind: kind, Topic: m.Topic, Group: c.group, Key: strings.Join(m.Keys, " "),
-		MsgID: m.MsgID, Attempt: m.Attempt, Reason: reason, Err: err})
+	// A report: its panic changes nothing (a duplicate stays acknowledged,
+	// a handled message handled).
+	reportSafely(ctx, c.cfg.logger, "event hook", func() {
+		c.cfg.hooks.Event(ctx, observe.Event{Kind: kind, Topic: m.Topic, Group: c.group, Key: strings.Join(m.Keys, " "),
+			MsgID: m.MsgID, Attempt: m.Attempt, Reason: reason, Err: err})
+	})
 }
 
 func (c *Consumer) storeError(ctx context.Context, m *Message, op string, err error) verdict {
@@ -403,7 +407,7 @@ func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.
 			slog.Int("attempt", attempts), slog.String("cause", string(kind)), slog.Any("error", cause))
 		if c.cfg.alert != nil {
 			// Parked: a panic in the alert must not make it a retry too.
-			alertSafely(ctx, c.cfg.logger, "alert", func() { c.cfg.alert(ctx, dl) })
+			reportSafely(ctx, c.cfg.logger, "alert", func() { c.cfg.alert(ctx, dl) })
 		}
 	}
 	return ack

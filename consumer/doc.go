@@ -32,9 +32,11 @@
 //     guard store that panics completing keys fails those completions
 //     only, as one that fails does (in a combined round trip, that round
 //     trip's keys). Without this the client would swallow the panic and
-//     hold the message until its 15-minute consume timeout. A panic in an
-//     alert ([WithTroubleAlert], [WithAlert]) is logged at Error and
-//     changes nothing: an alert reports what already happened.
+//     hold the message until its 15-minute consume timeout. A key a panic
+//     left claimed before its handler ran is released for the retry. A
+//     panic in a report (an alert, [WithTroubleAlert] or [WithAlert], or
+//     the hooks' Event) is logged at Error and changes nothing: a report
+//     tells of what already happened.
 //
 // With [WithGuard] each business key ([WithKeyFunc], default the message
 // keys) runs once per consumer group while the guard retains it:

@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/redis/go-redis/v9"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/observe"
 )
@@ -287,4 +289,60 @@ func (s *flakyPanicStore) ClaimBatch(ctx context.Context, group string, items []
 		panic(errors.New("claim exploded"))
 	}
 	return s.freeStore.ClaimBatch(ctx, group, items, lease)
+}
+
+// A panic before the handler ran (the Handle hook's begin) frees the key
+// it claimed: the retry claims it at once, instead of finding it busy
+// until the lease ends (an orderly queue would stall that long). And an
+// Event hook that panics reporting a duplicate leaves it acknowledged:
+// an event tells of what already happened.
+func TestPanicBeforeTheHandlerFreesTheKeyAndAnEventPanicChangesNothing(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	store, err := idempotency.NewRedisStore(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := idempotency.NewGuard("g", store, idempotency.WithLease(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var begun atomic.Int32
+	var ran atomic.Int32
+	hooks := observe.Hooks{
+		Handle: func(ctx context.Context, m observe.Message) (context.Context, func(error)) {
+			if begun.Add(1) == 1 {
+				panic("tracer not ready")
+			}
+			return ctx, nil
+		},
+		Event: func(_ context.Context, e observe.Event) {
+			if e.Kind == observe.Duplicate {
+				panic("metrics registry closed")
+			}
+		},
+	}
+	c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { ran.Add(1); return nil },
+		WithParker(nopParker{}), WithGuard(g), WithHooks(hooks), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.client, c.started = fakeClient{}, true
+	defer c.Close()
+	deliver := func() verdict {
+		ext := &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: "id"}
+		ext.WithKeys([]string{"order-1"})
+		items := newItems([]*primitive.MessageExt{ext}, "")
+		c.handleBatch(context.Background(), items)
+		return items[0].v
+	}
+	for i, want := range []verdict{retry, ack, ack} {
+		if got := deliver(); got != want {
+			t.Fatalf("delivery %d: verdict %d; want %d (a retry, then handled, then a duplicate)", i+1, got, want)
+		}
+	}
+	if st := c.Stats(); ran.Load() != 1 || st.Handled != 1 || st.Duplicates != 1 || st.Busy != 0 || st.Retries != 1 {
+		t.Fatalf("handler ran %d times, stats %+v; want once, one retry, one duplicate, never busy", ran.Load(), st)
+	}
 }
