@@ -76,10 +76,15 @@ type Result struct {
 	// "broker", "mysql" and "redis" (nil off Linux).
 	BaseCPU map[string]time.Duration `json:"baseline_cpu_ns_per_op,omitempty"`
 	CPU     map[string]time.Duration `json:"subject_cpu_ns_per_op,omitempty"`
-	// FloorCPU, for the guarded consume pairs, is the CPU time per message
-	// of the guard's store calls alone, by process: work the subject
-	// cannot avoid beyond the baseline's.
-	FloorCPU map[string]time.Duration `json:"floor_cpu_ns_per_op,omitempty"`
+	// FloorCPU, for the pairs that measure it, is the CPU time per
+	// operation, by process, of Floor: the work the subject cannot avoid
+	// beyond the baseline's, alone (a guard's store calls) or, when
+	// FloorWhole, done together with the baseline's (a raw consumer
+	// reading each message; the business transaction with the guard's row
+	// written by hand), of which the excess over the baseline counts.
+	FloorCPU   map[string]time.Duration `json:"floor_cpu_ns_per_op,omitempty"`
+	Floor      string                   `json:"floor,omitempty"`
+	FloorWhole bool                     `json:"floor_whole,omitempty"`
 }
 
 // workers is the goroutines each concurrent side of Run uses.

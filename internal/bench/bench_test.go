@@ -96,7 +96,10 @@ func TestPrintCPU(t *testing.T) {
 			CPU: map[string]time.Duration{"this process": 20 * us, "mysql": 35 * us}},
 		{Name: "floored", BaseCPU: map[string]time.Duration{"this process": 10 * us, "mysql": 5 * us},
 			CPU:      map[string]time.Duration{"this process": 20 * us, "mysql": 35 * us},
-			FloorCPU: map[string]time.Duration{"this process": 6 * us, "mysql": 29 * us}},
+			FloorCPU: map[string]time.Duration{"this process": 6 * us, "mysql": 29 * us}, Floor: "store alone"},
+		{Name: "whole", BaseCPU: map[string]time.Duration{"this process": 10 * us, "mysql": 5 * us},
+			CPU:      map[string]time.Duration{"this process": 20 * us, "mysql": 35 * us},
+			FloorCPU: map[string]time.Duration{"this process": 11 * us, "mysql": 9 * us}, Floor: "raw, by hand", FloorWhole: true},
 		{Name: "unmeasured"},
 	}
 	var out bytes.Buffer
@@ -104,8 +107,10 @@ func TestPrintCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Totals 15 and 55: ratio 15/55; limit 15/(15+30) from the servers'
-	// extra work, 15/(15+35) from the store alone.
-	for _, want := range []string{"THIS PROCESS", "MYSQL", "LIMIT", "15.0", "55.0", "0.27", "0.33", "store alone", "35.0", "0.30"} {
+	// extra work, 15/(15+35) from the store alone, 15/20 from the floor
+	// done with the baseline's work (20, of which 5 beyond the baseline).
+	for _, want := range []string{"THIS PROCESS", "MYSQL", "LIMIT", "15.0", "55.0", "0.27", "0.33", "store alone", "35.0", "0.30",
+		"raw, by hand", "20.0", "0.75"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no %q in:\n%s", want, out.String())
 		}
@@ -114,7 +119,7 @@ func TestPrintCPU(t *testing.T) {
 		t.Errorf("a pair or a process without figures is printed:\n%s", out.String())
 	}
 	out.Reset()
-	if err := PrintCPU(&out, results[2:]); err != nil || out.Len() != 0 {
+	if err := PrintCPU(&out, results[3:]); err != nil || out.Len() != 0 {
 		t.Fatalf("nothing measured, yet printed %q (%v)", out.String(), err)
 	}
 }

@@ -110,10 +110,13 @@ type pair struct {
 	workers int
 	// run measures both sides once.
 	run func(ctx context.Context) (base, subject sample, err error)
-	// floor, when set, measures once the work the subject cannot avoid
-	// beyond the baseline's (a guard's store calls alone); only its CPU
-	// times are kept.
-	floor func(ctx context.Context) (sample, error)
+	// floor, when set, measures once per repeat the work the subject
+	// cannot avoid beyond the baseline's (see Result.FloorCPU); only its
+	// CPU times are kept. floorName labels it; floorWhole says it did that
+	// work together with the baseline's.
+	floor      func(ctx context.Context) (sample, error)
+	floorName  string
+	floorWhole bool
 }
 
 // measure runs p cfg.Repeats times and keeps the median of each figure.
@@ -143,6 +146,9 @@ func (e *env) measure(ctx context.Context, p pair) (Result, error) {
 		BaseP50: medianOf(bases, sample.getP50), BaseP99: medianOf(bases, sample.getP99),
 		P50: medianOf(subjects, sample.getP50), P99: medianOf(subjects, sample.getP99),
 		Ratio: median(ratios), Target: p.target}
+	if len(floors) > 0 {
+		r.Floor, r.FloorWhole = p.floorName, p.floorWhole
+	}
 	if len(e.meter.names) > 0 {
 		r.BaseCPU, r.CPU = make(map[string]time.Duration), make(map[string]time.Duration)
 		for i, name := range e.meter.names {

@@ -40,10 +40,13 @@ var cpuProcesses = []string{"this process", "broker", "mysql", "redis"}
 //     machine whose cores are all busy shows;
 //   - LIMIT is the best ratio a layer could reach on this machine: the
 //     baseline's total over itself plus the work the subject cannot
-//     avoid. Where a pair measures that work (a guard's store calls
-//     alone, a third line "store alone"), it is that line's total; else
-//     it is the servers' extra work on the subject side, this process's
-//     own extra counted as nothing.
+//     avoid. Where a pair measures that work (a third line, named for
+//     it), it is that line's total ("store alone": a guard's store calls
+//     alone), or that total's excess over the baseline's (a line that did
+//     the work together with the baseline's: "raw, reading" for the
+//     unguarded consumer, "raw, row by hand" for the transactional
+//     guard); else it is the servers' extra work on the subject side,
+//     this process's own extra counted as nothing.
 //
 // It writes nothing when no CPU time was measured (off Linux).
 func PrintCPU(w io.Writer, results []Result) error {
@@ -88,6 +91,9 @@ func PrintCPU(w io.Writer, results []Result) error {
 		unavoidable := max(0, (subj-r.CPU[own])-(base-r.BaseCPU[own]))
 		if r.FloorCPU != nil {
 			unavoidable = total(r.FloorCPU)
+			if r.FloorWhole {
+				unavoidable = max(0, unavoidable-base)
+			}
 		}
 		line(r.Name, "baseline", r.BaseCPU)
 		fmt.Fprintln(tw, "\t\t")
@@ -98,7 +104,7 @@ func PrintCPU(w io.Writer, results []Result) error {
 			fmt.Fprintln(tw, "-\t-\t")
 		}
 		if r.FloorCPU != nil {
-			line("", "store alone", r.FloorCPU)
+			line("", r.Floor, r.FloorCPU)
 			fmt.Fprintln(tw, "\t\t")
 		}
 	}
