@@ -28,6 +28,10 @@ type item struct {
 	claimErr error
 	v        verdict
 	done     completion // its claim's completion, once handled
+	// Set while the completion is recorded in the background: the
+	// handler's ctx and its hooks' end, for settle.
+	hctx context.Context
+	end  func(error)
 }
 
 // newItems returns the items of msgs, their messages taken out of
@@ -49,20 +53,20 @@ func newItems(msgs []*primitive.MessageExt, ns string) []*item {
 type completion struct {
 	claim *idempotency.Claim
 	err   error
+	wave  *sync.WaitGroup // Done once err is set
 }
 
 // maxCompletions bounds the claims one completion round trip records.
 const maxCompletions = 64
 
-// completeClaims records a combined group of completions in one round
-// trip; each gets its own result.
+// completeClaims records a group of completions in one round trip; each
+// gets its own result.
 func (c *Consumer) completeClaims(ctx context.Context, batch []*completion) {
 	claims := make([]*idempotency.Claim, len(batch))
 	for i, b := range batch {
 		claims[i] = b.claim
 	}
-	// The leader's ctx must not fail the others' completions.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeeping)
+	ctx, cancel := context.WithTimeout(ctx, bookkeeping)
 	defer cancel()
 	errs := contain(len(claims), func() []error { return c.cfg.guard.CompleteBatch(ctx, claims) })
 	for i, err := range errs {
@@ -70,22 +74,22 @@ func (c *Consumer) completeClaims(ctx context.Context, batch []*completion) {
 	}
 }
 
-// complete records m's effect as done right after its handler succeeded,
-// not after its batch's slowest handler: the claim's lease keeps running,
-// and a key whose lease ends before it is recorded may run again. Its
+// complete records it's effect as done with a store without batch calls
+// (one round trip per claim either way), right after its handler
+// succeeded; with batch calls the completer does (see handle). Its
 // events carry ev's span (the handler's); its store calls are bound by
 // bctx.
 func (c *Consumer) complete(bctx, ev context.Context, it *item) {
 	req := &it.done
 	req.claim = it.claim
-	if !c.cfg.guard.Batched() {
-		// One round trip per claim either way: combined, the completions
-		// would only run one after another. A store that panics fails the
-		// completion, as in a combined round trip.
-		req.err = contain(1, func() []error { return []error{it.claim.Complete(bctx)} })[0]
-	} else if !c.completions.Do(bctx, req) {
-		req.err = bctx.Err()
-	}
+	// A store that panics fails the completion, as in a batch.
+	req.err = contain(1, func() []error { return []error{it.claim.Complete(bctx)} })[0]
+	c.completed(bctx, ev, it)
+}
+
+// completed reports what recording it's completion came to.
+func (c *Consumer) completed(bctx, ev context.Context, it *item) {
+	req := &it.done
 	lost := errors.Is(req.err, idempotency.ErrLostClaim)
 	if !lost {
 		// A lost claim is another delivery's now, not a failing store.
@@ -344,7 +348,37 @@ func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 		run, cancel = context.WithDeadline(run, deadline)
 		defer cancel()
 	}
+	// The completions the handlers hand to the completer: each recorded
+	// right after its handler succeeded, not after the wave's slowest
+	// handler (the claim's lease keeps running, and a key whose lease ends
+	// before it is recorded may run again); the wave waits for them all,
+	// also when a panic cuts it short (the completer writes to the items).
+	var pending sync.WaitGroup
+	defer pending.Wait()
+	for _, it := range wave {
+		it.done.wave = &pending
+	}
 	c.each(wave, func(it *item) { it.v = c.handle(run, bctx, it.claim, it) })
+	pending.Wait()
+	for _, it := range wave {
+		if it.end != nil {
+			c.settle(bctx, it)
+		}
+	}
+}
+
+// settle finishes a handled message whose completion the completer
+// recorded: what the completion came to, the Handled event, and the
+// hooks' end (its events land in the handler's span).
+func (c *Consumer) settle(bctx context.Context, it *item) {
+	end := it.end
+	it.end = nil
+	defer end(nil)
+	// The store calls are done: a bound used up by a slow handler does not
+	// matter here.
+	c.completed(bctx, it.hctx, it)
+	c.event(it.hctx, observe.Handled, it.m, "", nil)
+	c.stats.handled.Add(1)
 }
 
 // contain runs a combined store call, which must not panic: a panic in it
@@ -489,6 +523,14 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 		var cancel context.CancelFunc
 		bctx, cancel = renewed(bctx, now)
 		defer cancel()
+	}
+	if err == nil && claim != nil && c.cfg.guard.Batched() {
+		// Settled by the wave once recorded (settle), hooks' end included.
+		succeeded = true
+		it.hctx, it.end, it.done.claim = hctx, end, claim
+		it.done.wave.Add(1)
+		c.completer.submit(&it.done)
+		return ack
 	}
 	// The hooks' Handle ends once the message is settled, so its events
 	// land in it.

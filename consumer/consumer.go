@@ -85,9 +85,9 @@ type Consumer struct {
 	stopping  chan struct{} // closed when Close begins
 	shutdown  chan struct{} // closed once the client is shut down
 	trouble   *trouble
-	// completions combines the guard completions of handlers that finish
-	// at the same moment.
-	completions *combine.Batcher[*completion]
+	// completer records the guard completions of handlers that finish
+	// at the same moment in one round trip, in the background.
+	completer *completer
 	// claims combines the guard claims of batches that claim at the same
 	// moment.
 	claims *combine.Batcher[*claimRequest]
@@ -145,7 +145,7 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 		shutdown: make(chan struct{}), retrier: newRetrySender(group, cfg.credentials),
 		trouble: &trouble{group: group, logger: cfg.logger, alert: cfg.troubleAlert}}
 	c.run, c.cancelRun = context.WithCancel(context.Background())
-	c.completions = combine.New(maxCompletions, c.completeClaims)
+	c.completer = newCompleter(c.completeClaims)
 	c.claims = combine.New(maxClaimWaves, c.claimWaves)
 	c.workers = newWorkers(c.stopping)
 	return c, nil
@@ -241,6 +241,7 @@ func (c *Consumer) Close() error {
 		close(c.stopping)
 		if !started {
 			c.cancelRun()
+			c.completer.close()
 			close(c.shutdown)
 			return
 		}
@@ -261,6 +262,7 @@ func (c *Consumer) Close() error {
 		// Handlers are done and Close began before: no batch hands a
 		// worker anything more, and idle workers exit.
 		c.workers.wait()
+		c.completer.close() // every wave waited for its completions
 		var errs []error
 		if err := c.client.Shutdown(); err != nil {
 			errs = append(errs, fmt.Errorf("consumer: shutdown: %w", err))
