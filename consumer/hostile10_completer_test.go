@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/observe"
@@ -183,4 +184,70 @@ func TestCompleterSubmitAfterClose(t *testing.T) {
 		t.Fatal("a completer that never started has a finished goroutine")
 	default:
 	}
+}
+
+// The orderly consumer hands its completions to the completer too: a
+// message is acknowledged (ConsumeSuccess) only once its key is done,
+// even when the store's reply is lost and the hooks' end panics; the
+// hooks' end runs once, the redelivery is a duplicate, and Close stops
+// the completer.
+func TestOrderlyCompletionThroughTheCompleter(t *testing.T) {
+	ss := newStrictStore()
+	store := &replyLostStore{strictBatchStore{ss}}
+	g, err := idempotency.NewGuard("g", store, idempotency.WithLease(10*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ends, runs atomic.Int32
+	hooks := observe.Hooks{Handle: func(ctx context.Context, m observe.Message) (context.Context, func(error)) {
+		return ctx, func(error) {
+			ends.Add(1)
+			panic("span exporter closed")
+		}
+	}}
+	c, err := NewOrderly([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { runs.Add(1); return nil },
+		ParkMessage, WithParker(nopParker{}), WithGuard(g), WithHooks(hooks), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.client, c.started = fakeClient{}, true
+	for i := range 3 {
+		m := &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: fmt.Sprint("id", i)}
+		m.WithKeys([]string{"order-1"})
+		// The strict store refuses a claim now and then: the queue is
+		// suspended and the message comes again.
+		res, err := c.consumeOrderly(context.Background(), m)
+		for try := 0; res == rmqconsumer.SuspendCurrentQueueAMoment && try < 50; try++ {
+			res, err = c.consumeOrderly(context.Background(), m)
+		}
+		if err != nil || res != rmqconsumer.ConsumeSuccess {
+			t.Fatalf("delivery %d: %v, %v; want ConsumeSuccess", i, res, err)
+		}
+		if !ss.isDone("order-1") {
+			t.Fatalf("delivery %d acknowledged before its key was done", i)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-c.completer.done
+	if st := c.Stats(); runs.Load() != 1 || ends.Load() != 1 || st.Handled != 1 || st.Duplicates != 2 || st.StoreErrors != 1+ss.claimErrs.Load() {
+		t.Errorf("ran %d, hooks ended %d, stats %+v; want one run ended once, handled (a store error), then two duplicates",
+			runs.Load(), ends.Load(), st)
+	}
+}
+
+// replyLostStore records every completion and answers each with an error.
+type replyLostStore struct{ strictBatchStore }
+
+func (s *replyLostStore) CompleteBatch(ctx context.Context, group string, items []idempotency.KeyToken, retain time.Duration) []error {
+	errs := s.strictBatchStore.CompleteBatch(ctx, group, items, retain)
+	for i := range errs {
+		errs[i] = errReplyLost
+	}
+	return errs
+}
+
+func (s *replyLostStore) Complete(ctx context.Context, group, key, token string, retain time.Duration) error {
+	return s.CompleteBatch(ctx, group, []idempotency.KeyToken{{Key: key, Token: token}}, retain)[0]
 }
