@@ -360,9 +360,15 @@ func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 	}
 	c.each(wave, func(it *item) { it.v = c.handle(run, bctx, it.claim, it) })
 	pending.Wait()
+	// The store calls are done, but what settle reports with the bound
+	// (the logger, the trouble alert) must not find it used up by the
+	// wave's slowest handler: renewed, as a handler completing its own
+	// message renews it.
+	sctx, cancel := renewed(bctx, time.Now())
+	defer cancel()
 	for _, it := range wave {
 		if it.end != nil {
-			c.settle(bctx, it)
+			c.settle(sctx, it)
 		}
 	}
 }
@@ -389,8 +395,6 @@ func (c *Consumer) settle(bctx context.Context, it *item) {
 		}
 	}()
 	defer end(nil)
-	// The store calls are done: a bound used up by a slow handler does not
-	// matter here.
 	c.completed(bctx, it.hctx, it)
 	c.event(it.hctx, observe.Handled, it.m, "", nil)
 	c.stats.handled.Add(1)
