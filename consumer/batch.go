@@ -360,9 +360,15 @@ func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 	}
 	c.each(wave, func(it *item) { it.v = c.handle(run, bctx, it.claim, it) })
 	pending.Wait()
+	// The store calls are done, but what settle reports with the bound
+	// (the logger, the trouble alert) must not find it used up by the
+	// wave's slowest handler: renewed, as a handler completing its own
+	// message renews it.
+	sctx, cancel := renewed(bctx, time.Now())
+	defer cancel()
 	for _, it := range wave {
 		if it.end != nil {
-			c.settle(bctx, it)
+			c.settle(sctx, it)
 		}
 	}
 }
@@ -370,15 +376,29 @@ func (c *Consumer) guardedWave(run, bctx context.Context, wave []*item) {
 // settle finishes a handled message whose completion the completer
 // recorded: what the completion came to, the Handled event, and the
 // hooks' end (its events land in the handler's span).
+//
+// A panic in it (the hooks' end, the logger) is contained here, as handle
+// contains it for a message completed in its handler: the message is
+// handled and acknowledged either way, and the wave's other messages
+// must still be settled (their hooks' end called, a failed completion
+// reported).
 func (c *Consumer) settle(bctx context.Context, it *item) {
 	end := it.end
 	it.end = nil
+	counted := false
+	defer func() {
+		if p := recover(); p != nil {
+			c.panicked(bctx, it.m, p)
+			if !counted {
+				c.stats.handled.Add(1)
+			}
+		}
+	}()
 	defer end(nil)
-	// The store calls are done: a bound used up by a slow handler does not
-	// matter here.
 	c.completed(bctx, it.hctx, it)
 	c.event(it.hctx, observe.Handled, it.m, "", nil)
 	c.stats.handled.Add(1)
+	counted = true
 }
 
 // contain runs a combined store call, which must not panic: a panic in it
