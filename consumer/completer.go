@@ -58,6 +58,10 @@ func (q *completer) run() {
 		select {
 		case <-q.wake:
 		case <-q.stop:
+			// Nothing is queued when Close stops it (every wave waited for
+			// its own); should anything be, it is recorded, not dropped.
+			for q.flushNext() {
+			}
 			return
 		}
 		for q.flushNext() {
