@@ -13,6 +13,7 @@ import (
 	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/observe"
 )
 
@@ -45,10 +46,10 @@ func clientCall(listener func(context.Context, ...*primitive.MessageExt) (rmqcon
 func TestTroubleAlertPanicInRetryStoreLeavesCloseWorking(t *testing.T) {
 	alerted := make(chan struct{})
 	var alerts atomic.Int32
-	var buf lockedBuffer
+	var buf testenv.Logs
 	c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { return errors.New("fails") },
 		WithParker(nopParker{}), WithShutdownTimeout(100*time.Millisecond),
-		WithLogger(slog.New(slog.NewTextHandler(&buf, nil))),
+		WithLogger(buf.Logger()),
 		WithTroubleAlert(func(context.Context, Trouble) {
 			if alerts.Add(1) == 1 {
 				close(alerted)
@@ -103,11 +104,11 @@ func TestAlertPanicKeepsAParkedMessageParked(t *testing.T) {
 	for _, size := range []int{1, 3} {
 		var ran atomic.Int32
 		parker := &countingParker{}
-		var buf lockedBuffer
+		var buf testenv.Logs
 		c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error {
 			ran.Add(1)
 			return Permanent(errors.New("never works"))
-		}, WithParker(parker), WithBatchSize(size), WithLogger(slog.New(slog.NewTextHandler(&buf, nil))),
+		}, WithParker(parker), WithBatchSize(size), WithLogger(buf.Logger()),
 			WithAlert(func(context.Context, *DeadLetter) { panic("alert exploded") }))
 		if err != nil {
 			t.Fatal(err)
@@ -203,8 +204,8 @@ func TestEventHookPanicKeepsAParkedMessageParked(t *testing.T) {
 		for _, size := range []int{1, 3} {
 			var ran atomic.Int32
 			parker := &countingParker{}
-			var buf lockedBuffer
-			opts := []Option{WithParker(parker), WithBatchSize(size), WithLogger(slog.New(slog.NewTextHandler(&buf, nil))),
+			var buf testenv.Logs
+			opts := []Option{WithParker(parker), WithBatchSize(size), WithLogger(buf.Logger()),
 				WithHooks(observe.Hooks{Event: func(_ context.Context, e observe.Event) {
 					if e.Kind == observe.Parked {
 						panic("parked event exploded")

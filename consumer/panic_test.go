@@ -1,7 +1,6 @@
 package consumer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,26 +15,9 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/redis/go-redis/v9"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/observe"
 )
-
-// lockedBuffer collects log output from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // panicky runs batches of size messages (keys k0, k1, ...) through a
 // consumer built with opts, straight into handleBatch as the client's
@@ -51,9 +33,8 @@ func panicky(t *testing.T, size int, opts ...Option) (verdicts map[string]verdic
 		mu.Unlock()
 		return nil
 	}
-	var buf lockedBuffer
-	opts = append([]Option{WithParker(nopParker{}), WithBatchSize(size),
-		WithLogger(slog.New(slog.NewTextHandler(&buf, nil)))}, opts...)
+	var buf testenv.Logs
+	opts = append([]Option{WithParker(nopParker{}), WithBatchSize(size), WithLogger(buf.Logger())}, opts...)
 	c, err := New([]string{"127.0.0.1:1"}, "g", "T", h, opts...)
 	if err != nil {
 		t.Fatal(err)

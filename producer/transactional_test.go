@@ -1,7 +1,6 @@
 package producer_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -159,7 +158,7 @@ func TestTransactionalSignsRequests(t *testing.T) {
 	env.RequireEmbedded(t)
 	topic := testenv.Name(t, "T")
 	env.CreateTopic(t, topic, 2)
-	var transcript lockedBuffer
+	var transcript testenv.Logs
 	proxy, err := record.Start(ctxT(t), env.Namesrv, &transcript)
 	if err != nil {
 		t.Fatal(err)
@@ -179,23 +178,6 @@ func TestTransactionalSignsRequests(t *testing.T) {
 	if !strings.Contains(out, "tx-access-key") || !strings.Contains(out, "Signature") || strings.Contains(out, "tx-secret") {
 		t.Fatal("the transactional send was not signed with the access key (or leaked the secret)")
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // gatedChecker blocks every check until release is closed, after saying

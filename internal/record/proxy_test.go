@@ -1,11 +1,9 @@
 package record_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,24 +16,6 @@ import (
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 	"go.uber.org/goleak"
 )
-
-// syncBuffer is a bytes.Buffer the test can read while the proxy writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type line struct {
 	Meta      map[string]string `json:"meta"`
@@ -81,7 +61,7 @@ func TestProxyRecordsClientExchanges(t *testing.T) {
 	if err := b.CreateTopic(topic, 1); err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out testenv.Logs
 	ctx := context.Background()
 	p, err := record.Start(ctx, b.NamesrvAddr(), &out, record.WithMeta("scenario", "unit"))
 	if err != nil {
@@ -207,7 +187,7 @@ func TestProxyRecordsClientExchanges(t *testing.T) {
 func TestProxyCloseEndsConnections(t *testing.T) {
 	b := rmqtest.Run(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	var out syncBuffer
+	var out testenv.Logs
 	p, err := record.Start(context.Background(), b.NamesrvAddr(), &out)
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +226,7 @@ func TestProxyCloseEndsConnections(t *testing.T) {
 func TestProxyStopsWithContext(t *testing.T) {
 	b := rmqtest.Run(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := record.Start(ctx, b.NamesrvAddr(), &syncBuffer{})
+	p, err := record.Start(ctx, b.NamesrvAddr(), &testenv.Logs{})
 	if err != nil {
 		t.Fatal(err)
 	}
