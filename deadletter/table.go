@@ -129,7 +129,7 @@ func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error)
 	keys := strings.Join(dl.Keys, " ")
 	st := sqldb.NewStatement(600 + 2*(len(keys)+len(dl.Tag)+len(dl.ShardingKey)+len(props)+len(body)+len(dl.LastError))).
 		SQL("INSERT INTO " + d.quoted + " (consumer_group, topic, msg_id, biz_keys, tags, sharding_key, sharding_hash," +
-			" properties, body, attempts, last_error, cause, status, reason, replay_of, created_at, updated_at) VALUES (").
+			" properties, `body`, attempts, last_error, cause, status, reason, replay_of, created_at, updated_at) VALUES (").
 		String(dl.Group).SQL(", ").String(dl.Topic).SQL(", ").String(dl.MsgID).SQL(", ").String(keys).SQL(", ").
 		String(dl.Tag).SQL(", ").String(dl.ShardingKey).SQL(", ").Bytes(sqldb.Hash(dl.ShardingKey)).SQL(", ").
 		Bytes(props).SQL(", ").Bytes(body).SQL(", ").Int(int64(dl.Attempts)).SQL(", ").Text(dl.LastError).SQL(", ").
@@ -172,7 +172,7 @@ func (d *Table) HasParked(ctx context.Context, group, shardingKey string, before
 // deadLetterColumns are named, never *, so that a migration adding a
 // column does not break a running older version; times are read as text
 // (see sqldb).
-const deadLetterColumns = "id, consumer_group, topic, msg_id, biz_keys, tags, sharding_key, properties, body," +
+const deadLetterColumns = "id, consumer_group, topic, msg_id, biz_keys, tags, sharding_key, properties, `body`," +
 	" attempts, CAST(last_error AS BINARY) AS last_error, cause, status, CAST(reason AS BINARY) AS reason, replay_of," +
 	" CAST(created_at AS CHAR) AS created_at," +
 	" CAST(updated_at AS CHAR) AS updated_at"

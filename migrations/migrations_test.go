@@ -106,3 +106,25 @@ func TestUpgradeKeepsRowsAndSeparatesNamesByCase(t *testing.T) {
 		t.Fatalf("topic orderevents matches OrderEvents: %d %v", n, err)
 	}
 }
+
+// TestUpDownUnderEveryDSNVariant rolls the schema all the way down and up
+// again through every configuration a deploy step may connect with, the
+// sql_modes among them (ANSI; ORACLE on MariaDB, where body is a reserved
+// word).
+func TestUpDownUnderEveryDSNVariant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testenv.MySQL(t)
+	for _, v := range testenv.MySQLVariants(t, db) {
+		p, err := migrations.NewProvider(v.DB.DB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.DownTo(ctx, 0); err != nil {
+			t.Fatalf("%s: down: %v", v.Name, err)
+		}
+		if err := migrations.Up(ctx, v.DB.DB); err != nil {
+			t.Fatalf("%s: up: %v", v.Name, err)
+		}
+	}
+}

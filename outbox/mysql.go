@@ -20,8 +20,9 @@ type queries struct {
 }
 
 // columns reads times as text (see sqldb): a DATETIME the driver parses in
-// a loc with DST would shift inside the zone's gap hour.
-const columns = "id, topic, biz_key, tag, sharding_key, properties, body, delay_ms, status, attempts," +
+// a loc with DST would shift inside the zone's gap hour. body is quoted
+// wherever a statement names it: a reserved word under sql_mode=ORACLE.
+const columns = "id, topic, biz_key, tag, sharding_key, properties, `body`, delay_ms, status, attempts," +
 	" CAST(next_attempt_at AS CHAR) AS next_attempt_at, last_error, msg_id, CAST(created_at AS CHAR) AS created_at," +
 	" CAST(updated_at AS CHAR) AS updated_at, CAST(sent_at AS CHAR) AS sent_at"
 
@@ -35,7 +36,7 @@ func newQueries(table string) queries {
 		// The statements below that end in "(" or "IN (" are completed
 		// with literal values (literal.go).
 		lockKey: "INSERT INTO " + order + " (sharding_hash) VALUES (",
-		insert: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
+		insert: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, `body`, delay_ms," +
 			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at) VALUES (",
 		// Followed by the key's condition (appendKey).
 		confirm: "UPDATE " + t + " SET status = 2, updated_at = UTC_TIMESTAMP(6)",
@@ -70,10 +71,10 @@ func newQueries(table string) queries {
 		purge:  "DELETE FROM " + t + " WHERE status = ? AND updated_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND LIMIT ?",
 		pending: "SELECT COUNT(*), COALESCE(TIMESTAMPDIFF(MICROSECOND, MIN(created_at), UTC_TIMESTAMP(6)), 0) FROM " + t +
 			" WHERE status = 0",
-		insertSent: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
+		insertSent: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, `body`, delay_ms," +
 			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at, sent_at)" +
 			" VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 1, 1, UTC_TIMESTAMP(6), '', '', ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
-		insertAborted: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms," +
+		insertAborted: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, `body`, delay_ms," +
 			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)" +
 			" VALUES (?, ?, ?, '', '', ?, '{}', '', 0, 4, 0, UTC_TIMESTAMP(6), '', 'rolled back by a transaction check-back', '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
 		statusOf: "SELECT status, msg_id FROM " + t + " WHERE topic = ? AND key_hash = ? AND biz_key = ?",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -160,6 +161,7 @@ var (
 			c.Params = map[string]string{"time_zone": "'+08:00'"}
 		}},
 		{"clientFoundRows", func(c *mysql.Config) { c.ClientFoundRows = true }},
+		{"sql_mode ANSI", func(c *mysql.Config) { c.Params = map[string]string{"sql_mode": "'ANSI'"} }},
 		{"parseTime off", func(c *mysql.Config) { c.ParseTime = false }},
 		{"interpolateParams", func(c *mysql.Config) { c.InterpolateParams = true }},
 		// A client character set in which a backslash can end a multibyte
@@ -177,12 +179,22 @@ var (
 // application may run with, each a test case for code that must hold
 // under all of them: sessions ahead of and behind UTC, a loc other than
 // UTC, clientFoundRows, parseTime off, interpolateParams (also with the
-// gbk character set). The handles are
-// closed when the test ends.
+// gbk character set), and sql_modes that change what a statement means:
+// ANSI (double quotes name columns, || concatenates) and, on MariaDB,
+// ORACLE (more reserved words). The handles are closed when the test
+// ends.
 func MySQLVariants(t testing.TB, db *sqlx.DB) []Variant {
 	t.Helper()
-	out := make([]Variant, 0, len(variants))
-	for _, v := range variants {
+	vs := variants
+	var version string
+	if err := db.Get(&version, "SELECT VERSION()"); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if strings.Contains(version, "MariaDB") {
+		vs = append(slices.Clip(vs), variant{"sql_mode ORACLE", func(c *mysql.Config) { c.Params = map[string]string{"sql_mode": "'ORACLE'"} }})
+	}
+	out := make([]Variant, 0, len(vs))
+	for _, v := range vs {
 		out = append(out, Variant{Name: v.name, DB: openVariant(t, db, v)})
 	}
 	return out

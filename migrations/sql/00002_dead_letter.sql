@@ -12,7 +12,7 @@ CREATE TABLE mq_dead_letter (
     sharding_key   BLOB         NOT NULL,
     sharding_hash  BINARY(32)   NOT NULL COMMENT 'SHA-256 of sharding_key',
     properties     MEDIUMBLOB   NOT NULL COMMENT 'JSON object of the user properties',
-    body           MEDIUMBLOB   NOT NULL,
+    `body`         MEDIUMBLOB   NOT NULL,
     attempts       INT          NOT NULL,
     last_error     TEXT         NOT NULL,
     cause          VARCHAR(16) CHARACTER SET ascii NOT NULL COMMENT 'retries, permanent, dlq, key-parked',

@@ -10,7 +10,7 @@ CREATE TABLE mq_log (
     sharding_key    BLOB         NOT NULL COMMENT 'empty: unordered',
     sharding_hash   BINARY(32)   NOT NULL COMMENT 'SHA-256 of sharding_key',
     properties      MEDIUMBLOB   NOT NULL COMMENT 'JSON object',
-    body            MEDIUMBLOB   NOT NULL,
+    `body`          MEDIUMBLOB   NOT NULL,
     delay_ms        BIGINT       NOT NULL,
     status          TINYINT      NOT NULL COMMENT '0 pending, 1 sent, 2 confirmed, 3 dead, 4 aborted (transactional message rolled back)',
     attempts        INT          NOT NULL,
