@@ -74,8 +74,8 @@ func (c *Consumer) completeClaims(ctx context.Context, batch []*completion) {
 	}
 }
 
-// complete records it's effect as done with a store without batch calls
-// (one round trip per claim either way), right after its handler
+// complete records the effect of it as done with a store without batch
+// calls (one round trip per claim either way), right after its handler
 // succeeded; with batch calls the completer does (see handle). Its
 // events carry ev's span (the handler's); its store calls are bound by
 // bctx.
@@ -87,7 +87,7 @@ func (c *Consumer) complete(bctx, ev context.Context, it *item) {
 	c.completed(bctx, ev, it)
 }
 
-// completed reports what recording it's completion came to.
+// completed reports what recording the completion of it came to.
 func (c *Consumer) completed(bctx, ev context.Context, it *item) {
 	req := &it.done
 	lost := errors.Is(req.err, idempotency.ErrLostClaim)
@@ -192,8 +192,8 @@ const bookkeeping = 10 * time.Second
 
 // handleBatch runs items through guard, handler and parker and sets each
 // one's verdict. The handlers of a batch run at once, each on its own
-// message; with a guard their keys are claimed in one round trip before
-// and the successes completed in one after. A key that occurs more than
+// message; with a guard their keys are claimed in one round trip before,
+// and each success is handed to the completer as its handler returns. A key that occurs more than
 // once in the batch is claimed again for each later message, after the
 // earlier one is settled (then a duplicate if it was handled).
 //
