@@ -47,9 +47,8 @@ func newItems(msgs []*primitive.MessageExt, ns string) []*item {
 	return items
 }
 
-// completion is one handled message's claim, completed together with
-// those of handlers that finish at the same moment (package combine: no
-// caller waits for more than the batch in flight and its own).
+// completion is one handled message's claim, completed by the completer
+// together with those of handlers that finish at the same moment.
 type completion struct {
 	claim *idempotency.Claim
 	err   error
