@@ -84,6 +84,9 @@ func (q *completer) flushNext() bool {
 	q.spare = nil
 	q.mu.Unlock()
 	batch := taken[:n]
+	// No caller's ctx: a handled message's completion is recorded even
+	// when its handler's ctx or its wave's bound has ended (completeClaims
+	// bounds the round trip itself).
 	q.flush(context.Background(), batch)
 	for _, r := range batch {
 		r.wave.Done() // r belongs to its wave again

@@ -79,7 +79,8 @@ type Consumer struct {
 	closing  bool
 	inflight sync.WaitGroup
 	// run is the parent of the handlers' ctx: cancelled when Close gives
-	// up waiting.
+	// up waiting. A root: the consumer outlives the ctx of any call that
+	// made or started it.
 	run       context.Context
 	cancelRun context.CancelFunc
 	stopping  chan struct{} // closed when Close begins

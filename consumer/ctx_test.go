@@ -2,12 +2,10 @@ package consumer
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
 
-	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 )
 
@@ -37,17 +35,9 @@ func TestHandlerCtxEndsWithItsBatch(t *testing.T) {
 				}
 				opts = append(opts, WithGuard(g))
 			}
-			c, err := New([]string{"127.0.0.1:1"}, "g", "T", h, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.client, c.started = fakeClient{}, true
+			c := fakeStarted(t, h, opts...)
 			defer c.Close()
-			msgs := make([]*primitive.MessageExt, tc.size)
-			for i := range msgs {
-				msgs[i] = &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: fmt.Sprint("id", i)}
-				msgs[i].WithKeys([]string{fmt.Sprint("k", i)})
-			}
+			msgs := keyed(tc.size)
 			items := newItems(msgs, "")
 			c.handleBatch(context.Background(), items)
 			if len(ctxs) != tc.size {

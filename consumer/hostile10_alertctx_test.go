@@ -38,12 +38,8 @@ func TestCompletionAlertAfterASlowWaveGetsALiveContext(t *testing.T) {
 		<-bctx.Done()
 		return nil
 	}
-	c, err := New([]string{"127.0.0.1:1"}, "g", "T", h, WithParker(nopParker{}), WithGuard(g), WithBatchSize(troubleAfter),
+	c := fakeStarted(t, h, WithParker(nopParker{}), WithGuard(g), WithBatchSize(troubleAfter),
 		WithTroubleAlert(alert), WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.client, c.started = fakeClient{}, true
 	defer c.Close()
 	items := newItems(testKeyed(troubleAfter), "")
 	for _, it := range items {

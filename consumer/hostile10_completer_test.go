@@ -85,12 +85,8 @@ func TestCompleterUnderLoadSettlesEachHandledMessageOnce(t *testing.T) {
 		}
 		return nil
 	}
-	c, err := New([]string{"127.0.0.1:1"}, "g", "T", h, WithParker(nopParker{}), WithGuard(g), WithBatchSize(16),
+	c := fakeStarted(t, h, WithParker(nopParker{}), WithGuard(g), WithBatchSize(16),
 		WithHooks(hooks), WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.client, c.started = fakeClient{}, true
 	const keys, copies, clients = 200, 3, 8
 	var queues [clients][]*primitive.MessageExt
 	for k := range keys {

@@ -107,12 +107,8 @@ func TestPanicSettlingOneMessageSettlesTheRestOfTheWave(t *testing.T) {
 					},
 				}
 				var ran atomic.Int32
-				c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { ran.Add(1); return nil },
+				c := fakeStarted(t, func(context.Context, *Message) error { ran.Add(1); return nil },
 					WithParker(nopParker{}), WithBatchSize(size), WithGuard(g), WithHooks(hooks), WithLogger(slog.New(p.logger)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				c.client, c.started = fakeClient{}, true
 				defer c.Close()
 				items := newItems(testKeyed(size), "")
 				c.handleBatch(context.Background(), items)
@@ -143,10 +139,6 @@ func TestPanicSettlingOneMessageSettlesTheRestOfTheWave(t *testing.T) {
 
 // testKeyed returns n messages id0.. with keys k0...
 func testKeyed(n int) []*primitive.MessageExt {
-	msgs := make([]*primitive.MessageExt, n)
-	for i := range msgs {
-		msgs[i] = &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: fmt.Sprint("id", i)}
-		msgs[i].WithKeys([]string{fmt.Sprint("k", i)})
-	}
+	msgs := keyed(n)
 	return msgs
 }

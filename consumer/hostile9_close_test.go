@@ -49,11 +49,7 @@ func TestCloseTimeoutCancelsEveryHandlerAndLeavesNothingRunning(t *testing.T) {
 				}
 				opts = append(opts, WithGuard(g))
 			}
-			c, err := New([]string{"127.0.0.1:1"}, "g", "T", h, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.client, c.started = fakeClient{}, true
+			c := fakeStarted(t, h, opts...)
 			var n atomic.Int64
 			var wg sync.WaitGroup
 			var acked atomic.Int32

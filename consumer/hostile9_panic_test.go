@@ -47,7 +47,7 @@ func TestTroubleAlertPanicInRetryStoreLeavesCloseWorking(t *testing.T) {
 	alerted := make(chan struct{})
 	var alerts atomic.Int32
 	var buf testenv.Logs
-	c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { return errors.New("fails") },
+	c := fakeStarted(t, func(context.Context, *Message) error { return errors.New("fails") },
 		WithParker(nopParker{}), WithShutdownTimeout(100*time.Millisecond),
 		WithLogger(buf.Logger()),
 		WithTroubleAlert(func(context.Context, Trouble) {
@@ -56,10 +56,6 @@ func TestTroubleAlertPanicInRetryStoreLeavesCloseWorking(t *testing.T) {
 			}
 			panic("trouble alert exploded")
 		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.client, c.started = fakeClient{}, true
 	// Nothing listens on port 1: every retry send fails at once.
 	m := &primitive.MessageExt{Message: primitive.Message{Topic: "T", Body: []byte("b")}, MsgId: "id0", StoreHost: "127.0.0.1:1"}
 	m.WithKeys([]string{"k0"})
@@ -105,15 +101,11 @@ func TestAlertPanicKeepsAParkedMessageParked(t *testing.T) {
 		var ran atomic.Int32
 		parker := &countingParker{}
 		var buf testenv.Logs
-		c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error {
+		c := fakeStarted(t, func(context.Context, *Message) error {
 			ran.Add(1)
 			return Permanent(errors.New("never works"))
 		}, WithParker(parker), WithBatchSize(size), WithLogger(buf.Logger()),
 			WithAlert(func(context.Context, *DeadLetter) { panic("alert exploded") }))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.client, c.started = fakeClient{}, true
 		msgs := make([]*primitive.MessageExt, size)
 		for i := range msgs {
 			msgs[i] = &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: "id" + string(rune('0'+i)), StoreHost: "127.0.0.1:1"}
@@ -146,15 +138,11 @@ func TestAlertPanicKeepsAParkedMessageParked(t *testing.T) {
 // stays handled), and one in the key func retries the whole batch.
 func TestPanicCountsARetryPerMessageRetried(t *testing.T) {
 	for _, size := range []int{1, 4} {
-		c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { return nil },
+		c := fakeStarted(t, func(context.Context, *Message) error { return nil },
 			WithParker(nopParker{}), WithBatchSize(size), WithLogger(slog.New(slog.DiscardHandler)),
 			WithHooks(observe.Hooks{Handle: func(ctx context.Context, m observe.Message) (context.Context, func(error)) {
 				return ctx, func(error) { panic("end exploded") }
 			}}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.client, c.started = fakeClient{}, true
 		c.handleBatch(context.Background(), newItems(testMsgs(size), ""))
 		if s := c.Stats(); s.Handled != int64(size) || s.Retries != 0 {
 			t.Errorf("batch of %d, end hook panics: handled %d, retries %d; want %d handled, no retry", size, s.Handled, s.Retries, size)
@@ -218,14 +206,10 @@ func TestEventHookPanicKeepsAParkedMessageParked(t *testing.T) {
 				}
 				opts = append(opts, WithGuard(g))
 			}
-			c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error {
+			c := fakeStarted(t, func(context.Context, *Message) error {
 				ran.Add(1)
 				return Permanent(errors.New("never works"))
 			}, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.client, c.started = fakeClient{}, true
 			select {
 			case r := <-clientCall(c.consumeConcurrently, testMsgs(size)...):
 				if r != rmqconsumer.ConsumeSuccess {

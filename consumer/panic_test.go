@@ -35,17 +35,9 @@ func panicky(t *testing.T, size int, opts ...Option) (verdicts map[string]verdic
 	}
 	var buf testenv.Logs
 	opts = append([]Option{WithParker(nopParker{}), WithBatchSize(size), WithLogger(buf.Logger())}, opts...)
-	c, err := New([]string{"127.0.0.1:1"}, "g", "T", h, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.client, c.started = fakeClient{}, true
+	c := fakeStarted(t, h, opts...)
 	defer c.Close()
-	msgs := make([]*primitive.MessageExt, size)
-	for i := range msgs {
-		msgs[i] = &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: fmt.Sprint("id", i)}
-		msgs[i].WithKeys([]string{fmt.Sprint("k", i)})
-	}
+	msgs := keyed(size)
 	items := newItems(msgs, "")
 	done := make(chan struct{})
 	go func() {
@@ -213,12 +205,8 @@ func TestCombinedRoundTripThatPanicsReleasesEveryCaller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { return nil },
+	c := fakeStarted(t, func(context.Context, *Message) error { return nil },
 		WithParker(nopParker{}), WithBatchSize(4), WithGuard(g), WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.client, c.started = fakeClient{}, true
 	defer c.Close()
 	const batches = 16
 	var wg sync.WaitGroup
@@ -304,12 +292,8 @@ func TestPanicBeforeTheHandlerFreesTheKeyAndAnEventPanicChangesNothing(t *testin
 			}
 		},
 	}
-	c, err := New([]string{"127.0.0.1:1"}, "g", "T", func(context.Context, *Message) error { ran.Add(1); return nil },
+	c := fakeStarted(t, func(context.Context, *Message) error { ran.Add(1); return nil },
 		WithParker(nopParker{}), WithGuard(g), WithHooks(hooks), WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.client, c.started = fakeClient{}, true
 	defer c.Close()
 	deliver := func() verdict {
 		ext := &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: "id"}

@@ -41,12 +41,8 @@ func TestBatchHandlersNeverQueueBehindEachOther(t *testing.T) {
 		}
 		return nil
 	}
-	c, err := New([]string{"127.0.0.1:1"}, "g", "T", h, WithParker(nopParker{}), WithBatchSize(size),
+	c := fakeStarted(t, h, WithParker(nopParker{}), WithBatchSize(size),
 		WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.client, c.started = fakeClient{}, true
 	for round := range 2 {
 		mu.Lock()
 		all = make(chan struct{})

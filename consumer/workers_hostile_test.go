@@ -23,6 +23,29 @@ type fakeClient struct{ rocketmq.PushConsumer }
 
 func (fakeClient) Shutdown() error { return nil }
 
+// fakeStarted returns a concurrent consumer of topic T for group g with h
+// and opts, as if started: a test calls its handleBatch as the client's
+// goroutine would.
+func fakeStarted(t testing.TB, h Handler, opts ...Option) *Consumer {
+	t.Helper()
+	c, err := New([]string{"127.0.0.1:1"}, "g", "T", h, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.client, c.started = fakeClient{}, true
+	return c
+}
+
+// keyed returns n deliveries of topic T: ids id0, id1, ..., keys k0, k1, ...
+func keyed(n int) []*primitive.MessageExt {
+	msgs := make([]*primitive.MessageExt, n)
+	for i := range msgs {
+		msgs[i] = &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: fmt.Sprint("id", i)}
+		msgs[i].WithKeys([]string{fmt.Sprint("k", i)})
+	}
+	return msgs
+}
+
 // TestCloseDuringBatchesLeavesNoWorkerOrHandler guards against
 // the pooled batch workers outliving Close or racing it: many batches
 // (with repeated keys, slow handlers and panicking ones) run on a guarded
@@ -49,12 +72,8 @@ func TestCloseDuringBatchesLeavesNoWorkerOrHandler(t *testing.T) {
 		}
 		return nil
 	}
-	c, err := New([]string{"127.0.0.1:1"}, "g", "T", h, WithParker(nopParker{}), WithGuard(g), WithBatchSize(16),
+	c := fakeStarted(t, h, WithParker(nopParker{}), WithGuard(g), WithBatchSize(16),
 		WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.client, c.started = fakeClient{}, true
 	var n atomic.Int64
 	batch := func() []*primitive.MessageExt {
 		msgs := make([]*primitive.MessageExt, 1+rand.IntN(16))
