@@ -55,8 +55,12 @@ type completion struct {
 	wave  *sync.WaitGroup // Done once err is set
 }
 
-// maxCompletions bounds the claims one completion round trip records.
-const maxCompletions = 64
+// maxCompletions bounds the claims one completion round trip records: as
+// many as one claim round trip carries. Each round trip costs the store a
+// statement and, on MySQL, a commit, which cost it more than many rows do;
+// completions queue only while the round trip before them runs, so a
+// larger bound only lets a busy consumer make fewer.
+const maxCompletions = maxClaimWaves * maxBatchSize
 
 // completeClaims records a group of completions in one round trip; each
 // gets its own result.

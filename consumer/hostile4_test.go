@@ -55,7 +55,7 @@ func (s *singleStore) Release(ctx context.Context, group, key, token string, for
 // saves no round trip; it would only run every batch's claims one after
 // another in one goroutine (up to 16 waves of 32 keys each, under one
 // 10s bound), and likewise the completions of handlers finishing
-// together (up to 64). Batches handed over at once must still claim, and
+// together (up to 512). Batches handed over at once must still claim, and
 // complete, at once.
 func TestBatchClaimsOfAStoreWithoutBatchesStayConcurrent(t *testing.T) {
 	t.Parallel()

@@ -233,7 +233,7 @@ func (e *env) newGuard(guard, group, seq string) (*idempotency.Guard, error) {
 // keys; consumer.maxCompletions completions), on floorWorkers goroutines.
 const (
 	floorClaims      = 16 * consumeBatch
-	floorCompletions = 64
+	floorCompletions = 512
 	floorWorkers     = 4
 )
 
