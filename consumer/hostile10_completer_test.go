@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -246,4 +247,41 @@ func (s *replyLostStore) CompleteBatch(ctx context.Context, group string, items 
 
 func (s *replyLostStore) Complete(ctx context.Context, group, key, token string, retain time.Duration) error {
 	return s.CompleteBatch(ctx, group, []idempotency.KeyToken{{Key: key, Token: token}}, retain)[0]
+}
+
+// Completions queued while a round trip runs are recorded by the next,
+// up to maxCompletions at once, oldest first; the rest by the one after.
+func TestCompleterRecordsWhatQueuedUpToTheBound(t *testing.T) {
+	first := make(chan struct{})
+	release := make(chan struct{})
+	var sizes []int
+	var order []*completion
+	q := newCompleter(func(_ context.Context, batch []*completion) {
+		sizes = append(sizes, len(batch)) // one flush at a time
+		order = append(order, batch...)
+		if len(sizes) == 1 {
+			close(first)
+			<-release
+		}
+	})
+	defer q.close()
+	var wave sync.WaitGroup
+	submitted := make([]*completion, 1+maxCompletions+10)
+	for i := range submitted {
+		submitted[i] = &completion{wave: &wave}
+	}
+	wave.Add(len(submitted))
+	q.submit(submitted[0])
+	<-first
+	for _, r := range submitted[1:] {
+		q.submit(r)
+	}
+	close(release)
+	wave.Wait()
+	if want := []int{1, maxCompletions, 10}; !slices.Equal(sizes, want) {
+		t.Fatalf("round trips of %v completions; want %v", sizes, want)
+	}
+	if !slices.Equal(order, submitted) {
+		t.Fatal("completions recorded out of the order they were submitted in")
+	}
 }
