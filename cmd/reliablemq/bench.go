@@ -16,7 +16,8 @@ const benchUsage = `usage: reliablemq bench [-quick] [-sweep] [-only TEXT] [-ops
 
 Measures each layer's cost as a ratio against the raw client and the
 databases' own limits, side by side in one run, and prints a table with
-each side's p50 and p99 per call and the targets. RocketMQ is rmqtest
+each side's p50 and p99 per call (per message, at a steady 1,000 a
+second, for the consume pairs) and the targets. RocketMQ is rmqtest
 unless RMQ_NAMESRV (and RMQ_BROKER) are set (then one more pair compares
 that broker with rmqtest); MySQL is MYSQL_DSN (default
 root@tcp(127.0.0.1:3306)/, database reliablemq_bench is recreated); Redis

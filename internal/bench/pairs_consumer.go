@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,15 +14,15 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 // consumePair: consumer.New (guarded by "none", "redis" or "mysql")
 // against a raw push consumer, each in its own group, over the same
 // cfg.DrainRows messages loaded beforehand. Rates run from the first
-// message to the last. A push consumer drives delivery from its own pool,
-// so there is no call per message for the harness to time: the pair
-// reports rates only.
+// message to the last. Latencies come from a phase of their own at a
+// fixed load (see consumeLatency).
 //
 // The guarded sides take batches of [consumeBatch] (consumer.WithBatchSize):
 // a guard's round trips per message would cap them, one round trip per
@@ -79,7 +81,118 @@ func (e *env) runConsume(ctx context.Context, guard string) (sample, sample, err
 		}
 		return func() { c.Close() }, nil
 	})
+	if err != nil {
+		return sample{}, sample{}, err
+	}
+	if base.p50, base.p99, err = e.consumeLatency(ctx, func(topic, seq string, handled func(keys string)) (func(), error) {
+		return e.startRawWith(topic, seq, func(_ context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
+			for _, m := range msgs {
+				handled(m.GetKeys())
+			}
+			return rmqconsumer.ConsumeSuccess, nil
+		})
+	}); err != nil {
+		return sample{}, sample{}, err
+	}
+	subject.p50, subject.p99, err = e.consumeLatency(ctx, func(topic, seq string, handled func(keys string)) (func(), error) {
+		group := fmt.Sprint("bench_latency_", guard, "_", seq)
+		opts, err := e.consumerOptions(guard, group, seq)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, consumer.WithHooks(observe.Hooks{Event: func(_ context.Context, ev observe.Event) {
+			if ev.Kind == observe.Handled {
+				handled(ev.Key)
+			}
+		}}))
+		c, err := consumer.New(e.names, group, topic, func(context.Context, *consumer.Message) error { return nil }, opts...)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.Start(); err != nil {
+			return nil, err
+		}
+		return func() { c.Close() }, nil
+	})
 	return base, subject, err
+}
+
+// latencyRate is the load of a consume pair's latency phase, in messages
+// a second: well below every side's rate, so a message waits for no
+// backlog, only for what handling it takes.
+const latencyRate = 1000
+
+// consumeLatency measures one side of a consume pair per message: from
+// just before its send to its handling (the raw listener's call; the
+// wrapper's Handled event, which with a guard comes once the key's
+// completion is recorded), over max(50, cfg.Ops/8) messages sent on a
+// fixed schedule of latencyRate a second to a topic of its own. start
+// starts the side on topic and calls handled with each message's keys.
+// Messages keyed "warm" are sent first, until one is handled, so the
+// clock starts once the side holds its queues.
+func (e *env) consumeLatency(ctx context.Context, start func(topic, seq string, handled func(keys string)) (stop func(), err error)) (p50, p99 time.Duration, err error) {
+	topic, err := e.topic(ctx, "BenchLatency")
+	if err != nil {
+		return 0, 0, err
+	}
+	n := max(50, e.cfg.Ops/8)
+	var lat recorder
+	var got atomic.Int64
+	var warmOnce sync.Once
+	warm, done := make(chan struct{}), make(chan struct{})
+	seq := fmt.Sprint(time.Now().UnixNano(), "_", e.seq.Add(1))
+	stop, err := start(topic, seq, func(keys string) {
+		if keys == "warm" {
+			warmOnce.Do(func() { close(warm) })
+			return
+		}
+		sent, err := strconv.ParseInt(strings.TrimPrefix(keys, "lat-"), 10, 64)
+		if err != nil {
+			return
+		}
+		lat.add(time.Duration(time.Now().UnixNano() - sent))
+		if got.Add(1) == int64(n) {
+			close(done)
+		}
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer stop()
+	send := func(key string) error {
+		_, err := e.prod.Send(ctx, producer.Message{Topic: topic, Body: e.body, Keys: []string{key}})
+		return err
+	}
+	giveUp := time.After(time.Minute)
+	for warming := true; warming; {
+		if err := send("warm"); err != nil {
+			return 0, 0, err
+		}
+		select {
+		case <-warm:
+			warming = false
+		case <-time.After(200 * time.Millisecond):
+		case <-giveUp:
+			return 0, 0, fmt.Errorf("latency: the consumer of %s handled nothing in a minute", topic)
+		}
+	}
+	// On schedule: a send that is late does not push the next one back.
+	begin, every := time.Now(), time.Second/latencyRate
+	for i := range n {
+		if wait := time.Until(begin.Add(time.Duration(i) * every)); wait > 0 {
+			time.Sleep(wait)
+		}
+		if err := send(fmt.Sprint("lat-", time.Now().UnixNano())); err != nil {
+			return 0, 0, err
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		return 0, 0, fmt.Errorf("latency: handled %d of %d", got.Load(), n)
+	}
+	p50, p99 = lat.percentiles()
+	return p50, p99, nil
 }
 
 // load sends n messages to topic in batches of 64.
