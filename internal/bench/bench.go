@@ -1,8 +1,9 @@
 // Package bench measures what each reliability layer costs, as ratios
 // against the raw client and the databases' own limits, each pair measured
-// side by side in one run and repeated, the median ratio reported, with
-// each side's latency (p50, p99) per call, or for a consume pair per
-// message at a steady load. It backs `reliablemq bench`.
+// side by side in one run and repeated (alternating which side goes
+// first), the median ratio reported, with each side's latency (p50, p99)
+// per call, or for a consume pair per message at a steady load. It backs
+// `reliablemq bench`.
 package bench
 
 import (

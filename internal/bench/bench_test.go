@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -279,5 +280,45 @@ func TestConsumeLatencyRunsUntilHandled(t *testing.T) {
 	}
 	if n := calls.Load(); n != 50 {
 		t.Fatalf("%d messages measured, want max(50, 400/8)", n)
+	}
+}
+
+// TestRepeatsAlternateTheSideOrder: the repeats of a pair alternate which
+// side runs first, a floor between them stays between them, and each
+// side's sample lands on its own side whatever the order.
+func TestRepeatsAlternateTheSideOrder(t *testing.T) {
+	e := &env{cfg: Config{Repeats: 3, Progress: io.Discard}, meter: &meter{}}
+	var orders [][]string
+	p := pair{name: "fake", run: func(context.Context) (sample, sample, error) {
+		var order []string
+		b, s, err := e.sides(func() (sample, error) {
+			order = append(order, "base")
+			return sample{rate: 1}, nil
+		}, func() (sample, error) {
+			order = append(order, "subject")
+			return sample{rate: 2}, nil
+		}, func() error {
+			order = append(order, "floor")
+			return nil
+		})
+		orders = append(orders, order)
+		return b, s, err
+	}}
+	r, err := e.measure(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{{"base", "floor", "subject"}, {"subject", "floor", "base"}, {"base", "floor", "subject"}}
+	if !slices.EqualFunc(orders, want, slices.Equal) {
+		t.Fatalf("side orders %v, want %v", orders, want)
+	}
+	if r.BaseRate != 1 || r.Rate != 2 {
+		t.Fatalf("baseline %v, subject %v: want 1 and 2 whatever the order", r.BaseRate, r.Rate)
+	}
+	boom := errors.New("boom")
+	e.subjectFirst = true
+	if _, _, err := e.sides(func() (sample, error) { return sample{}, nil },
+		func() (sample, error) { return sample{}, boom }, nil); !errors.Is(err, boom) {
+		t.Fatalf("err %v, want the subject's", err)
 	}
 }

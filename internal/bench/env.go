@@ -38,6 +38,9 @@ type env struct {
 	seq    atomic.Int64
 	body   []byte
 	meter  *meter
+	// subjectFirst is the side order of the repeat being measured: the
+	// repeats alternate it (see env.sides).
+	subjectFirst bool
 }
 
 // open sets up an env whose pools serve up to maxWorkers goroutines. On

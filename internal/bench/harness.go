@@ -61,14 +61,37 @@ func (e *env) parallel(n, w int, op func() error) (sample, error) {
 	return s, err
 }
 
-// both measures base, then subject, each cfg.Ops times on w goroutines.
+// both measures base and subject, each cfg.Ops times on w goroutines, in
+// the repeat's order (see sides).
 func (e *env) both(w int, base, subject func() error) (sample, sample, error) {
-	b, err := e.parallel(e.cfg.Ops, w, base)
-	if err != nil {
+	return e.sides(func() (sample, error) { return e.parallel(e.cfg.Ops, w, base) },
+		func() (sample, error) { return e.parallel(e.cfg.Ops, w, subject) }, nil)
+}
+
+// sides measures the baseline and the subject one after the other, and
+// between them, when set, what must run between (a floor). Repeats
+// alternate which side goes first: the side that runs second inherits
+// the work the first left to the servers (a database's purge and page
+// flushes, a broker's commit-log flush), so a fixed order would bias every
+// ratio the same way.
+func (e *env) sides(base, subject func() (sample, error), between func() error) (b, s sample, err error) {
+	first, second := &b, &s
+	run1, run2 := base, subject
+	if e.subjectFirst {
+		first, second, run1, run2 = &s, &b, subject, base
+	}
+	if *first, err = run1(); err != nil {
 		return sample{}, sample{}, err
 	}
-	s, err := e.parallel(e.cfg.Ops, w, subject)
-	return b, s, err
+	if between != nil {
+		if err := between(); err != nil {
+			return sample{}, sample{}, err
+		}
+	}
+	if *second, err = run2(); err != nil {
+		return sample{}, sample{}, err
+	}
+	return b, s, nil
 }
 
 // percentiles returns the 50th and 99th percentiles of d (nearest rank),
@@ -124,6 +147,7 @@ func (e *env) measure(ctx context.Context, p pair) (Result, error) {
 	var ratios []float64
 	var bases, subjects, floors []sample
 	for i := range e.cfg.Repeats {
+		e.subjectFirst = i%2 == 1
 		b, s, err := p.run(ctx)
 		if err != nil {
 			return Result{}, err
@@ -135,9 +159,13 @@ func (e *env) measure(ctx context.Context, p pair) (Result, error) {
 			}
 			floors = append(floors, f)
 		}
-		fmt.Fprintf(e.cfg.Progress, "  %-34s run %d: %10.0f vs %10.0f /s  (%.2fx)  p50 %s vs %s  p99 %s vs %s\n",
+		order := "baseline first"
+		if e.subjectFirst {
+			order = "subject first"
+		}
+		fmt.Fprintf(e.cfg.Progress, "  %-34s run %d: %10.0f vs %10.0f /s  (%.2fx)  p50 %s vs %s  p99 %s vs %s  (%s)\n",
 			p.name, i+1, s.rate, b.rate, s.rate/b.rate,
-			formatLatency(s.p50), formatLatency(b.p50), formatLatency(s.p99), formatLatency(b.p99))
+			formatLatency(s.p50), formatLatency(b.p50), formatLatency(s.p99), formatLatency(b.p99), order)
 		ratios = append(ratios, s.rate/b.rate)
 		bases, subjects = append(bases, b), append(subjects, s)
 	}

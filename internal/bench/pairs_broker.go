@@ -52,10 +52,5 @@ func (e *env) runBroker(ctx context.Context, w int) (sample, sample, error) {
 			return sample{}, sample{}, err
 		}
 	}
-	base, err := e.parallel(e.cfg.Ops, w, embedded)
-	if err != nil {
-		return sample{}, sample{}, err
-	}
-	subject, err := e.parallel(e.cfg.Ops, w, real)
-	return base, subject, err
+	return e.both(w, embedded, real)
 }

@@ -59,28 +59,28 @@ func (e *env) runConsume(ctx context.Context, guard string) (sample, sample, err
 	}
 	// Unique per run: guards keep done markers for days, across runs.
 	seq := fmt.Sprint(time.Now().UnixNano(), "_", e.seq.Add(1))
-	base, err := e.consumeRate(func(count func()) (func(), error) { return e.startRaw(topic, seq, count) })
-	if err != nil {
-		return sample{}, sample{}, err
-	}
 	group := fmt.Sprint("bench_", guard, "_", seq)
 	opts, err := e.consumerOptions(guard, group, seq)
 	if err != nil {
 		return sample{}, sample{}, err
 	}
-	subject, err := e.consumeRate(func(count func()) (func(), error) {
-		c, err := consumer.New(e.names, group, topic, func(context.Context, *consumer.Message) error {
-			count()
-			return nil
-		}, opts...)
-		if err != nil {
-			return nil, err
-		}
-		if err := c.Start(); err != nil {
-			return nil, err
-		}
-		return func() { c.Close() }, nil
-	})
+	base, subject, err := e.sides(func() (sample, error) {
+		return e.consumeRate(func(count func()) (func(), error) { return e.startRaw(topic, seq, count) })
+	}, func() (sample, error) {
+		return e.consumeRate(func(count func()) (func(), error) {
+			c, err := consumer.New(e.names, group, topic, func(context.Context, *consumer.Message) error {
+				count()
+				return nil
+			}, opts...)
+			if err != nil {
+				return nil, err
+			}
+			if err := c.Start(); err != nil {
+				return nil, err
+			}
+			return func() { c.Close() }, nil
+		})
+	}, nil)
 	if err != nil {
 		return sample{}, sample{}, err
 	}

@@ -119,18 +119,15 @@ func (e *env) runTxGuard(ctx context.Context, w int, byHand *sample) (sample, sa
 		}
 		return tx.Commit()
 	}
-	base, err := e.parallel(e.cfg.Ops, w, alone)
-	if err != nil {
-		return sample{}, sample{}, err
-	}
-	if *byHand, err = e.txByHand(ctx, w); err != nil {
-		return sample{}, sample{}, err
-	}
-	subject, err := e.parallel(e.cfg.Ops, w, func() error {
-		_, err := g.Do(ctx, fmt.Sprint("t-", e.seq.Add(1)), business)
+	return e.sides(func() (sample, error) { return e.parallel(e.cfg.Ops, w, alone) }, func() (sample, error) {
+		return e.parallel(e.cfg.Ops, w, func() error {
+			_, err := g.Do(ctx, fmt.Sprint("t-", e.seq.Add(1)), business)
+			return err
+		})
+	}, func() (err error) {
+		*byHand, err = e.txByHand(ctx, w)
 		return err
 	})
-	return base, subject, err
 }
 
 // contextPair sets the two stores' own limits side by side: a Redis SET NX

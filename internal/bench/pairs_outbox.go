@@ -85,24 +85,24 @@ func (e *env) runDrain(ctx context.Context, w int) (sample, sample, error) {
 	if err := e.fillOutbox(ctx, relay, topic, rows); err != nil {
 		return sample{}, sample{}, err
 	}
-	base, err := e.parallel(rows, w, func() error {
-		_, err := e.prod.Send(ctx, producer.Message{Topic: topic, Body: e.body, Keys: []string{"raw"}})
-		return err
-	})
-	if err != nil {
-		return sample{}, sample{}, err
-	}
-	start, cpu := time.Now(), e.meter.now()
-	rep, err := job.RunOnce(ctx)
-	if err != nil {
-		return sample{}, sample{}, err
-	}
-	if rep.Sent != rows {
-		return sample{}, sample{}, fmt.Errorf("drained %d of %d rows", rep.Sent, rows)
-	}
-	subject := sample{rate: float64(rows) / time.Since(start).Seconds(), cpu: e.meter.perOp(cpu, rows)}
-	subject.p50, subject.p99 = sends.percentiles()
-	return base, subject, nil
+	return e.sides(func() (sample, error) {
+		return e.parallel(rows, w, func() error {
+			_, err := e.prod.Send(ctx, producer.Message{Topic: topic, Body: e.body, Keys: []string{"raw"}})
+			return err
+		})
+	}, func() (sample, error) {
+		start, cpu := time.Now(), e.meter.now()
+		rep, err := job.RunOnce(ctx)
+		if err != nil {
+			return sample{}, err
+		}
+		if rep.Sent != rows {
+			return sample{}, fmt.Errorf("drained %d of %d rows", rep.Sent, rows)
+		}
+		subject := sample{rate: float64(rows) / time.Since(start).Seconds(), cpu: e.meter.perOp(cpu, rows)}
+		subject.p50, subject.p99 = sends.percentiles()
+		return subject, nil
+	}, nil)
 }
 
 // fillOutbox enqueues rows pending messages for topic, 1000 per transaction.

@@ -33,10 +33,5 @@ func (e *env) runSend(ctx context.Context, w int) (sample, sample, error) {
 			return sample{}, sample{}, err
 		}
 	}
-	b, err := e.parallel(e.cfg.Ops, w, raw)
-	if err != nil {
-		return sample{}, sample{}, err
-	}
-	s, err := e.parallel(e.cfg.Ops, w, wrapped)
-	return b, s, err
+	return e.both(w, raw, wrapped)
 }
