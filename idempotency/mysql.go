@@ -83,7 +83,11 @@ func newQueries(table string) queries {
 			" expires_at = IF(expires_at < UTC_TIMESTAMP(6), VALUES(expires_at), expires_at)",
 		batchStatus: "SELECT key_hash, token, status, attempts FROM " + t + " WHERE consumer_group = ",
 		batchMarked: "SELECT key_hash FROM " + t + " WHERE consumer_group = ",
-		batchComplete: "UPDATE " + t + " SET status = 2, attempts = 0, updated_at = UTC_TIMESTAMP(6)," +
+		// FORCE INDEX: a long IN list on a small table is otherwise read by
+		// a scan of the whole primary key, which under REPEATABLE READ locks
+		// every row of the table (other groups' included) and waits for any
+		// transaction holding one, such as a TxGuard's.
+		batchComplete: "UPDATE " + t + " FORCE INDEX (PRIMARY) SET status = 2, attempts = 0, updated_at = UTC_TIMESTAMP(6)," +
 			" expires_at = UTC_TIMESTAMP(6) + INTERVAL ",
 	}
 }
