@@ -59,7 +59,11 @@ func newQueries(table string) queries {
 			" AND sharding_key = ? LIMIT 1",
 		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, last_error = '', lease_owner = ''," +
 			" sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), msg_id = ",
-		markSentBatch: "UPDATE " + t + " SET msg_id = CASE id",
+		// FORCE INDEX: otherwise the optimizer may read the ids through the
+		// due index (status = 0) or the whole table; under REPEATABLE READ
+		// the UPDATE then locks every row it reads and waits for any
+		// business transaction holding an outbox row it has not committed.
+		markSentBatch: "UPDATE " + t + " FORCE INDEX (PRIMARY) SET msg_id = CASE id",
 		// retryLater, markDead and giveUp are followed by the error text
 		// and the row's condition (see failedAttempt).
 		retryLater: "UPDATE " + t + " SET attempts = attempts + 1, lease_owner = '', updated_at = UTC_TIMESTAMP(6), last_error = ",
