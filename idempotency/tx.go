@@ -63,6 +63,9 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 	if err := checkKey(key); err != nil {
 		return 0, err
 	}
+	if err := sqldb.CheckSession(ctx, g.db); err != nil {
+		return 0, fmt.Errorf("idempotency: begin: %w", err)
+	}
 	tx, err := g.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("idempotency: begin: %w", err)

@@ -19,8 +19,11 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"strconv"
+	"strings"
 
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
 )
 
 //go:embed sql/*.sql
@@ -43,12 +46,58 @@ const VersionTable = "reliablemq_schema_version"
 // NewProvider returns a goose provider for db (a MySQL or MariaDB
 // database) over [FS], for callers that want status, up-to or down-to.
 func NewProvider(db *sql.DB) (*goose.Provider, error) {
-	p, err := goose.NewProvider(goose.DialectMySQL, db, FS,
-		goose.WithTableName(VersionTable), goose.WithDisableGlobalRegistry(true))
+	store, err := database.NewStore(database.DialectMySQL, VersionTable)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	// Its TableExists, which reads the catalog, is kept: without it goose
+	// would guess from a query on the table, which a session with
+	// parseTime off fails.
+	ext, ok := store.(database.StoreExtender)
+	if !ok {
+		return nil, fmt.Errorf("migrations: goose's MySQL store %T cannot tell whether its table exists", store)
+	}
+	p, err := goose.NewProvider(goose.DialectCustom, db, FS,
+		goose.WithStore(versionStore{ext}), goose.WithDisableGlobalRegistry(true))
 	if err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
 	return p, nil
+}
+
+// versionStore is goose's MySQL version table, but a version's rows are
+// deleted by their primary key. Goose deletes them by version_id, which
+// is no key: under sql_safe_updates (a session or server setting some
+// DBAs turn on) that statement is refused after the migration's down
+// statements ran, and the schema is left a version below what the table
+// records.
+type versionStore struct{ database.StoreExtender }
+
+func (s versionStore) Delete(ctx context.Context, db database.DBTxConn, version int64) error {
+	rows, err := db.QueryContext(ctx, "SELECT id FROM "+VersionTable+" WHERE version_id = ?", version)
+	if err != nil {
+		return fmt.Errorf("failed to delete version %d: %w", version, err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("failed to delete version %d: %w", version, err)
+		}
+		ids = append(ids, strconv.FormatInt(id, 10))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("failed to delete version %d: %w", version, err)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, "DELETE FROM "+VersionTable+" WHERE id IN ("+strings.Join(ids, ", ")+")"); err != nil {
+		return fmt.Errorf("failed to delete version %d: %w", version, err)
+	}
+	return nil
 }
 
 // Up applies every migration not yet applied.

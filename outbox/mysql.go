@@ -191,6 +191,9 @@ func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner st
 }
 
 func (s *mysqlStore) begin(ctx context.Context) (storeTx, error) {
+	if err := sqldb.CheckSession(ctx, s.db); err != nil {
+		return nil, fmt.Errorf("outbox: begin: %w", err)
+	}
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: begin: %w", err)
@@ -237,6 +240,9 @@ func (s *mysqlStore) claim(ctx context.Context, owner, selectQ string, selectArg
 	// REPEATABLE READ the locking read would also lock the gaps of the due
 	// index, and business transactions enqueueing at the same time would
 	// deadlock with it.
+	if err := sqldb.CheckSession(ctx, s.db); err != nil {
+		return nil, fmt.Errorf("outbox: claim: %w", err)
+	}
 	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return nil, fmt.Errorf("outbox: claim: %w", err)
@@ -446,7 +452,7 @@ func (s *mysqlStore) purge(ctx context.Context, status Status, retention time.Du
 func (s *mysqlStore) backlog(ctx context.Context) (Backlog, error) {
 	var b Backlog
 	var oldestMicros int64
-	if err := s.db.QueryRowxContext(ctx, s.q.pending).Scan(&b.Pending, &oldestMicros); err != nil {
+	if err := sqldb.Scan(ctx, s.db, s.q.pending, nil, &b.Pending, &oldestMicros); err != nil {
 		return b, fmt.Errorf("outbox: backlog: %w", err)
 	}
 	b.OldestPending = time.Duration(oldestMicros) * time.Microsecond

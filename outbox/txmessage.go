@@ -96,6 +96,9 @@ func (m *TxMessenger) Send(ctx context.Context, msg Message, fn func(context.Con
 	if msg.Delay != 0 {
 		return fmt.Errorf("%w: transactional messages cannot be delayed", ErrInvalidMessage)
 	}
+	if err := sqldb.CheckSession(ctx, m.db); err != nil { // before the half message
+		return fmt.Errorf("outbox: %w", err)
+	}
 	var localErr error
 	res, err := m.client.SendInTransaction(ctx, msg.producerMessage(), func(ctx context.Context, msgID string) producer.TxState {
 		localErr = m.local(ctx, msg, fn, msgID)
@@ -148,6 +151,9 @@ func (m *TxMessenger) local(ctx context.Context, msg Message, fn func(context.Co
 		if props, err = json.Marshal(msg.Properties); err != nil {
 			return err
 		}
+	}
+	if err := sqldb.CheckSession(ctx, m.db); err != nil {
+		return fmt.Errorf("outbox: begin: %w", err)
 	}
 	tx, err := m.db.BeginTxx(ctx, nil)
 	if err != nil {

@@ -26,8 +26,13 @@ type preparer interface {
 }
 
 // Exec runs query with args on db. A handle that cannot prepare (a
-// caller's own Execer) gets the arguments as they are.
+// caller's own Execer) gets the arguments as they are. On a database
+// handle whose sessions do not commit each statement, Exec, Get, Select
+// and Scan return ErrAutocommitOff.
 func Exec(ctx context.Context, db sqlx.ExecerContext, query string, args ...any) (sql.Result, error) {
+	if err := CheckSession(ctx, db); err != nil {
+		return nil, err
+	}
 	p, ok := db.(preparer)
 	if len(args) == 0 || !ok {
 		return db.ExecContext(ctx, query, args...)
@@ -42,6 +47,9 @@ func Exec(ctx context.Context, db sqlx.ExecerContext, query string, args ...any)
 
 // Get is sqlx's GetContext, its arguments sent by a prepared statement.
 func Get(ctx context.Context, db sqlx.QueryerContext, dest any, query string, args ...any) error {
+	if err := CheckSession(ctx, db); err != nil {
+		return err
+	}
 	p, ok := db.(preparer)
 	if len(args) == 0 || !ok {
 		return sqlx.GetContext(ctx, db, dest, query, args...)
@@ -57,6 +65,9 @@ func Get(ctx context.Context, db sqlx.QueryerContext, dest any, query string, ar
 // Select is sqlx's SelectContext, its arguments sent by a prepared
 // statement.
 func Select(ctx context.Context, db sqlx.QueryerContext, dest any, query string, args ...any) error {
+	if err := CheckSession(ctx, db); err != nil {
+		return err
+	}
 	p, ok := db.(preparer)
 	if len(args) == 0 || !ok {
 		return sqlx.SelectContext(ctx, db, dest, query, args...)
@@ -78,6 +89,9 @@ type rowQueryer interface {
 // Scan reads the first row of query with args into dest
 // ([sql.ErrNoRows] when there is none).
 func Scan(ctx context.Context, db rowQueryer, query string, args []any, dest ...any) error {
+	if err := CheckSession(ctx, db); err != nil {
+		return err
+	}
 	p, ok := db.(preparer)
 	if len(args) == 0 || !ok {
 		return db.QueryRowContext(ctx, query, args...).Scan(dest...)

@@ -162,6 +162,7 @@ var (
 		}},
 		{"clientFoundRows", func(c *mysql.Config) { c.ClientFoundRows = true }},
 		{"sql_mode ANSI", func(c *mysql.Config) { c.Params = map[string]string{"sql_mode": "'ANSI'"} }},
+		{"sql_safe_updates", func(c *mysql.Config) { c.Params = map[string]string{"sql_safe_updates": "1"} }},
 		{"parseTime off", func(c *mysql.Config) { c.ParseTime = false }},
 		{"interpolateParams", func(c *mysql.Config) { c.InterpolateParams = true }},
 		// A client character set in which a backslash can end a multibyte
@@ -179,10 +180,11 @@ var (
 // application may run with, each a test case for code that must hold
 // under all of them: sessions ahead of and behind UTC, a loc other than
 // UTC, clientFoundRows, parseTime off, interpolateParams (also with the
-// gbk character set), and sql_modes that change what a statement means:
+// gbk character set), sql_modes that change what a statement means:
 // ANSI (double quotes name columns, || concatenates) and, on MariaDB,
-// ORACLE (more reserved words). The handles are closed when the test
-// ends.
+// ORACLE (more reserved words), sql_safe_updates (an UPDATE or DELETE
+// must name a key), and the isolation levels READ COMMITTED and
+// SERIALIZABLE. The handles are closed when the test ends.
 func MySQLVariants(t testing.TB, db *sqlx.DB) []Variant {
 	t.Helper()
 	vs := variants
@@ -190,8 +192,15 @@ func MySQLVariants(t testing.TB, db *sqlx.DB) []Variant {
 	if err := db.Get(&version, "SELECT VERSION()"); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
+	// MariaDB before 11.1 names the isolation tx_isolation; MySQL 8 only
+	// transaction_isolation.
+	isolation := "transaction_isolation"
 	if strings.Contains(version, "MariaDB") {
 		vs = append(slices.Clip(vs), variant{"sql_mode ORACLE", func(c *mysql.Config) { c.Params = map[string]string{"sql_mode": "'ORACLE'"} }})
+		isolation = "tx_isolation"
+	}
+	for _, level := range []string{"READ-COMMITTED", "SERIALIZABLE"} {
+		vs = append(slices.Clip(vs), variant{"isolation " + level, func(c *mysql.Config) { c.Params = map[string]string{isolation: "'" + level + "'"} }})
 	}
 	out := make([]Variant, 0, len(vs))
 	for _, v := range vs {
@@ -263,4 +272,13 @@ func RedisCluster(t testing.TB) []string {
 		missing(t, "redis-cluster", "REDIS_CLUSTER_ADDRS")
 	}
 	return strings.Split(addrs, ",")
+}
+
+// MySQLAutocommitOff opens db's database again with autocommit=0, a
+// configuration the stores must refuse (sqldb.ErrAutocommitOff) rather
+// than leave their writes uncommitted. The handle is closed when the test
+// ends.
+func MySQLAutocommitOff(t testing.TB, db *sqlx.DB) *sqlx.DB {
+	t.Helper()
+	return openVariant(t, db, variant{"autocommit off", func(c *mysql.Config) { c.Params = map[string]string{"autocommit": "0"} }})
 }
