@@ -31,7 +31,7 @@ type MySQLStore struct {
 // queries are the statements' fixed parts; the values are written in by
 // [sqldb.Statement] (one round trip each, no prepared statement).
 type queries struct {
-	insert, takeOver, status, complete, release, forget, purge string
+	insert, takeOver, status, complete, release, forget, purgeKeys, purge string
 	// The batch statements' fixed parts (see mysql_batch.go).
 	batchTakeOver, batchStatus, batchMarked, batchComplete string
 }
@@ -69,7 +69,16 @@ func newQueries(table string) queries {
 		// holder then finds nothing (ErrLostClaim), as on Redis.
 		release: "UPDATE " + t + " SET expires_at = '1970-01-02 00:00:00', token = '', updated_at = UTC_TIMESTAMP(6)",
 		forget:  "DELETE FROM " + t,
-		purge:   "DELETE FROM " + t + " WHERE expires_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND AND status = ? LIMIT ?",
+		// The purge picks its rows with a plain (non-locking) read, then
+		// deletes them by primary key, rechecking the condition. One
+		// locking DELETE ... LIMIT scans the whole table when most rows
+		// are expired (and reads the first unexpired row after the range
+		// otherwise): under REPEATABLE READ it waited for any open TxGuard
+		// transaction's row, of any group, and meanwhile held up every
+		// claim. A single-table DELETE takes no index hint; the
+		// multi-table form does.
+		purgeKeys: "SELECT consumer_group, key_hash FROM " + t + " WHERE expires_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND AND status = ? LIMIT ?",
+		purge:     "DELETE p FROM " + t + " AS p FORCE INDEX (PRIMARY) WHERE (p.consumer_group, p.key_hash) IN (",
 
 		// A held row (lease or retention not over) is left as it is; a
 		// free one is taken over as takeOver does. Assignments run left to
@@ -225,7 +234,26 @@ func (s *MySQLStore) Purge(ctx context.Context, abandonedAfter time.Duration, ba
 		after  time.Duration
 	}{{statusDone, 0}, {statusProcessing, abandonedAfter}} {
 		for {
-			res, err := sqldb.Exec(ctx, s.db, s.q.purge, p.after.Microseconds(), p.status, batch)
+			var keys []struct {
+				Group string `db:"consumer_group"`
+				Hash  []byte `db:"key_hash"`
+			}
+			if err := sqldb.Select(ctx, s.db, &keys, s.q.purgeKeys, p.after.Microseconds(), p.status, batch); err != nil {
+				return total, fmt.Errorf("idempotency: purge: %w", err)
+			}
+			if len(keys) == 0 {
+				break
+			}
+			st := sqldb.NewStatement(len(s.q.purge) + len(keys)*150 + 200).SQL(s.q.purge)
+			for i, k := range keys {
+				if i > 0 {
+					st.SQL(", ")
+				}
+				st.SQL("(").String(k.Group).SQL(", ").Bytes(k.Hash).SQL(")")
+			}
+			query, args := st.SQL(") AND p.expires_at < UTC_TIMESTAMP(6) - INTERVAL ").Int(p.after.Microseconds()).
+				SQL(" MICROSECOND AND p.status = ").Int(int64(p.status)).Query()
+			res, err := sqldb.Exec(ctx, s.db, query, args...)
 			if err != nil {
 				return total, fmt.Errorf("idempotency: purge: %w", err)
 			}
@@ -234,7 +262,7 @@ func (s *MySQLStore) Purge(ctx context.Context, abandonedAfter time.Duration, ba
 				return total, fmt.Errorf("idempotency: purge: %w", err)
 			}
 			total += n
-			if n < int64(batch) {
+			if len(keys) < batch || n == 0 {
 				break
 			}
 		}

@@ -15,7 +15,7 @@ import (
 
 type queries struct {
 	lockKey, insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimed, predecessor,
-	markSent, retryLater, markDead, release, giveUp, purge, pending, dead,
+	markSent, retryLater, markDead, release, giveUp, purgeIDs, purge, pending, dead,
 	insertSent, insertAborted, statusOf, idOf, claimLocked, topics, byKey, markSentBatch string
 }
 
@@ -72,7 +72,16 @@ func newQueries(table string) queries {
 			" WHERE id = ? AND lease_owner = ?",
 		// An unconfirmed row out of resends stays Sent and is no longer due.
 		giveUp: "UPDATE " + t + " SET lease_owner = '', next_attempt_at = '9999-12-31 00:00:00', updated_at = UTC_TIMESTAMP(6), last_error = ",
-		purge:  "DELETE FROM " + t + " WHERE status = ? AND updated_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND LIMIT ?",
+		// The purge picks its rows with a plain (non-locking) read, then
+		// deletes them by primary key, rechecking the condition. One
+		// locking DELETE ... LIMIT would read them through the due index
+		// (every row of the status) or the whole table: under REPEATABLE
+		// READ it locks every row and gap it reads, so it waits for any
+		// business transaction holding an uncommitted outbox row or a
+		// consumer's open Confirm, and meanwhile holds up every enqueue.
+		// A single-table DELETE takes no index hint; the multi-table form does.
+		purgeIDs: "SELECT id FROM " + t + " WHERE status = ? AND updated_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND LIMIT ?",
+		purge:    "DELETE p FROM " + t + " AS p FORCE INDEX (PRIMARY) WHERE p.id IN (",
 		pending: "SELECT COUNT(*), COALESCE(TIMESTAMPDIFF(MICROSECOND, MIN(created_at), UTC_TIMESTAMP(6)), 0) FROM " + t +
 			" WHERE status = 0",
 		insertSent: "INSERT INTO " + t + " (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, `body`, delay_ms," +
@@ -442,7 +451,18 @@ func (s *mysqlStore) find(ctx context.Context, key string) ([]*Row, error) {
 }
 
 func (s *mysqlStore) purge(ctx context.Context, status Status, retention time.Duration, limit int) (int64, error) {
-	n, err := s.exec(ctx, s.q.purge, int(status), retention.Microseconds(), limit)
+	var ids []int64
+	if err := sqldb.Select(ctx, s.db, &ids, s.q.purgeIDs, int(status), retention.Microseconds(), limit); err != nil {
+		return 0, fmt.Errorf("outbox: purge: %w", err)
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	q := sqldb.NewStatement(len(s.q.purge) + len(ids)*12 + 150).SQL(s.q.purge).Ints(ids).
+		SQL(") AND p.status = ").Int(int64(status)).SQL(" AND p.updated_at < UTC_TIMESTAMP(6) - INTERVAL ").
+		Int(retention.Microseconds()).SQL(" MICROSECOND")
+	query, args := q.Query()
+	n, err := s.exec(ctx, query, args...)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: purge: %w", err)
 	}
