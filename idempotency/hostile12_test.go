@@ -95,3 +95,31 @@ func purgeLocksOnlyTheRowsItDeletes(t *testing.T, expired, live int) {
 		t.Fatalf("%d rows left, want the %d live ones and the TxGuard's", left, live)
 	}
 }
+
+// TestPurgeUnderEveryDSNVariant: the purge's two statements (the plain
+// read, the delete by primary key) hold under every DSN option and
+// session setting, sql_safe_updates and the sql_modes included: expired
+// markers and abandoned claims go, live ones stay.
+func TestPurgeUnderEveryDSNVariant(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	ctx := context.Background()
+	for _, v := range testenv.MySQLVariants(t, db) {
+		db.MustExec("INSERT INTO mq_consume_log (consumer_group, key_hash, biz_key, status, token, attempts, expires_at, created_at, updated_at) VALUES" +
+			" ('g', UNHEX(SHA2('old', 256)), 'old', 2, 't', 1, UTC_TIMESTAMP(6) - INTERVAL 1 HOUR, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))," +
+			" ('g', UNHEX(SHA2('abandoned', 256)), 'abandoned', 1, 't', 1, UTC_TIMESTAMP(6) - INTERVAL 2 DAY, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))," +
+			" ('g', UNHEX(SHA2('live', 256)), 'live', 2, 't', 1, UTC_TIMESTAMP(6) + INTERVAL 1 HOUR, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
+		store, err := idempotency.NewMySQLStore(v.DB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := store.Purge(ctx, 24*time.Hour, 1); err != nil || n != 2 {
+			t.Fatalf("%s: purged %d of 2: %v", v.Name, n, err)
+		}
+		var left []string
+		if err := db.Select(&left, "SELECT biz_key FROM mq_consume_log"); err != nil || len(left) != 1 || left[0] != "live" {
+			t.Fatalf("%s: left %q (%v), want the live marker only", v.Name, left, err)
+		}
+		db.MustExec("DELETE FROM mq_consume_log")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/outbox"
 )
 
@@ -108,5 +109,34 @@ func purgeLocksOnlyTheRowsItDeletes(t *testing.T, old int) {
 	}
 	if want := "dead open recent-confirmed to-confirm"; strings.Join(left, " ") != want {
 		t.Fatalf("rows left %q, want %q", left, want)
+	}
+}
+
+// TestPurgeUnderEveryDSNVariant: the retention purge's two statements hold
+// under every DSN option and session setting, sql_safe_updates and the
+// sql_modes included: the old confirmed row goes, the recent one stays.
+func TestPurgeUnderEveryDSNVariant(t *testing.T) {
+	t.Parallel()
+	db, _ := setup(t, newFake())
+	ctx := context.Background()
+	for _, v := range testenv.MySQLVariants(t, db) {
+		for _, r := range []struct {
+			key string
+			age time.Duration
+		}{{"old", 48 * time.Hour}, {"recent", time.Minute}} {
+			db.MustExec("INSERT INTO mq_log (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, `body`,"+
+				" delay_ms, status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at, sent_at)"+
+				" VALUES ('t', UNHEX(SHA2(?, 256)), ?, '', '', UNHEX(SHA2('', 256)), '{}', 'x', 0, 2, 1, UTC_TIMESTAMP(6), '', '', 'm',"+
+				" UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND, UTC_TIMESTAMP(6))", r.key, r.key, r.age.Microseconds())
+		}
+		n, err := relayOn(t, v.DB, newFake()).Purge(ctx, 24*time.Hour, false, 1)
+		if err != nil || n != 1 {
+			t.Fatalf("%s: purged %d of 1: %v", v.Name, n, err)
+		}
+		var left []string
+		if err := db.Select(&left, "SELECT biz_key FROM mq_log"); err != nil || len(left) != 1 || left[0] != "recent" {
+			t.Fatalf("%s: left %q (%v), want the recent row only", v.Name, left, err)
+		}
+		db.MustExec("DELETE FROM mq_log")
 	}
 }
