@@ -49,25 +49,11 @@ func TestBatchCompleteLocksOnlyItsOwnRows(t *testing.T) {
 	}
 	// Another group's transactional guard, its transaction open until the
 	// completion returned.
-	tg, err := idempotency.NewTxGuard(db, "other")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inTx, release, txDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-	go func() {
-		_, err := tg.Do(ctx, "order-1", func(context.Context, *sqlx.Tx) error {
-			close(inTx)
-			<-release
-			return nil
-		})
-		txDone <- err
-	}()
-	<-inTx
+	release := openTxGuard(t, db, "other", "order-1")
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	errs = g.CompleteBatch(cctx, claims)
 	cancel()
-	close(release)
-	if err := <-txDone; err != nil {
+	if err := release(); err != nil {
 		t.Error(err)
 	}
 	failed := 0
@@ -78,5 +64,34 @@ func TestBatchCompleteLocksOnlyItsOwnRows(t *testing.T) {
 	}
 	if failed > 0 {
 		t.Fatalf("%d of %d completions failed while another group's transaction held its own row: %v", failed, len(claims), errs[0])
+	}
+}
+
+// openTxGuard runs TxGuard.Do of group for key on db and returns once its
+// business transaction is open, holding the key's row; release lets it
+// commit and returns Do's error.
+func openTxGuard(t *testing.T, db *sqlx.DB, group, key string) (release func() error) {
+	t.Helper()
+	tg, err := idempotency.NewTxGuard(db, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inTx, end, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		_, err := tg.Do(context.Background(), key, func(context.Context, *sqlx.Tx) error {
+			close(inTx)
+			<-end
+			return nil
+		})
+		done <- err
+	}()
+	select {
+	case <-inTx:
+	case err := <-done:
+		t.Fatalf("TxGuard.Do returned before its transaction was open: %v", err)
+	}
+	return func() error {
+		close(end)
+		return <-done
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
@@ -63,25 +62,11 @@ func purgeLocksOnlyTheRowsItDeletes(t *testing.T, expired, live int) {
 	}
 	// Another group's transactional guard, its transaction open until the
 	// purge returned.
-	tg, err := idempotency.NewTxGuard(db, "other")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inTx, release, txDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-	go func() {
-		_, err := tg.Do(ctx, "order-1", func(context.Context, *sqlx.Tx) error {
-			close(inTx)
-			<-release
-			return nil
-		})
-		txDone <- err
-	}()
-	<-inTx
+	release := openTxGuard(t, db, "other", "order-1")
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	n, err := store.Purge(pctx, 24*time.Hour, 100)
 	cancel()
-	close(release)
-	if txErr := <-txDone; txErr != nil {
+	if txErr := release(); txErr != nil {
 		t.Fatal(txErr)
 	}
 	if err != nil || n != int64(expired) {

@@ -52,26 +52,41 @@ func marksAndClaimsLockOnlyTheirOwnRows(t *testing.T, sent, due int) {
 	}
 	// A business transaction with an outbox row, open until the dispatch
 	// returned.
-	inTx, release, txDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-	go func() {
-		txDone <- r.Transact(ctx, func(ctx context.Context, tx *outbox.Tx) error {
-			if _, err := tx.Enqueue(ctx, outbox.Message{Topic: "t", Key: "open", Body: []byte("x")}); err != nil {
-				return err
-			}
-			close(inTx)
-			<-release
-			return nil
-		})
-	}()
-	<-inTx
+	release := openTransact(t, r, "t", "open")
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	rep, err := r.DispatchDue(dctx, due)
 	cancel()
-	close(release)
-	if txErr := <-txDone; txErr != nil {
+	if txErr := release(); txErr != nil {
 		t.Fatal(txErr)
 	}
 	if err != nil || rep.Sent != due {
 		t.Fatalf("claimed %d, sent and marked %d of %d while another transaction held its own outbox row: %v", rep.Claimed, rep.Sent, due, err)
+	}
+}
+
+// openTransact runs a Transact that enqueues key to topic and returns once
+// its business transaction is open, holding the uncommitted row; release
+// lets it commit and returns Transact's error.
+func openTransact(t *testing.T, r *outbox.Relay, topic, key string) (release func() error) {
+	t.Helper()
+	inTx, end, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- r.Transact(context.Background(), func(ctx context.Context, tx *outbox.Tx) error {
+			if _, err := tx.Enqueue(ctx, outbox.Message{Topic: topic, Key: key, Body: []byte("x")}); err != nil {
+				return err
+			}
+			close(inTx)
+			<-end
+			return nil
+		})
+	}()
+	select {
+	case <-inTx:
+	case err := <-done:
+		t.Fatalf("Transact returned before its transaction was open: %v", err)
+	}
+	return func() error {
+		close(end)
+		return <-done
 	}
 }

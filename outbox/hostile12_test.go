@@ -9,7 +9,6 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
-	"github.com/seed157d4c4d/reliablemq/outbox"
 )
 
 // TestPurgeLocksOnlyTheRowsItDeletes: the retention purge must not wait
@@ -62,20 +61,11 @@ func purgeLocksOnlyTheRowsItDeletes(t *testing.T, old int) {
 		t.Fatal(err)
 	}
 	// Both transactions stay open until the purge returned.
+	releaseTransact := openTransact(t, r, "t1", "open")
 	release := make(chan struct{})
-	inTx, txDone := make(chan struct{}, 2), make(chan error, 2)
+	inTx, confirmDone := make(chan struct{}), make(chan error, 1)
 	go func() {
-		txDone <- r.Transact(ctx, func(ctx context.Context, tx *outbox.Tx) error {
-			if _, err := tx.Enqueue(ctx, outbox.Message{Topic: "t1", Key: "open", Body: []byte("x")}); err != nil {
-				return err
-			}
-			inTx <- struct{}{}
-			<-release
-			return nil
-		})
-	}()
-	go func() {
-		txDone <- func() error {
+		confirmDone <- func() error {
 			tx, err := db.BeginTxx(ctx, nil)
 			if err != nil {
 				return err
@@ -90,14 +80,13 @@ func purgeLocksOnlyTheRowsItDeletes(t *testing.T, old int) {
 		}()
 	}()
 	<-inTx
-	<-inTx
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	n, err := r.Purge(pctx, 24*time.Hour, false, 100)
 	cancel()
 	close(release)
-	for range 2 {
-		if err := <-txDone; err != nil {
-			t.Fatal(err)
+	for _, txErr := range []error{releaseTransact(), <-confirmDone} {
+		if txErr != nil {
+			t.Fatal(txErr)
 		}
 	}
 	if err != nil || n != int64(old) {
