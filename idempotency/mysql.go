@@ -220,14 +220,24 @@ func (s *MySQLStore) exec1(ctx context.Context, st *sqldb.Statement) error {
 	return nil
 }
 
+// maxPurgeRound bounds the keys one purge round reads and then lists in
+// its DELETE. The list grows with the round: past the statement's inline
+// budget each key goes as two placeholders, and a round of some 33,000
+// keys or more exceeded the server's 65,535 placeholders per statement
+// (error 1390), so a large batch failed outright. 1,000 keys of the
+// longest group stay near the inline budget.
+const maxPurgeRound = 1000
+
 // Purge deletes, batch rows at a time, done markers past their retention
 // and claims whose lease ended more than abandonedAfter ago (their attempt
 // counts go with them). It uses the index on expires_at; run it from a
 // scheduled job, not the hot path. It returns the number of rows deleted.
+// A batch over [maxPurgeRound] runs as rounds of that many rows.
 func (s *MySQLStore) Purge(ctx context.Context, abandonedAfter time.Duration, batch int) (int64, error) {
 	if batch <= 0 {
 		return 0, fmt.Errorf("idempotency: purge batch %d <= 0", batch)
 	}
+	batch = min(batch, maxPurgeRound)
 	var total int64
 	for _, p := range []struct {
 		status int

@@ -239,13 +239,22 @@ func (r *Relay) List(ctx context.Context, status Status, afterID int64, limit in
 	return r.store.list(ctx, status, afterID, limit)
 }
 
+// maxPurgeRound bounds the ids one purge round reads and then lists in its
+// DELETE, whose text grows with them (up to 22 bytes an id): a batch of
+// 100,000 made a statement of some 2 MB, which a server with the 1 MiB
+// max_allowed_packet the README supports refused, closing the
+// connection. 10,000 ids stay under 220 KB.
+const maxPurgeRound = 10000
+
 // Purge deletes, batch rows at a time, rows in a final state not updated
 // for retention: Confirmed and Aborted rows, and Sent rows too when
 // includeSent (no consumer confirmation in use). It returns the number deleted.
+// A batch over [maxPurgeRound] runs as rounds of that many rows.
 func (r *Relay) Purge(ctx context.Context, retention time.Duration, includeSent bool, batch int) (int64, error) {
 	if batch <= 0 {
 		return 0, fmt.Errorf("outbox: purge batch %d <= 0", batch)
 	}
+	batch = min(batch, maxPurgeRound)
 	statuses := []Status{Confirmed, Aborted}
 	if includeSent {
 		statuses = append(statuses, Sent)
