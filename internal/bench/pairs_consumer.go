@@ -84,36 +84,41 @@ func (e *env) runConsume(ctx context.Context, guard string) (sample, sample, err
 	if err != nil {
 		return sample{}, sample{}, err
 	}
-	if base.p50, base.p99, err = e.consumeLatency(ctx, func(topic, seq string, handled func(keys string)) (func(), error) {
-		return e.startRawWith(topic, seq, func(_ context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
-			for _, m := range msgs {
-				handled(m.GetKeys())
-			}
-			return rmqconsumer.ConsumeSuccess, nil
+	// The latency phases, in the repeat's order too; the rates stay.
+	lb, ls, err := e.sides(func() (s sample, err error) {
+		s.p50, s.p99, err = e.consumeLatency(ctx, func(topic, seq string, handled func(keys string)) (func(), error) {
+			return e.startRawWith(topic, seq, func(_ context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
+				for _, m := range msgs {
+					handled(m.GetKeys())
+				}
+				return rmqconsumer.ConsumeSuccess, nil
+			})
 		})
-	}); err != nil {
-		return sample{}, sample{}, err
-	}
-	subject.p50, subject.p99, err = e.consumeLatency(ctx, func(topic, seq string, handled func(keys string)) (func(), error) {
-		group := fmt.Sprint("bench_latency_", guard, "_", seq)
-		opts, err := e.consumerOptions(guard, group, seq)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, consumer.WithHooks(observe.Hooks{Event: func(_ context.Context, ev observe.Event) {
-			if ev.Kind == observe.Handled {
-				handled(ev.Key)
+		return s, err
+	}, func() (s sample, err error) {
+		s.p50, s.p99, err = e.consumeLatency(ctx, func(topic, seq string, handled func(keys string)) (func(), error) {
+			group := fmt.Sprint("bench_latency_", guard, "_", seq)
+			opts, err := e.consumerOptions(guard, group, seq)
+			if err != nil {
+				return nil, err
 			}
-		}}))
-		c, err := consumer.New(e.names, group, topic, func(context.Context, *consumer.Message) error { return nil }, opts...)
-		if err != nil {
-			return nil, err
-		}
-		if err := c.Start(); err != nil {
-			return nil, err
-		}
-		return func() { c.Close() }, nil
-	})
+			opts = append(opts, consumer.WithHooks(observe.Hooks{Event: func(_ context.Context, ev observe.Event) {
+				if ev.Kind == observe.Handled {
+					handled(ev.Key)
+				}
+			}}))
+			c, err := consumer.New(e.names, group, topic, func(context.Context, *consumer.Message) error { return nil }, opts...)
+			if err != nil {
+				return nil, err
+			}
+			if err := c.Start(); err != nil {
+				return nil, err
+			}
+			return func() { c.Close() }, nil
+		})
+		return s, err
+	}, nil)
+	base.p50, base.p99, subject.p50, subject.p99 = lb.p50, lb.p99, ls.p50, ls.p99
 	return base, subject, err
 }
 
