@@ -193,61 +193,13 @@ func testGuardedBatchesSettle(t *testing.T, batched bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const keys, copies, clients = 300, 3, 8
-	var queues [clients][]*primitive.MessageExt
-	for k := range keys {
-		for j := range copies {
-			m := &primitive.MessageExt{Message: primitive.Message{Topic: "T", Body: []byte("b")}, MsgId: fmt.Sprint("id", k, "-", j)}
-			m.WithKeys([]string{fmt.Sprint("k", k)})
-			q := rand.IntN(clients)
-			queues[q] = append(queues[q], m)
-		}
-	}
-	var acked atomic.Int32
-	var early []string
-	var earlyMu sync.Mutex
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(2 * time.Minute)
-	for q := range clients {
-		wg.Go(func() {
-			queue := queues[q]
-			rand.Shuffle(len(queue), func(i, j int) { queue[i], queue[j] = queue[j], queue[i] })
-			for len(queue) > 0 && time.Now().Before(deadline) {
-				n := min(len(queue), 1+rand.IntN(16))
-				msgs := queue[:n:n]
-				queue = queue[n:]
-				items := newItems(msgs, "")
-				c.handleBatch(context.Background(), items)
-				for _, it := range items {
-					if it.v == ack {
-						acked.Add(1)
-						if !ss.isDone(it.m.Keys[0]) {
-							earlyMu.Lock()
-							early = append(early, it.m.MsgID)
-							earlyMu.Unlock()
-						}
-						continue
-					}
-					if it.ext.ReconsumeTimes < 8 {
-						it.ext.ReconsumeTimes++ // comes back, never up to the attempt cap
-					}
-					queue = append(queue, it.ext)
-				}
-				if rand.IntN(4) == 0 {
-					runtime.Gosched()
-				}
-			}
-			if len(queue) > 0 {
-				t.Errorf("client %d: %d messages never acknowledged", q, len(queue))
-			}
-		})
-	}
-	wg.Wait()
+	const keys, copies = 300, 3
+	acked, early := redeliverUntilAcked(t, c, keys, copies, ss.isDone)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := acked.Load(); n != keys*copies {
-		t.Errorf("%d messages acknowledged, want %d", n, keys*copies)
+	if acked != keys*copies {
+		t.Errorf("%d messages acknowledged, want %d", acked, keys*copies)
 	}
 	if len(early) > 0 {
 		t.Errorf("%d messages acknowledged before their key was recorded as done, e.g. %s", len(early), early[0])
@@ -269,4 +221,65 @@ func testGuardedBatchesSettle(t *testing.T, batched bool) {
 	if ss.claimErrs.Load() == 0 {
 		t.Error("no claim failed: the test did not cover failed claims")
 	}
+}
+
+// redeliverUntilAcked hands copies of each of keys keyed messages to c as
+// 8 clients would, in shuffled batches of 1 to 16, each client on its own
+// goroutine; a message not acknowledged comes back (its attempt count
+// rising, never up to the cap) until it is, for up to 2 minutes. It
+// returns how many were acknowledged and the ids of those acknowledged
+// before isDone said their key was done; messages never acknowledged fail
+// the test.
+func redeliverUntilAcked(t *testing.T, c *Consumer, keys, copies int, isDone func(key string) bool) (acked int, early []string) {
+	t.Helper()
+	const clients = 8
+	var queues [clients][]*primitive.MessageExt
+	for k := range keys {
+		for j := range copies {
+			m := &primitive.MessageExt{Message: primitive.Message{Topic: "T", Body: []byte("b")}, MsgId: fmt.Sprint("id", k, "-", j)}
+			m.WithKeys([]string{fmt.Sprint("k", k)})
+			q := rand.IntN(clients)
+			queues[q] = append(queues[q], m)
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(2 * time.Minute)
+	for q := range clients {
+		wg.Go(func() {
+			queue := queues[q]
+			rand.Shuffle(len(queue), func(i, j int) { queue[i], queue[j] = queue[j], queue[i] })
+			for len(queue) > 0 && time.Now().Before(deadline) {
+				n := min(len(queue), 1+rand.IntN(16))
+				msgs := queue[:n:n]
+				queue = queue[n:]
+				items := newItems(msgs, "")
+				c.handleBatch(context.Background(), items)
+				for _, it := range items {
+					if it.v == ack {
+						done := isDone(it.m.Keys[0])
+						mu.Lock()
+						acked++
+						if !done {
+							early = append(early, it.m.MsgID)
+						}
+						mu.Unlock()
+						continue
+					}
+					if it.ext.ReconsumeTimes < 8 {
+						it.ext.ReconsumeTimes++ // comes back, never up to the attempt cap
+					}
+					queue = append(queue, it.ext)
+				}
+				if rand.IntN(4) == 0 {
+					runtime.Gosched()
+				}
+			}
+			if len(queue) > 0 {
+				t.Errorf("client %d: %d messages never acknowledged", q, len(queue))
+			}
+		})
+	}
+	wg.Wait()
+	return acked, early
 }

@@ -36,6 +36,7 @@ func (q *completer) submit(r *completion) {
 	q.mu.Lock()
 	if q.stopped { // not expected: recorded here, as a stopped goroutine would not
 		q.mu.Unlock()
+		// No caller's ctx, as in flushNext; completeClaims bounds it.
 		q.flush(context.Background(), []*completion{r})
 		r.wave.Done()
 		return

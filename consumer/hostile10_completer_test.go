@@ -88,46 +88,8 @@ func TestCompleterUnderLoadSettlesEachHandledMessageOnce(t *testing.T) {
 	}
 	c := fakeStarted(t, h, WithParker(nopParker{}), WithGuard(g), WithBatchSize(16),
 		WithHooks(hooks), WithLogger(slog.New(slog.DiscardHandler)))
-	const keys, copies, clients = 200, 3, 8
-	var queues [clients][]*primitive.MessageExt
-	for k := range keys {
-		for j := range copies {
-			m := &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: fmt.Sprint("id", k, "-", j)}
-			m.WithKeys([]string{fmt.Sprint("k", k)})
-			q := rand.IntN(clients)
-			queues[q] = append(queues[q], m)
-		}
-	}
-	var acked atomic.Int32
-	var early atomic.Int32
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(2 * time.Minute)
-	for q := range clients {
-		wg.Go(func() {
-			queue := queues[q]
-			for len(queue) > 0 && time.Now().Before(deadline) {
-				n := min(len(queue), 1+rand.IntN(16))
-				msgs := queue[:n:n]
-				queue = queue[n:]
-				items := newItems(msgs, "")
-				c.handleBatch(context.Background(), items)
-				for _, it := range items {
-					if it.v == ack {
-						acked.Add(1)
-						if !ss.isDone(it.m.Keys[0]) {
-							early.Add(1)
-						}
-						continue
-					}
-					queue = append(queue, it.ext) // a failed claim: comes back
-				}
-			}
-			if len(queue) > 0 {
-				t.Errorf("client %d: %d messages never acknowledged", q, len(queue))
-			}
-		})
-	}
-	wg.Wait()
+	const keys, copies = 200, 3
+	acked, early := redeliverUntilAcked(t, c, keys, copies, ss.isDone)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -137,8 +99,8 @@ func TestCompleterUnderLoadSettlesEachHandledMessageOnce(t *testing.T) {
 		t.Error("the completer goroutine outlived Close")
 	}
 	st := c.Stats()
-	if acked.Load() != keys*copies || early.Load() != 0 {
-		t.Errorf("%d of %d acknowledged, %d before their key was done", acked.Load(), keys*copies, early.Load())
+	if acked != keys*copies || len(early) != 0 {
+		t.Errorf("%d of %d acknowledged, %d before their key was done", acked, keys*copies, len(early))
 	}
 	if begins.Load() != runs.Load() || ends.Load() != begins.Load() || doubleEnds.Load() != 0 {
 		t.Errorf("%d handler runs, %d hooks begun, %d ended, %d ended twice; want each begun and ended once",
