@@ -154,6 +154,8 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 
 // Start connects and begins consuming. The topic must exist. A broker with
 // ACL on that refuses the account fails Start with [ErrAccessDenied].
+// Like the client's Start it takes no ctx: its one round trip of its own,
+// the access check, is bounded by a timeout.
 func (c *Consumer) Start() error { return c.start(context.Background()) }
 
 // start starts the consumer; ctx bounds the access check before it.
