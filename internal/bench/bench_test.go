@@ -250,6 +250,7 @@ func TestGuardAloneClaimsEveryKeyOrFails(t *testing.T) {
 // just before a message's send to its handling, not to its delivery; the
 // messages that wait for the side to hold its queues are not counted.
 func TestConsumeLatencyRunsUntilHandled(t *testing.T) {
+	testenv.SkipUnderRace(t) // it starts the official push consumer
 	e := &env{cfg: Config{Ops: 400}, body: []byte("x"), meter: newMeter()}
 	defer e.close()
 	if err := e.openBroker(); err != nil {
