@@ -132,6 +132,25 @@ func TestStoreBatches(t *testing.T) {
 				completeBatch(t, g, cs, make([]error, len(cs)))
 				claimBatch(t, g, keys, done)
 			})
+			t.Run("a batch past one read chunk, a key twice across chunks", func(t *testing.T) {
+				// The Redis scripts read their keys 256 at a time.
+				g := newGuard(t, b.store(t))
+				keys := make([]string, 600)
+				wants := make([]want, len(keys))
+				for i := range keys {
+					keys[i], wants[i] = fmt.Sprint("k-", i), want{outcome: idempotency.Acquired, attempt: 1}
+				}
+				keys[300], wants[300] = keys[10], want{outcome: idempotency.Busy}
+				claims := claimBatch(t, g, keys, wants)
+				claims[300] = claims[10]
+				errs := make([]error, len(claims))
+				errs[300] = idempotency.ErrLostClaim // completed at item 10
+				completeBatch(t, g, claims, errs)
+				for i := range wants {
+					wants[i] = want{outcome: idempotency.Done}
+				}
+				claimBatch(t, g, keys, wants)
+			})
 			t.Run("attempts count across batches; release and forget", func(t *testing.T) {
 				g := newGuard(t, b.store(t))
 				keys := []string{"a", "b"}

@@ -9,26 +9,33 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// The batch scripts read what they can in one MGET per chunk of keys
+// rather than one GET per key: each command a script calls costs the
+// server about as much again as the command's own work.
 var (
 	// claimBatchScript is claimScript over several keys, in order (a new
-	// key: two writes, each set only if absent). KEYS
-	// holds stride keys per item (claim, counter, and the legacy marker
-	// when stride is 3); ARGV is lease, counter TTL, stride, then one
-	// token per item. It returns outcome and count per item, flattened.
-	claimBatchScript = redis.NewScript(`
+	// key: two writes, each set only if absent). KEYS holds stride keys
+	// per item (claim, counter, and the legacy marker when stride is 3);
+	// ARGV is lease, counter TTL, stride, then one token per item. It
+	// returns outcome and count per item, flattened. No item writes a
+	// legacy marker, so they are all read first.
+	claimBatchScript = redis.NewScript(mgetLua + `
 local stride = tonumber(ARGV[3])
+local n = #ARGV - 3
+local legacy = {}
+if stride == 3 then legacy = mget(3, 3, n) end
 local out = {}
-for i = 1, #ARGV - 3 do
+for i = 1, n do
   local b = (i - 1) * stride
-  if stride == 3 and redis.call('GET', KEYS[b + 3]) == 'done' then
+  if legacy[i] == 'done' then
     out[2 * i - 1], out[2 * i] = 2, 0
   elseif redis.call('SET', KEYS[b + 1], ARGV[3 + i], 'PX', ARGV[1], 'NX') then
-    local n = 1
+    local c = 1
     if not redis.call('SET', KEYS[b + 2], 1, 'PX', ARGV[2], 'NX') then
-      n = redis.call('INCR', KEYS[b + 2])
+      c = redis.call('INCR', KEYS[b + 2])
       redis.call('PEXPIRE', KEYS[b + 2], ARGV[2])
     end
-    out[2 * i - 1], out[2 * i] = 1, n
+    out[2 * i - 1], out[2 * i] = 1, c
   elseif redis.call('GET', KEYS[b + 1]) == 'done' then
     out[2 * i - 1], out[2 * i] = 2, 0
   else
@@ -38,13 +45,20 @@ end
 return out`)
 	// completeBatchScript is completeScript over several keys, in order.
 	// KEYS holds claim and counter per item; ARGV is the retention, then
-	// one token per item. It returns 1 (done) or 0 (lost) per item.
-	completeBatchScript = redis.NewScript(`
+	// one token per item. It returns 1 (done) or 0 (lost) per item. The
+	// claims are read first; one this script has already completed (a
+	// key twice in the batch) reads as done.
+	completeBatchScript = redis.NewScript(mgetLua + `
+local n = #ARGV - 1
+local written = {}
+local claims = mget(1, 2, n)
 local out = {}
-for i = 1, #ARGV - 1 do
-  if redis.call('GET', KEYS[2 * i - 1]) == ARGV[1 + i] then
-    redis.call('SET', KEYS[2 * i - 1], 'done', 'PX', ARGV[1])
+for i = 1, n do
+  local k = KEYS[2 * i - 1]
+  if written[k] == nil and claims[i] == ARGV[1 + i] then
+    redis.call('SET', k, 'done', 'PX', ARGV[1])
     redis.call('DEL', KEYS[2 * i])
+    written[k] = true
     out[i] = 1
   else
     out[i] = 0
@@ -52,6 +66,23 @@ for i = 1, #ARGV - 1 do
 end
 return out`)
 )
+
+// mgetLua defines mget(first, stride, n): the values of KEYS[first],
+// KEYS[first+stride], ... (n keys), false where absent, read in chunks of
+// 256 keys (unpack has a bounded stack).
+const mgetLua = `
+local function mget(first, stride, n)
+  local vals = {}
+  for lo = 1, n, 256 do
+    local hi = math.min(n, lo + 255)
+    local names = {}
+    for i = lo, hi do names[i - lo + 1] = KEYS[first + (i - 1) * stride] end
+    local r = redis.call('MGET', unpack(names))
+    for i = lo, hi do vals[i] = r[i - lo + 1] end
+  end
+  return vals
+end
+`
 
 // groups splits item indexes into the sets one script may touch
 // together: on a single Redis every item at once; on a Cluster or a Ring,

@@ -2,6 +2,7 @@ package idempotency_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -97,6 +98,35 @@ func TestRedisHonoursDoneMarkersOfTheOldLayout(t *testing.T) {
 	tag := strings.TrimSuffix(strings.TrimPrefix(names[0], "reliablemq:idem:"), ":c")
 	if c := claimKey(t, redisGuard(t, rdb, tag), "c"); c.Outcome != idempotency.Acquired {
 		t.Fatalf("group %s key c: %v, want Acquired (it read another key's marker)", tag, c.Outcome)
+	}
+}
+
+// TestRedisBatchHonoursDoneMarkersOfTheOldLayout: a batch claim reads the
+// old layout's markers in chunks; a marker at either side of a chunk's
+// edge counts.
+func TestRedisBatchHonoursDoneMarkersOfTheOldLayout(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.Redis(t)
+	group := strings.ReplaceAll(testenv.Name(t, "coupons"), ":", "_")
+	old := map[int]bool{0: true, 255: true, 256: true, 511: true, 512: true, 599: true}
+	keys := make([]string, 600)
+	for i := range keys {
+		keys[i] = fmt.Sprint("order-", i)
+		if old[i] {
+			if err := rdb.Set(context.Background(), "reliablemq:idem:"+group+":"+keys[i], "done", time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	claims, errs := redisGuard(t, rdb, group).ClaimBatch(context.Background(), keys)
+	for i, c := range claims {
+		want := idempotency.Acquired
+		if old[i] {
+			want = idempotency.Done
+		}
+		if errs[i] != nil || c.Outcome != want {
+			t.Fatalf("item %d: %v, %v; want %v", i, c, errs[i], want)
+		}
 	}
 }
 
