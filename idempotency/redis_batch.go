@@ -47,7 +47,8 @@ return out`)
 	// KEYS holds claim and counter per item; ARGV is the retention, then
 	// one token per item. It returns 1 (done) or 0 (lost) per item. The
 	// claims are read first; one this script has already completed (a
-	// key twice in the batch) reads as done.
+	// key twice in the batch) reads as "done", as a GET would (a token
+	// "done" matches it, as in completeScript).
 	completeBatchScript = redis.NewScript(mgetLua + `
 local n = #ARGV - 1
 local written = {}
@@ -55,10 +56,10 @@ local claims = mget(1, 2, n)
 local out = {}
 for i = 1, n do
   local k = KEYS[2 * i - 1]
-  if written[k] == nil and claims[i] == ARGV[1 + i] then
+  if (written[k] or claims[i]) == ARGV[1 + i] then
     redis.call('SET', k, 'done', 'PX', ARGV[1])
     redis.call('DEL', KEYS[2 * i])
-    written[k] = true
+    written[k] = 'done'
     out[i] = 1
   else
     out[i] = 0
