@@ -56,9 +56,11 @@ func NewRedisStore(rdb redis.UniversalClient, opts ...RedisOption) (*RedisStore,
 
 var (
 	// claimScript: a new key (the usual case) takes two writes, the claim
-	// and its counter, each set only if absent.
+	// and its counter, each set only if absent. The old layout's marker
+	// is read with MGET, as claimBatchScript reads it: a value other than
+	// a string at its name (not ours) is no marker, rather than an error.
 	claimScript = redis.NewScript(`
-if KEYS[3] and redis.call('GET', KEYS[3]) == 'done' then return {2, 0} end
+if KEYS[3] and redis.call('MGET', KEYS[3])[1] == 'done' then return {2, 0} end
 if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
   local n = 1
   if not redis.call('SET', KEYS[2], 1, 'PX', ARGV[3], 'NX') then

@@ -182,7 +182,7 @@ func matchOneByOne(t *testing.T, rdb redis.UniversalClient, group string, seed u
 		default:
 			// An old-layout done marker, or something else at its name.
 			k := keys[rng.IntN(len(keys))]
-			kind := rng.IntN(2)
+			kind := rng.IntN(3)
 			what = fmt.Sprintf("old-layout name for %q, kind %d", k, kind)
 			for _, p := range prefixes {
 				name := p + group + ":" + k
@@ -470,6 +470,39 @@ func TestRedisCompleteBatchOfAKeyTwiceReadsItsDoneMarker(t *testing.T) {
 				if errClass(got[i]) != errClass(want) {
 					t.Fatalf("item %d (token %q): batch %v, one by one %v", i, it.Token, got[i], want)
 				}
+			}
+		})
+	}
+}
+
+// TestRedisOldLayoutNameHoldingAnotherType: something other than a string
+// at a key's old-layout name (another application's list) is no done
+// marker, for a single claim and a batch alike: the key is acquired, not
+// failed on every delivery by one path only.
+func TestRedisOldLayoutNameHoldingAnotherType(t *testing.T) {
+	t.Parallel()
+	for _, b := range redisBackends() {
+		if b.name == "redis-cluster" {
+			continue // no old-layout lookup
+		}
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			rdb := b.rdb(t)
+			prefix := testenv.Name(t, "idem") + ":"
+			s, err := idempotency.NewRedisStore(rdb, idempotency.WithPrefix(prefix))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, group := range []string{"single", "batch"} {
+				if err := rdb.RPush(ctx, prefix+group+":k", "done").Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			o, n, err := s.Claim(ctx, "single", "k", "t", time.Minute)
+			r := s.ClaimBatch(ctx, "batch", []idempotency.KeyToken{{Key: "k", Token: "t"}, {Key: "j", Token: "t"}}, time.Minute)
+			if err != nil || o != idempotency.Acquired || n != 1 || r[0] != (idempotency.ClaimResult{Outcome: o, Attempts: n}) {
+				t.Fatalf("one by one %v %d %v; batch %+v", o, n, err, r[0])
 			}
 		})
 	}
