@@ -20,7 +20,9 @@ import (
 // "<prefix>{<tag>}:c" and "<prefix>{<tag>}:n", tag a hash of the group and
 // the business key: no business key can name another's counter, and on
 // Redis Cluster the two keys of one business key share a slot while
-// different business keys spread over every master.
+// different business keys spread over every master. A claim's token may
+// be anything but "done", the done marker's value ([Guard] makes random
+// hex tokens).
 //
 // Durability is Redis's: a failover that loses recent writes can lose done
 // markers, letting a duplicate through. Use the MySQL store or [TxGuard]
@@ -109,8 +111,15 @@ func (s *RedisStore) appendKeys(dst []string, group, key string) []string {
 	return append(dst, names[:len(names)/2], names[len(names)/2:])
 }
 
+// errDoneToken refuses a claim whose token is the done marker's value:
+// every other caller would read that claim as done.
+var errDoneToken = errors.New(`idempotency: token "done" is the Redis store's done marker`)
+
 // Claim implements [Store].
 func (s *RedisStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error) {
+	if token == "done" {
+		return 0, 0, errDoneToken
+	}
 	keys := s.keys(group, key)
 	if s.legacy && !strings.ContainsAny(group, ":{}") {
 		// The old layout is ambiguous for groups holding its separator

@@ -3,6 +3,7 @@ package idempotency
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,7 +120,20 @@ func (s *RedisStore) ClaimBatch(ctx context.Context, group string, items []KeyTo
 	if s.legacy && !strings.ContainsAny(group, ":{}") {
 		stride = 3
 	}
-	groups := s.groups(items)
+	results := make([]ClaimResult, len(items))
+	var groups [][]int
+	for _, idx := range s.groups(items) {
+		idx = slices.DeleteFunc(idx, func(i int) bool {
+			if items[i].Token != "done" {
+				return false
+			}
+			results[i].Err = errDoneToken
+			return true
+		})
+		if len(idx) > 0 {
+			groups = append(groups, idx)
+		}
+	}
 	calls := make([]*scriptCall, len(groups))
 	for g, idx := range groups {
 		keys := make([]string, 0, stride*len(idx))
@@ -137,7 +151,6 @@ func (s *RedisStore) ClaimBatch(ctx context.Context, group string, items []KeyTo
 	if len(calls) > 0 {
 		s.runAll(ctx, calls)
 	}
-	results := make([]ClaimResult, len(items))
 	for g, idx := range groups {
 		r, err := calls[g].cmd.Int64Slice()
 		if err == nil && len(r) != 2*len(idx) {

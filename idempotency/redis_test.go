@@ -130,6 +130,27 @@ func TestRedisBatchHonoursDoneMarkersOfTheOldLayout(t *testing.T) {
 	}
 }
 
+// TestRedisRefusesTheDoneMarkerAsAToken: a claim holding the token
+// "done" would read as done to every other caller.
+func TestRedisRefusesTheDoneMarkerAsAToken(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, err := idempotency.NewRedisStore(testenv.Redis(t), idempotency.WithPrefix(testenv.Name(t, "idem")+":"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Claim(ctx, "g", "k", "done", time.Second); err == nil {
+		t.Fatal(`Claim with token "done": no error`)
+	}
+	res := store.ClaimBatch(ctx, "g", []idempotency.KeyToken{{Key: "a", Token: "t1"}, {Key: "k", Token: "done"}, {Key: "b", Token: "t2"}}, time.Second)
+	if res[0].Err != nil || res[0].Outcome != idempotency.Acquired || res[1].Err == nil || res[2].Err != nil || res[2].Outcome != idempotency.Acquired {
+		t.Fatalf("batch: %+v", res)
+	}
+	if o, _, err := store.Claim(ctx, "g", "k", "t3", time.Second); err != nil || o != idempotency.Acquired {
+		t.Fatalf("k after the refused claims: %v, %v; want Acquired", o, err)
+	}
+}
+
 // TestRedisClaimLatencyStaysBelowTheLease: under steady load from many
 // handlers, no single Claim waits long (a caller never keeps flushing
 // other callers' work; the structural rule is pinned in internal/combine):
