@@ -97,16 +97,9 @@ func matchOneByOne(t *testing.T, rdb redis.UniversalClient, group string, seed u
 	ctx := context.Background()
 	const lease, retain = time.Minute, time.Minute
 	rng := rand.New(rand.NewPCG(seed, 99))
-	prefixes := [2]string{testenv.Name(t, "B") + ":", testenv.Name(t, "S") + ":"}
-	var stores [2]*idempotency.RedisStore
-	for i, p := range prefixes {
-		s, err := idempotency.NewRedisStore(rdb, idempotency.WithPrefix(p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		stores[i] = s
-	}
-	batch, single := stores[0], stores[1]
+	batch, batchPrefix := prefixedStore(t, rdb, "B")
+	single, singlePrefix := prefixedStore(t, rdb, "S")
+	prefixes := [2]string{batchPrefix, singlePrefix}
 	keys := []string{"a", "b", "c", "a:b", "{a}", "ünï", "\x00\xff", " a", "x}"}
 	// tokens[k] are the tokens ever used for key k: live, stale or never
 	// granted.
@@ -176,7 +169,7 @@ func matchOneByOne(t *testing.T, rdb redis.UniversalClient, group string, seed u
 			k := keys[rng.IntN(len(keys))]
 			tok, forget := pickToken(k), rng.IntN(2) == 0
 			what = fmt.Sprintf("Release %q forget %v", k, forget)
-			for i, s := range stores {
+			for i, s := range [2]*idempotency.RedisStore{batch, single} {
 				got[i] = []storeResult{{err: errClass(s.Release(ctx, group, k, tok, forget))}}
 			}
 		default:
@@ -245,11 +238,7 @@ func TestRedisBatchOfManyKeys(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			rdb := b.rdb(t)
-			prefix := testenv.Name(t, "idem") + ":"
-			s, err := idempotency.NewRedisStore(rdb, idempotency.WithPrefix(prefix))
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, prefix := prefixedStore(t, rdb, "idem")
 			n, group := 30000, "many"
 			if b.name == "miniredis" {
 				n = 10000 // its Lua is slower
@@ -353,10 +342,7 @@ func TestRedisConcurrentBatchesApplyEachKeyOnce(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			rdb := b.rdb(t)
-			s, err := idempotency.NewRedisStore(rdb, idempotency.WithPrefix(testenv.Name(t, "idem")+":"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, _ := prefixedStore(t, rdb, "idem")
 			g, err := idempotency.NewGuard("conc", s, idempotency.WithLease(time.Minute))
 			if err != nil {
 				t.Fatal(err)
@@ -450,10 +436,7 @@ func TestRedisCompleteBatchOfAKeyTwiceReadsItsDoneMarker(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			s, err := idempotency.NewRedisStore(b.rdb(t), idempotency.WithPrefix(testenv.Name(t, "idem")+":"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, _ := prefixedStore(t, b.rdb(t), "idem")
 			items := []idempotency.KeyToken{{Key: "k", Token: "t"}, {Key: "k", Token: "done"}, {Key: "k", Token: "t"}}
 			for range 300 {
 				items = append(items, idempotency.KeyToken{Key: "k", Token: "x"})
@@ -489,11 +472,7 @@ func TestRedisOldLayoutNameHoldingAnotherType(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			rdb := b.rdb(t)
-			prefix := testenv.Name(t, "idem") + ":"
-			s, err := idempotency.NewRedisStore(rdb, idempotency.WithPrefix(prefix))
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, prefix := prefixedStore(t, rdb, "idem")
 			for _, group := range []string{"single", "batch"} {
 				if err := rdb.RPush(ctx, prefix+group+":k", "done").Err(); err != nil {
 					t.Fatal(err)
@@ -506,4 +485,16 @@ func TestRedisOldLayoutNameHoldingAnotherType(t *testing.T) {
 			}
 		})
 	}
+}
+
+// prefixedStore returns a Redis store on rdb under a prefix of the test's
+// own, and the prefix.
+func prefixedStore(t *testing.T, rdb redis.UniversalClient, name string) (*idempotency.RedisStore, string) {
+	t.Helper()
+	prefix := testenv.Name(t, name) + ":"
+	s, err := idempotency.NewRedisStore(rdb, idempotency.WithPrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, prefix
 }
