@@ -130,6 +130,9 @@ func New(relay Relay, opts ...Option) (*Job, error) {
 	}
 	if e, ok := c.schedule.(every); c.schedule == nil || (ok && e <= 0) {
 		errs = append(errs, errors.New("reconcile: interval must be positive"))
+	} else if c.schedule.Next(time.Now()).IsZero() {
+		// A cron expression that matches no date ("0 0 30 2 *").
+		errs = append(errs, errors.New("reconcile: the schedule never fires"))
 	}
 	if c.batch < 1 {
 		errs = append(errs, fmt.Errorf("reconcile: batch %d < 1", c.batch))
@@ -220,6 +223,8 @@ func (j *Job) RunOnce(ctx context.Context) (Report, error) {
 
 // Run runs the job on its schedule until ctx is cancelled, and returns nil
 // then. A failed run is logged at Warn and the next one runs as scheduled.
+// A schedule that has no next time (it returns the zero time, as a cron
+// schedule does when no date matches) ends Run with an error.
 func (j *Job) Run(ctx context.Context) error {
 	for {
 		rep, err := j.RunOnce(ctx)
@@ -242,7 +247,11 @@ func (j *Job) Run(ctx context.Context) error {
 			j.cfg.onReport(ctx, rep, err)
 		}
 		now := time.Now()
-		t := time.NewTimer(j.cfg.schedule.Next(now).Sub(now))
+		next := j.cfg.schedule.Next(now)
+		if next.IsZero() {
+			return fmt.Errorf("reconcile: the schedule has no run after %s", now.Format(time.RFC3339))
+		}
+		t := time.NewTimer(next.Sub(now))
 		select {
 		case <-ctx.Done():
 			t.Stop()

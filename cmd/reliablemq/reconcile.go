@@ -79,6 +79,11 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return usagef("reconcile: -cron: %v", err)
 		}
+		if s.Next(time.Now()).IsZero() {
+			// It parses but matches no date ("0 0 30 2 *"): its timer would
+			// fire at once, for ever.
+			return usagef("reconcile: -cron %q matches no date: it would never run", *cronExpr)
+		}
 		sched = s
 	}
 	space, err := brokerNamespace(*nsp)
