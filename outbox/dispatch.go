@@ -96,7 +96,9 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 	for len(sent) > 0 {
 		chunk := sent[:min(len(sent), markChunk)]
 		sent = sent[len(chunk):]
-		n, err := r.store.markSentBatch(ctx, []string{owner}, chunk, resend)
+		mctx, cancel := markContext(ctx)
+		n, err := r.store.markSentBatch(mctx, []string{owner}, chunk, resend)
+		cancel()
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -112,6 +114,14 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 
 // markChunk bounds the rows one batched mark updates.
 const markChunk = 500
+
+// markContext is the context of a statement marking rows the broker
+// accepted as Sent: ctx's cancellation (a stopping job) does not abort
+// it, as a row left claimed is sent a second time once its lease ends;
+// markFlushTimeout bounds it instead.
+func markContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), markFlushTimeout)
+}
 
 // markReq is one Transact call's rows to mark Sent, combined with other
 // calls' into one statement (package combine: no caller flushes more than
@@ -200,7 +210,9 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 		}
 		if sent {
 			// The next row of the key is sent only once this one is Sent.
-			held, err := r.store.markSent(ctx, row.ID, owner, res.MsgID)
+			mctx, cancel := markContext(ctx)
+			held, err := r.store.markSent(mctx, row.ID, owner, res.MsgID)
+			cancel()
 			if err != nil {
 				return rep, nil, err
 			}
