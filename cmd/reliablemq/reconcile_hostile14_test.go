@@ -1,9 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/outbox"
+	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 // TestReconcileCronThatNeverFiresIsAUsageError: robfig/cron parses an
@@ -22,5 +29,59 @@ func TestReconcileCronThatNeverFiresIsAUsageError(t *testing.T) {
 	// A date that exists only in leap years is fine.
 	if _, err := runCmd(t, "reconcile", "-cron", "0 0 29 2 *", "-namesrv", "127.0.0.1:1", "-dsn", "root@tcp(127.0.0.1:1)/x"); errors.Is(err, errUsage) {
 		t.Errorf("-cron for the 29th of February: %v", err)
+	}
+}
+
+// TestReconcileOncePartialFailureExitsOneAndSaysWhat: of three rows, two
+// are sent and one can never be (a topic the producer refuses, as a row
+// written by hand or by another version): -once exits 1 (failed work),
+// stdout has the run's summary and one ALERT line for the dead row, and
+// the error is one line counting it. The rows are where the output says.
+func TestReconcileOncePartialFailureExitsOneAndSaysWhat(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, 1)
+	db := testenv.MySQL(t)
+	dsn := testenv.MySQLDSN(t, db)
+	relay, err := outbox.NewRelay(db, &producer.Producer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var badID int64
+	for _, k := range []string{"p-1", "p-2", "p-3"} {
+		id, _, err := relay.Enqueue(context.Background(), db, outbox.Message{Topic: topic, Key: k, Body: []byte(k)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		badID = id
+	}
+	if _, err := db.Exec("UPDATE mq_log SET topic = 'no such topic!' WHERE id = ?", badID); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), []string{"reconcile", "-once", "-dsn", dsn, "-namesrv", env.Namesrv}, &out, &errOut)
+	if err == nil || errors.Is(err, errUsage) || strings.Contains(err.Error(), "\n") ||
+		!strings.Contains(err.Error(), "(permanent 1), 1 rows dead") {
+		t.Fatalf("reconcile -once: %v, want one line of failed work counting the dead row\nstdout:\n%s\nstderr:\n%s", err, &out, &errOut)
+	}
+	alert := fmt.Sprintf("ALERT dead row %d topic no such topic! key p-3 after 1 attempts: ", badID)
+	if !strings.Contains(out.String(), "sent 2, failed 0, dead 1") || strings.Count(out.String(), "ALERT") != 1 ||
+		!strings.Contains(out.String(), alert) || errOut.Len() != 0 {
+		t.Fatalf("stdout:\n%s\nstderr:\n%s\nwant the summary and one %q line", &out, &errOut, alert)
+	}
+	var statuses []int
+	if err := db.Select(&statuses, "SELECT status FROM mq_log ORDER BY id"); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(statuses) != fmt.Sprint([]int{int(outbox.Sent), int(outbox.Sent), int(outbox.Dead)}) {
+		t.Fatalf("statuses %v, want Sent, Sent, Dead", statuses)
+	}
+	// A second run has nothing to do and succeeds: the dead row is the
+	// operator's, counted in the summary, not a failure of every run.
+	out.Reset()
+	if err := run(context.Background(), []string{"reconcile", "-once", "-dsn", dsn, "-namesrv", env.Namesrv}, &out, &errOut); err != nil ||
+		!strings.Contains(out.String(), "dead rows 1") {
+		t.Fatalf("second run: %v\n%s", err, &out)
 	}
 }
