@@ -272,9 +272,12 @@ func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
 }
 
 // Get returns one dead letter, or [ErrNotFound].
-func (d *Table) Get(ctx context.Context, id int64) (*Entry, error) {
+func (d *Table) Get(ctx context.Context, id int64) (*Entry, error) { return d.get(ctx, d.db, id, "") }
+
+// get reads one dead letter through q; lock is appended to the query.
+func (d *Table) get(ctx context.Context, q sqlx.QueryerContext, id int64, lock string) (*Entry, error) {
 	var r row
-	err := sqldb.Get(ctx, d.db, &r, "SELECT "+deadLetterColumns+" FROM "+d.quoted+" WHERE id = ?", id)
+	err := sqldb.Get(ctx, q, &r, "SELECT "+deadLetterColumns+" FROM "+d.quoted+" WHERE id = ?"+lock, id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
@@ -288,12 +291,23 @@ func (d *Table) Get(ctx context.Context, id int64) (*Entry, error) {
 // keys, tag, sharding key, properties and body (a new message id), then
 // marks it replayed with reason. The send comes first: if marking fails
 // the message may be replayed twice, which the idempotency guard absorbs;
-// it is never marked replayed without having been sent. A dead letter
+// it is never marked replayed without having been sent. The row stays
+// locked from the read to the mark: a Replay or Discard of the same dead
+// letter meanwhile waits, then finds it replayed ([ErrNotParked]), so it
+// is neither sent twice nor recorded discarded after being sent. A dead letter
 // records its group in its namespace and its topic without it, so pub must
 // send in the group's namespace: a publisher that tells its namespace (a
 // *producer.Producer does) is refused with [ErrWrongNamespace] otherwise.
 func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason string) error {
-	dl, err := d.Get(ctx, id)
+	if err := sqldb.CheckSession(ctx, d.db); err != nil {
+		return fmt.Errorf("deadletter: replay %d: %w", id, err)
+	}
+	tx, err := d.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("deadletter: replay %d: %w", id, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	dl, err := d.get(ctx, tx, id, " FOR UPDATE")
 	if err != nil {
 		return err
 	}
@@ -316,25 +330,33 @@ func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason stri
 	if err != nil {
 		return fmt.Errorf("deadletter: replay %d: %w", id, err)
 	}
-	return d.transition(ctx, id, Replayed, reason)
+	if err := d.transition(ctx, tx, id, Replayed, reason); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("deadletter: mark %d %s: %w", id, Replayed, err)
+	}
+	return nil
 }
 
 // Discard marks a parked message as handled without replaying it.
 func (d *Table) Discard(ctx context.Context, id int64, reason string) error {
-	return d.transition(ctx, id, Discarded, reason)
+	return d.transition(ctx, d.db, id, Discarded, reason)
 }
 
-func (d *Table) transition(ctx context.Context, id int64, to Status, reason string) error {
+// transition moves a parked dead letter to status to, through ex (the
+// table's handle, or Replay's transaction).
+func (d *Table) transition(ctx context.Context, ex sqlx.ExtContext, id int64, to Status, reason string) error {
 	query, args := sqldb.NewStatement(200 + 2*len(reason)).SQL("UPDATE " + d.quoted + " SET status = ").Int(int64(to)).
 		SQL(", reason = ").Text(reason).SQL(", updated_at = UTC_TIMESTAMP(6) WHERE id = ").Int(id).SQL(" AND status = 1").Query()
-	res, err := sqldb.Exec(ctx, d.db, query, args...)
+	res, err := sqldb.Exec(ctx, ex, query, args...)
 	if err != nil {
 		return fmt.Errorf("deadletter: mark %d %s: %w", id, to, err)
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return fmt.Errorf("deadletter: mark %d %s: %w", id, to, err)
 	} else if n == 0 {
-		if _, err := d.Get(ctx, id); err != nil {
+		if _, err := d.get(ctx, ex, id, ""); err != nil {
 			return err
 		}
 		return fmt.Errorf("%w: %d", ErrNotParked, id)
