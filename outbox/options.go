@@ -94,8 +94,9 @@ func WithBackoff(first, max time.Duration) Option {
 // WithConcurrency sets how many sends a relay runs at once. Default 16.
 func WithConcurrency(n int) Option { return relayOption(func(c *config) { c.concurrency = n }) }
 
-// WithAlert sets a function called once for each row that becomes Dead.
-// Default none (dead rows are also logged at Error).
+// WithAlert sets a function called once for each row given up on: made
+// Dead, or, Sent but never confirmed, out of resends (its Status stays
+// Sent). Default none (such rows are also logged at Error).
 func WithAlert(fn func(context.Context, *Row)) Option {
 	return relayOption(func(c *config) { c.alert = fn })
 }

@@ -102,6 +102,9 @@ func deadAction(fs *flag.FlagSet, f deadFlags) (action string, id int64, err err
 	if _, ok := statusFilter(*f.status); !ok {
 		return "", 0, usagef("dead: unknown -status %q: want parked, replayed, discarded or all", *f.status)
 	}
+	if *f.limit <= 0 || *f.after < 0 {
+		return "", 0, usagef("dead: -limit %d -after %d: want a positive limit and an id of 0 or more", *f.limit, *f.after)
+	}
 	if action == "discard" && *f.reason == "" {
 		return "", 0, usagef("dead: discard needs -reason")
 	}

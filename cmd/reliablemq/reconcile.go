@@ -25,8 +25,8 @@ attempt cap, optionally resends unconfirmed rows and purges old ones. Any
 number of instances may run at once.
 
 A run that did something prints one summary line on stdout (-once always
-prints it); idle runs print nothing. A dead row prints an ALERT line on
-stdout. A failed run (database error, missing table, name server
+prints it); idle runs print nothing. A row made dead, or a sent row given
+up unconfirmed after its resends, prints an ALERT line on stdout. A failed run (database error, missing table, name server
 unreachable: then no row is claimed) or a run with failed sends prints one
 line on stderr. -once exits 1 in either case; -every and -cron keep going.
 The table is checked at start: a missing one exits 1 in every mode. ACL
@@ -111,7 +111,11 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	relay, err := outbox.NewRelay(db, pub, outbox.WithTable(*table), outbox.WithMaxAttempts(*attempts),
 		outbox.WithLogger(quiet),
 		outbox.WithAlert(func(_ context.Context, r *outbox.Row) {
-			fmt.Fprintf(stdout, "ALERT dead row %d topic %s key %s after %d attempts: %s\n", r.ID, r.Topic, r.Key, r.Attempts, firstLine(r.LastError, 300))
+			what := "dead row"
+			if r.Status != outbox.Dead {
+				what = "row given up (sent, never confirmed)"
+			}
+			fmt.Fprintf(stdout, "ALERT %s %d topic %s key %s after %d attempts: %s\n", what, r.ID, r.Topic, r.Key, r.Attempts, firstLine(r.LastError, 300))
 		}))
 	if err != nil {
 		return usagef("reconcile: %v", err) // the options are the flags
@@ -210,8 +214,17 @@ func (rc *reconciler) run(ctx context.Context, always bool) error {
 		return err // "reconcile: ..." already
 	}
 	if r.Failed > 0 || r.Dead > 0 || len(failures) > 0 {
-		err := fmt.Errorf("reconcile: %d sends failed (%s), %d rows dead; each row's last_error says why",
-			sum(failures), reasons(failures), r.Dead)
+		var what []string
+		switch n := sum(failures); {
+		case n > 0:
+			what = append(what, fmt.Sprintf("%d sends failed (%s)", n, reasons(failures)))
+		case r.Failed > 0:
+			what = append(what, fmt.Sprintf("%d sends failed", r.Failed))
+		}
+		if r.Dead > 0 {
+			what = append(what, fmt.Sprintf("%d rows given up (made dead, or sent and never confirmed)", r.Dead))
+		}
+		err := fmt.Errorf("reconcile: %s; each row's last_error says why", strings.Join(what, ", "))
 		if first != nil {
 			err = fmt.Errorf("%w; the first: %w", err, first)
 		}

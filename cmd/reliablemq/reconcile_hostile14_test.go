@@ -62,7 +62,7 @@ func TestReconcileOncePartialFailureExitsOneAndSaysWhat(t *testing.T) {
 	var out, errOut bytes.Buffer
 	err = run(context.Background(), []string{"reconcile", "-once", "-dsn", dsn, "-namesrv", env.Namesrv}, &out, &errOut)
 	if err == nil || errors.Is(err, errUsage) || strings.Contains(err.Error(), "\n") ||
-		!strings.Contains(err.Error(), "(permanent 1), 1 rows dead") {
+		!strings.Contains(err.Error(), "reconcile: 1 sends failed (permanent 1), 1 rows given up") {
 		t.Fatalf("reconcile -once: %v, want one line of failed work counting the dead row\nstdout:\n%s\nstderr:\n%s", err, &out, &errOut)
 	}
 	alert := fmt.Sprintf("ALERT dead row %d topic no such topic! key p-3 after 1 attempts: ", badID)
@@ -83,5 +83,47 @@ func TestReconcileOncePartialFailureExitsOneAndSaysWhat(t *testing.T) {
 	if err := run(context.Background(), []string{"reconcile", "-once", "-dsn", dsn, "-namesrv", env.Namesrv}, &out, &errOut); err != nil ||
 		!strings.Contains(out.String(), "dead rows 1") {
 		t.Fatalf("second run: %v\n%s", err, &out)
+	}
+}
+
+// TestReconcileAlertSaysWhenASentRowIsGivenUp: a sent row no consumer
+// confirmed, out of resends, stays Sent; its ALERT line says it was given
+// up unconfirmed, not that it is dead.
+func TestReconcileAlertSaysWhenASentRowIsGivenUp(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	topic := testenv.Name(t, "T")
+	env.CreateTopic(t, topic, 1)
+	db := testenv.MySQL(t)
+	dsn := testenv.MySQLDSN(t, db)
+	relay, err := outbox.NewRelay(db, &producer.Producer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := relay.Enqueue(context.Background(), db, outbox.Message{Topic: topic, Key: "u-1", Body: []byte("u")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"reconcile", "-once", "-dsn", dsn, "-namesrv", env.Namesrv, "-max-attempts", "1"}
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), base, &out, &errOut); err != nil {
+		t.Fatalf("first run: %v\n%s%s", err, &out, &errOut)
+	}
+	// Sent long ago, never confirmed: due for a resend it has none left of.
+	if _, err := db.Exec("UPDATE mq_log SET sent_at = sent_at - INTERVAL 1 HOUR, next_attempt_at = next_attempt_at - INTERVAL 1 HOUR WHERE id = ?", id); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err = run(context.Background(), append(base, "-confirm-timeout", "1s"), &out, &errOut)
+	if err == nil || strings.Contains(err.Error(), "sends failed") || !strings.Contains(err.Error(), "reconcile: 1 rows given up") {
+		t.Fatalf("reconcile -once: %v, want failed work naming one row given up and no failed send", err)
+	}
+	want := fmt.Sprintf("ALERT row given up (sent, never confirmed) %d topic %s key u-1 after 1 attempts: ", id, topic)
+	if strings.Count(out.String(), "ALERT") != 1 || !strings.Contains(out.String(), want) {
+		t.Fatalf("stdout:\n%s\nstderr:\n%s\nwant one %q line", &out, &errOut, want)
+	}
+	var status int
+	if err := db.Get(&status, "SELECT status FROM mq_log WHERE id = ?", id); err != nil || status != int(outbox.Sent) {
+		t.Fatalf("status %d, %v; want Sent", status, err)
 	}
 }
