@@ -127,3 +127,16 @@ func TestReconcileAlertSaysWhenASentRowIsGivenUp(t *testing.T) {
 		t.Fatalf("status %d, %v; want Sent", status, err)
 	}
 }
+
+// TestDeadListLimitOutOfRangeIsAUsageError: -limit 0 listed the table's
+// default of 100 rows; a limit below one or a negative -after is refused
+// before any connection.
+func TestDeadListLimitOutOfRangeIsAUsageError(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"-limit", "0"}, {"-limit", "-5"}, {"-after", "-1"}} {
+		out, err := runCmd(t, append([]string{"dead", "-dsn", "root@tcp(127.0.0.1:1)/x"}, append(args, "list")...)...)
+		if !errors.Is(err, errUsage) || out != "" {
+			t.Errorf("dead %v list: %v\n%s\nwant a usage error", args, err, out)
+		}
+	}
+}
