@@ -23,7 +23,9 @@ type Message struct {
 	Properties map[string]string
 	// ShardingKey makes the entry ordered: entries with the same sharding
 	// key are sent in enqueue order, each only after the previous one is
-	// SENT, to the queue the key hashes to.
+	// SENT, to the queue the key hashes to. An entry with a ShardingKey
+	// takes no Delay ([ErrInvalidMessage]): the broker would queue it
+	// when the delay ends, behind the key's later entries.
 	ShardingKey string
 	Delay       time.Duration
 }

@@ -31,7 +31,10 @@
 // a ShardingKey goes to the queue [orderly.QueueIndex] picks, so all
 // messages of one key share a queue while the topic's queue count stays the
 // same; [WithQueueCountChange] reports a change. [WithOrderedTopics] makes
-// a missing key an error.
+// a missing key an error. A message with both a ShardingKey and a Delay is
+// an [ErrInvalidMessage]: the broker appends a delayed message to its queue
+// only when the delay ends, so it would be consumed after the key's
+// messages sent meanwhile.
 //
 // # Lifecycle
 //

@@ -37,10 +37,12 @@ type Message struct {
 	Properties map[string]string
 	// Delay postpones delivery: the message is delivered after the
 	// smallest delay level >= Delay. Zero sends at once; beyond the largest
-	// level is [ErrDelayTooLong].
+	// level is [ErrDelayTooLong]. Not with a ShardingKey.
 	Delay time.Duration
 	// ShardingKey sends the message to the queue the key hashes to (see
-	// [orderly.QueueIndex]), so messages of one key stay in order.
+	// [orderly.QueueIndex]), so messages of one key stay in order. A
+	// message with both a ShardingKey and a Delay is refused: the broker
+	// would queue it when its delay ends, behind the key's later messages.
 	ShardingKey string
 }
 
@@ -278,8 +280,9 @@ var topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)
 // Validate reports whether m can be sent as it is, whatever the
 // producer's options: a valid topic name, a body, keys without spaces or
 // separators, valid UTF-8 in keys, tag and properties (they travel in a
-// JSON header, which would alter them silently), no property separators
-// and no reserved property names. The error matches [ErrInvalidMessage].
+// JSON header, which would alter them silently), no property separators,
+// no reserved property names, and no delay on a message with a sharding
+// key. The error matches [ErrInvalidMessage].
 // Send checks this and the producer's own limits (body size, ordered
 // topics); code that builds messages elsewhere (the outbox's transactional
 // messages) checks it to refuse the same messages.
@@ -289,6 +292,11 @@ func Validate(m Message) error {
 		return fmt.Errorf("%w: topic %q", ErrInvalidMessage, m.Topic)
 	case len(m.Body) == 0:
 		return fmt.Errorf("%w: empty body", ErrInvalidMessage)
+	case m.ShardingKey != "" && m.Delay != 0:
+		// The broker appends a delayed message to its queue when the delay
+		// ends, after the key's messages sent meanwhile.
+		return fmt.Errorf("%w: a delayed message with a sharding key would be consumed after the key's later messages;"+
+			" send it without one", ErrInvalidMessage)
 	}
 	for _, k := range m.Keys {
 		if k == "" || strings.ContainsAny(k, " \x01\x02") {
