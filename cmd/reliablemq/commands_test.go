@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
@@ -150,12 +151,7 @@ func TestNoPasswordInAnyOutput(t *testing.T) {
 // info not found" and cost the row an attempt).
 func TestReconcileOnceNameServerUnreachable(t *testing.T) {
 	t.Parallel()
-	db := testenv.MySQL(t)
-	dsn := testenv.MySQLDSN(t, db)
-	relay, err := outbox.NewRelay(db, &producer.Producer{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, dsn, relay := outboxDB(t)
 	if _, _, err := relay.Enqueue(context.Background(), db, outbox.Message{Topic: "t", Key: "k", Body: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
@@ -168,4 +164,16 @@ func TestReconcileOnceNameServerUnreachable(t *testing.T) {
 	if err := db.Get(&attempts, "SELECT attempts FROM mq_log"); err != nil || attempts != 0 {
 		t.Fatalf("the row has %d attempts (%v), want 0: nothing is claimed without a name server", attempts, err)
 	}
+}
+
+// outboxDB returns a database of the test's own with the migrations
+// applied, its DSN, and a relay on it for Enqueue (its sends go nowhere).
+func outboxDB(t *testing.T) (*sqlx.DB, string, *outbox.Relay) {
+	t.Helper()
+	db := testenv.MySQL(t)
+	relay, err := outbox.NewRelay(db, &producer.Producer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, testenv.MySQLDSN(t, db), relay
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/outbox"
-	"github.com/seed157d4c4d/reliablemq/producer"
 	"github.com/seed157d4c4d/reliablemq/reconcile"
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 )
@@ -177,12 +176,7 @@ func TestReconcileMetricsProcess(t *testing.T) {
 	b := env.RequireEmbedded(t) // faults
 	topic := testenv.Name(t, "T")
 	env.CreateTopic(t, topic, 1)
-	db := testenv.MySQL(t)
-	dsn := testenv.MySQLDSN(t, db)
-	relay, err := outbox.NewRelay(db, &producer.Producer{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, dsn, relay := outboxDB(t)
 	enqueue := func(key string) {
 		t.Helper()
 		if _, _, err := relay.Enqueue(context.Background(), db, outbox.Message{Topic: topic, Key: key, Body: []byte(key)}); err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/outbox"
-	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 // TestReconcileCronThatNeverFiresIsAUsageError: robfig/cron parses an
@@ -42,12 +41,7 @@ func TestReconcileOncePartialFailureExitsOneAndSaysWhat(t *testing.T) {
 	env := testenv.NewRocketMQ(t)
 	topic := testenv.Name(t, "T")
 	env.CreateTopic(t, topic, 1)
-	db := testenv.MySQL(t)
-	dsn := testenv.MySQLDSN(t, db)
-	relay, err := outbox.NewRelay(db, &producer.Producer{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, dsn, relay := outboxDB(t)
 	var badID int64
 	for _, k := range []string{"p-1", "p-2", "p-3"} {
 		id, _, err := relay.Enqueue(context.Background(), db, outbox.Message{Topic: topic, Key: k, Body: []byte(k)})
@@ -60,7 +54,7 @@ func TestReconcileOncePartialFailureExitsOneAndSaysWhat(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	err = run(context.Background(), []string{"reconcile", "-once", "-dsn", dsn, "-namesrv", env.Namesrv}, &out, &errOut)
+	err := run(context.Background(), []string{"reconcile", "-once", "-dsn", dsn, "-namesrv", env.Namesrv}, &out, &errOut)
 	if err == nil || errors.Is(err, errUsage) || strings.Contains(err.Error(), "\n") ||
 		!strings.Contains(err.Error(), "reconcile: 1 sends failed (permanent 1), 1 rows given up") {
 		t.Fatalf("reconcile -once: %v, want one line of failed work counting the dead row\nstdout:\n%s\nstderr:\n%s", err, &out, &errOut)
@@ -94,12 +88,7 @@ func TestReconcileAlertSaysWhenASentRowIsGivenUp(t *testing.T) {
 	env := testenv.NewRocketMQ(t)
 	topic := testenv.Name(t, "T")
 	env.CreateTopic(t, topic, 1)
-	db := testenv.MySQL(t)
-	dsn := testenv.MySQLDSN(t, db)
-	relay, err := outbox.NewRelay(db, &producer.Producer{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, dsn, relay := outboxDB(t)
 	id, _, err := relay.Enqueue(context.Background(), db, outbox.Message{Topic: topic, Key: "u-1", Body: []byte("u")})
 	if err != nil {
 		t.Fatal(err)
