@@ -93,12 +93,14 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 		}
 		sent = nil
 	}
+	// One bound for all the chunks: a stopping job outlives its ctx by
+	// markFlushTimeout at most, not by that much per chunk.
+	mctx, cancel := markContext(ctx)
+	defer cancel()
 	for len(sent) > 0 {
 		chunk := sent[:min(len(sent), markChunk)]
 		sent = sent[len(chunk):]
-		mctx, cancel := markContext(ctx)
 		n, err := r.store.markSentBatch(mctx, []string{owner}, chunk, resend)
-		cancel()
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -160,10 +162,14 @@ func (r *Relay) flushMarks(ctx context.Context, reqs []*markReq) {
 }
 
 // markShared marks rows Sent in a statement shared with concurrent calls.
-// If ctx ends before any statement took them, it returns ctx's error and
-// the rows stay claimed until their lease ends (then they are resent,
-// which consumers absorb).
+// The broker has them, so ctx's cancellation does not drop them from the
+// queue (they would stay claimed and be sent again once their lease
+// ends); markFlushTimeout bounds the wait instead, after which the rows
+// stay claimed until their lease ends (then they are resent, which
+// consumers absorb).
 func (r *Relay) markShared(ctx context.Context, owner string, rows []sentRow) error {
+	ctx, cancel := markContext(ctx)
+	defer cancel()
 	req := &markReq{owner: owner, rows: rows}
 	if !r.marks.Do(ctx, req) {
 		return ctx.Err()

@@ -172,7 +172,10 @@ func (t *Tx) Enqueue(ctx context.Context, m Message) (int64, error) {
 // Pending. The returned error is only about the transaction. The rows are
 // written already claimed by this call for the relay's lease, so a
 // reconcile job does not race the send after commit; if the process dies
-// before sending, reconcile sends them once the lease ends.
+// before sending, reconcile sends them once the lease ends. Rows the
+// broker accepted are marked Sent even if ctx ends meanwhile: Transact may
+// return up to 10 s after ctx ends while their mark waits for a slow
+// database.
 func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) error) error {
 	tx, err := r.store.begin(ctx)
 	if err != nil {
