@@ -294,7 +294,9 @@ func (d *Table) get(ctx context.Context, q sqlx.QueryerContext, id int64, lock s
 // it is never marked replayed without having been sent. The row stays
 // locked from the read to the mark: a Replay or Discard of the same dead
 // letter meanwhile waits, then finds it replayed ([ErrNotParked]), so it
-// is neither sent twice nor recorded discarded after being sent. A dead letter
+// is neither sent twice nor recorded discarded after being sent. The mark
+// after an accepted send runs even if ctx ends meanwhile (for up to 10 s).
+// A dead letter
 // records its group in its namespace and its topic without it, so pub must
 // send in the group's namespace: a publisher that tells its namespace (a
 // *producer.Producer does) is refused with [ErrWrongNamespace] otherwise.
@@ -302,7 +304,11 @@ func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason stri
 	if err := sqldb.CheckSession(ctx, d.db); err != nil {
 		return fmt.Errorf("deadletter: replay %d: %w", id, err)
 	}
-	tx, err := d.db.BeginTxx(ctx, nil)
+	// The transaction is not bound to ctx (database/sql would roll it back
+	// when ctx ends): once the broker accepted the message the mark must
+	// still commit. Its statements take ctx up to the send, markTimeout
+	// after it.
+	tx, err := d.db.BeginTxx(context.WithoutCancel(ctx), nil)
 	if err != nil {
 		return fmt.Errorf("deadletter: replay %d: %w", id, err)
 	}
@@ -330,7 +336,9 @@ func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason stri
 	if err != nil {
 		return fmt.Errorf("deadletter: replay %d: %w", id, err)
 	}
-	if err := d.transition(ctx, tx, id, Replayed, reason); err != nil {
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+	defer cancel()
+	if err := d.transition(mctx, tx, id, Replayed, reason); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -338,6 +346,10 @@ func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason stri
 	}
 	return nil
 }
+
+// markTimeout bounds Replay's mark after the broker accepted the message,
+// which does not end with Replay's ctx.
+const markTimeout = 10 * time.Second
 
 // Discard marks a parked message as handled without replaying it.
 func (d *Table) Discard(ctx context.Context, id int64, reason string) error {
