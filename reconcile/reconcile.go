@@ -26,7 +26,10 @@ type Relay interface {
 var _ Relay = (*outbox.Relay)(nil)
 
 // Schedule says when the next run starts; a parsed cron expression (for
-// example github.com/robfig/cron/v3's) satisfies it.
+// example github.com/robfig/cron/v3's) satisfies it. Next should return a
+// time after its argument: a time not after it starts the next run at
+// once (a schedule that always does so runs the job back to back), and
+// the zero time ends [Job.Run].
 type Schedule interface {
 	Next(time.Time) time.Time
 }
