@@ -140,6 +140,11 @@ func newConsumer(nameServers []string, group, topic string, h Handler, orderly b
 	if cfg.instance == "" {
 		cfg.instance = "reliablemq-c-" + token.New()[:12]
 	}
+	if cfg.guard != nil && !orderly {
+		// The attempt comes from the broker's redelivery count: the
+		// store's count would only cost a write per claim.
+		cfg.guard = cfg.guard.WithoutAttempts()
+	}
 	group, topic = namespace.Wrap(cfg.namespace, group), namespace.Wrap(cfg.namespace, topic)
 	c := &Consumer{cfg: cfg, group: group, topic: topic, handler: h, orderly: orderly, policy: policy,
 		names: nameServers, stopping: make(chan struct{}),

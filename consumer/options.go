@@ -71,7 +71,9 @@ func (f concurrentFunc) applyConcurrent(c *config) { f(c) }
 // WithGuard makes the handler run once per business key (see
 // [WithKeyFunc]) while the guard retains the key. Default: no guard, every
 // delivery runs the handler. Required by the orderly consumer, whose
-// attempt count lives in the guard's store.
+// attempt count lives in the guard's store. The concurrent consumer takes
+// the attempt from the broker's redelivery count and claims through
+// [idempotency.Guard.WithoutAttempts].
 func WithGuard(g *idempotency.Guard) SharedOption { return sharedFunc(func(c *config) { c.guard = g }) }
 
 // WithKeyFunc sets how the business key is read from a message. Default

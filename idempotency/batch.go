@@ -47,6 +47,16 @@ type BatchStore interface {
 	CompleteBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration) []error
 }
 
+// UncountedClaimer is a store that can claim keys without counting the
+// attempt, for [Guard.WithoutAttempts]. ClaimUncounted is
+// [BatchStore.ClaimBatch] (one key or many) with every Attempts 0: the
+// key's count is neither created nor raised, and a count left by earlier
+// claims is kept as it is. [RedisStore] implements it: its count is a key
+// of its own, one more write per claim.
+type UncountedClaimer interface {
+	ClaimUncounted(ctx context.Context, group string, items []KeyToken, lease time.Duration) []ClaimResult
+}
+
 // ClaimBatch claims keys together: on a [BatchStore] in one round trip,
 // otherwise with one [Guard.Claim] per key, in order. It returns one claim
 // and one error per key: claims[i] is nil exactly when errs[i] is not
@@ -57,8 +67,14 @@ type BatchStore interface {
 // given twice is Busy the second time (the first holds it).
 func (g *Guard) ClaimBatch(ctx context.Context, keys []string) (claims []*Claim, errs []error) {
 	claims, errs = make([]*Claim, len(keys)), make([]error, len(keys))
-	bs, ok := g.store.(BatchStore)
-	if !ok || len(keys) == 1 {
+	var claimBatch func(context.Context, string, []KeyToken, time.Duration) []ClaimResult
+	if bs, ok := g.store.(BatchStore); ok {
+		claimBatch = bs.ClaimBatch
+	}
+	if uc, ok := g.store.(UncountedClaimer); ok && g.uncounted {
+		claimBatch = uc.ClaimUncounted
+	}
+	if claimBatch == nil || len(keys) == 1 {
 		for i, k := range keys {
 			claims[i], errs[i] = g.Claim(ctx, k)
 		}
@@ -78,9 +94,9 @@ func (g *Guard) ClaimBatch(ctx context.Context, keys []string) (claims []*Claim,
 		return claims, errs
 	}
 	deadline := time.Now().Add(g.lease)
-	results := bs.ClaimBatch(ctx, g.group, items, g.lease)
+	results := claimBatch(ctx, g.group, items, g.lease)
 	if len(results) != len(items) {
-		err := fmt.Errorf("idempotency: the store's ClaimBatch gave %d results for %d keys", len(results), len(items))
+		err := fmt.Errorf("idempotency: the store's batch claim gave %d results for %d keys", len(results), len(items))
 		for _, i := range at {
 			errs[i] = err
 		}
@@ -92,6 +108,9 @@ func (g *Guard) ClaimBatch(ctx context.Context, keys []string) (claims []*Claim,
 		if r.Err != nil {
 			errs[i] = fmt.Errorf("idempotency: claim %s: %w", quoted(items[j].Key), r.Err)
 			continue
+		}
+		if g.uncounted {
+			r.Attempts = 0
 		}
 		all[j] = Claim{Outcome: r.Outcome, Attempt: r.Attempts, key: items[j].Key, token: items[j].Token,
 			deadline: deadline, guard: g}

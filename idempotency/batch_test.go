@@ -59,57 +59,70 @@ func TestStoreBatches(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
-			t.Run("mixed outcomes in one batch", func(t *testing.T) {
-				store := b.store(t)
-				if _, ok := store.(idempotency.BatchStore); !ok {
-					t.Fatalf("%T is not a BatchStore", store)
-				}
-				g := newGuard(t, store)
-				// A claim whose holder "crashed": its lease runs out below.
-				stale := claim(t, g, "expired", idempotency.Acquired, 1)
-				released := claim(t, g, "released", idempotency.Acquired, 1)
-				if err := released.Release(ctx); err != nil {
-					t.Fatal(err)
-				}
-				done := claim(t, g, "done", idempotency.Acquired, 1)
-				if err := done.Complete(ctx); err != nil {
-					t.Fatal(err)
-				}
-				b.advance(t, lease+200*time.Millisecond)
-				claim(t, g, "busy", idempotency.Acquired, 1) // a live claim of another consumer
-				keys := []string{"new", "done", "busy", "expired", "dup", "released", "dup", "", "ключ 'x'"}
-				claims := claimBatch(t, g, keys, []want{
-					{outcome: idempotency.Acquired, attempt: 1},
-					{outcome: idempotency.Done},
-					{outcome: idempotency.Busy},
-					{outcome: idempotency.Acquired, attempt: 2}, // taken over after the lease
-					{outcome: idempotency.Acquired, attempt: 1},
-					{outcome: idempotency.Acquired, attempt: 2},
-					{outcome: idempotency.Busy}, // held by the first "dup" of this batch
-					{err: idempotency.ErrEmptyKey},
-					{outcome: idempotency.Acquired, attempt: 1},
-				})
-				if err := stale.Complete(ctx); !errors.Is(err, idempotency.ErrLostClaim) {
-					t.Fatalf("stale complete: %v, want ErrLostClaim", err)
-				}
-				tokens := map[string]bool{}
-				for _, c := range claims {
-					if c != nil && c.Outcome == idempotency.Acquired {
-						if len(c.Token()) != 32 || tokens[c.Token()] || c.Deadline().After(time.Now().Add(lease)) {
-							t.Fatalf("claim token %q (seen %v), deadline %v", c.Token(), tokens[c.Token()], c.Deadline())
-						}
-						tokens[c.Token()] = true
+			for _, counted := range []bool{true, false} {
+				// Without attempts (the concurrent consumer's claims) every
+				// outcome is the same; only the count is left out.
+				att := func(n int) int {
+					if counted {
+						return n
 					}
+					return 0
 				}
-				// The stale holder, a duplicate of one claim and a Busy
-				// claim are lost; the others are done.
-				completeBatch(t, g, []*idempotency.Claim{claims[0], stale, claims[3], claims[4], claims[4], claims[2], claims[5], claims[8]},
-					[]error{nil, idempotency.ErrLostClaim, nil, nil, idempotency.ErrLostClaim, idempotency.ErrLostClaim, nil, nil})
-				claimBatch(t, g, []string{"new", "expired", "dup", "released", "ключ 'x'", "busy"}, []want{
-					{outcome: idempotency.Done}, {outcome: idempotency.Done}, {outcome: idempotency.Done},
-					{outcome: idempotency.Done}, {outcome: idempotency.Done}, {outcome: idempotency.Busy}})
-				completeBatch(t, g, claims[:1], []error{idempotency.ErrLostClaim}) // already done
-			})
+				t.Run(fmt.Sprint("mixed outcomes in one batch, counted ", counted), func(t *testing.T) {
+					store := b.store(t)
+					if _, ok := store.(idempotency.BatchStore); !ok {
+						t.Fatalf("%T is not a BatchStore", store)
+					}
+					g := newGuard(t, store)
+					if !counted {
+						g = g.WithoutAttempts()
+					}
+					// A claim whose holder "crashed": its lease runs out below.
+					stale := claim(t, g, "expired", idempotency.Acquired, att(1))
+					released := claim(t, g, "released", idempotency.Acquired, att(1))
+					if err := released.Release(ctx); err != nil {
+						t.Fatal(err)
+					}
+					done := claim(t, g, "done", idempotency.Acquired, att(1))
+					if err := done.Complete(ctx); err != nil {
+						t.Fatal(err)
+					}
+					b.advance(t, lease+200*time.Millisecond)
+					claim(t, g, "busy", idempotency.Acquired, att(1)) // a live claim of another consumer
+					keys := []string{"new", "done", "busy", "expired", "dup", "released", "dup", "", "ключ 'x'"}
+					claims := claimBatch(t, g, keys, []want{
+						{outcome: idempotency.Acquired, attempt: att(1)},
+						{outcome: idempotency.Done},
+						{outcome: idempotency.Busy},
+						{outcome: idempotency.Acquired, attempt: att(2)}, // taken over after the lease
+						{outcome: idempotency.Acquired, attempt: att(1)},
+						{outcome: idempotency.Acquired, attempt: att(2)},
+						{outcome: idempotency.Busy}, // held by the first "dup" of this batch
+						{err: idempotency.ErrEmptyKey},
+						{outcome: idempotency.Acquired, attempt: att(1)},
+					})
+					if err := stale.Complete(ctx); !errors.Is(err, idempotency.ErrLostClaim) {
+						t.Fatalf("stale complete: %v, want ErrLostClaim", err)
+					}
+					tokens := map[string]bool{}
+					for _, c := range claims {
+						if c != nil && c.Outcome == idempotency.Acquired {
+							if len(c.Token()) != 32 || tokens[c.Token()] || c.Deadline().After(time.Now().Add(lease)) {
+								t.Fatalf("claim token %q (seen %v), deadline %v", c.Token(), tokens[c.Token()], c.Deadline())
+							}
+							tokens[c.Token()] = true
+						}
+					}
+					// The stale holder, a duplicate of one claim and a Busy
+					// claim are lost; the others are done.
+					completeBatch(t, g, []*idempotency.Claim{claims[0], stale, claims[3], claims[4], claims[4], claims[2], claims[5], claims[8]},
+						[]error{nil, idempotency.ErrLostClaim, nil, nil, idempotency.ErrLostClaim, idempotency.ErrLostClaim, nil, nil})
+					claimBatch(t, g, []string{"new", "expired", "dup", "released", "ключ 'x'", "busy"}, []want{
+						{outcome: idempotency.Done}, {outcome: idempotency.Done}, {outcome: idempotency.Done},
+						{outcome: idempotency.Done}, {outcome: idempotency.Done}, {outcome: idempotency.Busy}})
+					completeBatch(t, g, claims[:1], []error{idempotency.ErrLostClaim}) // already done
+				})
+			}
 			t.Run("keys of every byte, past the statement's inline budget", func(t *testing.T) {
 				// MySQL writes the keys into the statements as hex
 				// literals up to 512 KiB, and the rest as arguments: ten
@@ -164,6 +177,40 @@ func TestStoreBatches(t *testing.T) {
 				cs = claimBatch(t, g, keys, []want{{outcome: idempotency.Acquired, attempt: 2}, {outcome: idempotency.Acquired, attempt: 1}})
 				completeBatch(t, g, cs, []error{nil, nil})
 				claimBatch(t, g, keys, []want{{outcome: idempotency.Done}, {outcome: idempotency.Done}})
+			})
+			t.Run("claims without attempts leave the count alone", func(t *testing.T) {
+				store := b.store(t)
+				g := newGuard(t, store)
+				u := g.WithoutAttempts()
+				// A store that can leave the count out does; the others
+				// count every claim, as their own claims do.
+				_, leaves := store.(idempotency.UncountedClaimer)
+				raised := func(n int) int {
+					if leaves {
+						return n
+					}
+					return n + 1
+				}
+				keys := []string{"a", "b"}
+				for _, key := range keys {
+					released := claim(t, g, key, idempotency.Acquired, 1)
+					if err := released.Release(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// One key alone and two in a batch: the paths differ.
+				single := claim(t, u, "a", idempotency.Acquired, 0)
+				cs := claimBatch(t, u, []string{"b", "c"}, []want{{outcome: idempotency.Acquired}, {outcome: idempotency.Acquired}})
+				for _, c := range append(cs, single) {
+					if err := c.Release(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				claim(t, g, "a", idempotency.Acquired, raised(2))
+				cs = claimBatch(t, g, []string{"b", "c"}, []want{{outcome: idempotency.Acquired, attempt: raised(2)}, {outcome: idempotency.Acquired, attempt: raised(1)}})
+				// Claims of either guard complete through the other.
+				completeBatch(t, u, cs, []error{nil, nil})
+				claimBatch(t, u, []string{"a", "b", "c"}, []want{{outcome: idempotency.Busy}, {outcome: idempotency.Done}, {outcome: idempotency.Done}})
 			})
 			t.Run("done marker past retention lets the key run again", func(t *testing.T) {
 				g := newGuard(t, b.store(t), idempotency.WithRetention(time.Second))

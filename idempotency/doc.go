@@ -21,7 +21,8 @@
 // claim carries a fencing token, so an owner whose lease expired cannot
 // mark done or release the new owner's claim ([ErrLostClaim]). The attempt
 // count per key survives restarts (orderly consumers use it as their
-// retry cap).
+// retry cap). A caller that counts attempts elsewhere claims through
+// [Guard.WithoutAttempts]: on Redis a claim is then one write, not two.
 //
 // [Guard.ClaimBatch] and [Guard.CompleteBatch] do the same for many keys
 // in one round trip each on a [BatchStore] (both stores are: on MySQL one

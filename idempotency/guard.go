@@ -84,6 +84,7 @@ type Guard struct {
 	store     Store
 	lease     time.Duration
 	retention time.Duration
+	uncounted bool // see WithoutAttempts
 }
 
 // NewGuard returns a guard for consumer group over store.
@@ -111,6 +112,19 @@ func (g *Guard) Lease() time.Duration { return g.lease }
 // Retention returns how long done markers are kept.
 func (g *Guard) Retention() time.Duration { return g.retention }
 
+// WithoutAttempts returns a guard on g's store, group, lease and retention
+// whose claims do not count attempts: their Attempt is 0. It is for
+// callers that take the attempt from elsewhere (the consumer's concurrent
+// mode takes it from the broker's redelivery count). On a store that
+// implements [UncountedClaimer] ([RedisStore]) such a claim writes one key
+// instead of two; other stores count it anyway, as their own claims do.
+// Its claims are completed, released and forgotten as g's are.
+func (g *Guard) WithoutAttempts() *Guard {
+	u := *g
+	u.uncounted = true
+	return &u
+}
+
 // Batched reports whether the guard's store is a [BatchStore]: only then
 // do [Guard.ClaimBatch] and [Guard.CompleteBatch] take one round trip for
 // many keys (otherwise one per key, in order).
@@ -123,7 +137,8 @@ func (g *Guard) Batched() bool {
 type Claim struct {
 	Outcome Outcome
 	// Attempt counts the claims of the key since it was last completed,
-	// this one included (1 on the first); set when Outcome is Acquired.
+	// this one included (1 on the first); set when Outcome is Acquired,
+	// except by a guard made with [Guard.WithoutAttempts] (0).
 	Attempt  int
 	key      string
 	token    string
@@ -151,9 +166,25 @@ func (g *Guard) Claim(ctx context.Context, key string) (*Claim, error) {
 	}
 	token := token.New()
 	deadline := time.Now().Add(g.lease)
-	o, n, err := g.store.Claim(ctx, g.group, key, token, g.lease)
+	var (
+		o   Outcome
+		n   int
+		err error
+	)
+	if uc, ok := g.store.(UncountedClaimer); ok && g.uncounted {
+		r := uc.ClaimUncounted(ctx, g.group, []KeyToken{{Key: key, Token: token}}, g.lease)
+		if len(r) != 1 {
+			r = []ClaimResult{{Err: fmt.Errorf("the store's ClaimUncounted gave %d results for 1 key", len(r))}}
+		}
+		o, err = r[0].Outcome, r[0].Err
+	} else {
+		o, n, err = g.store.Claim(ctx, g.group, key, token, g.lease)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("idempotency: claim %s: %w", quoted(key), err)
+	}
+	if g.uncounted {
+		n = 0
 	}
 	return &Claim{Outcome: o, Attempt: n, key: key, token: token, deadline: deadline, guard: g}, nil
 }

@@ -15,7 +15,8 @@ import (
 
 // RedisStore keeps claims in Redis: per group and key, a claim string
 // holding the fencing token (expiring with the lease) or "done" (expiring
-// with the retention), and an attempt counter beside it. Each method is
+// with the retention), and an attempt counter beside it, written by every
+// claim but those of [RedisStore.ClaimUncounted]. Each method is
 // one Lua script, atomic on the server. The two keys are
 // "<prefix>{<tag>}:c" and "<prefix>{<tag>}:n", tag a hash of the group and
 // the business key: no business key can name another's counter, and on

@@ -19,9 +19,12 @@ var (
 	// per item (claim, counter, and the legacy marker when stride is 3);
 	// ARGV is lease, counter TTL, stride, then one token per item. It
 	// returns outcome and count per item, flattened. No item writes a
-	// legacy marker, so they are all read first.
+	// legacy marker, so they are all read first. A counter TTL of 0
+	// claims without counting (ClaimUncounted): the counter is left
+	// alone, and the count returned is 0.
 	claimBatchScript = redis.NewScript(mgetLua + `
 local stride = tonumber(ARGV[3])
+local counted = ARGV[2] ~= '0'
 local n = #ARGV - 3
 local legacy = {}
 if stride == 3 then legacy = mget(3, 3, n) end
@@ -31,10 +34,13 @@ for i = 1, n do
   if legacy[i] == 'done' then
     out[2 * i - 1], out[2 * i] = 2, 0
   elseif redis.call('SET', KEYS[b + 1], ARGV[3 + i], 'PX', ARGV[1], 'NX') then
-    local c = 1
-    if not redis.call('SET', KEYS[b + 2], 1, 'PX', ARGV[2], 'NX') then
-      c = redis.call('INCR', KEYS[b + 2])
-      redis.call('PEXPIRE', KEYS[b + 2], ARGV[2])
+    local c = 0
+    if counted then
+      c = 1
+      if not redis.call('SET', KEYS[b + 2], 1, 'PX', ARGV[2], 'NX') then
+        c = redis.call('INCR', KEYS[b + 2])
+        redis.call('PEXPIRE', KEYS[b + 2], ARGV[2])
+      end
     end
     out[2 * i - 1], out[2 * i] = 1, c
   elseif redis.call('GET', KEYS[b + 1]) == 'done' then
@@ -116,6 +122,18 @@ func (s *RedisStore) groups(items []KeyToken) [][]int {
 // Cluster or a Ring one script per key, all in one pipeline (one round
 // trip per node).
 func (s *RedisStore) ClaimBatch(ctx context.Context, group string, items []KeyToken, lease time.Duration) []ClaimResult {
+	return s.claimBatch(ctx, group, items, lease, counterTTL)
+}
+
+// ClaimUncounted implements [UncountedClaimer]: ClaimBatch without the
+// counter's write.
+func (s *RedisStore) ClaimUncounted(ctx context.Context, group string, items []KeyToken, lease time.Duration) []ClaimResult {
+	return s.claimBatch(ctx, group, items, lease, 0)
+}
+
+// claimBatch claims items, counting their attempts in counters kept for
+// counterTTL, or not at all when it is 0.
+func (s *RedisStore) claimBatch(ctx context.Context, group string, items []KeyToken, lease, counterTTL time.Duration) []ClaimResult {
 	stride := 2
 	if s.legacy && !strings.ContainsAny(group, ":{}") {
 		stride = 3

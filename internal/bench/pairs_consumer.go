@@ -357,13 +357,15 @@ const (
 
 // guardAlone claims and completes cfg.DrainRows fresh keys with guard's
 // store and nothing else: the work a guarded consumer cannot avoid beyond
-// the raw consumer's, in the largest batches the consumer makes.
+// the raw consumer's, in the largest batches the consumer makes, and
+// without attempt counts, as the consumer claims.
 func (e *env) guardAlone(ctx context.Context, guard string) (sample, error) {
 	seq := fmt.Sprint(time.Now().UnixNano(), "_", e.seq.Add(1))
 	g, err := e.newGuard(guard, "bench_alone_"+seq, seq)
 	if err != nil {
 		return sample{}, err
 	}
+	g = g.WithoutAttempts()
 	n := e.cfg.DrainRows
 	keys := make([]string, n)
 	for i := range keys {
