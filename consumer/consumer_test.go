@@ -361,6 +361,15 @@ func TestConfigurationIsValidated(t *testing.T) {
 			_, err := consumer.NewOrderly(ns, "g", "t", h, consumer.ParkMessage, consumer.WithParker(dead))
 			return err
 		},
+		"orderly with a guard that counts no attempts": func() error {
+			g, err := idempotency.NewGuard("g", rs)
+			if err != nil {
+				return nil // fails the case: it must be the consumer refusing
+			}
+			_, err = consumer.NewOrderly(ns, "g", "t", h, consumer.ParkMessage, consumer.WithParker(dead),
+				consumer.WithGuard(g.WithoutAttempts()))
+			return err
+		},
 		"delay beyond levels": func() error {
 			_, err := consumer.New(ns, "g", "t", h, consumer.WithParker(dead), consumer.WithRetryDelay(3*time.Hour))
 			return err

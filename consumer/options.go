@@ -214,6 +214,9 @@ func newConfig(apply func(*config), orderly bool) (*config, error) {
 	if orderly && c.guard == nil {
 		errs = append(errs, errors.New("consumer: an orderly consumer needs a guard (WithGuard): its attempt count must survive restarts"))
 	}
+	if orderly && c.guard != nil && !c.guard.CountsAttempts() {
+		errs = append(errs, errors.New("consumer: an orderly consumer's guard must count attempts (not one made by Guard.WithoutAttempts): the count is its retry cap"))
+	}
 	if c.parker == nil {
 		errs = append(errs, errors.New("consumer: a parker is required (WithParker): failing messages must go somewhere a human sees"))
 	}

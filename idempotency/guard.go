@@ -125,6 +125,10 @@ func (g *Guard) WithoutAttempts() *Guard {
 	return &u
 }
 
+// CountsAttempts reports whether the guard's claims count attempts: false
+// for a guard made with [Guard.WithoutAttempts].
+func (g *Guard) CountsAttempts() bool { return !g.uncounted }
+
 // Batched reports whether the guard's store is a [BatchStore]: only then
 // do [Guard.ClaimBatch] and [Guard.CompleteBatch] take one round trip for
 // many keys (otherwise one per key, in order).
