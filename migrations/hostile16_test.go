@@ -153,3 +153,49 @@ func TestMigrationsRestoreTheSessionSQLMode(t *testing.T) {
 		t.Fatalf("sql_mode %q after the migrations, was %q", after, before)
 	}
 }
+
+// TestStatusUnderParseTimeOffAndAnotherZone applies the last migration on
+// a session eight hours ahead of UTC whose handle has parseTime off, as an
+// application's may: Status must work there (it failed to scan the time),
+// and say when in UTC the migration was applied (it gave the session's
+// wall clock).
+func TestStatusUnderParseTimeOffAndAnotherZone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testenv.MySQL(t)
+	east := testenv.MySQLWith(t, db, func(c *mysql.Config) {
+		c.ParseTime = false
+		c.Params = map[string]string{"time_zone": "'+08:00'"}
+	})
+	p, err := migrations.NewProvider(east.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	utcNow := func() time.Time {
+		var s string
+		if err := db.Get(&s, "SELECT CAST(UTC_TIMESTAMP() AS CHAR)"); err != nil {
+			t.Fatal(err)
+		}
+		at, err := time.Parse(time.DateTime, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	before := utcNow()
+	if _, err := p.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := utcNow()
+	st, err := p.Status(ctx)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	last := st[len(st)-1]
+	if at := last.AppliedAt; at.Before(before) || at.After(after) {
+		t.Fatalf("migration %d applied at %v, but it ran between %v and %v (UTC)", last.Source.Version, at, before, after)
+	}
+}

@@ -35,6 +35,7 @@ import (
 
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 )
 
 //go:embed sql/*.sql
@@ -94,9 +95,11 @@ const strictMode = "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
 // too). It holds a lock named after the database for the whole operation,
 // so runs against one database (two instances deploying at once) take
 // turns instead of creating the same tables twice; and it sets
-// [strictMode] for the operation, restoring the session's own sql_mode
-// afterwards (a connection whose mode could not be restored is discarded,
-// never put back in the caller's pool).
+// [strictMode] and the time zone UTC for the operation (the version table
+// records when each version was applied in the session's time zone),
+// restoring the session's own afterwards (a connection whose settings
+// could not be restored is discarded, never put back in the caller's
+// pool).
 type session struct{}
 
 // lockWait bounds one wait for the lock in the server: waiting in rounds
@@ -120,15 +123,17 @@ func (session) SessionLock(ctx context.Context, conn *sql.Conn) error {
 			return fmt.Errorf("migrations: lock: %w", err)
 		}
 	}
-	if _, err := conn.ExecContext(ctx, "SET @reliablemq_sql_mode = @@SESSION.sql_mode, SESSION sql_mode = "+strictMode); err != nil {
-		return errors.Join(fmt.Errorf("migrations: sql_mode: %w", err), discard(conn))
+	if _, err := conn.ExecContext(ctx, "SET @reliablemq_sql_mode = @@SESSION.sql_mode, @reliablemq_time_zone = @@SESSION.time_zone,"+
+		" SESSION sql_mode = "+strictMode+", SESSION time_zone = '+00:00'"); err != nil {
+		return errors.Join(fmt.Errorf("migrations: session settings: %w", err), discard(conn))
 	}
 	return nil
 }
 
 func (session) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
-	if _, err := conn.ExecContext(ctx, "SET SESSION sql_mode = @reliablemq_sql_mode, @reliablemq_sql_mode = NULL"); err != nil {
-		return errors.Join(fmt.Errorf("migrations: restore sql_mode: %w", err), discard(conn))
+	if _, err := conn.ExecContext(ctx, "SET SESSION sql_mode = @reliablemq_sql_mode, SESSION time_zone = @reliablemq_time_zone,"+
+		" @reliablemq_sql_mode = NULL, @reliablemq_time_zone = NULL"); err != nil {
+		return errors.Join(fmt.Errorf("migrations: restore session settings: %w", err), discard(conn))
 	}
 	if _, err := conn.ExecContext(ctx, "DO RELEASE_LOCK("+lockName+")"); err != nil {
 		return errors.Join(fmt.Errorf("migrations: unlock: %w", err), discard(conn))
@@ -147,7 +152,8 @@ func discard(conn *sql.Conn) error {
 }
 
 // versionStore is goose's MySQL version table, but a version's rows are
-// deleted by their primary key. Goose deletes them by version_id, which
+// deleted by their primary key, and when a version was applied is read as
+// text (see [versionStore.GetMigration]). Goose deletes them by version_id, which
 // is no key: under sql_safe_updates (a session or server setting some
 // DBAs turn on) that statement is refused after the migration's down
 // statements ran, and the schema is left a version below what the table
@@ -179,6 +185,26 @@ func (s versionStore) Delete(ctx context.Context, db database.DBTxConn, version 
 		return fmt.Errorf("failed to delete version %d: %w", version, err)
 	}
 	return nil
+}
+
+// GetMigration reads when version was applied as text, as a UTC wall
+// clock: goose scans the DATETIME into a time.Time, which fails on a
+// handle with parseTime off (Status then failed), and takes it in the
+// handle's loc. Sessions record it in UTC (see [session]); versions
+// applied before this package pinned the zone show the wall clock of the
+// session that applied them.
+func (s versionStore) GetMigration(ctx context.Context, db database.DBTxConn, version int64) (*database.GetMigrationResult, error) {
+	var at sqldb.NullTime
+	var applied bool
+	err := db.QueryRowContext(ctx, "SELECT CAST(tstamp AS CHAR), is_applied FROM "+VersionTable+
+		" WHERE version_id = ? ORDER BY id DESC LIMIT 1", version).Scan(&at, &applied)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %d", database.ErrVersionNotFound, version)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to get migration %d: %w", version, err)
+	}
+	return &database.GetMigrationResult{Timestamp: at.Time, IsApplied: applied}, nil
 }
 
 // Up applies every migration not yet applied.
