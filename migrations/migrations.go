@@ -207,6 +207,24 @@ func (s versionStore) GetMigration(ctx context.Context, db database.DBTxConn, ve
 	return &database.GetMigrationResult{Timestamp: at.Time, IsApplied: applied}, nil
 }
 
+// HasVersionTable reports whether db's database has [VersionTable], that
+// is whether migrations ever ran there. It only reads the catalog: a
+// provider's Status creates the table, a write that a status check on a
+// database never migrated (or a user allowed only to read) should not
+// make. A session without a database is an error.
+func HasVersionTable(ctx context.Context, db *sql.DB) (bool, error) {
+	var name sql.NullString
+	var exists bool
+	if err := db.QueryRowContext(ctx, "SELECT DATABASE(), EXISTS (SELECT 1 FROM information_schema.TABLES"+
+		" WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '"+VersionTable+"')").Scan(&name, &exists); err != nil {
+		return false, fmt.Errorf("migrations: %w", err)
+	}
+	if !name.Valid {
+		return false, errors.New("migrations: no database selected: the DSN must name the database to migrate")
+	}
+	return exists, nil
+}
+
 // Up applies every migration not yet applied.
 func Up(ctx context.Context, db *sql.DB) error {
 	p, err := NewProvider(db)
