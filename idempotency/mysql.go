@@ -26,6 +26,8 @@ type MySQLStore struct {
 	db    *sqlx.DB
 	table string
 	q     queries
+	// names refuses a table whose groups compare case-insensitively.
+	names *sqldb.Names
 }
 
 // queries are the statements' fixed parts; the values are written in by
@@ -49,7 +51,7 @@ func NewMySQLStore(db *sqlx.DB, opts ...MySQLOption) (*MySQLStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &MySQLStore{db: db, table: c.table, q: newQueries(c.table)}, nil
+	return &MySQLStore{db: db, table: c.table, q: newQueries(c.table), names: sqldb.NewNames(c.table, "consumer_group")}, nil
 }
 
 func newQueries(table string) queries {
@@ -146,6 +148,9 @@ func checkKey(key string) error {
 func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error) {
 	if err := checkKey(key); err != nil {
 		return 0, 0, err
+	}
+	if err := s.names.Check(ctx, s.db); err != nil {
+		return 0, 0, fmt.Errorf("idempotency: claim: %w", err)
 	}
 	h := sqldb.Hash(key)
 	insert, insertArgs := appendRow(statement(s.q.insert, key), group, h, key, statusProcessing, token, lease).Query()

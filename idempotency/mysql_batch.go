@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -37,6 +38,12 @@ func (s *MySQLStore) ClaimBatch(ctx context.Context, group string, items []KeyTo
 		}
 	}
 	if len(pending) == 0 {
+		return results
+	}
+	if err := s.names.Check(ctx, s.db); err != nil {
+		for _, i := range pending {
+			results[i].Err = fmt.Errorf("idempotency: claim: %w", err)
+		}
 		return results
 	}
 	slices.SortStableFunc(pending, func(a, b int) int { return bytes.Compare(hashes[a], hashes[b]) })

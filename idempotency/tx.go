@@ -24,6 +24,7 @@ type TxGuard struct {
 	retention time.Duration
 	q         queries
 	takeOver  string
+	names     *sqldb.Names
 }
 
 // NewTxGuard returns a transactional guard for group on db.
@@ -43,7 +44,7 @@ func NewTxGuard(db *sqlx.DB, group string, opts ...TxGuardOption) (*TxGuard, err
 		return nil, err
 	}
 	return &TxGuard{
-		db: db, group: group, retention: c.retention, q: newQueries(c.table),
+		db: db, group: group, retention: c.retention, q: newQueries(c.table), names: sqldb.NewNames(c.table, "consumer_group"),
 		// Followed by the token and the retention (appendLease), the key
 		// and " AND status = 2 AND expires_at < UTC_TIMESTAMP(6)": a done
 		// marker past its retention is taken over in place.
@@ -65,6 +66,9 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 	}
 	if err := sqldb.CheckSession(ctx, g.db); err != nil {
 		return 0, fmt.Errorf("idempotency: begin: %w", err)
+	}
+	if err := g.names.Check(ctx, g.db); err != nil {
+		return 0, fmt.Errorf("idempotency: %w", err)
 	}
 	tx, err := g.db.BeginTxx(ctx, nil)
 	if err != nil {

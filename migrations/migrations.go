@@ -11,12 +11,23 @@
 //
 // The schema version is kept in the table reliablemq_schema_version, so it
 // does not collide with an application's own goose table.
+//
+// Runs against one database take turns (a named lock per database, held
+// for each operation), so instances that apply the migrations as they
+// start may do so at the same time. Migrations run under a strict
+// sql_mode whatever the DSN sets, so a down that cannot keep a value
+// whole fails instead of cutting it; the session's own sql_mode is
+// restored afterwards. MySQL's DDL is not transactional: a migration of
+// several statements that fails part way leaves its earlier statements
+// applied and its version as it was.
 package migrations
 
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"strconv"
@@ -24,6 +35,7 @@ import (
 
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 )
 
 //go:embed sql/*.sql
@@ -58,15 +70,90 @@ func NewProvider(db *sql.DB) (*goose.Provider, error) {
 		return nil, fmt.Errorf("migrations: goose's MySQL store %T cannot tell whether its table exists", store)
 	}
 	p, err := goose.NewProvider(goose.DialectCustom, db, FS,
-		goose.WithStore(versionStore{ext}), goose.WithDisableGlobalRegistry(true))
+		goose.WithStore(versionStore{ext}), goose.WithDisableGlobalRegistry(true),
+		goose.WithSessionLocker(session{}))
 	if err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
 	return p, nil
 }
 
+// lockName is the name of the lock a run holds: one per database, within
+// MySQL's 64 characters whatever the database's name (NULL when the
+// session has no database).
+const lockName = "CONCAT('reliablemq_migrate:', SHA1(DATABASE()))"
+
+// strictMode is the sql_mode migrations run under, whatever the session's
+// own: a statement that cannot keep a value whole (a tag too long for the
+// narrower column of a down, a character the old character set lacks)
+// fails, where a loose sql_mode would cut or replace the value and carry
+// on; and a table is created in InnoDB or not at all.
+const strictMode = "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
+
+// session prepares the connection goose runs a provider's operations on
+// (Up, Down, Status and the rest; its migrations run on that connection
+// too). It holds a lock named after the database for the whole operation,
+// so runs against one database (two instances deploying at once) take
+// turns instead of creating the same tables twice; and it sets
+// [strictMode] and the time zone UTC for the operation (the version table
+// records when each version was applied in the session's time zone),
+// restoring the session's own afterwards (a connection whose settings
+// could not be restored is discarded, never put back in the caller's
+// pool).
+type session struct{}
+
+// lockWait bounds one wait for the lock in the server: waiting in rounds
+// lets a cancelled ctx end the wait within it, without leaving a server
+// thread queued for the lock after the client gave up.
+const lockWait = 5
+
+func (session) SessionLock(ctx context.Context, conn *sql.Conn) error {
+	for {
+		var got sql.NullInt64
+		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK("+lockName+", "+strconv.Itoa(lockWait)+")").Scan(&got); err != nil {
+			return fmt.Errorf("migrations: lock: %w", err)
+		}
+		if !got.Valid {
+			return errors.New("migrations: no database selected: the DSN must name the database to migrate")
+		}
+		if got.Int64 == 1 {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("migrations: lock: %w", err)
+		}
+	}
+	if _, err := conn.ExecContext(ctx, "SET @reliablemq_sql_mode = @@SESSION.sql_mode, @reliablemq_time_zone = @@SESSION.time_zone,"+
+		" SESSION sql_mode = "+strictMode+", SESSION time_zone = '+00:00'"); err != nil {
+		return errors.Join(fmt.Errorf("migrations: session settings: %w", err), discard(conn))
+	}
+	return nil
+}
+
+func (session) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
+	if _, err := conn.ExecContext(ctx, "SET SESSION sql_mode = @reliablemq_sql_mode, SESSION time_zone = @reliablemq_time_zone,"+
+		" @reliablemq_sql_mode = NULL, @reliablemq_time_zone = NULL"); err != nil {
+		return errors.Join(fmt.Errorf("migrations: restore session settings: %w", err), discard(conn))
+	}
+	if _, err := conn.ExecContext(ctx, "DO RELEASE_LOCK("+lockName+")"); err != nil {
+		return errors.Join(fmt.Errorf("migrations: unlock: %w", err), discard(conn))
+	}
+	return nil
+}
+
+// discard makes the pool drop conn when it is closed, ending its session
+// (and with it the lock and the sql_mode it holds).
+func discard(conn *sql.Conn) error {
+	err := conn.Raw(func(any) error { return driver.ErrBadConn })
+	if errors.Is(err, driver.ErrBadConn) {
+		return nil
+	}
+	return err
+}
+
 // versionStore is goose's MySQL version table, but a version's rows are
-// deleted by their primary key. Goose deletes them by version_id, which
+// deleted by their primary key, and when a version was applied is read as
+// text (see [versionStore.GetMigration]). Goose deletes them by version_id, which
 // is no key: under sql_safe_updates (a session or server setting some
 // DBAs turn on) that statement is refused after the migration's down
 // statements ran, and the schema is left a version below what the table
@@ -98,6 +185,44 @@ func (s versionStore) Delete(ctx context.Context, db database.DBTxConn, version 
 		return fmt.Errorf("failed to delete version %d: %w", version, err)
 	}
 	return nil
+}
+
+// GetMigration reads when version was applied as text, as a UTC wall
+// clock: goose scans the DATETIME into a time.Time, which fails on a
+// handle with parseTime off (Status then failed), and takes it in the
+// handle's loc. Sessions record it in UTC (see [session]); versions
+// applied before this package pinned the zone show the wall clock of the
+// session that applied them.
+func (s versionStore) GetMigration(ctx context.Context, db database.DBTxConn, version int64) (*database.GetMigrationResult, error) {
+	var at sqldb.NullTime
+	var applied bool
+	err := db.QueryRowContext(ctx, "SELECT CAST(tstamp AS CHAR), is_applied FROM "+VersionTable+
+		" WHERE version_id = ? ORDER BY id DESC LIMIT 1", version).Scan(&at, &applied)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %d", database.ErrVersionNotFound, version)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to get migration %d: %w", version, err)
+	}
+	return &database.GetMigrationResult{Timestamp: at.Time, IsApplied: applied}, nil
+}
+
+// HasVersionTable reports whether db's database has [VersionTable], that
+// is whether migrations ever ran there. It only reads the catalog: a
+// provider's Status creates the table, a write that a status check on a
+// database never migrated (or a user allowed only to read) should not
+// make. A session without a database is an error.
+func HasVersionTable(ctx context.Context, db *sql.DB) (bool, error) {
+	var name sql.NullString
+	var exists bool
+	if err := db.QueryRowContext(ctx, "SELECT DATABASE(), EXISTS (SELECT 1 FROM information_schema.TABLES"+
+		" WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '"+VersionTable+"')").Scan(&name, &exists); err != nil {
+		return false, fmt.Errorf("migrations: %w", err)
+	}
+	if !name.Valid {
+		return false, errors.New("migrations: no database selected: the DSN must name the database to migrate")
+	}
+	return exists, nil
 }
 
 // Up applies every migration not yet applied.

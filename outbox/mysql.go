@@ -138,15 +138,20 @@ type mysqlStore struct {
 	table string
 	lease time.Duration
 	q     queries
+	// names refuses a table whose topics compare case-insensitively.
+	names *sqldb.Names
 }
 
 var _ rowStore = (*mysqlStore)(nil)
 
 func newMySQLStore(db *sqlx.DB, table string, lease time.Duration) *mysqlStore {
-	return &mysqlStore{db: db, table: table, lease: lease, q: newQueries(table)}
+	return &mysqlStore{db: db, table: table, lease: lease, q: newQueries(table), names: sqldb.NewNames(table, "topic")}
 }
 
 func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner string) (id int64, created bool, err error) {
+	if err := s.names.Check(ctx, s.db); err != nil {
+		return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
+	}
 	props := []byte("{}")
 	if len(m.Properties) > 0 {
 		if props, err = json.Marshal(m.Properties); err != nil {
@@ -390,6 +395,9 @@ func (s *mysqlStore) release(ctx context.Context, id int64, owner string, after 
 }
 
 func (s *mysqlStore) confirm(ctx context.Context, ex Execer, topic, key string) (bool, error) {
+	if err := s.names.Check(ctx, s.db); err != nil {
+		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
+	}
 	query, args := appendKey(sqldb.NewStatement(len(s.q.confirm)+2*(len(topic)+len(key))+200).SQL(s.q.confirm), topic, key, true).
 		SQL(" AND status IN (0, 1)").Query()
 	res, err := sqldb.Exec(ctx, ex, query, args...)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/pressly/goose/v3"
 	"github.com/seed157d4c4d/reliablemq/migrations"
 )
 
@@ -13,7 +14,7 @@ const migrateUsage = `usage: reliablemq migrate [-dsn DSN] up|down|status
 
   up      apply every migration not yet applied
   down    roll back the most recent migration
-  status  list migrations and whether each is applied
+  status  list migrations and whether each is applied (writes nothing)
 
 `
 
@@ -62,9 +63,21 @@ func migrate(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "rolled back %s\n", r.Source.Path)
 	case "status":
-		st, err := p.Status(ctx)
+		// A database never migrated is shown as such without creating the
+		// version table, which Status would.
+		started, err := migrations.HasVersionTable(ctx, db.DB)
 		if err != nil {
 			return fmt.Errorf("migrate status: %w", err)
+		}
+		var st []*goose.MigrationStatus
+		if started {
+			if st, err = p.Status(ctx); err != nil {
+				return fmt.Errorf("migrate status: %w", err)
+			}
+		} else {
+			for _, src := range p.ListSources() {
+				st = append(st, &goose.MigrationStatus{Source: src, State: goose.StatePending})
+			}
 		}
 		for _, s := range st {
 			at := ""

@@ -1,0 +1,44 @@
+package outbox_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/seed157d4c4d/reliablemq/migrations"
+	"github.com/seed157d4c4d/reliablemq/outbox"
+)
+
+// TestOldSchemaWithCaseInsensitiveTopicsIsRefused runs the relay on a
+// schema from before migration 00004, where topics compare without case:
+// the enqueue of key k on topic orderevents, after k on OrderEvents, was
+// taken for a duplicate (created false, no error) and never sent. Each
+// call must fail instead, and the message be enqueued once the schema is
+// current.
+func TestOldSchemaWithCaseInsensitiveTopicsIsRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, r := setup(t, newFake())
+	p, err := migrations.NewProvider(db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.DownTo(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"OrderEvents", "orderevents"} {
+		if id, created, err := r.Enqueue(ctx, db, outbox.Message{Topic: topic, Key: "k", Body: []byte(topic)}); err == nil {
+			t.Errorf("enqueue on %s at schema version 3: id %d created %v, no error", topic, id, created)
+		}
+	}
+	if _, err := r.Confirm(ctx, db, "orderevents", "k"); err == nil {
+		t.Error("confirm at schema version 3: no error")
+	}
+	if err := migrations.Up(ctx, db.DB); err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"OrderEvents", "orderevents"} {
+		if _, created, err := r.Enqueue(ctx, db, outbox.Message{Topic: topic, Key: "k", Body: []byte(topic)}); err != nil || !created {
+			t.Fatalf("enqueue on %s after the upgrade: created %v, %v", topic, created, err)
+		}
+	}
+}
