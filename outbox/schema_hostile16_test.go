@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/seed157d4c4d/reliablemq/migrations"
 	"github.com/seed157d4c4d/reliablemq/outbox"
@@ -40,5 +41,51 @@ func TestOldSchemaWithCaseInsensitiveTopicsIsRefused(t *testing.T) {
 		if _, created, err := r.Enqueue(ctx, db, outbox.Message{Topic: topic, Key: "k", Body: []byte(topic)}); err != nil || !created {
 			t.Fatalf("enqueue on %s after the upgrade: created %v, %v", topic, created, err)
 		}
+	}
+}
+
+// TestFirstCallsInACallersTransactionOnAPoolOfOne: the relay's first
+// Enqueue, Transact and Confirm check the table's schema. On a handle of
+// one connection, held by the caller's transaction, a check on another
+// connection would wait for it for ever (until ctx): each must finish on
+// the transaction's own.
+func TestFirstCallsInACallersTransactionOnAPoolOfOne(t *testing.T) {
+	t.Parallel()
+	db, _ := setup(t, newFake())
+	db.SetMaxOpenConns(1)
+	for _, call := range []string{"Enqueue", "Transact", "Confirm"} {
+		t.Run(call, func(t *testing.T) {
+			r, err := outbox.NewRelay(db, newFake()) // a relay whose table is not checked yet
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			switch call {
+			case "Enqueue":
+				tx, err := db.BeginTxx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tx.Rollback()
+				_, _, err = r.Enqueue(ctx, tx, outbox.Message{Topic: "orders", Key: "pool-of-one", Body: []byte("x")})
+				if err != nil {
+					t.Fatal(err)
+				}
+			case "Transact":
+				if err := r.Transact(ctx, placeOrder("pool-of-one-tx")); err != nil {
+					t.Fatal(err)
+				}
+			case "Confirm":
+				tx, err := db.BeginTxx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tx.Rollback()
+				if _, err := r.Confirm(ctx, tx, "orders", "pool-of-one-tx"); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }

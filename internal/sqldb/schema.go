@@ -2,11 +2,10 @@ package sqldb
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"sync/atomic"
-
-	"github.com/jmoiron/sqlx"
 )
 
 // Names checks that a table's name columns (topics, consumer groups) are
@@ -27,15 +26,23 @@ func NewNames(table string, cols ...string) *Names {
 	return &Names{table: table, query: "SELECT " + strings.Join(cols, ", ") + " FROM " + Quote(table) + " LIMIT 0"}
 }
 
+// Querier runs a query: a database handle, a transaction or a connection.
+type Querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
 // Check returns an error naming the first column that is not a binary
-// string. The columns' types are read from the result of a query that
-// returns no rows; once a check passed, Check returns nil without asking
-// again. It is safe for concurrent use.
-func (n *Names) Check(ctx context.Context, db *sqlx.DB) error {
+// string. The columns' types are read through q, from the result of a
+// query that returns no rows; a store called with its caller's
+// transaction reads through it, as on a handle of one connection, which
+// that transaction holds, another connection would never come. Once a
+// check passed, Check returns nil without asking again. It is safe for
+// concurrent use.
+func (n *Names) Check(ctx context.Context, q Querier) error {
 	if n.ok.Load() {
 		return nil
 	}
-	rows, err := db.QueryContext(ctx, n.query)
+	rows, err := q.QueryContext(ctx, n.query)
 	if err != nil {
 		return err
 	}
