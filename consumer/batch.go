@@ -35,13 +35,13 @@ type item struct {
 }
 
 // newItems returns the items of msgs, their messages taken out of
-// namespace ns.
-func newItems(msgs []*primitive.MessageExt, ns string) []*item {
+// namespace ns, as group (with its namespace) consumes them.
+func newItems(msgs []*primitive.MessageExt, ns, group string) []*item {
 	items, all := make([]*item, len(msgs)), make([]item, len(msgs))
 	for i, ext := range msgs {
 		it := &all[i]
 		it.ext, it.m = ext, &it.msg
-		fromClient(ext, ns, it.m)
+		fromClient(ext, ns, group, it.m)
 		items[i] = it
 	}
 	return items
@@ -122,7 +122,7 @@ func (c *Consumer) completed(bctx, ev context.Context, it *item) {
 // When Close begins before that, the whole batch is left unacknowledged
 // and comes back after a restart.
 func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
-	items := newItems(msgs, c.cfg.namespace)
+	items := newItems(msgs, c.cfg.namespace, c.group)
 	c.handleBatch(ctx, items)
 	for _, it := range items {
 		if it.v == closing {

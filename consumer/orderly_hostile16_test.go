@@ -1,0 +1,109 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/deadletter"
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/producer"
+)
+
+// hostile16 starts the names of this file's topics and groups.
+const hostile16 = "HO_"
+
+// parkedOf lists the dead letters of group, in id order.
+func (f *fixture) parkedOf(group string) []*deadletter.Entry {
+	f.t.Helper()
+	dls, err := f.dead.List(context.Background(), deadletter.Filter{Group: group})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return dls
+}
+
+// guardOf is a MySQL guard of group.
+func (f *fixture) guardOf(group string) *idempotency.Guard {
+	f.t.Helper()
+	s, err := idempotency.NewMySQLStore(f.db)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	g, err := idempotency.NewGuard(group, s)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return g
+}
+
+// TestOrderlyReplayOfAnotherGroupKeepsThisGroupsKeyParked pins a fix found
+// by hostile testing. Two orderly groups consume one topic under ParkKey
+// and share the dead-letter table (the default). Group 1 parks step 1 of a
+// key; group 2, which started later, parks step 0 (its own failure) and
+// step 1 behind it. A replay goes to the topic, so both groups receive
+// group 1's replay of step 1, carrying group 1's dead-letter id as its
+// place in the key's order. Group 2 took it for a replay of its own: none
+// of its parked messages of the key has an id below group 1's, so it ran
+// step 1 while its step 0 was still parked, out of order. A replay holds
+// its place only in the group whose dead letter it replays; to any other
+// group it is a new message of the key, parked behind the key's parked
+// ones.
+func TestOrderlyReplayOfAnotherGroupKeepsThisGroupsKeyParked(t *testing.T) {
+	t.Parallel()
+	f := newFixtureNamed(t, 1, hostile16)
+	group2 := testenv.Name(t, hostile16+"G2")
+	f.env.CreateTopic(t, "%RETRY%"+group2, 1)
+	eff1, eff2 := newEffects(), newEffects()
+	var fixed1 atomic.Bool
+	h1 := func(ctx context.Context, m *consumer.Message) error {
+		if string(m.Body) == "1" && !fixed1.Load() {
+			return errors.New("group 1 cannot apply step 1 yet")
+		}
+		eff1.apply(m.ShardingKey, string(m.Body))
+		return nil
+	}
+	h2 := func(ctx context.Context, m *consumer.Message) error {
+		if string(m.Body) == "0" {
+			return errors.New("group 2 cannot apply step 0")
+		}
+		eff2.apply(m.ShardingKey, string(m.Body))
+		return nil
+	}
+	opts := func() []consumer.OrderlyOption {
+		return []consumer.OrderlyOption{consumer.WithParker(f.dead), consumer.WithMaxAttempts(2),
+			consumer.WithRetryDelay(50 * time.Millisecond), hostile6Quiet}
+	}
+	f.start(consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h1, consumer.ParkKey,
+		append(opts(), consumer.WithGuard(f.guard()))...))
+	for s := range 2 {
+		f.send(producer.Message{Body: []byte{byte('0' + s)}, Keys: []string{"order-" + string(rune('0'+s))}, ShardingKey: "order"})
+	}
+	f.eventually("group 1 handled step 0 and parked step 1", func() bool {
+		return eff1.count("order") == 1 && len(f.parkedOf(f.group)) == 1
+	})
+	f.start(consumer.NewOrderly(f.env.NameServers(), group2, f.topic, h2, consumer.ParkKey,
+		append(opts(), consumer.WithGuard(f.guardOf(group2)))...))
+	f.eventually("group 2 parked step 0 and step 1 behind it", func() bool { return len(f.parkedOf(group2)) == 2 })
+
+	fixed1.Store(true)
+	first := f.parkedOf(f.group)[0]
+	if err := f.dead.Replay(context.Background(), first.ID, f.prod, "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("group 1 applied its replay; group 2 settled it", func() bool {
+		return eff1.count("order") == 2 && (eff2.count("order") > 0 || len(f.parkedOf(group2)) == 3)
+	})
+	if got := eff2.order["order"]; len(got) > 0 {
+		t.Fatalf("group 2 applied steps %v while its step 0 was parked (group 1's replay taken for its own)", got)
+	}
+	last := f.parkedOf(group2)[2]
+	if last.Cause != consumer.CauseKeyParked || last.ReplayOf != 0 {
+		t.Errorf("group 2 parked the replay with cause %s, replay of %d; want %s, not a replay of its own",
+			last.Cause, last.ReplayOf, consumer.CauseKeyParked)
+	}
+}
