@@ -107,3 +107,52 @@ func TestOrderlyReplayOfAnotherGroupKeepsThisGroupsKeyParked(t *testing.T) {
 			last.Cause, last.ReplayOf, consumer.CauseKeyParked)
 	}
 }
+
+// TestOrderlyCloseDoesNotParkTheHandlerItCancels pins a fix found by
+// hostile testing. A handler still running when Close gives up waiting
+// has its ctx cancelled and returns that error; the consumer took it for
+// a failed attempt, and at the attempt cap parked the message (under
+// ParkKey its key too) although nothing failed but the shutdown. Close
+// promises that a message delivered but not handled is redelivered after a
+// restart: it stays unacknowledged, and the next consumer handles it.
+func TestOrderlyCloseDoesNotParkTheHandlerItCancels(t *testing.T) {
+	t.Parallel()
+	f := newFixtureNamed(t, 1, hostile16)
+	started := make(chan struct{}, 1)
+	var closing atomic.Bool
+	eff := newEffects()
+	h := func(ctx context.Context, m *consumer.Message) error {
+		if !closing.Load() {
+			started <- struct{}{}
+			<-ctx.Done() // a step that takes longer than the shutdown timeout
+			return ctx.Err()
+		}
+		eff.apply(m.ShardingKey, string(m.Body))
+		return nil
+	}
+	opts := []consumer.OrderlyOption{consumer.WithGuard(f.guard()), consumer.WithParker(f.dead),
+		consumer.WithMaxAttempts(1), consumer.WithShutdownTimeout(100 * time.Millisecond), hostile6Quiet}
+	first, err := consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkKey, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.send(producer.Message{Body: []byte("0"), Keys: []string{"order-0"}, ShardingKey: "order"})
+	select {
+	case <-started:
+	case <-time.After(waitFor):
+		t.Fatal("handler never ran")
+	}
+	closing.Store(true)
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if dls := f.parked(); len(dls) != 0 {
+		t.Fatalf("Close parked the message whose handler it cancelled (cause %s, error %q); want it left for redelivery",
+			dls[0].Cause, dls[0].LastError)
+	}
+	f.start(consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkKey, opts...))
+	f.eventually("the next consumer handled it", func() bool { return eff.count("order") == 1 })
+}
