@@ -3,6 +3,9 @@ package consumer_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -155,4 +158,105 @@ func TestOrderlyCloseDoesNotParkTheHandlerItCancels(t *testing.T) {
 	}
 	f.start(consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkKey, opts...))
 	f.eventually("the next consumer handled it", func() bool { return eff.count("order") == 1 })
+}
+
+// TestOrderlyTwoInstancesRebalanceMidStreamKeepEveryKeyInOrder runs one
+// orderly group on two instances: the second joins while the first is
+// mid-stream with a queue suspended on a failing step, then the first is
+// closed while that step still fails. Every key's steps are applied once
+// each, in send order, on whichever instance holds its queue.
+func TestOrderlyTwoInstancesRebalanceMidStreamKeepEveryKeyInOrder(t *testing.T) {
+	t.Parallel()
+	f := newFixtureNamed(t, 4, hostile16)
+	eff := newEffects()
+	var failures atomic.Int32
+	var second atomic.Bool
+	h := func(ctx context.Context, m *consumer.Message) error {
+		// order-3 step 2 fails until the second instance has joined, and
+		// twice more after.
+		if m.ShardingKey == "order-3" && string(m.Body) == "2" && (!second.Load() || failures.Add(1) <= 2) {
+			return errors.New("transient")
+		}
+		eff.apply(m.ShardingKey, string(m.Body))
+		return nil
+	}
+	opts := []consumer.OrderlyOption{consumer.WithGuard(f.guard()), consumer.WithParker(f.dead),
+		consumer.WithMaxAttempts(16), consumer.WithRetryDelay(100 * time.Millisecond), hostile6Quiet}
+	first, err := consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkKey, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	const orders, steps = 12, 5
+	sendSteps(f, orders, 3)
+	f.eventually("the first instance reached order-3's failing step", func() bool { return eff.count("order-3") == 2 && eff.total() >= orders*2 })
+	second.Store(true)
+	f.start(consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkKey, opts...))
+	for s := 3; s < steps; s++ {
+		for o := range orders {
+			key := "order-" + strconv.Itoa(o)
+			f.send(producer.Message{Body: []byte(strconv.Itoa(s)), Keys: []string{key + "-" + strconv.Itoa(s)}, ShardingKey: key})
+		}
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// On a real broker the queues the first instance lost in the rebalance
+	// stay locked to it until the broker's lock expiry (60 s): the client
+	// never unlocks a queue it gives up, only those it holds at shutdown.
+	f.env.Eventually(t, "every step handled", 3*waitFor, func() bool { return eff.total() >= orders*steps })
+	f.settle()
+	checkInOrder(t, eff, orders, steps, nil)
+	if dls := f.parked(); len(dls) != 0 {
+		t.Errorf("%d messages parked, first %s (%s); want none", len(dls), dls[0].Body, dls[0].LastError)
+	}
+}
+
+// TestOrderlyParkKeyTellsKeysApartByteForByte parks one sharding key
+// under ParkKey next to keys that differ from it only in case or in
+// Unicode normalization (and an empty one): the parked key's later
+// messages are parked behind it, every other key flows, in order.
+func TestOrderlyParkKeyTellsKeysApartByteForByte(t *testing.T) {
+	t.Parallel()
+	f := newFixtureNamed(t, 2, hostile16)
+	eff := newEffects()
+	const parked = "Order-é" // é precomposed
+	keys := []string{parked, "order-é", "ORDER-é", "Order-e\u0301", "Order-é "}
+	h := func(ctx context.Context, m *consumer.Message) error {
+		if m.ShardingKey == parked && string(m.Body) == "1" {
+			return errors.New("poison")
+		}
+		eff.apply(m.ShardingKey, string(m.Body))
+		return nil
+	}
+	f.start(consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkKey,
+		consumer.WithGuard(f.guard()), consumer.WithParker(f.dead), consumer.WithMaxAttempts(2),
+		consumer.WithRetryDelay(50*time.Millisecond), hostile6Quiet))
+	const steps = 3
+	for s := range steps {
+		for i, k := range keys {
+			f.send(producer.Message{Body: []byte(strconv.Itoa(s)), Keys: []string{fmt.Sprint("k", i, "-", s)}, ShardingKey: k})
+		}
+	}
+	f.eventually("the other keys handled, the parked key parked from step 1", func() bool {
+		return eff.total() == (len(keys)-1)*steps+1 && len(f.parked()) == steps-1
+	})
+	f.settle()
+	eff.mu.Lock()
+	defer eff.mu.Unlock()
+	for _, k := range keys[1:] {
+		if got := eff.order[k]; !slices.Equal(got, []string{"0", "1", "2"}) {
+			t.Errorf("key %q handled %v, want [0 1 2]", k, got)
+		}
+	}
+	if got := eff.order[parked]; !slices.Equal(got, []string{"0"}) {
+		t.Errorf("parked key handled %v, want [0]", got)
+	}
+	for _, d := range f.parked() {
+		if d.ShardingKey != parked {
+			t.Errorf("parked %q step %s, want only %q", d.ShardingKey, d.Body, parked)
+		}
+	}
 }
