@@ -35,13 +35,13 @@ type item struct {
 }
 
 // newItems returns the items of msgs, their messages taken out of
-// namespace ns.
-func newItems(msgs []*primitive.MessageExt, ns string) []*item {
+// namespace ns, as group (with its namespace) consumes them.
+func newItems(msgs []*primitive.MessageExt, ns, group string) []*item {
 	items, all := make([]*item, len(msgs)), make([]item, len(msgs))
 	for i, ext := range msgs {
 		it := &all[i]
 		it.ext, it.m = ext, &it.msg
-		fromClient(ext, ns, it.m)
+		fromClient(ext, ns, group, it.m)
 		items[i] = it
 	}
 	return items
@@ -122,7 +122,7 @@ func (c *Consumer) completed(bctx, ev context.Context, it *item) {
 // When Close begins before that, the whole batch is left unacknowledged
 // and comes back after a restart.
 func (c *Consumer) consumeConcurrently(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
-	items := newItems(msgs, c.cfg.namespace)
+	items := newItems(msgs, c.cfg.namespace, c.group)
 	c.handleBatch(ctx, items)
 	for _, it := range items {
 		if it.v == closing {
@@ -558,6 +558,9 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 	// The hooks' Handle ends once the message is settled, so its events
 	// land in it.
 	defer end(err)
+	if err != nil && c.run.Err() != nil {
+		return c.interrupted(bctx, claim, m, err)
+	}
 	if err != nil {
 		return c.failed(hctx, bctx, claim, m, err)
 	}
@@ -617,6 +620,24 @@ func (c *Consumer) notAcquired(bctx context.Context, claim *idempotency.Claim, i
 			Err: fmt.Errorf("consumer: key held by another consumer for %d deliveries (lease %v)", m.Attempt, c.cfg.guard.Lease())})
 	}
 	return busy
+}
+
+// interrupted settles a message whose handler returned err after Close
+// gave up waiting and cancelled it: not a failed attempt (at the cap it
+// would be parked for the shutdown), but a message delivered and not
+// handled, left unacknowledged for redelivery after a restart. Its claim
+// is released (the attempt stays counted), so the redelivery need not
+// wait for the lease.
+func (c *Consumer) interrupted(bctx context.Context, claim *idempotency.Claim, m *Message, err error) verdict {
+	c.cfg.logger.LogAttrs(bctx, slog.LevelWarn, "handler cancelled by Close, left for redelivery", slog.String("topic", m.Topic),
+		slog.String("msg_id", m.MsgID), slog.Int("attempt", m.Attempt), slog.Any("error", err))
+	if claim != nil {
+		if rerr := claim.Release(bctx); rerr != nil {
+			// The lease frees the key when it ends.
+			c.cfg.logger.LogAttrs(bctx, slog.LevelWarn, "release claim", slog.String("msg_id", m.MsgID), slog.Any("error", rerr))
+		}
+	}
+	return closing
 }
 
 // failed settles a message whose handler returned err: parked when err is

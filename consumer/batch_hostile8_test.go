@@ -253,7 +253,7 @@ func redeliverUntilAcked(t *testing.T, c *Consumer, keys, copies int, isDone fun
 				n := min(len(queue), 1+rand.IntN(16))
 				msgs := queue[:n:n]
 				queue = queue[n:]
-				items := newItems(msgs, "")
+				items := newItems(msgs, "", "")
 				c.handleBatch(context.Background(), items)
 				for _, it := range items {
 					if it.v == ack {

@@ -38,7 +38,7 @@ func TestHandlerCtxEndsWithItsBatch(t *testing.T) {
 			c := fakeStarted(t, h, opts...)
 			defer c.Close()
 			msgs := keyed(tc.size)
-			items := newItems(msgs, "")
+			items := newItems(msgs, "", "")
 			c.handleBatch(context.Background(), items)
 			if len(ctxs) != tc.size {
 				t.Fatalf("%d handlers ran; want %d", len(ctxs), tc.size)

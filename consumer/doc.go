@@ -91,7 +91,10 @@
 // [WithShutdownTimeout], then cancels their ctx and still waits for them, and
 // only then shuts the client down, so nothing touches a store after Close
 // returns and an orderly queue is unlocked only when its handler is done.
-// Messages delivered but not handled are redelivered after a restart.
+// Messages delivered but not handled are redelivered after a restart; so
+// is one whose handler returned an error after Close cancelled it: an
+// interrupted attempt is never a failure that parks the message at the
+// cap.
 //
 // # Limits
 //

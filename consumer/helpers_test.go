@@ -30,9 +30,16 @@ type fixture struct {
 
 func newFixture(t *testing.T, queues int) *fixture {
 	t.Helper()
+	return newFixtureNamed(t, queues, "")
+}
+
+// newFixtureNamed is newFixture with the topic and group names starting
+// with prefix.
+func newFixtureNamed(t *testing.T, queues int, prefix string) *fixture {
+	t.Helper()
 	testenv.SkipUnderRace(t)
 	env := testenv.NewRocketMQ(t)
-	f := &fixture{t: t, env: env, topic: testenv.Name(t, "T"), group: testenv.Name(t, "G")}
+	f := &fixture{t: t, env: env, topic: testenv.Name(t, prefix+"T"), group: testenv.Name(t, prefix+"G")}
 	env.CreateTopic(t, f.topic, queues)
 	// The client routes the group's retry topic only if it exists when the
 	// consumer starts; otherwise retries wait for its next route refresh

@@ -41,7 +41,7 @@ func TestCompletionAlertAfterASlowWaveGetsALiveContext(t *testing.T) {
 	c := fakeStarted(t, h, WithParker(nopParker{}), WithGuard(g), WithBatchSize(troubleAfter),
 		WithTroubleAlert(alert), WithLogger(slog.New(slog.DiscardHandler)))
 	defer c.Close()
-	items := newItems(testKeyed(troubleAfter), "")
+	items := newItems(testKeyed(troubleAfter), "", "")
 	for _, it := range items {
 		it.key = it.m.Keys[0]
 	}

@@ -110,7 +110,7 @@ func TestPanicSettlingOneMessageSettlesTheRestOfTheWave(t *testing.T) {
 				c := fakeStarted(t, func(context.Context, *Message) error { ran.Add(1); return nil },
 					WithParker(nopParker{}), WithBatchSize(size), WithGuard(g), WithHooks(hooks), WithLogger(slog.New(p.logger)))
 				defer c.Close()
-				items := newItems(testKeyed(size), "")
+				items := newItems(testKeyed(size), "", "")
 				c.handleBatch(context.Background(), items)
 				for _, it := range items {
 					if it.v != ack {

@@ -143,7 +143,7 @@ func TestPanicCountsARetryPerMessageRetried(t *testing.T) {
 			WithHooks(observe.Hooks{Handle: func(ctx context.Context, m observe.Message) (context.Context, func(error)) {
 				return ctx, func(error) { panic("end exploded") }
 			}}))
-		c.handleBatch(context.Background(), newItems(testMsgs(size), ""))
+		c.handleBatch(context.Background(), newItems(testMsgs(size), "", ""))
 		if s := c.Stats(); s.Handled != int64(size) || s.Retries != 0 {
 			t.Errorf("batch of %d, end hook panics: handled %d, retries %d; want %d handled, no retry", size, s.Handled, s.Retries, size)
 		}
@@ -165,7 +165,7 @@ func TestPanicCountsARetryPerMessageRetried(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.client, c.started = fakeClient{}, true
-		c.handleBatch(context.Background(), newItems(testMsgs(size), ""))
+		c.handleBatch(context.Background(), newItems(testMsgs(size), "", ""))
 		if s := c.Stats(); s.Handled != 0 || s.Retries != int64(size) {
 			t.Errorf("batch of %d, key func panics: handled %d, retries %d; want none handled, %d retries", size, s.Handled, s.Retries, size)
 		}

@@ -52,7 +52,7 @@ func TestDeliveryKeepsOnlyUserProperties(t *testing.T) {
 	for k, v := range user {
 		ext.WithProperty(k, v)
 	}
-	items := newItems([]*primitive.MessageExt{ext}, "")
+	items := newItems([]*primitive.MessageExt{ext}, "", "")
 	m := items[0].m
 	if !maps.Equal(m.Properties, user) {
 		t.Errorf("properties %v; want %v", m.Properties, user)
@@ -75,7 +75,7 @@ func TestDeliveryKeepsOnlyUserProperties(t *testing.T) {
 	for _, n := range systemNames {
 		sys.WithProperty(n, "1")
 	}
-	if p := newItems([]*primitive.MessageExt{sys}, "")[0].m.Properties; p != nil {
+	if p := newItems([]*primitive.MessageExt{sys}, "", "")[0].m.Properties; p != nil {
 		t.Errorf("a delivery with system properties alone has properties %v", p)
 	}
 	// The client's copy is untouched: the retry copy is made from it.

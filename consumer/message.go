@@ -36,7 +36,10 @@ type Message struct {
 	ClaimToken string
 	// ReplayOf is, for a delivery of deadletter.Table.Replay, the id of the
 	// original dead letter it replays (the first of the chain when a replay
-	// was parked again), 0 for any other message.
+	// was parked again), 0 for any other message. A replay reaches every
+	// group consuming its topic; it is 0 in the groups other than the one
+	// whose dead letter it replays, where the message is a new one (a
+	// duplicate where the original was handled).
 	ReplayOf    int64
 	Queue       int
 	QueueOffset int64
@@ -53,13 +56,14 @@ type Message struct {
 type Handler func(ctx context.Context, m *Message) error
 
 // fromClient converts the official client's message into m, its topic
-// taken out of namespace ns. It reads the properties from one copy (the client hands
+// taken out of namespace ns; group (with its namespace) is the consuming
+// group, the only one a replay of its own dead letter holds a place in. It reads the properties from one copy (the client hands
 // out no other view) in one pass, which picks out what the package reads
 // without a lookup per name; the copy becomes Properties, once the system
 // ones are removed, only when the message has user properties (most have
 // none). This runs once per delivery: it hashes and allocates as little as
 // it can.
-func fromClient(ext *primitive.MessageExt, ns string, m *Message) {
+func fromClient(ext *primitive.MessageExt, ns, group string, m *Message) {
 	props := ext.GetProperties()
 	*m = Message{
 		Topic:       ext.Topic,
@@ -72,7 +76,7 @@ func fromClient(ext *primitive.MessageExt, ns string, m *Message) {
 	if ext.Queue != nil {
 		m.Queue = ext.Queue.QueueId
 	}
-	var retryTopic, attempt, keys, replayOf string
+	var retryTopic, attempt, keys, replayOf, replayGroup string
 	user := false
 	for name, value := range props {
 		switch name {
@@ -88,6 +92,8 @@ func fromClient(ext *primitive.MessageExt, ns string, m *Message) {
 			attempt = value
 		case remoting.PropReplayOf:
 			replayOf = value
+		case remoting.PropReplayGroup:
+			replayGroup = value
 		default:
 			user = user || !remoting.IsSystemProperty(name)
 		}
@@ -104,14 +110,16 @@ func fromClient(ext *primitive.MessageExt, ns string, m *Message) {
 	if keys != "" {
 		m.Keys = strings.Fields(keys)
 	}
-	if replayOf != "" {
+	// A replay without its group was sent by an older version: taken as
+	// this group's, as that version did.
+	if replayOf != "" && (replayGroup == "" || replayGroup == group) {
 		if id, err := strconv.ParseInt(replayOf, 10, 64); err == nil && id > 0 {
 			m.ReplayOf = id
 		}
 	}
 	if user {
 		for name := range props {
-			if remoting.IsSystemProperty(name) || name == remoting.PropReplayOf {
+			if remoting.IsSystemProperty(name) || name == remoting.PropReplayOf || name == remoting.PropReplayGroup {
 				delete(props, name)
 			}
 		}

@@ -42,7 +42,7 @@ func NewOrderly(nameServers []string, group, topic string, h Handler, policy Par
 func (c *Consumer) consumeOrderly(ctx context.Context, msgs ...*primitive.MessageExt) (rmqconsumer.ConsumeResult, error) {
 	result := ack
 	for i := range msgs { // one: the orderly consumer takes no batches
-		items := newItems(msgs[i:i+1], c.cfg.namespace)
+		items := newItems(msgs[i:i+1], c.cfg.namespace, c.group)
 		c.handleBatch(ctx, items)
 		if result = items[0].v; result != ack {
 			break

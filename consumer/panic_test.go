@@ -38,7 +38,7 @@ func panicky(t *testing.T, size int, opts ...Option) (verdicts map[string]verdic
 	c := fakeStarted(t, h, opts...)
 	defer c.Close()
 	msgs := keyed(size)
-	items := newItems(msgs, "")
+	items := newItems(msgs, "", "")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -218,7 +218,7 @@ func TestCombinedRoundTripThatPanicsReleasesEveryCaller(t *testing.T) {
 				msgs[i] = &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: fmt.Sprint(b, "-", i)}
 				msgs[i].WithKeys([]string{fmt.Sprint("k", b, "-", i)})
 			}
-			items := newItems(msgs, "")
+			items := newItems(msgs, "", "")
 			c.handleBatch(context.Background(), items)
 			for _, it := range items {
 				switch it.v {
@@ -298,7 +298,7 @@ func TestPanicBeforeTheHandlerFreesTheKeyAndAnEventPanicChangesNothing(t *testin
 	deliver := func() verdict {
 		ext := &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: "id"}
 		ext.WithKeys([]string{"order-1"})
-		items := newItems([]*primitive.MessageExt{ext}, "")
+		items := newItems([]*primitive.MessageExt{ext}, "", "")
 		c.handleBatch(context.Background(), items)
 		return items[0].v
 	}

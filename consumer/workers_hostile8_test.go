@@ -54,7 +54,7 @@ func TestBatchHandlersNeverQueueBehindEachOther(t *testing.T) {
 				for i := range msgs {
 					msgs[i] = &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: fmt.Sprint(round, "-", b, "-", i)}
 				}
-				items := newItems(msgs, "")
+				items := newItems(msgs, "", "")
 				c.handleBatch(context.Background(), items)
 				for _, it := range items {
 					if it.v != ack {

@@ -289,7 +289,9 @@ func (d *Table) get(ctx context.Context, q sqlx.QueryerContext, id int64, lock s
 
 // Replay sends a parked message again to its original topic, with its
 // keys, tag, sharding key, properties and body (a new message id), then
-// marks it replayed with reason. The send comes first: if marking fails
+// marks it replayed with reason. The message carries the dead letter's
+// place in its key's order (consumer.Message.ReplayOf) for its own group
+// only: other groups consuming the topic receive it as a new message. The send comes first: if marking fails
 // the message may be replayed twice, which the idempotency guard absorbs;
 // it is never marked replayed without having been sent. The row stays
 // locked from the read to the mark: a Replay or Discard of the same dead
@@ -331,6 +333,7 @@ func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason stri
 		props = make(map[string]string, 1)
 	}
 	props[remoting.PropReplayOf] = strconv.FormatInt(dl.origin(), 10)
+	props[remoting.PropReplayGroup] = dl.Group
 	_, err = pub.Send(ctx, producer.Message{Topic: dl.Topic, Body: dl.Body, Keys: dl.Keys, Tag: dl.Tag,
 		Properties: props, ShardingKey: dl.ShardingKey})
 	if err != nil {

@@ -33,6 +33,11 @@ const (
 	// message was parked as. An application property as far as the client
 	// and the producer are concerned; the consumer reads and hides it.
 	PropReplayOf = "RELIABLEMQ_REPLAY_OF"
+	// PropReplayGroup is reliablemq's own: the consumer group (with its
+	// namespace) whose dead letter a replayed message replays. A replay
+	// goes to the topic, so every group of the topic receives it; only
+	// this group takes PropReplayOf as the message's place in its order.
+	PropReplayGroup = "RELIABLEMQ_REPLAY_GROUP"
 )
 
 // EncodeProperties writes the property string the way a 4.9.4 broker stores
