@@ -292,11 +292,14 @@ func renewed(bctx context.Context, now time.Time) (context.Context, context.Canc
 
 func noCancel() {}
 
-// beforeClaim settles a guarded message that must not be claimed: one
-// without a key, or (orderly, [ParkKey]) one whose sharding key has a
-// parked message.
+// beforeClaim reports a replay received, and settles a guarded message
+// that must not be claimed: one without a key, or (orderly, [ParkKey])
+// one whose sharding key has a parked message.
 func (c *Consumer) beforeClaim(bctx context.Context, it *item) (verdict, bool) {
 	m := it.m
+	if v, settled := c.replayReceived(bctx, m); settled {
+		return v, true
+	}
 	if c.orderly && c.policy == ParkKey && m.ShardingKey != "" {
 		// A replay waits only for messages of its key parked before it:
 		// replayed oldest first, the key drains.
@@ -311,6 +314,23 @@ func (c *Consumer) beforeClaim(bctx context.Context, it *item) (verdict, bool) {
 	}
 	if it.key == "" {
 		return c.park(bctx, bctx, m, nil, m.Attempt, ErrNoKey, CausePermanent), true
+	}
+	return 0, false
+}
+
+// replayReceived reports m, a replay of this group's dead letter, as
+// received to the parker when it tracks replays; a failed report makes m
+// a retry (settled true), so the dead letter does not stop holding its
+// key's order before the replay has its place in the queue.
+func (c *Consumer) replayReceived(ctx context.Context, m *Message) (verdict, bool) {
+	t, ok := c.cfg.parker.(ReplayTracker)
+	if !ok || m.ReplayOf == 0 {
+		return 0, false
+	}
+	err := t.ReplayReceived(ctx, c.group, m.ReplayOf)
+	c.trouble.observe(ctx, OpReplayReceived, err, m.ShardingKey, m.MsgID)
+	if err != nil {
+		return c.storeError(ctx, m, "report replay received", err), true
 	}
 	return 0, false
 }
@@ -514,6 +534,14 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 	}()
 	m := it.m
 	hctx := run
+	if c.cfg.guard == nil && m.ReplayOf != 0 {
+		rctx, cancel := context.WithTimeout(bctx, bookkeeping)
+		v, settled := c.replayReceived(rctx, m)
+		cancel()
+		if settled {
+			return v
+		}
+	}
 	if c.cfg.guard != nil {
 		if it.claimErr != nil || claim.Outcome != idempotency.Acquired {
 			return c.notAcquired(bctx, claim, it)

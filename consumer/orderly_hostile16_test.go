@@ -260,3 +260,132 @@ func TestOrderlyParkKeyTellsKeysApartByteForByte(t *testing.T) {
 		}
 	}
 }
+
+// TestOrderlyReplayBehindALaterMessageOfItsKey: a key's step 1 is
+// parked under ParkKey, the consumer stops (a deploy), step 2 is sent,
+// and the operator replays step 1 meanwhile. The replay is queued behind
+// step 2; when the consumer comes back, step 2 must not run before it.
+func TestOrderlyReplayBehindALaterMessageOfItsKey(t *testing.T) {
+	t.Parallel()
+	f := newFixtureNamed(t, 1, hostile16)
+	eff := newEffects()
+	var fixed atomic.Bool
+	h := func(ctx context.Context, m *consumer.Message) error {
+		if string(m.Body) == "1" && !fixed.Load() {
+			return errors.New("cannot apply step 1 yet")
+		}
+		eff.apply(m.ShardingKey, string(m.Body))
+		return nil
+	}
+	opts := []consumer.OrderlyOption{consumer.WithGuard(f.guard()), consumer.WithParker(f.dead),
+		consumer.WithMaxAttempts(2), consumer.WithRetryDelay(50 * time.Millisecond), hostile6Quiet}
+	first, err := consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkKey, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	step := func(s int) producer.Message {
+		return producer.Message{Body: []byte(strconv.Itoa(s)), Keys: []string{"order-" + strconv.Itoa(s)}, ShardingKey: "order"}
+	}
+	f.send(step(0))
+	f.send(step(1))
+	f.eventually("step 0 handled, step 1 parked", func() bool { return eff.count("order") == 1 && len(f.parked()) == 1 })
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.send(step(2))
+	fixed.Store(true)
+	if err := f.dead.Replay(context.Background(), f.parked()[0].ID, f.prod, "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	f.start(consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkKey, opts...))
+	f.eventually("the replay handled", func() bool {
+		eff.mu.Lock()
+		defer eff.mu.Unlock()
+		return slices.Contains(eff.order["order"], "1")
+	})
+	f.settle()
+	eff.mu.Lock()
+	got := slices.Clone(eff.order["order"])
+	eff.mu.Unlock()
+	if i := slices.Index(got, "1"); slices.Contains(got[:i], "2") {
+		t.Fatalf("applied %v: step 2 ran before the replay of step 1 queued behind it", got)
+	}
+	// Step 2 waits parked behind the replay; replayed, the key drains.
+	var step2 *deadletter.Entry
+	for _, dl := range f.parked() {
+		if dl.Status == deadletter.Parked && string(dl.Body) == "2" {
+			step2 = dl
+		}
+	}
+	if step2 == nil {
+		t.Fatalf("step 2 is not parked behind the replay: %v", f.parked())
+	}
+	if err := f.dead.Replay(context.Background(), step2.ID, f.prod, "after step 1"); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the key drained in order", func() bool {
+		eff.mu.Lock()
+		defer eff.mu.Unlock()
+		return slices.Equal(eff.order["order"], []string{"0", "1", "2"})
+	})
+	for _, dl := range f.parked() {
+		if dl.Status != deadletter.Replayed {
+			t.Errorf("dead letter %d (step %s) is %s once the key drained, want replayed", dl.ID, dl.Body, dl.Status)
+		}
+	}
+}
+
+// replayReportFails is the dead-letter table whose first reports of a
+// replay received fail, like a database that is down.
+type replayReportFails struct {
+	*deadletter.Table
+	fail atomic.Int32
+}
+
+func (p *replayReportFails) ReplayReceived(ctx context.Context, group string, replayOf int64) error {
+	if p.fail.Add(-1) >= 0 {
+		return errors.New("dial tcp 127.0.0.1:3306: connect: connection refused")
+	}
+	return p.Table.ReplayReceived(ctx, group, replayOf)
+}
+
+// TestAReplayRunsOnlyOnceReportedReceived: a replay whose report of being
+// received fails is retried before its handler runs (its dead letter
+// would hold its key no longer once reported, so it must not have run
+// without the report); it runs once the report went through, and its dead
+// letter ends Replayed.
+func TestAReplayRunsOnlyOnceReportedReceived(t *testing.T) {
+	t.Parallel()
+	f := newFixtureNamed(t, 1, hostile16)
+	parker := &replayReportFails{Table: f.dead}
+	parker.fail.Store(2)
+	var fixed atomic.Bool
+	var runs atomic.Int32
+	h := func(ctx context.Context, m *consumer.Message) error {
+		if !fixed.Load() {
+			return consumer.Permanent(errors.New("missing config"))
+		}
+		runs.Add(1)
+		return nil
+	}
+	c := f.start(consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkKey, consumer.WithGuard(f.guard()),
+		consumer.WithParker(parker), consumer.WithRetryDelay(50*time.Millisecond), hostile6Quiet))
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"order-7"}, ShardingKey: "order-7"})
+	f.eventually("parked", func() bool { return len(f.parked()) == 1 })
+	id := f.parked()[0].ID
+	fixed.Store(true)
+	if err := f.dead.Replay(context.Background(), id, f.prod, "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the replay handled", func() bool { return runs.Load() == 1 })
+	f.settle()
+	if n := runs.Load(); n != 1 || parker.fail.Load() >= 0 || c.Stats().StoreErrors < 2 {
+		t.Fatalf("%d runs, %d report failures left, stats %+v: want one run after two failed reports", n, parker.fail.Load()+1, c.Stats())
+	}
+	if e, err := f.dead.Get(context.Background(), id); err != nil || e.Status != deadletter.Replayed {
+		t.Fatalf("dead letter %d after its replay ran: %+v, %v; want replayed", id, e, err)
+	}
+}

@@ -60,3 +60,14 @@ type KeyParker interface {
 	// replay parked again the original's) is below before (0: any).
 	HasParked(ctx context.Context, group, shardingKey string, before int64) (bool, error)
 }
+
+// ReplayTracker is a [Parker] that holds a replayed dead letter's place
+// in its key's order until the replay reaches its group (see
+// [KeyParker]): messages of the key queued before the replay must not
+// overtake it. The consumer reports each replay of its own group's dead
+// letters ([Message.ReplayOf]) as received before it runs, and retries a
+// replay whose report failed; from then on the queue holds its place.
+// deadletter.Table implements it.
+type ReplayTracker interface {
+	ReplayReceived(ctx context.Context, group string, replayOf int64) error
+}

@@ -19,6 +19,8 @@ const (
 	// OpCheckParked: asking the [KeyParker] whether a sharding key has a
 	// parked message (orderly, [ParkKey]).
 	OpCheckParked = "check parked key"
+	// OpReplayReceived: telling the [ReplayTracker] a replay arrived.
+	OpReplayReceived = "replay received"
 	// OpRetryStore: storing a retry copy in the group's %RETRY% topic.
 	OpRetryStore = "retry store"
 	// OpBusy: a key another consumer keeps holding.

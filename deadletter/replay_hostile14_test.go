@@ -78,8 +78,8 @@ func TestReplayRacingADiscardOrAReplayActsOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			if replayErr != nil || !errors.Is(secondErr, deadletter.ErrNotParked) || pub.sends.Load() != 1 ||
-				got.Status != deadletter.Replayed || got.Reason != "fixed" {
-				t.Fatalf("replay: %v; %s: %v; %d sends; the row is %s (%q)\nwant one send, the row Replayed, the %s refused",
+				got.Status != deadletter.Replaying || got.Reason != "fixed" {
+				t.Fatalf("replay: %v; %s: %v; %d sends; the row is %s (%q)\nwant one send, the row Replaying, the %s refused",
 					replayErr, second, secondErr, pub.sends.Load(), got.Status, got.Reason, second)
 			}
 		})

@@ -60,8 +60,8 @@ func TestReplayMarksWhatTheBrokerAcceptedAfterItsCtxEnds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Status != deadletter.Replayed {
-			t.Fatalf("pool %d: the dead letter is %s after its replay was accepted, want Replayed", pool, got.Status)
+		if got.Status != deadletter.Replaying {
+			t.Fatalf("pool %d: the dead letter is %s after its replay was accepted, want Replaying", pool, got.Status)
 		}
 		pub.cancel = nil
 		if err := dead.Replay(context.Background(), dl.ID, pub, "again"); !errors.Is(err, deadletter.ErrNotParked) || pub.sends.Load() != 1 {
@@ -102,7 +102,7 @@ func TestReplayWaitingForTheRowEndsWithItsCtx(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := dead.Get(context.Background(), dl.ID); got.Status != deadletter.Replayed || got.Reason != "fixed" {
-		t.Fatalf("row %s (%q), want Replayed by the first", got.Status, got.Reason)
+	if got, _ := dead.Get(context.Background(), dl.ID); got.Status != deadletter.Replaying || got.Reason != "fixed" {
+		t.Fatalf("row %s (%q), want Replaying by the first", got.Status, got.Reason)
 	}
 }

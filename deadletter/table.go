@@ -23,11 +23,17 @@ import (
 // Status is where a dead letter is in its manual handling.
 type Status int
 
-// Statuses.
+// Statuses. A replay is Replaying from its send until its group receives
+// it: until then it still holds its place in its key's order, as a
+// Parked dead letter does, for the key's messages queued before the
+// replay (under the orderly consumer's ParkKey policy those are parked,
+// never run before it). Once received it is Replayed: the queue holds
+// its place.
 const (
 	Parked    Status = 1
 	Replayed  Status = 2
 	Discarded Status = 3
+	Replaying Status = 4
 )
 
 func (s Status) String() string {
@@ -38,6 +44,8 @@ func (s Status) String() string {
 		return "replayed"
 	case Discarded:
 		return "discarded"
+	case Replaying:
+		return "replaying"
 	}
 	return fmt.Sprintf("Status(%d)", int(s))
 }
@@ -149,15 +157,16 @@ func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error)
 }
 
 // HasParked reports whether group has a parked message with this
-// sharding key whose place in the key's order (its id, or for a replay
-// parked again the original's id) is below before (0: any).
+// sharding key, or a replay its group has not received yet (Replaying),
+// whose place in the key's order (its id, or for a replay parked again
+// the original's id) is below before (0: any).
 func (d *Table) HasParked(ctx context.Context, group, shardingKey string, before int64) (bool, error) {
 	if before <= 0 {
 		before = math.MaxInt64
 	}
 	var one int
 	err := sqldb.Get(ctx, d.db, &one, "SELECT 1 FROM "+d.quoted+
-		" WHERE consumer_group = ? AND sharding_hash = ? AND status = 1 AND sharding_key = ?"+
+		" WHERE consumer_group = ? AND sharding_hash = ? AND status IN (1, 4) AND sharding_key = ?"+
 		" AND IF(replay_of > 0, replay_of, id) < ? LIMIT 1",
 		group, sqldb.Hash(shardingKey), []byte(shardingKey), before)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -167,6 +176,19 @@ func (d *Table) HasParked(ctx context.Context, group, shardingKey string, before
 		return false, fmt.Errorf("deadletter: parked messages of a key: %w", err)
 	}
 	return true, nil
+}
+
+// ReplayReceived implements [consumer.ReplayTracker]: group received the
+// replay of the dead letter whose place in its key's order is replayOf,
+// which stops holding the key (Replaying becomes Replayed). A replay
+// received again, or one already marked, changes nothing.
+func (d *Table) ReplayReceived(ctx context.Context, group string, replayOf int64) error {
+	_, err := sqldb.Exec(ctx, d.db, "UPDATE "+d.quoted+" SET status = 2, updated_at = UTC_TIMESTAMP(6)"+
+		" WHERE consumer_group = ? AND status = 4 AND IF(replay_of > 0, replay_of, id) = ?", group, replayOf)
+	if err != nil {
+		return fmt.Errorf("deadletter: replay of %d received: %w", replayOf, err)
+	}
+	return nil
 }
 
 // deadLetterColumns are named, never *, so that a migration adding a
@@ -289,11 +311,12 @@ func (d *Table) get(ctx context.Context, q sqlx.QueryerContext, id int64, lock s
 
 // Replay sends a parked message again to its original topic, with its
 // keys, tag, sharding key, properties and body (a new message id), then
-// marks it replayed with reason. The message carries the dead letter's
+// marks it [Replaying] with reason ([Replayed] once its group receives
+// it). The message carries the dead letter's
 // place in its key's order (consumer.Message.ReplayOf) for its own group
 // only: other groups consuming the topic receive it as a new message. The send comes first: if marking fails
 // the message may be replayed twice, which the idempotency guard absorbs;
-// it is never marked replayed without having been sent. The row stays
+// it is never marked replaying without having been sent. The row stays
 // locked from the read to the mark: a Replay or Discard of the same dead
 // letter meanwhile waits, then finds it replayed ([ErrNotParked]), so it
 // is neither sent twice nor recorded discarded after being sent. The mark
@@ -341,11 +364,11 @@ func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason stri
 	}
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
 	defer cancel()
-	if err := d.transition(mctx, tx, id, Replayed, reason); err != nil {
+	if err := d.transition(mctx, tx, id, Replaying, reason); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("deadletter: mark %d %s: %w", id, Replayed, err)
+		return fmt.Errorf("deadletter: mark %d %s: %w", id, Replaying, err)
 	}
 	return nil
 }

@@ -259,3 +259,79 @@ func TestParksTextPastTheInlineBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestAReplayHoldsItsKeyUntilItsGroupReceivesIt: a replay is Replaying,
+// and holds its place in its key's order for messages of the key queued
+// before it, until its own group reports it received; then it is
+// Replayed. The report of another group, or of another chain, changes
+// nothing; a replay parked again and replayed is reported by its chain's
+// first id.
+func TestAReplayHoldsItsKeyUntilItsGroupReceivesIt(t *testing.T) {
+	t.Parallel()
+	dead, err := deadletter.NewTable(testenv.MySQL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	park := func(msgID string, replayOf int64) int64 {
+		t.Helper()
+		dl := &consumer.DeadLetter{Group: "sync", Topic: "binlog", MsgID: msgID, Keys: []string{msgID}, ShardingKey: "row-1",
+			Body: []byte(msgID), Attempts: 1, Cause: consumer.CauseRetries, ReplayOf: replayOf}
+		if _, err := dead.Park(ctx, dl); err != nil {
+			t.Fatal(err)
+		}
+		return dl.ID
+	}
+	held := func(before int64, want bool) {
+		t.Helper()
+		if got, err := dead.HasParked(ctx, "sync", "row-1", before); err != nil || got != want {
+			t.Fatalf("HasParked(before %d) = %v, %v; want %v", before, got, err, want)
+		}
+	}
+	status := func(id int64, want deadletter.Status) {
+		t.Helper()
+		if e, err := dead.Get(ctx, id); err != nil || e.Status != want {
+			t.Fatalf("dead letter %d: %v, %v; want %s", id, e, err, want)
+		}
+	}
+	noop := publishFunc(func(producer.Message) {})
+	first := park("step-1", 0)
+	if err := dead.Replay(ctx, first, noop, "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	status(first, deadletter.Replaying)
+	held(0, true)      // a message of the key queued before the replay
+	held(first, false) // the replay itself
+	for _, report := range []struct {
+		group string
+		of    int64
+	}{{"Sync", first}, {"other", first}, {"sync", first + 1000}} {
+		if err := dead.ReplayReceived(ctx, report.group, report.of); err != nil {
+			t.Fatal(err)
+		}
+		status(first, deadletter.Replaying)
+	}
+	if err := dead.ReplayReceived(ctx, "sync", first); err != nil {
+		t.Fatal(err)
+	}
+	status(first, deadletter.Replayed)
+	held(0, false)
+	if err := dead.ReplayReceived(ctx, "sync", first); err != nil { // received again
+		t.Fatal(err)
+	}
+	status(first, deadletter.Replayed)
+
+	// The replay failed again and was parked as the chain's next row.
+	again := park("step-1-again", first)
+	held(0, true)
+	held(first, false)
+	if err := dead.Replay(ctx, again, noop, "fixed again"); err != nil {
+		t.Fatal(err)
+	}
+	status(again, deadletter.Replaying)
+	if err := dead.ReplayReceived(ctx, "sync", first); err != nil {
+		t.Fatal(err)
+	}
+	status(again, deadletter.Replayed)
+	held(0, false)
+}

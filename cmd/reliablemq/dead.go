@@ -36,7 +36,7 @@ func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	setUsage(fs, deadUsage)
 	f := deadFlags{dsn: dsnFlag(fs), namesrv: namesrvFlag(fs), namespace: namespaceFlag(fs),
 		group:  fs.String("group", "", "only this consumer group (list; in -namespace if set)"),
-		status: fs.String("status", "parked", "parked, replayed, discarded or all (list)"),
+		status: fs.String("status", "parked", "parked, replaying, replayed, discarded or all (list)"),
 		limit:  fs.Int("limit", 50, "rows to list"),
 		after:  fs.Int64("after", 0, "list rows with id greater than this"),
 		reason: fs.String("reason", "", "why (replay, discard)"),
@@ -100,7 +100,7 @@ func deadAction(fs *flag.FlagSet, f deadFlags) (action string, id int64, err err
 		}
 	}
 	if _, ok := statusFilter(*f.status); !ok {
-		return "", 0, usagef("dead: unknown -status %q: want parked, replayed, discarded or all", *f.status)
+		return "", 0, usagef("dead: unknown -status %q: want parked, replaying, replayed, discarded or all", *f.status)
 	}
 	if *f.limit <= 0 || *f.after < 0 {
 		return "", 0, usagef("dead: -limit %d -after %d: want a positive limit and an id of 0 or more", *f.limit, *f.after)
@@ -120,6 +120,8 @@ func statusFilter(s string) (deadletter.Status, bool) {
 		return deadletter.Replayed, true
 	case "discarded":
 		return deadletter.Discarded, true
+	case "replaying":
+		return deadletter.Replaying, true
 	case "all":
 		return 0, true
 	}
