@@ -659,13 +659,19 @@ func (c *Consumer) notAcquired(bctx context.Context, claim *idempotency.Claim, i
 func (c *Consumer) interrupted(bctx context.Context, claim *idempotency.Claim, m *Message, err error) verdict {
 	c.cfg.logger.LogAttrs(bctx, slog.LevelWarn, "handler cancelled by Close, left for redelivery", slog.String("topic", m.Topic),
 		slog.String("msg_id", m.MsgID), slog.Int("attempt", m.Attempt), slog.Any("error", err))
-	if claim != nil {
-		if rerr := claim.Release(bctx); rerr != nil {
-			// The lease frees the key when it ends.
-			c.cfg.logger.LogAttrs(bctx, slog.LevelWarn, "release claim", slog.String("msg_id", m.MsgID), slog.Any("error", rerr))
-		}
-	}
+	c.release(bctx, claim, m)
 	return closing
+}
+
+// release frees claim (nil: none) for m's next delivery; when it fails
+// the lease frees the key once it ends.
+func (c *Consumer) release(bctx context.Context, claim *idempotency.Claim, m *Message) {
+	if claim == nil {
+		return
+	}
+	if err := claim.Release(bctx); err != nil {
+		c.cfg.logger.LogAttrs(bctx, slog.LevelWarn, "release claim", slog.String("msg_id", m.MsgID), slog.Any("error", err))
+	}
 }
 
 // failed settles a message whose handler returned err: parked when err is
@@ -690,11 +696,6 @@ func (c *Consumer) failed(hctx, bctx context.Context, claim *idempotency.Claim, 
 	c.event(hctx, observe.Retry, m, "handler", err)
 	c.cfg.logger.LogAttrs(bctx, slog.LevelWarn, "handler failed, retrying", slog.String("topic", m.Topic),
 		slog.String("msg_id", m.MsgID), slog.Int("attempt", m.Attempt), slog.Any("error", err))
-	if claim != nil {
-		if rerr := claim.Release(bctx); rerr != nil {
-			// The lease frees the key when it ends.
-			c.cfg.logger.LogAttrs(bctx, slog.LevelWarn, "release claim", slog.String("msg_id", m.MsgID), slog.Any("error", rerr))
-		}
-	}
+	c.release(bctx, claim, m)
 	return retry
 }

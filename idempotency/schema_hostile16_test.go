@@ -20,13 +20,7 @@ func TestOldSchemaWithCaseInsensitiveGroupsIsRefused(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := testenv.MySQL(t)
-	p, err := migrations.NewProvider(db.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.DownTo(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
+	testenv.MigrateDownTo(t, db, 3)
 	db.MustExec(`INSERT INTO mq_consume_log (consumer_group, key_hash, biz_key, status, token, attempts, expires_at, created_at, updated_at)
 		VALUES ('Coupons', UNHEX(SHA2('k', 256)), 'k', 2, '', 0, UTC_TIMESTAMP(6) + INTERVAL 1 DAY, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))`)
 	s, err := idempotency.NewMySQLStore(db)

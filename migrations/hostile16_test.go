@@ -46,13 +46,7 @@ func TestConcurrentUpsTakeTurns(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := testenv.MySQL(t)
-	p, err := migrations.NewProvider(db.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.DownTo(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
+	testenv.MigrateDownTo(t, db, 3)
 	blocker, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -71,13 +71,7 @@ func TestUpgradeKeepsRowsAndSeparatesNamesByCase(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := testenv.MySQL(t)
-	p, err := migrations.NewProvider(db.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.DownTo(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
+	testenv.MigrateDownTo(t, db, 3)
 	db.MustExec(`INSERT INTO mq_log (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms,
 		status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)
 		VALUES ('OrderEvents', REPEAT('k', 32), 'k', '', '', REPEAT('s', 32), '{}', 'b', 0, 0, 0, NOW(6), '', '', '', NOW(6), NOW(6))`)

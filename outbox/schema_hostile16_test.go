@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/migrations"
 	"github.com/seed157d4c4d/reliablemq/outbox"
 )
@@ -19,13 +20,7 @@ func TestOldSchemaWithCaseInsensitiveTopicsIsRefused(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db, r := setup(t, newFake())
-	p, err := migrations.NewProvider(db.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.DownTo(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
+	testenv.MigrateDownTo(t, db, 3)
 	for _, topic := range []string{"OrderEvents", "orderevents"} {
 		if id, created, err := r.Enqueue(ctx, db, outbox.Message{Topic: topic, Key: "k", Body: []byte(topic)}); err == nil {
 			t.Errorf("enqueue on %s at schema version 3: id %d created %v, no error", topic, id, created)

@@ -100,6 +100,19 @@ func MySQL(t testing.TB) *sqlx.DB {
 	return db
 }
 
+// MigrateDownTo rolls the schema of db (from [MySQL]) back to version: a
+// database as an older release left it.
+func MigrateDownTo(t testing.TB, db *sqlx.DB, version int64) {
+	t.Helper()
+	p, err := migrations.NewProvider(db.DB)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if _, err := p.DownTo(context.Background(), version); err != nil {
+		t.Fatalf("testenv: migrate down to %d: %v", version, err)
+	}
+}
+
 // MySQLDSN returns the DSN of the database db was opened on by [MySQL].
 func MySQLDSN(t testing.TB, db *sqlx.DB) string {
 	t.Helper()
