@@ -112,6 +112,7 @@ func TestRecordScenarios(t *testing.T) {
 		{"retry_send_rule", "SEND_MESSAGE to %RETRY%<group> with DELAY=1: reconsumeTimes 0 >= max 0 and 2 < 16", recordRetrySendRule},
 		{"send_readonly_topic", "SEND_MESSAGE to a topic with perm 4 (read only)", recordSendReadOnly},
 		{"consume_stats", "the requests behind reliablemq lag: cluster info, subscription groups, consume stats after 2 of 5 messages were committed", recordConsumeStats},
+		{"end_transaction", "END_TRANSACTION twice on one half message, commit after rollback, and the checks on group and offsets", recordEndTransaction},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			var rnd [4]byte
@@ -264,4 +265,76 @@ func recordConsumeStats(r *recorder) {
 		resp := r.invoke(&remoting.Command{Code: remoting.ReqGetConsumeStats, ExtFields: ext})
 		r.p.Note(fmt.Sprintf("GET_CONSUME_STATS %v: code %d %s", ext, resp.Code, resp.Body))
 	}
+}
+
+// half stores a transactional half message for topic queue 0, as the
+// official producer sends it.
+func (r *recorder) half(group, topic, key string) *remoting.Command {
+	r.t.Helper()
+	resp := r.invoke(&remoting.Command{Code: remoting.ReqSendMessage, Body: []byte("half " + key), ExtFields: map[string]string{
+		"producerGroup": group, "topic": topic, "defaultTopic": "TBW102", "defaultTopicQueueNums": "4",
+		"queueId": "0", "sysFlag": "4", "bornTimestamp": strconv.FormatInt(time.Now().UnixMilli(), 10), "flag": "0",
+		"properties": remoting.EncodeProperties(map[string]string{remoting.PropTransactionPrepared: "true",
+			remoting.PropProducerGroup: group, remoting.PropUniqKey: "U-" + key, remoting.PropKeys: key}),
+		"reconsumeTimes": "0", "unitMode": "false", "maxReconsumeTimes": "0", "batch": "false",
+	}})
+	r.p.Note(fmt.Sprintf("half message %s: code %d queueOffset %s msgId %s", key, resp.Code, resp.ExtFields["queueOffset"], resp.ExtFields["msgId"]))
+	if resp.Code != remoting.CodeSuccess {
+		r.t.Fatalf("half message %s: code %d %s", key, resp.Code, resp.Remark)
+	}
+	return resp
+}
+
+// end sends END_TRANSACTION for the half message sent answered by half,
+// with the header fields the official producer writes after a send;
+// stateDelta shifts tranStateTableOffset, group overrides the producer group.
+func (r *recorder) end(half *remoting.Command, group string, decision, stateDelta int) *remoting.Command {
+	r.t.Helper()
+	_, phys, err := remoting.ParseOffsetMsgID(half.ExtFields["msgId"])
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	state := atoi64(half.ExtFields["queueOffset"]) + int64(stateDelta)
+	resp := r.invoke(&remoting.Command{Code: remoting.ReqEndTransaction, ExtFields: map[string]string{
+		"producerGroup": group, "tranStateTableOffset": strconv.FormatInt(state, 10),
+		"commitLogOffset": strconv.FormatInt(phys, 10), "commitOrRollback": strconv.Itoa(decision),
+		"fromTransactionCheck": "false", "msgId": half.ExtFields["msgId"], "transactionId": ""}})
+	r.p.Note(fmt.Sprintf("END_TRANSACTION %d (group %s, tranStateTableOffset %d): code %d %q", decision, group, state, resp.Code, resp.Remark))
+	return resp
+}
+
+func atoi64(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+// recordEndTransaction: the broker looks the half message up by offset on
+// every END_TRANSACTION and does not remember a decision, so a second
+// commit stores a second copy and a commit after a rollback stores one.
+func recordEndTransaction(r *recorder) {
+	t := r.t
+	topic, group := "TopicRecTx_"+r.suffix, "PG_RecTx_"+r.suffix
+	r.updateTopic(topic, remoting.PermRead|remoting.PermWrite)
+	twice, late, wrong := "REC-TX-TWICE-"+r.suffix, "REC-TX-LATE-"+r.suffix, "REC-TX-WRONG-"+r.suffix
+	h := r.half(group, topic, twice)
+	for i := 0; i < 2; i++ {
+		if resp := r.end(h, group, remoting.SysFlagTransactionCommit, 0); resp.Code != remoting.CodeSuccess {
+			t.Errorf("commit %d: code %d %s", i+1, resp.Code, resp.Remark)
+		}
+	}
+	h = r.half(group, topic, late)
+	r.end(h, group, remoting.SysFlagTransactionRollback, 0)
+	r.end(h, group, remoting.SysFlagTransactionCommit, 0)
+	h = r.half(group, topic, wrong)
+	r.end(h, "PG_RecTx_other_"+r.suffix, remoting.SysFlagTransactionCommit, 0)
+	r.end(h, group, remoting.SysFlagTransactionCommit, 1)
+	r.end(h, group, remoting.SysFlagTransactionRollback, 0)
+	r.p.Note("waiting 0.5 s for the consume queue and index to catch up")
+	time.Sleep(500 * time.Millisecond)
+	if n := r.maxOffset(topic); n != 3 {
+		t.Errorf("%s max offset %d, want 3", topic, n)
+	}
+	r.query(topic, twice)
+	r.query(topic, late)
+	r.query(topic, wrong)
 }
