@@ -112,6 +112,7 @@ func TestRecordScenarios(t *testing.T) {
 		{"retry_send_rule", "SEND_MESSAGE to %RETRY%<group> with DELAY=1: reconsumeTimes 0 >= max 0 and 2 < 16", recordRetrySendRule},
 		{"send_readonly_topic", "SEND_MESSAGE to a topic with perm 4 (read only)", recordSendReadOnly},
 		{"consume_stats", "the requests behind reliablemq lag: cluster info, subscription groups, consume stats after 2 of 5 messages were committed", recordConsumeStats},
+		{"offset_queries", "GET_MAX_OFFSET, GET_MIN_OFFSET and SEARCH_OFFSET_BY_TIMESTAMP on a topic the broker does not have and on a queue beyond a topic's queues", recordOffsetQueries},
 		{"end_transaction", "END_TRANSACTION twice on one half message, commit after rollback, and the checks on group and offsets", recordEndTransaction},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
@@ -337,4 +338,21 @@ func recordEndTransaction(r *recorder) {
 	r.query(topic, twice)
 	r.query(topic, late)
 	r.query(topic, wrong)
+}
+
+// recordOffsetQueries: the offset queries do not check the topic or the
+// queue; one the broker does not have reads as an empty queue.
+func recordOffsetQueries(r *recorder) {
+	topic := "TopicRecOffsets_" + r.suffix
+	r.updateTopic(topic, remoting.PermRead|remoting.PermWrite)
+	for _, code := range []int{remoting.ReqGetMaxOffset, remoting.ReqGetMinOffset, remoting.ReqSearchOffsetByTimestamp} {
+		for _, q := range []struct {
+			topic string
+			queue int
+		}{{"TopicRecNone_" + r.suffix, 0}, {topic, 5}} {
+			resp := r.invoke(&remoting.Command{Code: code, ExtFields: map[string]string{"topic": q.topic,
+				"queueId": strconv.Itoa(q.queue), "timestamp": strconv.FormatInt(time.Now().UnixMilli(), 10)}})
+			r.p.Note(fmt.Sprintf("request %d %s queue %d: code %d offset %q", code, q.topic, q.queue, resp.Code, resp.ExtFields["offset"]))
+		}
+	}
 }

@@ -6,7 +6,7 @@ package rmqtest_test
 //
 //   - the response code, always;
 //   - SEND_MESSAGE: queueId;
-//   - GET_MAX_OFFSET: offset;
+//   - GET_MAX_OFFSET and GET_MIN_OFFSET: offset;
 //   - QUERY_MESSAGE: per message topic, queueId, reconsumeTimes, body and
 //     the properties, except those that name this run's addresses,
 //     offsets, ids or clock (volatileProps);
@@ -214,7 +214,7 @@ func compareRecorded(t *testing.T, req, rec *frame, got *remoting.Command) {
 	t.Helper()
 	where := fmt.Sprintf("t=%.3f conn %d code %d", req.T, req.Conn, *req.Code)
 	switch *req.Code {
-	case remoting.ReqSendMessage, remoting.ReqGetMaxOffset, remoting.ReqQueryMessage:
+	case remoting.ReqSendMessage, remoting.ReqGetMaxOffset, remoting.ReqGetMinOffset, remoting.ReqQueryMessage:
 		where += " " + req.ExtFields["topic"]
 	}
 	if got.Code != *rec.Code {
@@ -266,7 +266,7 @@ func compareRecorded(t *testing.T, req, rec *frame, got *remoting.Command) {
 		if a, b := statsSummary(t, got.Body), statsSummary(t, rec.body(t)); a != b {
 			t.Errorf("%s: consume stats\n rmqtest %s\n    real %s", where, a, b)
 		}
-	case remoting.ReqGetMaxOffset:
+	case remoting.ReqGetMaxOffset, remoting.ReqGetMinOffset:
 		if got.ExtFields["offset"] != rec.ExtFields["offset"] {
 			t.Errorf("%s: offset %q, the real broker %q", where, got.ExtFields["offset"], rec.ExtFields["offset"])
 		}
