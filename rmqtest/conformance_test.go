@@ -523,3 +523,29 @@ func TestQueueOffsetQueries(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchBodyLimit pins a 4.9.4 broker's size limit for a batch: the
+// whole request body, each member's header and properties included, is
+// held to the 4 MiB message limit, so members whose bodies add up to just
+// under 4 MiB are refused with MESSAGE_ILLEGAL and nothing is stored.
+func TestBatchBodyLimit(t *testing.T) {
+	t.Parallel()
+	env, topic := newTopic(t, 1)
+	p := newProducer(t, env, producer.WithRetry(0))
+	batch := func(bodies int) []*primitive.Message {
+		half := bytes.Repeat([]byte("b"), bodies/2)
+		return []*primitive.Message{primitive.NewMessage(topic, half), primitive.NewMessage(topic, half)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := p.SendSync(ctx, batch(4<<20-20)...)
+	if err == nil || !strings.Contains(err.Error(), "CODE: 13") {
+		t.Fatalf("batch of bodies 4 MiB - 20 bytes: %v, want CODE: 13 (MESSAGE_ILLEGAL)", err)
+	}
+	sendSync(t, p, batch(4<<20-4096)...)
+	// A real broker fills the consume queue a moment after it answers.
+	waitUntil(t, "the batch is in the queue", func() bool { return maxOffset(t, env.Broker, topic) >= 2 })
+	if n := maxOffset(t, env.Broker, topic); n != 2 {
+		t.Fatalf("%s holds %d messages, want the 2 of the batch that fits", topic, n)
+	}
+}

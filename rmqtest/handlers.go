@@ -191,12 +191,17 @@ func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
 			props:         remoting.DecodeProperties(h.properties),
 		}}
 	}
-	size := 0
-	for _, m := range msgs {
-		size += len(m.Body)
+	// A 4.9.4 broker limits a message's body, and a batch's whole body
+	// (each member's 20-byte header and properties included); a batch
+	// can carry neither a delay level nor a transaction flag of its own.
+	batch := req.Code == remoting.ReqSendBatchMessage
+	illegal := len(req.Body) > b.opts.maxMessageSize
+	if batch {
+		level, _ := strconv.Atoi(remoting.DecodeProperties(h.properties)[remoting.PropDelay])
+		illegal = illegal || level > 0 || h.sysFlag&remoting.SysFlagTransactionMask != 0
 	}
-	if size > b.opts.maxMessageSize {
-		return response(remoting.CodeMessageIllegal, fmt.Sprintf("the message body size over max value, MAX: %d", b.opts.maxMessageSize))
+	if illegal {
+		return response(remoting.CodeMessageIllegal, fmt.Sprintf("the message is illegal, maybe msg body or properties length not matched. msg body length limit %dB, msg properties length limit 32KB.", b.opts.maxMessageSize))
 	}
 
 	b.mu.Lock()
@@ -221,10 +226,11 @@ func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
 		return response(remoting.CodeSystemError, fmt.Sprintf("request queueId[%d] is illegal, %s Producer: %s", queue, h.topic, c.remote))
 	}
 	target := t
-	if strings.HasPrefix(h.topic, retryPrefix) && h.reconsumeTimes >= h.maxReconsumeTimes {
+	if !batch && strings.HasPrefix(h.topic, retryPrefix) && h.reconsumeTimes >= h.maxReconsumeTimes {
 		// As a 4.9.4 broker does: a copy whose retries are used up goes to
 		// the group's DLQ. The request's properties, DELAY included, are
 		// kept, so a delayed copy reaches the DLQ through the schedule topic.
+		// A batch is stored in the retry topic whatever its header says.
 		target = b.ensureTopicLocked(dlqPrefix+strings.TrimPrefix(h.topic, retryPrefix), 1, b.opts.dlqPerm)
 		queue = 0
 	}
@@ -237,9 +243,14 @@ func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
 		m.ReconsumeTimes = int32(h.reconsumeTimes)
 		delete(m.props, remoting.PropWait)
 		m.props[remoting.PropCluster] = b.opts.clusterName
-		if m.SysFlag&remoting.SysFlagTransactionMask == remoting.SysFlagTransactionPrepared {
+		switch {
+		case batch:
+			// Stored as sent: a member's own DELAY property is kept
+			// but not acted on, as on a 4.9.4 broker.
+			b.putLocked(target, int32(queue), m)
+		case m.SysFlag&remoting.SysFlagTransactionMask == remoting.SysFlagTransactionPrepared:
 			b.putHalfLocked(target, int32(queue), m, h.group)
-		} else {
+		default:
 			b.storeLocked(target, int32(queue), m)
 		}
 		if first == nil {
