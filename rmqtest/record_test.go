@@ -113,7 +113,7 @@ func TestRecordScenarios(t *testing.T) {
 		{"send_readonly_topic", "SEND_MESSAGE to a topic with perm 4 (read only)", recordSendReadOnly},
 		{"consume_stats", "the requests behind reliablemq lag: cluster info, subscription groups, consume stats after 2 of 5 messages were committed", recordConsumeStats},
 		{"offset_queries", "GET_MAX_OFFSET, GET_MIN_OFFSET and SEARCH_OFFSET_BY_TIMESTAMP on a topic the broker does not have and on a queue beyond a topic's queues", recordOffsetQueries},
-		{"batch_rules", "SEND_BATCH_MESSAGE with a member whose properties carry DELAY, with DELAY in the batch's own properties, and to %RETRY%<group> with reconsumeTimes 0 >= max 0", recordBatchRules},
+		{"batch_rules", "SEND_BATCH_MESSAGE with a member whose properties carry DELAY, with DELAY in the batch's own properties, with sysFlag 4 (half message), and to %RETRY%<group> with reconsumeTimes 0 >= max 0", recordBatchRules},
 		{"end_transaction", "END_TRANSACTION twice on one half message, commit after rollback, and the checks on group and offsets", recordEndTransaction},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
@@ -360,19 +360,19 @@ func recordOffsetQueries(r *recorder) {
 
 // batch is SEND_BATCH_MESSAGE with the short header keys the official
 // producer writes; props are the batch's own properties.
-func (r *recorder) batch(topic, props string, items []remoting.BatchItem) *remoting.Command {
+func (r *recorder) batch(topic, props string, sysFlag int, items []remoting.BatchItem) *remoting.Command {
 	r.t.Helper()
 	resp := r.invoke(&remoting.Command{Code: remoting.ReqSendBatchMessage, Body: remoting.EncodeBatch(items),
-		ExtFields: map[string]string{"a": "PG_RecBatch_" + r.suffix, "b": topic, "c": "TBW102", "d": "4", "e": "0", "f": "0",
+		ExtFields: map[string]string{"a": "PG_RecBatch_" + r.suffix, "b": topic, "c": "TBW102", "d": "4", "e": "0", "f": strconv.Itoa(sysFlag),
 			"g": strconv.FormatInt(time.Now().UnixMilli(), 10), "h": "0", "i": props, "j": "0", "k": "false", "l": "0", "m": "true"}})
-	r.p.Note(fmt.Sprintf("SEND_BATCH_MESSAGE of %d to %s (properties %q): code %d %q msgId %s", len(items), topic, props,
-		resp.Code, resp.Remark, resp.ExtFields["msgId"]))
+	r.p.Note(fmt.Sprintf("SEND_BATCH_MESSAGE of %d to %s (properties %q, sysFlag %d): code %d %q msgId %s", len(items), topic, props,
+		sysFlag, resp.Code, resp.Remark, resp.ExtFields["msgId"]))
 	return resp
 }
 
 // recordBatchRules: a batch member's DELAY is stored but not acted on, a
-// DELAY of the batch itself is refused, and a batch to a retry topic is
-// not moved to the DLQ.
+// DELAY or transaction flag of the batch itself is refused, and a batch
+// to a retry topic is not moved to the DLQ.
 func recordBatchRules(r *recorder) {
 	t := r.t
 	topic := "TopicRecBatch_" + r.suffix
@@ -385,12 +385,14 @@ func recordBatchRules(r *recorder) {
 		return remoting.BatchItem{Body: []byte(body), Properties: remoting.EncodeProperties(p)}
 	}
 	delayed := "REC-BATCH-DELAYED-" + r.suffix
-	if resp := r.batch(topic, "", []remoting.BatchItem{member("at once", "REC-BATCH-PLAIN-"+r.suffix, nil),
+	if resp := r.batch(topic, "", 0, []remoting.BatchItem{member("at once", "REC-BATCH-PLAIN-"+r.suffix, nil),
 		member("delay level 2", delayed, map[string]string{remoting.PropDelay: "2"})}); resp.Code != remoting.CodeSuccess {
 		t.Errorf("batch with a delayed member: code %d %s", resp.Code, resp.Remark)
 	}
-	r.batch(topic, remoting.EncodeProperties(map[string]string{remoting.PropDelay: "1"}),
+	r.batch(topic, remoting.EncodeProperties(map[string]string{remoting.PropDelay: "1"}), 0,
 		[]remoting.BatchItem{member("batch delay", "REC-BATCH-OWN-"+r.suffix, nil)})
+	r.batch(topic, "", remoting.SysFlagTransactionPrepared,
+		[]remoting.BatchItem{member("batch half", "REC-BATCH-HALF-"+r.suffix, nil)})
 	r.p.Note("waiting 0.5 s for the consume queue and index to catch up")
 	time.Sleep(500 * time.Millisecond)
 	if n := r.maxOffset(topic); n != 2 {
@@ -401,7 +403,7 @@ func recordBatchRules(r *recorder) {
 	group := "CG_RecBatch_" + r.suffix
 	retry := "%RETRY%" + group
 	r.updateTopic(retry, remoting.PermRead|remoting.PermWrite)
-	r.batch(retry, "", []remoting.BatchItem{member("retry batch", "REC-BATCH-RETRY-"+r.suffix,
+	r.batch(retry, "", 0, []remoting.BatchItem{member("retry batch", "REC-BATCH-RETRY-"+r.suffix,
 		map[string]string{remoting.PropRetryTopic: topic})})
 	r.p.Note("waiting 0.5 s for the consume queue and index to catch up")
 	time.Sleep(500 * time.Millisecond)
