@@ -18,6 +18,9 @@ package rmqtest_test
 //   - GET_CONSUME_STATS: every queue's topic, broker name, id, max and
 //     committed offset, and whether a last consume time is known.
 //
+// An END_TRANSACTION names a half message sent earlier in the recording
+// by its commit log and queue offsets; it is rewritten to rmqtest's.
+//
 // Not compared: remarks, commit log offsets and the msgIds built from
 // them, timestamps, the index extFields of QUERY_MESSAGE, and the
 // queueOffset of a SEND_MESSAGE answer (for a delayed message a real
