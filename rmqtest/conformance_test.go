@@ -467,3 +467,85 @@ func TestSendIgnoresTheTopicsWritePermission(t *testing.T) {
 	// A real broker indexes the stored message a moment later.
 	waitUntil(t, "the message is in the queue", func() bool { return maxOffset(t, env.Broker, topic) == 1 })
 }
+
+// TestQueueOffsetQueries pins GET_MAX_OFFSET, GET_MIN_OFFSET and
+// SEARCH_OFFSET_BY_TIMESTAMP (the push consumer's start for
+// CONSUME_FROM_LAST_OFFSET and CONSUME_FROM_TIMESTAMP) as a 4.9.4 broker
+// answers them: a topic or queue it does not have is an empty queue, not
+// an error, and a timestamp maps to the stored message nearest to it, so
+// a time after the last message gives that message's offset, not the max.
+func TestQueueOffsetQueries(t *testing.T) {
+	t.Parallel()
+	env, topic := newTopic(t, 1)
+	broker := remoting.SplitAddrs(env.Broker)[0]
+	query := func(code int, topic string, queue int, ts int64) string {
+		t.Helper()
+		resp := invoke(t, broker, &remoting.Command{Code: code, ExtFields: map[string]string{
+			"topic": topic, "queueId": strconv.Itoa(queue), "timestamp": strconv.FormatInt(ts, 10)}})
+		return fmt.Sprintf("code %d offset %q", resp.Code, resp.ExtFields["offset"])
+	}
+	unknown := testenv.Name(t, "T")
+	for _, code := range []int{remoting.ReqGetMaxOffset, remoting.ReqGetMinOffset, remoting.ReqSearchOffsetByTimestamp} {
+		if got := query(code, unknown, 0, time.Now().UnixMilli()); got != `code 0 offset "0"` {
+			t.Errorf("request %d on a topic the broker does not have: %s, want code 0 offset 0", code, got)
+		}
+		if got := query(code, topic, 5, time.Now().UnixMilli()); got != `code 0 offset "0"` {
+			t.Errorf("request %d on queue 5 of a 1-queue topic: %s, want code 0 offset 0", code, got)
+		}
+	}
+
+	p := newProducer(t, env)
+	var stamps []int64
+	for i := 0; i < 3; i++ {
+		if i > 0 { // 300 ms between store times
+			if env.Embedded != nil {
+				env.Embedded.Advance(300 * time.Millisecond)
+			} else {
+				time.Sleep(300 * time.Millisecond)
+			}
+		}
+		r := sendSync(t, p, primitive.NewMessage(topic, []byte(fmt.Sprint(i))))
+		stamps = append(stamps, queryOne(t, env.Broker, topic, r.MsgID).StoreTimestamp)
+	}
+	for _, tc := range []struct {
+		name string
+		ts   int64
+		want int
+	}{
+		{"before the first", stamps[0] - 1000, 0},
+		{"exactly the second", stamps[1], 1},
+		{"just after the first", stamps[0] + 10, 0},
+		{"just before the third", stamps[2] - 10, 2},
+		{"after the last", stamps[2] + 1000, 2},
+	} {
+		if got, want := query(remoting.ReqSearchOffsetByTimestamp, topic, 0, tc.ts), fmt.Sprintf("code 0 offset %q", fmt.Sprint(tc.want)); got != want {
+			t.Errorf("search %s (store times %v, asked %d): %s, want %s", tc.name, stamps, tc.ts, got, want)
+		}
+	}
+}
+
+// TestBatchBodyLimit pins a 4.9.4 broker's size limit for a batch: the
+// whole request body, each member's header and properties included, is
+// held to the 4 MiB message limit, so members whose bodies add up to just
+// under 4 MiB are refused with MESSAGE_ILLEGAL and nothing is stored.
+func TestBatchBodyLimit(t *testing.T) {
+	t.Parallel()
+	env, topic := newTopic(t, 1)
+	p := newProducer(t, env, producer.WithRetry(0))
+	batch := func(bodies int) []*primitive.Message {
+		half := bytes.Repeat([]byte("b"), bodies/2)
+		return []*primitive.Message{primitive.NewMessage(topic, half), primitive.NewMessage(topic, half)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := p.SendSync(ctx, batch(4<<20-20)...)
+	if err == nil || !strings.Contains(err.Error(), "CODE: 13") {
+		t.Fatalf("batch of bodies 4 MiB - 20 bytes: %v, want CODE: 13 (MESSAGE_ILLEGAL)", err)
+	}
+	sendSync(t, p, batch(4<<20-4096)...)
+	// A real broker fills the consume queue a moment after it answers.
+	waitUntil(t, "the batch is in the queue", func() bool { return maxOffset(t, env.Broker, topic) >= 2 })
+	if n := maxOffset(t, env.Broker, topic); n != 2 {
+		t.Fatalf("%s holds %d messages, want the 2 of the batch that fits", topic, n)
+	}
+}

@@ -191,12 +191,17 @@ func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
 			props:         remoting.DecodeProperties(h.properties),
 		}}
 	}
-	size := 0
-	for _, m := range msgs {
-		size += len(m.Body)
+	// A 4.9.4 broker limits a message's body, and a batch's whole body
+	// (each member's 20-byte header and properties included); a batch
+	// can carry neither a delay level nor a transaction flag of its own.
+	batch := req.Code == remoting.ReqSendBatchMessage
+	illegal := len(req.Body) > b.opts.maxMessageSize
+	if batch {
+		level, _ := strconv.Atoi(remoting.DecodeProperties(h.properties)[remoting.PropDelay])
+		illegal = illegal || level > 0 || h.sysFlag&remoting.SysFlagTransactionMask != 0
 	}
-	if size > b.opts.maxMessageSize {
-		return response(remoting.CodeMessageIllegal, fmt.Sprintf("the message body size over max value, MAX: %d", b.opts.maxMessageSize))
+	if illegal {
+		return response(remoting.CodeMessageIllegal, fmt.Sprintf("the message is illegal, maybe msg body or properties length not matched. msg body length limit %dB, msg properties length limit 32KB.", b.opts.maxMessageSize))
 	}
 
 	b.mu.Lock()
@@ -221,10 +226,11 @@ func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
 		return response(remoting.CodeSystemError, fmt.Sprintf("request queueId[%d] is illegal, %s Producer: %s", queue, h.topic, c.remote))
 	}
 	target := t
-	if strings.HasPrefix(h.topic, retryPrefix) && h.reconsumeTimes >= h.maxReconsumeTimes {
+	if !batch && strings.HasPrefix(h.topic, retryPrefix) && h.reconsumeTimes >= h.maxReconsumeTimes {
 		// As a 4.9.4 broker does: a copy whose retries are used up goes to
 		// the group's DLQ. The request's properties, DELAY included, are
 		// kept, so a delayed copy reaches the DLQ through the schedule topic.
+		// A batch is stored in the retry topic whatever its header says.
 		target = b.ensureTopicLocked(dlqPrefix+strings.TrimPrefix(h.topic, retryPrefix), 1, b.opts.dlqPerm)
 		queue = 0
 	}
@@ -237,9 +243,14 @@ func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
 		m.ReconsumeTimes = int32(h.reconsumeTimes)
 		delete(m.props, remoting.PropWait)
 		m.props[remoting.PropCluster] = b.opts.clusterName
-		if m.SysFlag&remoting.SysFlagTransactionMask == remoting.SysFlagTransactionPrepared {
+		switch {
+		case batch:
+			// Stored as sent: a member's own DELAY property is kept
+			// but not acted on, as on a 4.9.4 broker.
+			b.putLocked(target, int32(queue), m)
+		case m.SysFlag&remoting.SysFlagTransactionMask == remoting.SysFlagTransactionPrepared:
 			b.putHalfLocked(target, int32(queue), m, h.group)
-		} else {
+		default:
 			b.storeLocked(target, int32(queue), m)
 		}
 		if first == nil {
@@ -330,31 +341,58 @@ func (b *Broker) commitOffsetLocked(group string, k queueKey, off int64) {
 	m[k] = off
 }
 
+// queueOffsetQuery answers GET_MAX_OFFSET, GET_MIN_OFFSET and
+// SEARCH_OFFSET_BY_TIMESTAMP. A 4.9.4 broker does not check the topic or
+// queue: one it does not have is an empty queue, answered with offset 0.
 func (b *Broker) queueOffsetQuery(req *remoting.Command) *remoting.Command {
+	e := req.ExtFields
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	t, q, errResp := b.queueLookup(req.ExtFields)
-	if errResp != nil {
-		return errResp
+	var msgs []*message
+	if t, q := b.topics[e["topic"]], atoi(e["queueId"]); t != nil && q >= 0 && q < len(t.queues) {
+		msgs = t.queues[q]
 	}
-	msgs := t.queues[q]
 	var off int64
 	switch req.Code {
 	case remoting.ReqGetMaxOffset:
 		off = int64(len(msgs))
-	case remoting.ReqGetMinOffset:
-		off = 0
 	case remoting.ReqSearchOffsetByTimestamp:
-		ts := atoi64(req.ExtFields["timestamp"])
-		off = int64(len(msgs))
-		for i, m := range msgs {
-			if m.StoreTimestamp >= ts {
-				off = int64(i)
-				break
-			}
-		}
+		off = offsetByTime(msgs, atoi64(e["timestamp"]))
 	}
 	return ok(map[string]string{"offset": strconv.FormatInt(off, 10)}, nil)
+}
+
+// offsetByTime is the queue offset a 4.9.4 broker answers for a
+// timestamp: its binary search over the store timestamps stops at a
+// message stored at exactly that time, else answers the nearer of the
+// messages on either side of it (the earlier on a tie). So a time after
+// the last message gives the last message's offset, not the max offset,
+// and an empty queue 0. (The broker searches one consume queue file,
+// 3000 entries with the store settings of scripts/rocketmq; rmqtest has
+// one file.)
+func offsetByTime(msgs []*message, ts int64) int64 {
+	lo, hi := 0, len(msgs)-1
+	left, right := -1, -1
+	for lo <= hi {
+		mid := (lo + hi) / 2
+		switch st := msgs[mid].StoreTimestamp; {
+		case st == ts:
+			return int64(mid)
+		case st > ts:
+			hi, right = mid-1, mid
+		default:
+			lo, left = mid+1, mid
+		}
+	}
+	switch {
+	case left < 0:
+		return int64(max(right, 0))
+	case right < 0:
+		return int64(left)
+	case ts-msgs[left].StoreTimestamp > msgs[right].StoreTimestamp-ts:
+		return int64(right)
+	}
+	return int64(left)
 }
 
 func (b *Broker) viewMessage(req *remoting.Command) *remoting.Command {

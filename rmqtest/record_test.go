@@ -112,6 +112,9 @@ func TestRecordScenarios(t *testing.T) {
 		{"retry_send_rule", "SEND_MESSAGE to %RETRY%<group> with DELAY=1: reconsumeTimes 0 >= max 0 and 2 < 16", recordRetrySendRule},
 		{"send_readonly_topic", "SEND_MESSAGE to a topic with perm 4 (read only)", recordSendReadOnly},
 		{"consume_stats", "the requests behind reliablemq lag: cluster info, subscription groups, consume stats after 2 of 5 messages were committed", recordConsumeStats},
+		{"offset_queries", "GET_MAX_OFFSET, GET_MIN_OFFSET and SEARCH_OFFSET_BY_TIMESTAMP on a topic the broker does not have and on a queue beyond a topic's queues", recordOffsetQueries},
+		{"batch_rules", "SEND_BATCH_MESSAGE with a member whose properties carry DELAY, with DELAY in the batch's own properties, with sysFlag 4 (half message), and to %RETRY%<group> with reconsumeTimes 0 >= max 0", recordBatchRules},
+		{"end_transaction", "END_TRANSACTION twice on one half message, commit after rollback, and the checks on group and offsets", recordEndTransaction},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			var rnd [4]byte
@@ -264,4 +267,148 @@ func recordConsumeStats(r *recorder) {
 		resp := r.invoke(&remoting.Command{Code: remoting.ReqGetConsumeStats, ExtFields: ext})
 		r.p.Note(fmt.Sprintf("GET_CONSUME_STATS %v: code %d %s", ext, resp.Code, resp.Body))
 	}
+}
+
+// half stores a transactional half message for topic queue 0, as the
+// official producer sends it.
+func (r *recorder) half(group, topic, key string) *remoting.Command {
+	r.t.Helper()
+	resp := r.invoke(&remoting.Command{Code: remoting.ReqSendMessage, Body: []byte("half " + key), ExtFields: map[string]string{
+		"producerGroup": group, "topic": topic, "defaultTopic": "TBW102", "defaultTopicQueueNums": "4",
+		"queueId": "0", "sysFlag": "4", "bornTimestamp": strconv.FormatInt(time.Now().UnixMilli(), 10), "flag": "0",
+		"properties": remoting.EncodeProperties(map[string]string{remoting.PropTransactionPrepared: "true",
+			remoting.PropProducerGroup: group, remoting.PropUniqKey: "U-" + key, remoting.PropKeys: key}),
+		"reconsumeTimes": "0", "unitMode": "false", "maxReconsumeTimes": "0", "batch": "false",
+	}})
+	r.p.Note(fmt.Sprintf("half message %s: code %d queueOffset %s msgId %s", key, resp.Code, resp.ExtFields["queueOffset"], resp.ExtFields["msgId"]))
+	if resp.Code != remoting.CodeSuccess {
+		r.t.Fatalf("half message %s: code %d %s", key, resp.Code, resp.Remark)
+	}
+	return resp
+}
+
+// end sends END_TRANSACTION for the half message sent answered by half,
+// with the header fields the official producer writes after a send;
+// stateDelta shifts tranStateTableOffset, group overrides the producer group.
+func (r *recorder) end(half *remoting.Command, group string, decision, stateDelta int) *remoting.Command {
+	r.t.Helper()
+	_, phys, err := remoting.ParseOffsetMsgID(half.ExtFields["msgId"])
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	state := atoi64(half.ExtFields["queueOffset"]) + int64(stateDelta)
+	resp := r.invoke(&remoting.Command{Code: remoting.ReqEndTransaction, ExtFields: map[string]string{
+		"producerGroup": group, "tranStateTableOffset": strconv.FormatInt(state, 10),
+		"commitLogOffset": strconv.FormatInt(phys, 10), "commitOrRollback": strconv.Itoa(decision),
+		"fromTransactionCheck": "false", "msgId": half.ExtFields["msgId"], "transactionId": ""}})
+	r.p.Note(fmt.Sprintf("END_TRANSACTION %d (group %s, tranStateTableOffset %d): code %d %q", decision, group, state, resp.Code, resp.Remark))
+	return resp
+}
+
+func atoi64(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+// recordEndTransaction: the broker looks the half message up by offset on
+// every END_TRANSACTION and does not remember a decision, so a second
+// commit stores a second copy and a commit after a rollback stores one.
+func recordEndTransaction(r *recorder) {
+	t := r.t
+	topic, group := "TopicRecTx_"+r.suffix, "PG_RecTx_"+r.suffix
+	r.updateTopic(topic, remoting.PermRead|remoting.PermWrite)
+	twice, late, wrong := "REC-TX-TWICE-"+r.suffix, "REC-TX-LATE-"+r.suffix, "REC-TX-WRONG-"+r.suffix
+	h := r.half(group, topic, twice)
+	for i := 0; i < 2; i++ {
+		if resp := r.end(h, group, remoting.SysFlagTransactionCommit, 0); resp.Code != remoting.CodeSuccess {
+			t.Errorf("commit %d: code %d %s", i+1, resp.Code, resp.Remark)
+		}
+	}
+	h = r.half(group, topic, late)
+	r.end(h, group, remoting.SysFlagTransactionRollback, 0)
+	r.end(h, group, remoting.SysFlagTransactionCommit, 0)
+	h = r.half(group, topic, wrong)
+	r.end(h, "PG_RecTx_other_"+r.suffix, remoting.SysFlagTransactionCommit, 0)
+	r.end(h, group, remoting.SysFlagTransactionCommit, 1)
+	r.end(h, group, remoting.SysFlagTransactionRollback, 0)
+	r.p.Note("waiting 0.5 s for the consume queue and index to catch up")
+	time.Sleep(500 * time.Millisecond)
+	if n := r.maxOffset(topic); n != 3 {
+		t.Errorf("%s max offset %d, want 3", topic, n)
+	}
+	r.query(topic, twice)
+	r.query(topic, late)
+	r.query(topic, wrong)
+}
+
+// recordOffsetQueries: the offset queries do not check the topic or the
+// queue; one the broker does not have reads as an empty queue.
+func recordOffsetQueries(r *recorder) {
+	topic := "TopicRecOffsets_" + r.suffix
+	r.updateTopic(topic, remoting.PermRead|remoting.PermWrite)
+	for _, code := range []int{remoting.ReqGetMaxOffset, remoting.ReqGetMinOffset, remoting.ReqSearchOffsetByTimestamp} {
+		for _, q := range []struct {
+			topic string
+			queue int
+		}{{"TopicRecNone_" + r.suffix, 0}, {topic, 5}} {
+			resp := r.invoke(&remoting.Command{Code: code, ExtFields: map[string]string{"topic": q.topic,
+				"queueId": strconv.Itoa(q.queue), "timestamp": strconv.FormatInt(time.Now().UnixMilli(), 10)}})
+			r.p.Note(fmt.Sprintf("request %d %s queue %d: code %d offset %q", code, q.topic, q.queue, resp.Code, resp.ExtFields["offset"]))
+		}
+	}
+}
+
+// batch is SEND_BATCH_MESSAGE with the short header keys the official
+// producer writes; props are the batch's own properties.
+func (r *recorder) batch(topic, props string, sysFlag int, items []remoting.BatchItem) *remoting.Command {
+	r.t.Helper()
+	resp := r.invoke(&remoting.Command{Code: remoting.ReqSendBatchMessage, Body: remoting.EncodeBatch(items),
+		ExtFields: map[string]string{"a": "PG_RecBatch_" + r.suffix, "b": topic, "c": "TBW102", "d": "4", "e": "0", "f": strconv.Itoa(sysFlag),
+			"g": strconv.FormatInt(time.Now().UnixMilli(), 10), "h": "0", "i": props, "j": "0", "k": "false", "l": "0", "m": "true"}})
+	r.p.Note(fmt.Sprintf("SEND_BATCH_MESSAGE of %d to %s (properties %q, sysFlag %d): code %d %q msgId %s", len(items), topic, props,
+		sysFlag, resp.Code, resp.Remark, resp.ExtFields["msgId"]))
+	return resp
+}
+
+// recordBatchRules: a batch member's DELAY is stored but not acted on, a
+// DELAY or transaction flag of the batch itself is refused, and a batch
+// to a retry topic is not moved to the DLQ.
+func recordBatchRules(r *recorder) {
+	t := r.t
+	topic := "TopicRecBatch_" + r.suffix
+	r.updateTopic(topic, remoting.PermRead|remoting.PermWrite)
+	member := func(body, key string, props map[string]string) remoting.BatchItem {
+		p := map[string]string{remoting.PropKeys: key}
+		for k, v := range props {
+			p[k] = v
+		}
+		return remoting.BatchItem{Body: []byte(body), Properties: remoting.EncodeProperties(p)}
+	}
+	delayed := "REC-BATCH-DELAYED-" + r.suffix
+	if resp := r.batch(topic, "", 0, []remoting.BatchItem{member("at once", "REC-BATCH-PLAIN-"+r.suffix, nil),
+		member("delay level 2", delayed, map[string]string{remoting.PropDelay: "2"})}); resp.Code != remoting.CodeSuccess {
+		t.Errorf("batch with a delayed member: code %d %s", resp.Code, resp.Remark)
+	}
+	r.batch(topic, remoting.EncodeProperties(map[string]string{remoting.PropDelay: "1"}), 0,
+		[]remoting.BatchItem{member("batch delay", "REC-BATCH-OWN-"+r.suffix, nil)})
+	r.batch(topic, "", remoting.SysFlagTransactionPrepared,
+		[]remoting.BatchItem{member("batch half", "REC-BATCH-HALF-"+r.suffix, nil)})
+	r.p.Note("waiting 0.5 s for the consume queue and index to catch up")
+	time.Sleep(500 * time.Millisecond)
+	if n := r.maxOffset(topic); n != 2 {
+		t.Errorf("%s max offset %d, want 2", topic, n)
+	}
+	r.query(topic, delayed)
+
+	group := "CG_RecBatch_" + r.suffix
+	retry := "%RETRY%" + group
+	r.updateTopic(retry, remoting.PermRead|remoting.PermWrite)
+	r.batch(retry, "", 0, []remoting.BatchItem{member("retry batch", "REC-BATCH-RETRY-"+r.suffix,
+		map[string]string{remoting.PropRetryTopic: topic})})
+	r.p.Note("waiting 0.5 s for the consume queue and index to catch up")
+	time.Sleep(500 * time.Millisecond)
+	if n := r.maxOffset(retry); n != 1 {
+		t.Errorf("%s max offset %d, want 1", retry, n)
+	}
+	r.maxOffset("%DLQ%" + group)
 }

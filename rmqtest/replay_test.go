@@ -6,7 +6,7 @@ package rmqtest_test
 //
 //   - the response code, always;
 //   - SEND_MESSAGE: queueId;
-//   - GET_MAX_OFFSET: offset;
+//   - GET_MAX_OFFSET and GET_MIN_OFFSET: offset;
 //   - QUERY_MESSAGE: per message topic, queueId, reconsumeTimes, body and
 //     the properties, except those that name this run's addresses,
 //     offsets, ids or clock (volatileProps);
@@ -17,6 +17,9 @@ package rmqtest_test
 //     also keeps the groups of earlier runs);
 //   - GET_CONSUME_STATS: every queue's topic, broker name, id, max and
 //     committed offset, and whether a last consume time is known.
+//
+// An END_TRANSACTION names a half message sent earlier in the recording
+// by its commit log and queue offsets; it is rewritten to rmqtest's.
 //
 // Not compared: remarks, commit log offsets and the msgIds built from
 // them, timestamps, the index extFields of QUERY_MESSAGE, and the
@@ -103,6 +106,10 @@ func replayRecording(t *testing.T, path string) {
 			c.Close()
 		}
 	}()
+	// Commit log and queue offsets differ between the recording and
+	// rmqtest: a request that names a message sent earlier in the
+	// recording (END_TRANSACTION) is rewritten to rmqtest's copy.
+	offsets := map[int64]sentAt{}
 	now, replayed := 0.0, 0
 	for _, f := range frames {
 		if f.Event == "close" {
@@ -139,6 +146,9 @@ func replayRecording(t *testing.T, path string) {
 			// is its own (advanced) clock.
 			req.ExtFields["beginTimestamp"], req.ExtFields["endTimestamp"] = "0", strconv.FormatInt(1<<62, 10)
 		}
+		if *f.Code == remoting.ReqEndTransaction {
+			translateEndTransaction(req.ExtFields, offsets)
+		}
 		rec := responses[[2]int{f.Conn, int(f.Opaque)}]
 		if f.Kind == "oneway" || rec == nil {
 			if err := c.Send(req); err != nil {
@@ -153,6 +163,9 @@ func replayRecording(t *testing.T, path string) {
 			t.Fatalf("t=%.3f code %d: %v", f.T, *f.Code, err)
 		}
 		compareRecorded(t, f, rec, got)
+		if *f.Code == remoting.ReqSendMessage || *f.Code == remoting.ReqSendBatchMessage {
+			noteSent(offsets, rec, got)
+		}
 		replayed++
 	}
 	if replayed == 0 {
@@ -160,11 +173,51 @@ func replayRecording(t *testing.T, path string) {
 	}
 }
 
+// sentAt is where rmqtest stored a message the recording sent, and the
+// queue offset the recorded answer gave it.
+type sentAt struct{ phys, queueOffset, recQueueOffset int64 }
+
+// noteSent maps the commit log offsets of a recorded send answer to
+// rmqtest's answer to the same send.
+func noteSent(offsets map[int64]sentAt, rec *frame, got *remoting.Command) {
+	if *rec.Code != remoting.CodeSuccess || got.Code != remoting.CodeSuccess {
+		return
+	}
+	a, b := strings.Split(rec.ExtFields["msgId"], ","), strings.Split(got.ExtFields["msgId"], ",")
+	if len(a) != len(b) {
+		return
+	}
+	q, _ := strconv.ParseInt(got.ExtFields["queueOffset"], 10, 64)
+	recQ, _ := strconv.ParseInt(rec.ExtFields["queueOffset"], 10, 64)
+	for i := range a {
+		_, recPhys, errA := remoting.ParseOffsetMsgID(a[i])
+		_, gotPhys, errB := remoting.ParseOffsetMsgID(b[i])
+		if errA == nil && errB == nil {
+			offsets[recPhys] = sentAt{gotPhys, q + int64(i), recQ + int64(i)}
+		}
+	}
+}
+
+// translateEndTransaction rewrites an END_TRANSACTION's commitLogOffset to
+// rmqtest's copy of the half message, and its tranStateTableOffset to that
+// copy's queue offset plus whatever the recorded request added to the
+// recorded one.
+func translateEndTransaction(ext map[string]string, offsets map[int64]sentAt) {
+	phys, _ := strconv.ParseInt(ext["commitLogOffset"], 10, 64)
+	s, ok := offsets[phys]
+	if !ok {
+		return
+	}
+	state, _ := strconv.ParseInt(ext["tranStateTableOffset"], 10, 64)
+	ext["commitLogOffset"] = strconv.FormatInt(s.phys, 10)
+	ext["tranStateTableOffset"] = strconv.FormatInt(s.queueOffset+state-s.recQueueOffset, 10)
+}
+
 func compareRecorded(t *testing.T, req, rec *frame, got *remoting.Command) {
 	t.Helper()
 	where := fmt.Sprintf("t=%.3f conn %d code %d", req.T, req.Conn, *req.Code)
 	switch *req.Code {
-	case remoting.ReqSendMessage, remoting.ReqGetMaxOffset, remoting.ReqQueryMessage:
+	case remoting.ReqSendMessage, remoting.ReqGetMaxOffset, remoting.ReqGetMinOffset, remoting.ReqQueryMessage:
 		where += " " + req.ExtFields["topic"]
 	}
 	if got.Code != *rec.Code {
@@ -216,7 +269,7 @@ func compareRecorded(t *testing.T, req, rec *frame, got *remoting.Command) {
 		if a, b := statsSummary(t, got.Body), statsSummary(t, rec.body(t)); a != b {
 			t.Errorf("%s: consume stats\n rmqtest %s\n    real %s", where, a, b)
 		}
-	case remoting.ReqGetMaxOffset:
+	case remoting.ReqGetMaxOffset, remoting.ReqGetMinOffset:
 		if got.ExtFields["offset"] != rec.ExtFields["offset"] {
 			t.Errorf("%s: offset %q, the real broker %q", where, got.ExtFields["offset"], rec.ExtFields["offset"])
 		}

@@ -37,23 +37,30 @@ func (b *Broker) endTransaction(req *remoting.Command) *remoting.Command {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	// As a 4.9.4 broker does, the prepared message is looked up by its
+	// commit log offset each time, and nothing remembers that it was
+	// decided: a second commit, a commit after a rollback, or a commit of
+	// a copy a check-back has since renewed each store one more copy.
 	off := atoi64(e["commitLogOffset"])
-	h := b.halfs[off]
+	m := b.byPhys[off]
 	switch {
-	case h == nil:
+	case m == nil:
 		return response(remoting.CodeSystemError, "Find prepared transaction message failed")
-	case h.group != e["producerGroup"]:
+	case m.props[remoting.PropProducerGroup] != e["producerGroup"]:
 		return response(remoting.CodeSystemError, "The producer group wrong")
-	case h.msg.QueueOffset != atoi64(e["tranStateTableOffset"]):
+	case m.QueueOffset != atoi64(e["tranStateTableOffset"]):
 		return response(remoting.CodeSystemError, "The transaction state table offset wrong")
 	}
-	delete(b.halfs, off)
+	delete(b.halfs, off) // this copy is not checked back again
 	if decision != remoting.SysFlagTransactionCommit {
 		return &remoting.Command{Code: remoting.CodeSuccess, Remark: "not set any response code"}
 	}
-	c := h.msg.clone()
-	c.SysFlag = h.msg.SysFlag | remoting.SysFlagTransactionCommit
-	c.PreparedTransactionOffset = h.msg.PhysicalOffset
+	if m.props[remoting.PropRealTopic] == "" {
+		return response(remoting.CodeSystemError, "the message has no real topic")
+	}
+	c := m.clone()
+	c.SysFlag = m.SysFlag&^remoting.SysFlagTransactionMask | remoting.SysFlagTransactionCommit
+	c.PreparedTransactionOffset = m.PhysicalOffset
 	t := b.ensureTopicLocked(c.props[remoting.PropRealTopic], 1, permRead|permWrite)
 	qid := atoi(c.props[remoting.PropRealQueueID])
 	if qid < 0 || qid >= len(t.queues) {
