@@ -114,8 +114,9 @@ func WithDelayLevels(levels []time.Duration) Option {
 	return optionFunc(func(c *config) { c.delayLevels = slices.Clone(levels) })
 }
 
-// WithMaxBodySize sets the largest body accepted, in bytes. Default 4 MiB,
-// the broker's default maxMessageSize.
+// WithMaxBodySize sets the largest body accepted, in bytes (for
+// [Producer.SendBatch], of the batch as the broker counts it). Default
+// 4 MiB, the broker's default maxMessageSize.
 func WithMaxBodySize(n int) SharedOption { return sharedFunc(func(c *config) { c.maxBodySize = n }) }
 
 // WithOrderedTopics lists topics whose messages must carry a sharding key;

@@ -176,7 +176,9 @@ func (c *config) reportSend(ctx context.Context, topic string, keys []string, st
 
 // SendBatch sends messages of one topic as one request: all are stored or
 // none. Batches carry no delay and no sharding key (the broker stores a
-// batch on one arbitrary queue), and get no client message ids.
+// batch on one arbitrary queue), and get no client message ids. The
+// broker holds the batch's encoding to the body limit ([WithMaxBodySize]):
+// each message's body, its properties and 22 bytes of header.
 func (p *Producer) SendBatch(ctx context.Context, msgs []Message) (Result, error) {
 	if err := p.gate.enter(); err != nil {
 		return Result{}, err
@@ -208,19 +210,24 @@ func (p *Producer) SendBatch(ctx context.Context, msgs []Message) (Result, error
 			return Result{}, &SendError{Topic: topic, Keys: m.Keys, Outcome: Permanent,
 				Err: fmt.Errorf("message %d: %w", i, err)}
 		}
-		size += len(m.Body)
+		size += batchHeader + len(pm.Body) + len(pm.MarshallProperties())
 		keys = append(keys, m.Keys...)
 		pms = append(pms, pm)
 	}
 	if size > p.cfg.maxBodySize {
 		return Result{}, &SendError{Topic: topic, Keys: keys, Outcome: Permanent,
-			Err: fmt.Errorf("%w: batch bodies %d bytes > %d", ErrInvalidMessage, size, p.cfg.maxBodySize)}
+			Err: fmt.Errorf("%w: batch of %d bytes (bodies, properties and headers, as the broker counts them) > %d", ErrInvalidMessage, size, p.cfg.maxBodySize)}
 	}
 	start := time.Now()
 	res, err := p.sendWithRetry(ctx, nil, topic, keys, pms...)
 	p.cfg.reportSend(ctx, topic, keys, start, res, err)
 	return res, err
 }
+
+// batchHeader is what a message adds to a batch's body besides its body
+// and properties: its total size, magic code, body CRC, flag and body
+// size (4 bytes each), and its properties' size (2).
+const batchHeader = 22
 
 func (p *Producer) sendWithRetry(ctx context.Context, pm *primitive.Message, topic string, keys []string, batch ...*primitive.Message) (Result, error) {
 	msgs := batch

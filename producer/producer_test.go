@@ -152,6 +152,14 @@ func TestInvalidMessagesAreRefusedBeforeSending(t *testing.T) {
 			t.Fatalf("err = %v, want ErrNoShardingKey", err)
 		}
 	})
+	t.Run("batch past the limit with its headers", func(t *testing.T) {
+		// 10 bytes of bodies, under the 16 of the limit; the broker counts
+		// each message's header and properties too.
+		_, err := p.SendBatch(ctx, []producer.Message{{Topic: topic, Body: []byte("12345")}, {Topic: topic, Body: []byte("12345")}})
+		if !errors.Is(err, producer.ErrInvalidMessage) || !producer.IsPermanent(err) {
+			t.Fatalf("err = %v, want ErrInvalidMessage and permanent", err)
+		}
+	})
 	t.Run("mixed batch", func(t *testing.T) {
 		_, err := p.SendBatch(ctx, []producer.Message{{Topic: topic, Body: []byte("x")}, {Topic: topic + "x", Body: []byte("y")}})
 		if !errors.Is(err, producer.ErrInvalidMessage) {
