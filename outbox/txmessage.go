@@ -33,6 +33,11 @@ var ErrClosed = errors.New("outbox: closed")
 // insert hits the marker), and the answer "roll back" is final. No check
 // answers "unknown" except while the database is unreachable.
 //
+// A committed message can reach consumers twice: a 4.9.4 broker stores a
+// copy for every commit it receives for a half message (the one-way
+// commit and a check-back's answer both, when the commit was only slow),
+// keeping no record of an earlier decision. Guard its consumers.
+//
 // Rows it writes are Sent; the reconcile job leaves them alone except for
 // confirmation timeouts and purge.
 type TxMessenger struct {
