@@ -181,12 +181,42 @@ func (d *Table) HasParked(ctx context.Context, group, shardingKey string, before
 // ReplayReceived implements [consumer.ReplayTracker]: group received the
 // replay of the dead letter whose place in its key's order is replayOf,
 // which stops holding the key (Replaying becomes Replayed). A replay
-// received again, or one already marked, changes nothing.
+// received again, or one already marked, changes nothing. A replay may
+// arrive before the Replay that sent it has committed its mark: Replay
+// keeps the chain's origin row (replayOf) locked from its read to its
+// commit, and ReplayReceived waits for that lock before it marks, so such
+// a replay is marked Replayed too, never left Replaying behind its report.
 func (d *Table) ReplayReceived(ctx context.Context, group string, replayOf int64) error {
-	_, err := sqldb.Exec(ctx, d.db, "UPDATE "+d.quoted+" SET status = 2, updated_at = UTC_TIMESTAMP(6)"+
+	if err := sqldb.CheckSession(ctx, d.db); err != nil {
+		return fmt.Errorf("deadletter: replay of %d received: %w", replayOf, err)
+	}
+	tx, err := d.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("deadletter: replay of %d received: %w", replayOf, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if err := d.lockOrigin(ctx, tx, replayOf); err != nil {
+		return fmt.Errorf("deadletter: replay of %d received: %w", replayOf, err)
+	}
+	_, err = sqldb.Exec(ctx, tx, "UPDATE "+d.quoted+" SET status = 2, updated_at = UTC_TIMESTAMP(6)"+
 		" WHERE consumer_group = ? AND status = 4 AND IF(replay_of > 0, replay_of, id) = ?", group, replayOf)
 	if err != nil {
 		return fmt.Errorf("deadletter: replay of %d received: %w", replayOf, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("deadletter: replay of %d received: %w", replayOf, err)
+	}
+	return nil
+}
+
+// lockOrigin locks the row of dead letter origin (if it is there) in tx
+// until tx ends: every Replay of its chain holds it, and ReplayReceived
+// takes it, so a report waits for a Replay in flight to commit its mark.
+func (d *Table) lockOrigin(ctx context.Context, tx *sqlx.Tx, origin int64) error {
+	var id int64
+	err := sqldb.Get(ctx, tx, &id, "SELECT id FROM "+d.quoted+" WHERE id = ? FOR UPDATE", origin)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
 	}
 	return nil
 }
@@ -319,7 +349,9 @@ func (d *Table) get(ctx context.Context, q sqlx.QueryerContext, id int64, lock s
 // it is never marked replaying without having been sent. The row stays
 // locked from the read to the mark: a Replay or Discard of the same dead
 // letter meanwhile waits, then finds it replayed ([ErrNotParked]), so it
-// is neither sent twice nor recorded discarded after being sent. The mark
+// is neither sent twice nor recorded discarded after being sent; so does
+// the chain's original row for a replay parked again, and a consumer's
+// [Table.ReplayReceived] of the replay waits for the mark. The mark
 // after an accepted send runs even if ctx ends meanwhile (for up to 10 s).
 // A dead letter
 // records its group in its namespace and its topic without it, so pub must
@@ -344,6 +376,13 @@ func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason stri
 	}
 	if dl.Status != Parked {
 		return fmt.Errorf("%w: %d is %s", ErrNotParked, id, dl.Status)
+	}
+	if dl.ReplayOf > 0 {
+		// The chain's origin stays locked with the row until the mark
+		// commits: ReplayReceived waits on it (see there).
+		if err := d.lockOrigin(ctx, tx, dl.ReplayOf); err != nil {
+			return fmt.Errorf("deadletter: replay %d: %w", id, err)
+		}
 	}
 	if p, ok := pub.(interface{ Namespace() string }); ok {
 		if want := namespace.Of(dl.Group); p.Namespace() != want {

@@ -148,18 +148,11 @@ func newMySQLStore(db *sqlx.DB, table string, lease time.Duration) *mysqlStore {
 	return &mysqlStore{db: db, table: table, lease: lease, q: newQueries(table), names: sqldb.NewNames(table, "topic")}
 }
 
-// querier is what the schema check reads through: the caller's
-// transaction ex when it can query (on a handle of one connection, which
-// ex holds, another connection would never come), else the handle.
-func (s *mysqlStore) querier(ex Execer) sqldb.Querier {
-	if q, ok := ex.(sqldb.Querier); ok {
-		return q
-	}
-	return s.db
-}
-
 func (s *mysqlStore) enqueue(ctx context.Context, ex Execer, m Message, owner string) (id int64, created bool, err error) {
-	if err := s.names.Check(ctx, s.querier(ex)); err != nil {
+	// The schema check reads through ex, whatever it is: on a handle of
+	// one connection, which the caller's transaction holds, another
+	// connection would never come.
+	if err := s.names.Check(ctx, ex); err != nil {
 		return 0, false, fmt.Errorf("outbox: enqueue %s/%s: %w", m.Topic, m.Key, err)
 	}
 	props := []byte("{}")
@@ -405,7 +398,7 @@ func (s *mysqlStore) release(ctx context.Context, id int64, owner string, after 
 }
 
 func (s *mysqlStore) confirm(ctx context.Context, ex Execer, topic, key string) (bool, error) {
-	if err := s.names.Check(ctx, s.querier(ex)); err != nil {
+	if err := s.names.Check(ctx, ex); err != nil {
 		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
 	}
 	query, args := appendKey(sqldb.NewStatement(len(s.q.confirm)+2*(len(topic)+len(key))+200).SQL(s.q.confirm), topic, key, true).

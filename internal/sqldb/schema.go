@@ -17,50 +17,51 @@ import (
 // [Names.Check] before the statements that rely on it.
 type Names struct {
 	table string
+	cols  []string
 	query string
 	ok    atomic.Bool
 }
 
 // NewNames returns the check of cols of table (a valid table name).
 func NewNames(table string, cols ...string) *Names {
-	return &Names{table: table, query: "SELECT " + strings.Join(cols, ", ") + " FROM " + Quote(table) + " LIMIT 0"}
+	collations := make([]string, len(cols))
+	for i, c := range cols {
+		collations[i] = "COLLATION(MAX(" + c + "))"
+	}
+	return &Names{table: table, cols: cols,
+		query: "SELECT " + strings.Join(collations, ", ") + " FROM " + Quote(table) + " WHERE FALSE"}
 }
 
-// Querier runs a query: a database handle, a transaction or a connection.
+// Querier reads one row: a database handle, a transaction, a connection,
+// or a caller's outbox.Execer (which has nothing more).
 type Querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // Check returns an error naming the first column that is not a binary
-// string. The columns' types are read through q, from the result of a
-// query that returns no rows; a store called with its caller's
-// transaction reads through it, as on a handle of one connection, which
-// that transaction holds, another connection would never come. Once a
-// check passed, Check returns nil without asking again. It is safe for
-// concurrent use.
+// string. The columns' collations are read through q, in the one row of
+// an aggregate over no rows (a binary string's is "binary"); a store
+// called with its caller's transaction reads through it, as on a handle
+// of one connection, which that transaction holds, another connection
+// would never come. Once a check passed, Check returns nil without asking
+// again. It is safe for concurrent use.
 func (n *Names) Check(ctx context.Context, q Querier) error {
 	if n.ok.Load() {
 		return nil
 	}
-	rows, err := q.QueryContext(ctx, n.query)
-	if err != nil {
+	collations := make([]sql.NullString, len(n.cols))
+	dest := make([]any, len(n.cols))
+	for i := range collations {
+		dest[i] = &collations[i]
+	}
+	if err := q.QueryRowContext(ctx, n.query).Scan(dest...); err != nil {
 		return err
 	}
-	defer rows.Close()
-	types, err := rows.ColumnTypes()
-	if err != nil {
-		return err
-	}
-	for _, ct := range types {
-		switch typ := ct.DatabaseTypeName(); typ {
-		case "VARBINARY", "BINARY", "BLOB", "TINYBLOB", "MEDIUMBLOB", "LONGBLOB":
-		default:
-			return fmt.Errorf("sqldb: column %s.%s is %s, not a binary string: the table predates migration 00004, so names differing only in case would share rows; apply the migrations",
-				n.table, ct.Name(), typ)
+	for i, c := range collations {
+		if c.String != "binary" {
+			return fmt.Errorf("sqldb: column %s.%s has collation %s, not a binary string: the table predates migration 00004, so names differing only in case would share rows; apply the migrations",
+				n.table, n.cols[i], c.String)
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return err
 	}
 	n.ok.Store(true)
 	return nil
