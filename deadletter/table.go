@@ -80,6 +80,9 @@ var _ Publisher = (*producer.Producer)(nil)
 var (
 	ErrNotFound  = errors.New("deadletter: not found")
 	ErrNotParked = errors.New("deadletter: not parked (already replayed or discarded)")
+	// ErrNotReplaying: [Table.MarkReceived] of a dead letter that is not
+	// Replaying.
+	ErrNotReplaying = errors.New("deadletter: not replaying")
 	// ErrWrongNamespace: Replay was given a publisher of another RocketMQ
 	// namespace than the dead letter's group, which would send the message
 	// to another namespace's topic.
@@ -421,11 +424,26 @@ func (d *Table) Discard(ctx context.Context, id int64, reason string) error {
 	return d.transition(ctx, d.db, id, Discarded, reason)
 }
 
-// transition moves a parked dead letter to status to, through ex (the
-// table's handle, or Replay's transaction).
+// MarkReceived marks a Replaying dead letter Replayed by hand, with
+// reason: for a replay its group's consumer will not report received (a
+// consumer of an older version ran it, or the group's offset moved past
+// it), which would hold its key's order for ever. [ErrNotReplaying] when
+// it is not Replaying.
+func (d *Table) MarkReceived(ctx context.Context, id int64, reason string) error {
+	return d.transition(ctx, d.db, id, Replayed, reason)
+}
+
+// transition moves a dead letter to status to, through ex (the table's
+// handle, or Replay's transaction): a Parked one, or to Replayed, a
+// Replaying one.
 func (d *Table) transition(ctx context.Context, ex sqlx.ExtContext, id int64, to Status, reason string) error {
+	from, refused := Parked, ErrNotParked
+	if to == Replayed {
+		from, refused = Replaying, ErrNotReplaying
+	}
 	query, args := sqldb.NewStatement(200 + 2*len(reason)).SQL("UPDATE " + d.quoted + " SET status = ").Int(int64(to)).
-		SQL(", reason = ").Text(reason).SQL(", updated_at = UTC_TIMESTAMP(6) WHERE id = ").Int(id).SQL(" AND status = 1").Query()
+		SQL(", reason = ").Text(reason).SQL(", updated_at = UTC_TIMESTAMP(6) WHERE id = ").Int(id).
+		SQL(" AND status = ").Int(int64(from)).Query()
 	res, err := sqldb.Exec(ctx, ex, query, args...)
 	if err != nil {
 		return fmt.Errorf("deadletter: mark %d %s: %w", id, to, err)
@@ -436,7 +454,7 @@ func (d *Table) transition(ctx context.Context, ex sqlx.ExtContext, id int64, to
 		if _, err := d.get(ctx, ex, id, ""); err != nil {
 			return err
 		}
-		return fmt.Errorf("%w: %d", ErrNotParked, id)
+		return fmt.Errorf("%w: %d", refused, id)
 	}
 	return nil
 }

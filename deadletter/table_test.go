@@ -334,4 +334,23 @@ func TestAReplayHoldsItsKeyUntilItsGroupReceivesIt(t *testing.T) {
 	}
 	status(again, deadletter.Replayed)
 	held(0, false)
+
+	// A replay no consumer will report (an older one ran it) is marked
+	// received by hand; only a Replaying one.
+	last := park("step-2", 0)
+	if err := dead.MarkReceived(ctx, last, "ran"); !errors.Is(err, deadletter.ErrNotReplaying) {
+		t.Fatalf("mark received of a parked dead letter: %v, want ErrNotReplaying", err)
+	}
+	if err := dead.Replay(ctx, last, noop, "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	held(0, true)
+	if err := dead.MarkReceived(ctx, last, "ran on an older consumer"); err != nil {
+		t.Fatal(err)
+	}
+	status(last, deadletter.Replayed)
+	held(0, false)
+	if err := dead.MarkReceived(ctx, last, "again"); !errors.Is(err, deadletter.ErrNotReplaying) {
+		t.Fatalf("mark received twice: %v, want ErrNotReplaying", err)
+	}
 }

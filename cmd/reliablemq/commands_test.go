@@ -77,8 +77,17 @@ func TestMigrateReconcileAndDead(t *testing.T) {
 	mustRun(t, "discarded 1", "dead", "discard", "1", "-dsn", dsn, "-reason", "test order")
 	mustRun(t, "replayed 2", "dead", "-dsn", dsn, "-namesrv", ns, "-reason", "fixed", "replay", "2")
 	mustRun(t, "(none)", "dead", "-dsn", dsn, "list")
-	// Replaying until the group's consumer receives it (none runs here).
+	// Replaying until the group's consumer receives it (none runs here),
+	// or an operator marks it received.
 	mustRun(t, "replaying", "dead", "-dsn", dsn, "-status", "replaying", "list")
+	if out, err := runCmd(t, "dead", "-dsn", dsn, "received", "2"); !errors.Is(err, errUsage) {
+		t.Fatalf("received without -reason: %v\n%s", err, out)
+	}
+	mustRun(t, "marked 2 received", "dead", "-dsn", dsn, "-reason", "ran on an older consumer", "received", "2")
+	mustRun(t, "replayed", "dead", "-dsn", dsn, "-status", "replayed", "list")
+	if out, err := runCmd(t, "dead", "-dsn", dsn, "-reason", "x", "received", "2"); !errors.Is(err, deadletter.ErrNotReplaying) {
+		t.Fatalf("received twice: %v\n%s", err, out)
+	}
 	if b := env.Embedded; b != nil && len(b.Messages(topic)) != 3 {
 		t.Fatalf("%d messages on the broker after replay, want 3", len(b.Messages(topic)))
 	}

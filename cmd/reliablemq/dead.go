@@ -13,14 +13,18 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 )
 
-const deadUsage = `usage: reliablemq dead [flags] list | show ID | replay ID | discard ID
+const deadUsage = `usage: reliablemq dead [flags] list | show ID | replay ID | discard ID | received ID
 
 Works the manual-handling (dead-letter) table consumers park messages in.
 
   list      parked messages (-status and -group filter)
   show      one message in full
-  replay    send it again to its original topic (needs -namesrv)
+  replay    send it again to its original topic (needs -namesrv); it is
+            replaying, and holds its key's order, until its group's
+            consumer receives it
   discard   mark it handled without replaying (-reason required)
+  received  mark a replaying message received by hand, when no consumer
+            will report it (-reason required)
 
 `
 
@@ -39,7 +43,7 @@ func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		status: fs.String("status", "parked", "parked, replaying, replayed, discarded or all (list)"),
 		limit:  fs.Int("limit", 50, "rows to list"),
 		after:  fs.Int64("after", 0, "list rows with id greater than this"),
-		reason: fs.String("reason", "", "why (replay, discard)"),
+		reason: fs.String("reason", "", "why (replay, discard, received)"),
 		table:  fs.String("table", "mq_dead_letter", "dead-letter table"),
 	}
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -70,6 +74,12 @@ func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return deadShow(ctx, table, id, stdout)
 	case "replay":
 		return deadReplay(ctx, table, id, f, stdout)
+	case "received":
+		if err := table.MarkReceived(ctx, id, *f.reason); err != nil {
+			return fmt.Errorf("dead: %w", err)
+		}
+		_, err := fmt.Fprintf(stdout, "marked %d received\n", id)
+		return err
 	default:
 		return deadDiscard(ctx, table, id, *f.reason, stdout)
 	}
@@ -81,15 +91,15 @@ func deadAction(fs *flag.FlagSet, f deadFlags) (action string, id int64, err err
 	want := 2
 	switch action {
 	case "":
-		return "", 0, usagef("dead: missing action: list, show ID, replay ID or discard ID")
+		return "", 0, usagef("dead: missing action: list, show ID, replay ID, discard ID or received ID")
 	case "list":
 		want = 1
-	case "show", "replay", "discard":
+	case "show", "replay", "discard", "received":
 		if fs.NArg() < 2 {
 			return "", 0, usagef("dead: %s: missing ID", action)
 		}
 	default:
-		return "", 0, usagef("dead: unknown action %q: want list, show ID, replay ID or discard ID", action)
+		return "", 0, usagef("dead: unknown action %q: want list, show ID, replay ID, discard ID or received ID", action)
 	}
 	if fs.NArg() > want {
 		return "", 0, usagef("dead: %s: unexpected argument %q", action, fs.Arg(want))
@@ -105,8 +115,8 @@ func deadAction(fs *flag.FlagSet, f deadFlags) (action string, id int64, err err
 	if *f.limit <= 0 || *f.after < 0 {
 		return "", 0, usagef("dead: -limit %d -after %d: want a positive limit and an id of 0 or more", *f.limit, *f.after)
 	}
-	if action == "discard" && *f.reason == "" {
-		return "", 0, usagef("dead: discard needs -reason")
+	if (action == "discard" || action == "received") && *f.reason == "" {
+		return "", 0, usagef("dead: %s needs -reason", action)
 	}
 	return action, id, nil
 }
