@@ -31,14 +31,16 @@ func TestOldSchemaWithCaseInsensitiveGroupsIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	claims := func() (single, batch, tx error, outcomes [3]idempotency.Outcome) {
+	// claims claims k of group coupons each way: the outcomes, then the
+	// errors of the single claim, the batch claim and the TxGuard.
+	claims := func() (outcomes [3]idempotency.Outcome, single, batch, tx error) {
 		outcomes[0], _, single = s.Claim(ctx, "coupons", "k", "t1", time.Minute)
 		r := s.ClaimBatch(ctx, "coupons", []idempotency.KeyToken{{Key: "k", Token: "t2"}}, time.Minute)
 		outcomes[1], batch = r[0].Outcome, r[0].Err
 		outcomes[2], tx = tg.Do(ctx, "k", func(context.Context, *sqlx.Tx) error { return nil })
-		return single, batch, tx, outcomes
+		return outcomes, single, batch, tx
 	}
-	single, batch, tx, outcomes := claims()
+	outcomes, single, batch, tx := claims()
 	if single == nil || batch == nil || tx == nil {
 		t.Fatalf("at schema version 3, group coupons' claims of Coupons' done key: outcomes %v, errors %v, %v, %v",
 			outcomes, single, batch, tx)
@@ -46,7 +48,7 @@ func TestOldSchemaWithCaseInsensitiveGroupsIsRefused(t *testing.T) {
 	if err := migrations.Up(ctx, db.DB); err != nil {
 		t.Fatal(err)
 	}
-	single, batch, _, outcomes = claims()
+	outcomes, single, batch, _ = claims()
 	if single != nil || batch != nil || outcomes[0] != idempotency.Acquired || outcomes[1] != idempotency.Busy {
 		t.Fatalf("after the upgrade: outcomes %v, errors %v, %v", outcomes, single, batch)
 	}
