@@ -16,18 +16,20 @@ import (
 var (
 	// claimBatchScript is claimScript over several keys, in order (a new
 	// key: two writes, each set only if absent). KEYS holds stride keys
-	// per item (claim, counter, and the legacy marker when stride is 3);
-	// ARGV is lease, counter TTL, stride, then one token per item. It
-	// returns outcome and count per item, flattened. No item writes a
-	// legacy marker, so they are all read first. A counter TTL of 0
-	// claims without counting (ClaimUncounted): the counter is left
-	// alone, and the count returned is 0.
+	// per item: the claim, the counter unless the counter TTL is 0, then
+	// the legacy marker if stride has room for it; ARGV is lease, counter
+	// TTL, stride, then one token per item. It returns outcome and count
+	// per item, flattened. No item writes a legacy marker, so they are
+	// all read first. A counter TTL of 0 claims without counting
+	// (ClaimUncounted): the counter is neither named nor touched, and the
+	// count returned is 0.
 	claimBatchScript = redis.NewScript(mgetLua + `
 local stride = tonumber(ARGV[3])
 local counted = ARGV[2] ~= '0'
+local named = counted and 2 or 1
 local n = #ARGV - 3
 local legacy = {}
-if stride == 3 then legacy = mget(3, 3, n) end
+if stride > named then legacy = mget(named + 1, stride, n) end
 local out = {}
 for i = 1, n do
   local b = (i - 1) * stride
@@ -134,9 +136,14 @@ func (s *RedisStore) ClaimUncounted(ctx context.Context, group string, items []K
 // claimBatch claims items, counting their attempts in counters kept for
 // counterTTL, or not at all when it is 0.
 func (s *RedisStore) claimBatch(ctx context.Context, group string, items []KeyToken, lease, counterTTL time.Duration) []ClaimResult {
-	stride := 2
-	if s.legacy && !strings.ContainsAny(group, ":{}") {
-		stride = 3
+	counted := counterTTL != 0
+	stride := 1 // the claim
+	if counted {
+		stride++ // its counter
+	}
+	legacy := s.legacy && !strings.ContainsAny(group, ":{}")
+	if legacy {
+		stride++
 	}
 	results := make([]ClaimResult, len(items))
 	var groups [][]int
@@ -159,7 +166,10 @@ func (s *RedisStore) claimBatch(ctx context.Context, group string, items []KeyTo
 		args = append(args, lease.Milliseconds(), counterTTL.Milliseconds(), stride)
 		for _, i := range idx {
 			keys = s.appendKeys(keys, group, items[i].Key)
-			if stride == 3 {
+			if !counted {
+				keys = keys[:len(keys)-1] // the counter's name
+			}
+			if legacy {
 				keys = append(keys, s.prefix+group+":"+items[i].Key)
 			}
 			args = append(args, items[i].Token)
