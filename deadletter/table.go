@@ -189,11 +189,18 @@ func (d *Table) HasParked(ctx context.Context, group, shardingKey string, before
 // keeps the chain's origin row (replayOf) locked from its read to its
 // commit, and ReplayReceived waits for that lock before it marks, so such
 // a replay is marked Replayed too, never left Replaying behind its report.
+//
+// It runs in READ COMMITTED: its UPDATE finds the chain's row through the
+// (group, status) index, and under REPEATABLE READ it would lock the
+// index's gaps and every Replaying row it reads, where a Replay of
+// another chain, holding one of those rows, waits to mark its own row
+// Replaying: a deadlock. In READ COMMITTED it locks only the row it marks,
+// and reads the latest committed status.
 func (d *Table) ReplayReceived(ctx context.Context, group string, replayOf int64) error {
 	if err := sqldb.CheckSession(ctx, d.db); err != nil {
 		return fmt.Errorf("deadletter: replay of %d received: %w", replayOf, err)
 	}
-	tx, err := d.db.BeginTxx(ctx, nil)
+	tx, err := d.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return fmt.Errorf("deadletter: replay of %d received: %w", replayOf, err)
 	}
