@@ -55,9 +55,27 @@ func mustSub(f embed.FS, dir string) fs.FS {
 // VersionTable is where the applied schema version is recorded.
 const VersionTable = "reliablemq_schema_version"
 
+// Option configures [NewProvider].
+type Option func(*session)
+
+// OnLockWait has waiting report the wait for the lock that another run
+// against the same database holds (see [NewProvider]): when it begins and
+// every 5 s, with the MySQL connection id of the holder (0 if it let go
+// meanwhile), which SHOW PROCESSLIST shows and KILL ends.
+func OnLockWait(waiting func(holder int64)) Option {
+	return func(s *session) { s.waiting = waiting }
+}
+
 // NewProvider returns a goose provider for db (a MySQL or MariaDB
 // database) over [FS], for callers that want status, up-to or down-to.
-func NewProvider(db *sql.DB) (*goose.Provider, error) {
+// Its operations hold a lock named after the database, so two runs
+// against one database take turns; a run waits for the lock until its
+// ctx ends (the error then names the holder's connection).
+func NewProvider(db *sql.DB, opts ...Option) (*goose.Provider, error) {
+	var sess session
+	for _, o := range opts {
+		o(&sess)
+	}
 	store, err := database.NewStore(database.DialectMySQL, VersionTable)
 	if err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
@@ -71,7 +89,7 @@ func NewProvider(db *sql.DB) (*goose.Provider, error) {
 	}
 	p, err := goose.NewProvider(goose.DialectCustom, db, FS,
 		goose.WithStore(versionStore{ext}), goose.WithDisableGlobalRegistry(true),
-		goose.WithSessionLocker(session{}))
+		goose.WithSessionLocker(sess))
 	if err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
@@ -100,18 +118,22 @@ const strictMode = "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
 // restoring the session's own afterwards (a connection whose settings
 // could not be restored is discarded, never put back in the caller's
 // pool).
-type session struct{}
+type session struct {
+	waiting func(holder int64) // OnLockWait's; nil: wait silently
+}
 
 // lockWait bounds one wait for the lock in the server: waiting in rounds
 // lets a cancelled ctx end the wait within it, without leaving a server
 // thread queued for the lock after the client gave up.
 const lockWait = 5
 
-func (session) SessionLock(ctx context.Context, conn *sql.Conn) error {
-	for {
+func (s session) SessionLock(ctx context.Context, conn *sql.Conn) error {
+	var holder int64 // the connection that held the lock in the last round
+	// The first try does not wait, so a run that waits knows for whom.
+	for wait := 0; ; wait = lockWait {
 		var got sql.NullInt64
-		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK("+lockName+", "+strconv.Itoa(lockWait)+")").Scan(&got); err != nil {
-			return fmt.Errorf("migrations: lock: %w", err)
+		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK("+lockName+", "+strconv.Itoa(wait)+")").Scan(&got); err != nil {
+			return fmt.Errorf("migrations: lock: %w%s", err, heldBy(holder))
 		}
 		if !got.Valid {
 			return errors.New("migrations: no database selected: the DSN must name the database to migrate")
@@ -120,7 +142,15 @@ func (session) SessionLock(ctx context.Context, conn *sql.Conn) error {
 			break
 		}
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("migrations: lock: %w", err)
+			return fmt.Errorf("migrations: lock: %w%s", err, heldBy(holder))
+		}
+		var h sql.NullInt64
+		if err := conn.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+lockName+")").Scan(&h); err != nil {
+			return fmt.Errorf("migrations: lock: %w%s", err, heldBy(holder))
+		}
+		holder = h.Int64
+		if s.waiting != nil {
+			s.waiting(holder)
 		}
 	}
 	if _, err := conn.ExecContext(ctx, "SET @reliablemq_sql_mode = @@SESSION.sql_mode, @reliablemq_time_zone = @@SESSION.time_zone,"+
@@ -139,6 +169,15 @@ func (session) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
 		return errors.Join(fmt.Errorf("migrations: unlock: %w", err), discard(conn))
 	}
 	return nil
+}
+
+// heldBy names the connection that held the lock, for the error of a run
+// that gave up waiting for it.
+func heldBy(holder int64) string {
+	if holder == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (waiting for the migration lock, held by MySQL connection %d: another run, or the connection of a crashed one that the server has not dropped yet; KILL %d ends it)", holder, holder)
 }
 
 // discard makes the pool drop conn when it is closed, ending its session

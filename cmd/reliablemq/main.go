@@ -95,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "dev-broker":
 		err = devBroker(ctx, args[1:], stdout)
 	case "migrate":
-		err = migrate(ctx, args[1:], stdout)
+		err = migrate(ctx, args[1:], stdout, stderr)
 	case "reconcile":
 		err = reconcileCmd(ctx, args[1:], stdout, stderr)
 	case "dead":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,7 +19,7 @@ const migrateUsage = `usage: reliablemq migrate [-dsn DSN] up|down|status
 
 `
 
-func migrate(ctx context.Context, args []string, stdout io.Writer) error {
+func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	setUsage(fs, migrateUsage)
 	dsn := dsnFlag(fs)
@@ -40,21 +41,33 @@ func migrate(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	defer db.Close()
-	p, err := migrations.NewProvider(db.DB)
+	p, err := migrations.NewProvider(db.DB, migrations.OnLockWait(func(holder int64) {
+		fmt.Fprintf(stderr, "waiting for the migration lock, held by MySQL connection %d (another migrate run, or a crashed one's connection the server has not dropped yet)\n", holder)
+	}))
 	if err != nil {
 		return err
 	}
 	switch action {
 	case "up":
 		res, err := p.Up(ctx)
+		// A failed run lists what it applied before the migration that
+		// failed: those stay applied.
+		var partial *goose.PartialError
+		if errors.As(err, &partial) {
+			res = partial.Applied
+		}
 		for _, r := range res {
 			fmt.Fprintf(stdout, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(1e6))
+		}
+		if partial != nil {
+			return fmt.Errorf("migrate up: %s failed (earlier statements of it may have applied: MySQL commits each DDL statement): %w",
+				partial.Failed.Source.Path, partial.Err)
 		}
 		if err != nil {
 			return fmt.Errorf("migrate up: %w", err)
 		}
 		if len(res) == 0 {
-			fmt.Fprintln(stdout, "already up to date")
+			return upToDate(ctx, p, stdout)
 		}
 	case "down":
 		r, err := p.Down(ctx)
@@ -87,5 +100,24 @@ func migrate(ctx context.Context, args []string, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "%-28s %-8s %s\n", s.Source.Path, s.State, at)
 		}
 	}
+	return nil
+}
+
+// upToDate says that up had nothing to apply, and whether the database is
+// at a version this binary does not know (a newer release migrated it).
+func upToDate(ctx context.Context, p *goose.Provider, stdout io.Writer) error {
+	have, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate up: %w", err)
+	}
+	var latest int64
+	for _, src := range p.ListSources() {
+		latest = max(latest, src.Version)
+	}
+	if have > latest {
+		fmt.Fprintf(stdout, "nothing applied: the database is at version %d, newer than this binary's latest (%d)\n", have, latest)
+		return nil
+	}
+	fmt.Fprintf(stdout, "already up to date (version %d)\n", have)
 	return nil
 }
