@@ -24,6 +24,7 @@ type TxGuard struct {
 	retention time.Duration
 	q         queries
 	takeOver  string
+	state     string
 	names     *sqldb.Names
 }
 
@@ -49,6 +50,8 @@ func NewTxGuard(db *sqlx.DB, group string, opts ...TxGuardOption) (*TxGuard, err
 		// and " AND status = 2 AND expires_at < UTC_TIMESTAMP(6)": a done
 		// marker past its retention is taken over in place.
 		takeOver: "UPDATE " + sqldb.Quote(c.table) + " SET status = 2, attempts = 1, token = ",
+		// Followed by the key and " LOCK IN SHARE MODE".
+		state: "SELECT status, expires_at < UTC_TIMESTAMP(6) AS expired FROM " + sqldb.Quote(c.table),
 	}, nil
 }
 
@@ -70,40 +73,28 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 	if err := g.names.Check(ctx, g.db); err != nil {
 		return 0, fmt.Errorf("idempotency: %w", err)
 	}
-	tx, err := g.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("idempotency: begin: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	h := sqldb.Hash(key)
-	token := token.New()
-	query, args := appendRow(statement(g.q.insert, key), g.group, h, key, statusDone, token, g.retention).Query()
-	_, err = sqldb.Exec(ctx, tx, query, args...)
-	if sqldb.IsDuplicate(err) {
-		var res sql.Result
-		query, args = appendKey(appendLease(statement(g.takeOver, ""), token, g.retention), g.group, h).
-			SQL(" AND status = 2 AND expires_at < UTC_TIMESTAMP(6)").Query()
-		res, err = sqldb.Exec(ctx, tx, query, args...)
+	var tx *sqlx.Tx
+	for attempt := 1; ; attempt++ {
+		var o Outcome
+		var err error
+		tx, o, err = g.record(ctx, key)
+		if err == nil && o == Acquired {
+			break
+		}
+		if tx != nil {
+			tx.Rollback() //nolint:errcheck // nothing was written but the marker
+		}
 		if err == nil {
-			var n int64
-			if n, err = res.RowsAffected(); err == nil && n == 0 {
-				var status int
-				query, args = appendKey(statement(g.q.status, ""), g.group, h).SQL(" LOCK IN SHARE MODE").Query()
-				if err = sqldb.Get(ctx, tx, &status, query, args...); err == nil {
-					if status == statusDone {
-						return Done, nil
-					}
-					return Busy, nil
-				}
-				if errors.Is(err, sql.ErrNoRows) {
-					err = errors.New("key removed while checking it; retry")
-				}
-			}
+			return o, nil
+		}
+		// A victim of InnoDB's deadlock detection had its transaction
+		// rolled back before fn ran: begin again. Duplicates racing a
+		// first delivery that rolled back can end so.
+		if !sqldb.IsDeadlock(err) || attempt == 3 {
+			return 0, fmt.Errorf("idempotency: record %s: %w", quoted(key), err)
 		}
 	}
-	if err != nil {
-		return 0, fmt.Errorf("idempotency: record %s: %w", quoted(key), err)
-	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	if err := fn(ctx, tx); err != nil {
 		return Acquired, err
 	}
@@ -111,4 +102,53 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 		return Acquired, fmt.Errorf("idempotency: commit %s: %w", quoted(key), err)
 	}
 	return Acquired, nil
+}
+
+// record begins Do's transaction and writes key's done marker in it:
+// Acquired with the transaction, or Done or Busy (with the transaction to
+// roll back) when the key has a row that is not an expired done marker.
+// The row's state is read under the shared lock the duplicate insert
+// took, so duplicates waiting on a first delivery's row read it together
+// once it commits; only an expired marker is taken over (an exclusive
+// lock), as a duplicate's exclusive lock after the shared one deadlocked
+// with the other duplicates holding theirs.
+func (g *TxGuard) record(ctx context.Context, key string) (*sqlx.Tx, Outcome, error) {
+	tx, err := g.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("begin: %w", err)
+	}
+	h := sqldb.Hash(key)
+	token := token.New()
+	query, args := appendRow(statement(g.q.insert, key), g.group, h, key, statusDone, token, g.retention).Query()
+	_, err = sqldb.Exec(ctx, tx, query, args...)
+	if err == nil || !sqldb.IsDuplicate(err) {
+		return tx, Acquired, err
+	}
+	var row struct {
+		Status  int  `db:"status"`
+		Expired bool `db:"expired"`
+	}
+	query, args = appendKey(statement(g.state, ""), g.group, h).SQL(" LOCK IN SHARE MODE").Query()
+	switch err = sqldb.Get(ctx, tx, &row, query, args...); {
+	case errors.Is(err, sql.ErrNoRows):
+		return tx, 0, errors.New("key removed while checking it; retry")
+	case err != nil:
+		return tx, 0, err
+	case row.Status != statusDone:
+		return tx, Busy, nil
+	case !row.Expired:
+		return tx, Done, nil
+	}
+	query, args = appendKey(appendLease(statement(g.takeOver, ""), token, g.retention), g.group, h).
+		SQL(" AND status = 2 AND expires_at < UTC_TIMESTAMP(6)").Query()
+	res, err := sqldb.Exec(ctx, tx, query, args...)
+	if err != nil {
+		return tx, 0, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return tx, 0, err
+	} else if n == 0 { // the shared lock kept the row as it was read
+		return tx, 0, errors.New("expired marker not taken over; retry")
+	}
+	return tx, Acquired, nil
 }

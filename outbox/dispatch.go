@@ -38,15 +38,23 @@ func (r *Relay) ResendUnconfirmed(ctx context.Context, timeout time.Duration, li
 
 func (r *Relay) claimAndSend(ctx context.Context, claim func(owner string) ([]*Row, error), resend bool) (BatchReport, error) {
 	owner := token.New()
+	// The lease runs from the claim on the database's clock: counted here
+	// from before it, this deadline comes no later than the lease's end.
+	deadline := r.now().Add(r.cfg.lease)
 	rows, err := claim(owner)
 	if err != nil || len(rows) == 0 {
 		return BatchReport{}, err
 	}
-	return r.sendRows(ctx, owner, rows, resend, false)
+	return r.sendRows(ctx, owner, rows, resend, false, deadline)
 }
 
-// sendRows sends rows owner holds, in id order.
-func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend, shared bool) (BatchReport, error) {
+// sendRows sends rows owner holds, in id order. With a deadline (the
+// claim's lease end), a batch the broker slows down does not outlast its
+// claim: from half the lease on, sent rows are marked as they are sent
+// (rather than together after the batch), and no send starts after the
+// deadline (those rows are due again, to be claimed anew). Past the lease
+// another claim may take a row and send it a second time.
+func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend, shared bool, deadline time.Time) (BatchReport, error) {
 	groups := map[string][]*Row{}
 	var order []string
 	for _, row := range rows {
@@ -68,21 +76,55 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 		wg     sync.WaitGroup
 		sem    = make(chan struct{}, r.cfg.concurrency)
 	)
+	early := false // past half the lease: rows are marked as they are sent
+	markNow := func() {
+		mu.Lock()
+		chunk := sent
+		sent, early = nil, true
+		mu.Unlock()
+		n, lost, err := r.markBatch(ctx, owner, chunk, resend)
+		mu.Lock()
+		report.Sent += n
+		report.LostClaims += lost
+		if err != nil {
+			errs = append(errs, err)
+		}
+		mu.Unlock()
+	}
+	stop := make(chan struct{})
+	var timer sync.WaitGroup
+	if !shared && !deadline.IsZero() {
+		timer.Go(func() {
+			t := time.NewTimer(deadline.Add(-r.cfg.lease / 2).Sub(r.now()))
+			defer t.Stop()
+			select {
+			case <-stop:
+			case <-t.C:
+				markNow()
+			}
+		})
+	}
 	for _, g := range order {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			rep, done, err := r.sendGroup(ctx, owner, groups[g], resend)
+			rep, done, err := r.sendGroup(ctx, owner, groups[g], resend, deadline)
 			mu.Lock()
 			report.Add(rep)
 			sent = append(sent, done...)
 			if err != nil {
 				errs = append(errs, err)
 			}
+			now := early && len(sent) > 0
 			mu.Unlock()
+			if now {
+				markNow()
+			}
 		})
 	}
 	wg.Wait()
+	close(stop)
+	timer.Wait()
 	// Unordered rows are marked Sent together, a chunk per statement;
 	// after a Transact, together with other Transact calls' rows.
 	if shared && len(sent) > 0 {
@@ -93,10 +135,23 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 		}
 		sent = nil
 	}
+	n, lost, err := r.markBatch(ctx, owner, sent, resend)
+	report.Sent += n
+	report.LostClaims += lost
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return report, errors.Join(errs...)
+}
+
+// markBatch marks sent rows owner holds Sent, a chunk per statement, and
+// returns how many it marked and how many another claim had taken.
+func (r *Relay) markBatch(ctx context.Context, owner string, sent []sentRow, resend bool) (marked, lost int, err error) {
 	// One bound for all the chunks: a stopping job outlives its ctx by
 	// markFlushTimeout at most, not by that much per chunk.
 	mctx, cancel := markContext(ctx)
 	defer cancel()
+	var errs []error
 	for len(sent) > 0 {
 		chunk := sent[:min(len(sent), markChunk)]
 		sent = sent[len(chunk):]
@@ -105,13 +160,13 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 			errs = append(errs, err)
 			continue
 		}
-		report.Sent += int(n)
-		report.LostClaims += len(chunk) - int(n)
+		marked += int(n)
+		lost += len(chunk) - int(n)
 		for range len(chunk) - int(n) {
 			r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.ClaimLost, Reason: "outbox"})
 		}
 	}
-	return report, errors.Join(errs...)
+	return marked, lost, errors.Join(errs...)
 }
 
 // markChunk bounds the rows one batched mark updates.
@@ -184,8 +239,13 @@ const blockedRetry = time.Second
 // sendGroup sends one group's rows. An ordered group's rows are marked
 // one by one before the next is sent; an unordered row is returned in
 // done, for the batched mark.
-func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend bool) (rep BatchReport, done []sentRow, err error) {
+func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend bool, deadline time.Time) (rep BatchReport, done []sentRow, err error) {
 	for i, row := range rows {
+		if !deadline.IsZero() && !r.now().Before(deadline) {
+			// The claim ran out: the rows left are due again, for a new
+			// claim to send (this one would send them a second time).
+			return rep, done, nil
+		}
 		if row.ShardingKey != "" && !resend {
 			blocked, err := r.store.hasUnsentPredecessor(ctx, row)
 			if err != nil {

@@ -47,6 +47,13 @@ func (s *fakeStore) advance(d time.Duration) {
 	s.now = s.now.Add(d)
 }
 
+// clock is the store's time, for the relay's own lease deadlines.
+func (s *fakeStore) clock() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.now
+}
+
 func (s *fakeStore) copyOf(r *fakeRow) *Row {
 	c := r.Row
 	c.Properties = maps.Clone(r.Properties)

@@ -23,6 +23,7 @@ type Relay struct {
 	pub   Publisher
 	cfg   config
 	marks *combine.Batcher[*markReq]
+	now   func() time.Time // the clock claims' leases are counted on here
 }
 
 // NewRelay returns a relay over db's outbox table, sending through pub.
@@ -67,7 +68,7 @@ func newConfig(opts []Option) (config, error) {
 
 // newRelay returns a relay whose rows live in s.
 func newRelay(s rowStore, pub Publisher, c config) *Relay {
-	r := &Relay{store: s, pub: pub, cfg: c}
+	r := &Relay{store: s, pub: pub, cfg: c, now: time.Now}
 	r.marks = combine.New(markRequests, r.flushMarks)
 	return r
 }
@@ -198,7 +199,7 @@ func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) erro
 	if len(t.rows) > 0 {
 		// The rows are claimed by this transaction's token: send them from
 		// memory, no claim or reload needed.
-		if _, err := r.sendRows(ctx, t.owner, t.rows, false, true); err != nil {
+		if _, err := r.sendRows(ctx, t.owner, t.rows, false, true, time.Time{}); err != nil {
 			r.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "dispatch after commit failed; reconcile will send",
 				slog.Int("rows", len(t.rows)), slog.Any("error", err))
 		}

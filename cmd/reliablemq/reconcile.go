@@ -123,6 +123,13 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var progressMu sync.Mutex // batch hooks come from two claim loops
 	var lastProgress time.Time
 	var progressed int
+	// A run's progress line comes only once it has run 2 s: a short run
+	// prints its summary line alone.
+	startRun := func() {
+		progressMu.Lock()
+		defer progressMu.Unlock()
+		progressed, lastProgress = 0, time.Now()
+	}
 	job, err := reconcile.New(relay, reconcile.WithLogger(quiet), reconcile.WithBatch(*batch),
 		reconcile.WithConfirmTimeout(*confirm), reconcile.WithRetention(*retention),
 		reconcile.WithBatchHook(func(_ context.Context, b outbox.BatchReport) {
@@ -153,15 +160,14 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	rc := &reconciler{job: job, names: names, pub: pub, m: m, stdout: stdout}
 	if *once {
+		startRun()
 		return rc.run(ctx, true)
 	}
 	for {
+		startRun()
 		if err := rc.run(ctx, false); err != nil && ctx.Err() == nil {
 			fmt.Fprintln(stderr, "reliablemq:", &oneLine{err})
 		}
-		progressMu.Lock()
-		progressed = 0
-		progressMu.Unlock()
 		now := time.Now()
 		t := time.NewTimer(sched.Next(now).Sub(now))
 		select {

@@ -34,6 +34,9 @@ func recordCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.NArg() > 0 {
 		return usagef("record: unexpected argument %q", fs.Arg(0))
 	}
+	if *namesrv == "" {
+		*namesrv = os.Getenv("RMQ_NAMESRV") // as every command's -namesrv
+	}
 	addrs := remoting.SplitAddrs(*namesrv)
 	switch {
 	case len(addrs) == 0:

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -54,10 +55,16 @@ func run(ctx context.Context, out io.Writer) error {
 			_, err := tx.ExecContext(ctx, "INSERT INTO coupons (order_id, amount) VALUES (?, 5)", consumer.Key(m))
 			return err
 		})
-		if outcome == idempotency.Done {
+		switch {
+		case err != nil:
+			return err
+		case outcome == idempotency.Busy:
+			// A claim-mode guard of the group holds the key: retry, never ack.
+			return errors.New("order-paid: key busy")
+		case outcome == idempotency.Done:
 			skipped.Add(1)
 		}
-		return err
+		return nil
 	}, consumer.WithParker(dead))
 	if err != nil {
 		return err

@@ -1,8 +1,10 @@
 // Command order-timeout closes orders left unpaid for 30 minutes with a
-// delayed message: placing an order sends "close o-N if unpaid" delayed by
-// 30 minutes (the broker's 30m delay level); the consumer closes it only if
-// it is still unpaid, so a paid order is left alone and a redelivery is
-// harmless. On rmqtest the program moves the broker's clock instead of
+// delayed message: placing an order enqueues "close o-N if unpaid" delayed
+// by 30 minutes (the broker's 30m delay level) in the order's own
+// transaction, through the outbox, so an order placed is never left
+// without its close check (a send that fails after the commit stays in
+// the outbox for reconcile); the consumer closes it only if it is still
+// unpaid, so a paid order is left alone and a redelivery is harmless. On rmqtest the program moves the broker's clock instead of
 // waiting; on a real broker pass -delay to wait less.
 package main
 
@@ -18,6 +20,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/examples/internal/exampleenv"
+	"github.com/seed157d4c4d/reliablemq/outbox"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -58,9 +61,21 @@ func run(ctx context.Context, out io.Writer, delay time.Duration) error {
 	}
 	defer p.Close()
 
+	relay, err := outbox.NewRelay(env.DB, p)
+	if err != nil {
+		return err
+	}
 	for _, id := range []string{"o-1", "o-2"} {
-		env.DB.MustExec("INSERT INTO orders (id, status) VALUES (?, 'unpaid')", id)
-		if _, err := p.Send(ctx, producer.Message{Topic: "order-timeout", Keys: []string{id}, Body: []byte(id), Delay: delay}); err != nil {
+		// The order and its close check commit together: an order is never
+		// left unpaid for ever because the process died before sending.
+		err := relay.Transact(ctx, func(ctx context.Context, tx *outbox.Tx) error {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO orders (id, status) VALUES (?, 'unpaid')", id); err != nil {
+				return err
+			}
+			_, err := tx.Enqueue(ctx, outbox.Message{Topic: "order-timeout", Key: id, Body: []byte(id), Delay: delay})
+			return err
+		})
+		if err != nil {
 			return err
 		}
 	}
