@@ -4,8 +4,9 @@
 // transaction, through the outbox, so an order placed is never left
 // without its close check (a send that fails after the commit stays in
 // the outbox for reconcile); the consumer closes it only if it is still
-// unpaid, so a paid order is left alone and a redelivery is harmless. On rmqtest the program moves the broker's clock instead of
-// waiting; on a real broker pass -delay to wait less.
+// unpaid, so a paid order is left alone and a redelivery is harmless. On
+// rmqtest the program moves the broker's clock instead of waiting; on a
+// real broker pass -delay to wait less.
 package main
 
 import (
