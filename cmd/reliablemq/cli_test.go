@@ -326,6 +326,10 @@ func TestCLI(t *testing.T) {
 
 		// migrate
 		{name: "migrate -h", args: []string{"migrate", "-h"}, stdout: "usage: reliablemq migrate"},
+		{name: "help migrate", args: []string{"help", "migrate"}, stdout: "usage: reliablemq migrate"},
+		{name: "help dead", args: []string{"help", "dead"}, stdout: "usage: reliablemq dead"},
+		{name: "help of an unknown command", args: []string{"help", "sideways"}, code: 2, errText: "unknown command"},
+		{name: "help, two commands", args: []string{"help", "dead", "lag"}, code: 2, errText: `unexpected argument "lag"`},
 		{name: "migrate status from MYSQL_DSN", args: []string{"migrate", "status"}, stdout: "00007_text_and_tags.sql"},
 		{name: "migrate up, -dsn after the action", args: []string{"migrate", "up", "-dsn", dsn}, stdout: "already up to date"},
 		{name: "migrate status, -dsn before the action", args: []string{"migrate", "-dsn", dsn, "status"}, stdout: "applied"},

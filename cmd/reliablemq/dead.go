@@ -201,7 +201,7 @@ func deadReplay(ctx context.Context, table *deadletter.Table, id int64, f deadFl
 	if err := table.Replay(ctx, id, p, *f.reason); err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}
-	_, err = fmt.Fprintf(stdout, "replayed %d\n", id)
+	_, err = fmt.Fprintf(stdout, "replayed %d: sent again; it stays replaying until its group's consumer receives it\n", id)
 	return err
 }
 

@@ -108,6 +108,13 @@ func lagCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}
 	}
+	if *group != "" && len(rows) == 0 && len(problems) == 0 {
+		// A group no broker has a subscription config for never consumed
+		// here: a misspelt name must not read as no lag.
+		if err := knownGroup(ctx, brokers, groups[0], creds); err != nil {
+			return fmt.Errorf("lag: %w", err)
+		}
+	}
 	slices.SortFunc(rows, func(a, b lagRow) int {
 		return cmp.Or(cmp.Compare(b.Lag, a.Lag), cmp.Compare(a.Group, b.Group), cmp.Compare(a.Topic, b.Topic),
 			cmp.Compare(a.Broker, b.Broker), cmp.Compare(a.Queue, b.Queue))
@@ -137,6 +144,24 @@ func lagCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("lag: %w", errors.Join(problems...))
 	}
 	return nil
+}
+
+// knownGroup fails unless some broker has a subscription config for
+// group (brokers create one when a consumer of the group first reports
+// in).
+func knownGroup(ctx context.Context, brokers []remoting.Broker, group string, creds remoting.Credentials) error {
+	var errs []error
+	for _, b := range brokers {
+		gs, err := remoting.SubscriptionGroups(ctx, b.Addr, creds)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("broker %s: %w", b.Name, err))
+			continue
+		}
+		if slices.Contains(gs, group) {
+			return nil
+		}
+	}
+	return errors.Join(append(errs, fmt.Errorf("group %q: no broker knows it (no consumer of it ever reported in): check the name and -namespace", group))...)
 }
 
 func printLag(w io.Writer, rows []lagRow, total lagRow, groups []string) error {

@@ -78,6 +78,14 @@ func TestLagCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("a group no broker knows", func(t *testing.T) {
+		// A misspelt group must not read as a group with no lag.
+		out, errOut, code := runBinary(t, bin, "lag", "-group", group+"-typo", "-namesrv", env.Namesrv)
+		if code != 1 || !strings.Contains(errOut, group+"-typo") || !strings.Contains(errOut, "no broker knows it") {
+			t.Fatalf("exit %d, stderr %q\n%s", code, errOut, out)
+		}
+	})
+
 	t.Run("all groups as JSON", func(t *testing.T) {
 		out, errOut, code := runBinary(t, bin, "lag", "-json", "-namesrv", env.Namesrv)
 		if code != 0 || errOut != "" {

@@ -109,6 +109,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "trace":
 		err = traceCmd(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
+		if args[0] == "help" && len(args) > 1 { // "help dead" is "dead -h"
+			if len(args) > 2 {
+				return usagef("help: unexpected argument %q", args[2])
+			}
+			if !slices.Contains(strings.Split(commands, ", "), args[1]) {
+				return usagef("help: %s: unknown command; give one of %s", args[1], commands)
+			}
+			return run(ctx, []string{args[1], "-h"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
