@@ -23,7 +23,7 @@
 // flag, a missing or extra argument, a bad flag value or DSN: nothing was
 // attempted). Every failure prints exactly one line on stderr,
 // "reliablemq: <command>: ...". reconcile -once exits 1 also when a send
-// failed or a row went dead. -h prints a command's help on stdout and
+// failed or a row went dead in that run. -h prints a command's help on stdout and
 // exits 0. Passwords (of -dsn, MYSQL_DSN or any DSN-like argument) and
 // RMQ_SECRET_KEY are never printed: the commands do not print them, and
 // all output is masked as well.
