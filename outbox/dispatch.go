@@ -241,11 +241,6 @@ const blockedRetry = time.Second
 // done, for the batched mark.
 func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend bool, deadline time.Time) (rep BatchReport, done []sentRow, err error) {
 	for i, row := range rows {
-		if !deadline.IsZero() && !r.now().Before(deadline) {
-			// The claim ran out: the rows left are due again, for a new
-			// claim to send (this one would send them a second time).
-			return rep, done, nil
-		}
 		if row.ShardingKey != "" && !resend {
 			blocked, err := r.store.hasUnsentPredecessor(ctx, row)
 			if err != nil {
@@ -265,6 +260,13 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 				r.dead(ctx, row, "unconfirmed after resends", "unconfirmed", &rep)
 			}
 			continue
+		}
+		if !deadline.IsZero() && !r.now().Before(deadline) {
+			// The claim ran out (checked last before the send: the
+			// predecessor query may be what outlasted it): the rows left
+			// are due again, for a new claim to send (this one would send
+			// them a second time).
+			return rep, done, nil
 		}
 		res, sendErr := r.pub.Send(ctx, row.producerMessage())
 		sent := sendErr == nil || producer.IsNotDurable(sendErr)
