@@ -47,8 +47,9 @@ func NewTxGuard(db *sqlx.DB, group string, opts ...TxGuardOption) (*TxGuard, err
 	return &TxGuard{
 		db: db, group: group, retention: c.retention, q: newQueries(c.table), names: sqldb.NewNames(c.table, "consumer_group"),
 		// Followed by the token and the retention (appendLease), the key
-		// and " AND status = 2 AND expires_at < UTC_TIMESTAMP(6)": a done
-		// marker past its retention is taken over in place.
+		// and " AND expires_at < UTC_TIMESTAMP(6)": an expired row (a done
+		// marker past its retention, a claim past its lease or released)
+		// is taken over in place.
 		takeOver: "UPDATE " + sqldb.Quote(c.table) + " SET status = 2, attempts = 1, token = ",
 		// Followed by the key and " LOCK IN SHARE MODE".
 		state: "SELECT status, expires_at < UTC_TIMESTAMP(6) AS expired FROM " + sqldb.Quote(c.table),
@@ -57,7 +58,9 @@ func NewTxGuard(db *sqlx.DB, group string, opts ...TxGuardOption) (*TxGuard, err
 
 // Do runs fn in a new transaction that also records key as done. When the
 // key is already done (within retention) fn does not run and Do returns
-// Done. Busy means a claim-mode [Guard] on the same group holds the key.
+// Done. Busy means a claim-mode [Guard] on the same group holds the key
+// (its lease has not ended: a claim whose lease ended, or that was
+// released, is taken over).
 // fn's error rolls everything back and is returned as is; so is a commit
 // error, after which the outcome is unknown (a redelivery settles it).
 func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *sqlx.Tx) error) (Outcome, error) {
@@ -134,13 +137,16 @@ func (g *TxGuard) record(ctx context.Context, key string) (*sqlx.Tx, Outcome, er
 		return tx, 0, errors.New("key removed while checking it; retry")
 	case err != nil:
 		return tx, 0, err
-	case row.Status != statusDone:
-		return tx, Busy, nil
-	case !row.Expired:
+	case !row.Expired && row.Status == statusDone:
 		return tx, Done, nil
+	case !row.Expired:
+		return tx, Busy, nil
 	}
+	// An expired row: a done marker past its retention, or the claim of
+	// a claim-mode Guard whose lease ended (its holder died) or that it
+	// released; the claim-mode guard would take it over as well.
 	query, args = appendKey(appendLease(statement(g.takeOver, ""), token, g.retention), g.group, h).
-		SQL(" AND status = 2 AND expires_at < UTC_TIMESTAMP(6)").Query()
+		SQL(" AND expires_at < UTC_TIMESTAMP(6)").Query()
 	res, err := sqldb.Exec(ctx, tx, query, args...)
 	if err != nil {
 		return tx, 0, err
@@ -148,7 +154,7 @@ func (g *TxGuard) record(ctx context.Context, key string) (*sqlx.Tx, Outcome, er
 	if n, err := res.RowsAffected(); err != nil {
 		return tx, 0, err
 	} else if n == 0 { // the shared lock kept the row as it was read
-		return tx, 0, errors.New("expired marker not taken over; retry")
+		return tx, 0, errors.New("expired row not taken over; retry")
 	}
 	return tx, Acquired, nil
 }

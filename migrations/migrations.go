@@ -60,8 +60,8 @@ type Option func(*session)
 
 // OnLockWait has waiting report the wait for the lock that another run
 // against the same database holds (see [NewProvider]): when it begins and
-// every 5 s, with the MySQL connection id of the holder (0 if it let go
-// meanwhile), which SHOW PROCESSLIST shows and KILL ends.
+// every 5 s, with the MySQL connection id of the holder, which SHOW
+// PROCESSLIST shows and KILL ends.
 func OnLockWait(waiting func(holder int64)) Option {
 	return func(s *session) { s.waiting = waiting }
 }
@@ -130,7 +130,7 @@ const lockWait = 5
 func (s session) SessionLock(ctx context.Context, conn *sql.Conn) error {
 	var holder int64 // the connection that held the lock in the last round
 	// The first try does not wait, so a run that waits knows for whom.
-	for wait := 0; ; wait = lockWait {
+	for wait := 0; ; {
 		var got sql.NullInt64
 		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK("+lockName+", "+strconv.Itoa(wait)+")").Scan(&got); err != nil {
 			return fmt.Errorf("migrations: lock: %w%s", err, heldBy(holder))
@@ -148,7 +148,11 @@ func (s session) SessionLock(ctx context.Context, conn *sql.Conn) error {
 		if err := conn.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+lockName+")").Scan(&h); err != nil {
 			return fmt.Errorf("migrations: lock: %w%s", err, heldBy(holder))
 		}
-		holder = h.Int64
+		if !h.Valid { // the holder let go meanwhile: try again at once
+			wait = 0
+			continue
+		}
+		holder, wait = h.Int64, lockWait
 		if s.waiting != nil {
 			s.waiting(holder)
 		}

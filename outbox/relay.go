@@ -105,6 +105,10 @@ type Tx struct {
 	relay *Relay
 	owner string
 	rows  []*Row
+	// deadline is the end of the first row's claim, counted from before
+	// its insert: a transaction that commits later sends none of its rows
+	// (reconcile may have claimed them as soon as they were visible).
+	deadline time.Time
 }
 
 // ExecContext runs a statement in the transaction.
@@ -155,6 +159,9 @@ func (t *Tx) Enqueue(ctx context.Context, m Message) (int64, error) {
 	if err := validate(m); err != nil {
 		return 0, err
 	}
+	if t.deadline.IsZero() {
+		t.deadline = t.relay.now().Add(t.relay.cfg.lease)
+	}
 	id, created, err := t.relay.store.enqueue(ctx, t.tx, m, t.owner)
 	if err != nil {
 		return id, err
@@ -173,7 +180,10 @@ func (t *Tx) Enqueue(ctx context.Context, m Message) (int64, error) {
 // Pending. The returned error is only about the transaction. The rows are
 // written already claimed by this call for the relay's lease, so a
 // reconcile job does not race the send after commit; if the process dies
-// before sending, reconcile sends them once the lease ends. Rows the
+// before sending, reconcile sends them once the lease ends. The lease
+// runs from the first Enqueue: a transaction still open when it ends
+// sends nothing after its commit (reconcile may already be sending the
+// rows), and reconcile sends them; nor does a send start past it. Rows the
 // broker accepted are marked Sent even if ctx ends meanwhile: Transact may
 // return up to 10 s after ctx ends while their mark waits for a slow
 // database.
@@ -199,7 +209,7 @@ func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) erro
 	if len(t.rows) > 0 {
 		// The rows are claimed by this transaction's token: send them from
 		// memory, no claim or reload needed.
-		if _, err := r.sendRows(ctx, t.owner, t.rows, false, true, time.Time{}); err != nil {
+		if _, err := r.sendRows(ctx, t.owner, t.rows, false, true, t.deadline); err != nil {
 			r.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "dispatch after commit failed; reconcile will send",
 				slog.Int("rows", len(t.rows)), slog.Any("error", err))
 		}
