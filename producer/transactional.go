@@ -311,7 +311,8 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) (state prim
 	}
 	h.Topic = namespace.Strip(p.cfg.namespace, h.Topic)
 	if keys := ext.GetKeys(); keys != "" {
-		h.Keys = strings.Fields(keys)
+		// Split only at the separator: a key may hold other whitespace.
+		h.Keys = strings.Split(keys, primitive.PropertyKeySeparator)
 	}
 	h.MsgID = ext.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
 	if h.MsgID == "" {
