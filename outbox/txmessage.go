@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +46,8 @@ type TxMessenger struct {
 	q      queries
 	client *producer.Transactional
 	logger *slog.Logger
+	// names refuses a table whose topics compare case-insensitively.
+	names *sqldb.Names
 }
 
 // NewTxMessenger starts a transactional producer ([producer.NewTransactional])
@@ -69,7 +72,7 @@ func NewTxMessenger(db *sqlx.DB, nameServers []string, group string, opts ...TxO
 	if c.logger == nil {
 		c.logger = slog.Default()
 	}
-	m := &TxMessenger{db: db, q: newQueries(c.table), logger: c.logger}
+	m := &TxMessenger{db: db, q: newQueries(c.table), logger: c.logger, names: sqldb.NewNames(c.table, "topic")}
 	popts := []producer.TxOption{producer.WithLogger(c.logger), producer.WithHooks(c.hooks)}
 	if c.credentials != (producer.Credentials{}) {
 		popts = append(popts, producer.WithCredentials(c.credentials))
@@ -89,11 +92,14 @@ func NewTxMessenger(db *sqlx.DB, nameServers []string, group string, opts ...TxO
 // also records msg in the outbox table, and commits the message if and only
 // if that transaction commits. It returns nil when both committed; fn's
 // error (rolled back, message discarded); [ErrDuplicate]; or a send error,
-// in which case fn did not run. If the transaction's commit fails
+// in which case fn did not run. A ctx that ends before the commit, and a
+// panic in fn, roll both back at once (the panic then goes on); fn must
+// not end tx itself. If the transaction's commit fails
 // ambiguously, the error is returned and the broker's check-back settles
 // the message from the table. A message is refused ([ErrInvalidMessage])
 // exactly when the producer would refuse a plain send of it, and when it
-// has a delay.
+// has a delay. Like the relay, it refuses a table whose topics compare
+// case-insensitively (a schema from before migration 00004).
 func (m *TxMessenger) Send(ctx context.Context, msg Message, fn func(context.Context, *sqlx.Tx) error) error {
 	if err := validate(msg); err != nil {
 		return err
@@ -104,8 +110,22 @@ func (m *TxMessenger) Send(ctx context.Context, msg Message, fn func(context.Con
 	if err := sqldb.CheckSession(ctx, m.db); err != nil { // before the half message
 		return fmt.Errorf("outbox: %w", err)
 	}
+	if err := m.names.Check(ctx, m.db); err != nil {
+		return fmt.Errorf("outbox: send %s/%s: %w", msg.Topic, msg.Key, err)
+	}
 	var localErr error
-	res, err := m.client.SendInTransaction(ctx, msg.producerMessage(), func(ctx context.Context, msgID string) producer.TxState {
+	var fnPanic any
+	panicked := false
+	res, err := m.client.SendInTransaction(ctx, msg.producerMessage(), func(ctx context.Context, msgID string) (st producer.TxState) {
+		defer func() {
+			// fn panicked: its transaction was rolled back (local's
+			// deferred Rollback), so the half message is too, at once,
+			// before the panic goes on (left to a check-back, the key would
+			// be aborted for good).
+			if r := recover(); r != nil {
+				fnPanic, panicked, st = r, true, producer.TxRollback
+			}
+		}()
 		localErr = m.local(ctx, msg, fn, msgID)
 		switch {
 		case localErr == nil:
@@ -115,6 +135,9 @@ func (m *TxMessenger) Send(ctx context.Context, msg Message, fn func(context.Con
 		}
 		return producer.TxRollback
 	})
+	if panicked {
+		panic(fnPanic)
+	}
 	switch {
 	case errors.Is(err, producer.ErrClosed):
 		return ErrClosed
@@ -177,6 +200,13 @@ func (m *TxMessenger) local(ctx context.Context, msg Message, fn func(context.Co
 		return err
 	}
 	if err := tx.Commit(); err != nil {
+		// database/sql returns ctx's error, or ErrTxDone once ctx's end
+		// has rolled the transaction back, without sending the commit:
+		// certain, so the half message is rolled back at once. Anything
+		// else may have committed.
+		if ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, sql.ErrTxDone)) {
+			return fmt.Errorf("outbox: %s/%s: not committed: %w", msg.Topic, msg.Key, ctx.Err())
+		}
 		return fmt.Errorf("%w: %w", errCommitUnknown, err)
 	}
 	return nil

@@ -141,7 +141,9 @@ func NewTransactional(nameServers []string, group string, checker TxChecker, opt
 // then calls local with the message's client id, and commits or rolls back
 // the half message by local's answer. local is not called when the half
 // message was refused or not stored: the error is then a *[SendError], or
-// [ErrClosed]. A nil error means the broker stored the half message; the
+// [ErrClosed]; a [Transient] failure of the half message is retried first,
+// by the default [WithRetry] policy. A nil error means the broker stored
+// the half message; the
 // result's State says what it was told. Transactional messages cannot be
 // delayed. The commit or rollback is a one-way request: if it is lost, the
 // broker's check-back asks the [TxChecker].
@@ -171,16 +173,40 @@ func (p *Transactional) sendHalf(ctx context.Context, m Message, pm *primitive.M
 	call := &localCall{ctx: ctx, local: local}
 	p.pending.Store(pm, call)
 	defer p.pending.Delete(pm)
-	sctx, cancel := context.WithTimeout(ctx, p.cfg.sendTimeout)
-	defer cancel()
-	res, err := p.client.SendMessageInTransaction(sctx, pm)
-	msgID := pm.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
-	if err != nil {
+	// A [Transient] failure stored nothing and ran nothing: the half
+	// message is sent again, as a Producer's send is (the default
+	// [WithRetry] policy). The client fails the first sends of a topic
+	// made at once this way ("route info not found": v2.1.2 publishes the
+	// route it fetched for one of them only).
+	wait := p.cfg.backoff
+	var res *primitive.TransactionSendResult
+	var msgID string
+	attempt := 1
+	for ; ; attempt++ {
+		sctx, cancel := context.WithTimeout(ctx, p.cfg.sendTimeout)
+		var err error
+		res, err = p.client.SendMessageInTransaction(sctx, pm)
+		cancel()
+		msgID = pm.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
+		if err == nil {
+			break
+		}
 		outcome, code := classify(err)
-		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, MsgID: msgID, Outcome: outcome, Code: code, Attempts: 1,
-			Err: p.cfg.describe(ctx, err)}
+		if outcome != Transient || attempt >= p.cfg.attempts || call.ran {
+			return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, MsgID: msgID, Outcome: outcome, Code: code, Attempts: attempt,
+				Err: p.cfg.describe(ctx, err)}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, MsgID: msgID, Outcome: Transient, Code: code,
+				Attempts: attempt, Err: errors.Join(err, ctx.Err())}
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
 	}
-	r := TxResult{Result: Result{MsgID: msgID, Attempts: 1}, State: TxUnknown}
+	r := TxResult{Result: Result{MsgID: msgID, Attempts: attempt}, State: TxUnknown}
 	if res.SendResult != nil {
 		r.OffsetMsgID, r.QueueOffset = res.OffsetMsgID, res.QueueOffset
 		if res.MessageQueue != nil {
@@ -196,7 +222,7 @@ func (p *Transactional) sendHalf(ctx context.Context, m Message, pm *primitive.M
 	if !call.ran {
 		// The broker answered but not SEND_OK: the client rolled the half
 		// message back without running the local transaction.
-		return r, &SendError{Topic: m.Topic, Keys: m.Keys, MsgID: msgID, Outcome: Transient, Attempts: 1,
+		return r, &SendError{Topic: m.Topic, Keys: m.Keys, MsgID: msgID, Outcome: Transient, Attempts: attempt,
 			Err: errors.New("half message not stored durably; rolled back")}
 	}
 	return r, nil
@@ -311,7 +337,8 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) (state prim
 	}
 	h.Topic = namespace.Strip(p.cfg.namespace, h.Topic)
 	if keys := ext.GetKeys(); keys != "" {
-		h.Keys = strings.Fields(keys)
+		// Split only at the separator: a key may hold other whitespace.
+		h.Keys = strings.Split(keys, primitive.PropertyKeySeparator)
 	}
 	h.MsgID = ext.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
 	if h.MsgID == "" {
