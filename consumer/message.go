@@ -108,7 +108,7 @@ func fromClient(ext *primitive.MessageExt, ns, group string, m *Message) {
 		}
 	}
 	if keys != "" {
-		m.Keys = strings.Fields(keys)
+		m.Keys = remoting.SplitKeys(keys)
 	}
 	// A replay without its group was sent by an older version: taken as
 	// this group's, as that version did.

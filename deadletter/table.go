@@ -261,7 +261,7 @@ type row struct {
 
 func (r *row) entry() (*Entry, error) {
 	dl := &Entry{DeadLetter: consumer.DeadLetter{ID: r.ID, Group: r.Group, Topic: r.Topic, MsgID: r.MsgID,
-		Keys: strings.Fields(string(r.Keys)), Tag: string(r.Tags), ShardingKey: string(r.ShardingKey), Body: r.Body,
+		Keys: remoting.SplitKeys(string(r.Keys)), Tag: string(r.Tags), ShardingKey: string(r.ShardingKey), Body: r.Body,
 		Attempts: r.Attempts, LastError: r.LastError, Cause: consumer.Cause(r.Cause), ReplayOf: r.ReplayOf},
 		Status: Status(r.Status), Reason: r.Reason, CreatedAt: r.CreatedAt.Time, UpdatedAt: r.UpdatedAt.Time}
 	if err := json.Unmarshal(r.Properties, &dl.Properties); err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
-	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -338,7 +337,7 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) (state prim
 	h.Topic = namespace.Strip(p.cfg.namespace, h.Topic)
 	if keys := ext.GetKeys(); keys != "" {
 		// Split only at the separator: a key may hold other whitespace.
-		h.Keys = strings.Split(keys, primitive.PropertyKeySeparator)
+		h.Keys = remoting.SplitKeys(keys)
 	}
 	h.MsgID = ext.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
 	if h.MsgID == "" {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"strings"
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
@@ -41,7 +40,7 @@ func (m *message) export() Message {
 		QueueOffset:    m.QueueOffset,
 		MsgID:          id,
 		OffsetMsgID:    off,
-		Keys:           strings.Fields(m.props[remoting.PropKeys]),
+		Keys:           remoting.SplitKeys(m.props[remoting.PropKeys]),
 		Tags:           m.tags(),
 		Properties:     maps.Clone(m.props),
 		Body:           append([]byte(nil), m.Body...),

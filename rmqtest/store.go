@@ -3,7 +3,6 @@ package rmqtest
 import (
 	"math"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
@@ -94,7 +93,7 @@ func (b *Broker) putLocked(t *topic, queue int32, m *message) {
 	b.nextPhys += int64(len(m.encoded))
 	t.queues[queue] = append(t.queues[queue], m)
 	b.byPhys[m.PhysicalOffset] = m
-	keys := strings.Fields(m.props[remoting.PropKeys])
+	keys := remoting.SplitKeys(m.props[remoting.PropKeys])
 	if u := m.props[remoting.PropUniqKey]; u != "" {
 		keys = append(keys, u)
 	}

@@ -110,3 +110,10 @@ func IsSystemProperty(name string) bool {
 	}
 	return false
 }
+
+// SplitKeys splits a KEYS property into its keys. The broker separates
+// keys with a space, and a key may hold any other whitespace (a tab, a
+// no-break space), so the split is at spaces only.
+func SplitKeys(keys string) []string {
+	return strings.FieldsFunc(keys, func(r rune) bool { return r == ' ' })
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -40,7 +39,7 @@ func QueryByKey(ctx context.Context, creds Credentials, broker, topic, key strin
 			continue
 		}
 		props := DecodeProperties(m.Properties)
-		if props[PropUniqKey] == key || slices.Contains(strings.Fields(props[PropKeys]), key) {
+		if props[PropUniqKey] == key || slices.Contains(SplitKeys(props[PropKeys]), key) {
 			msgs = append(msgs, m)
 		}
 	}

@@ -2,7 +2,6 @@ package otel
 
 import (
 	"context"
-	"strings"
 
 	otelglobal "go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -11,6 +10,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/observe"
 )
 
@@ -101,7 +101,7 @@ func (t *tracing) handle(ctx context.Context, m observe.Message) (context.Contex
 	if m.MsgID != "" {
 		attrs = append(attrs, semconv.MessagingMessageID(m.MsgID))
 	}
-	if keys := strings.Fields(m.Key); len(keys) > 0 {
+	if keys := remoting.SplitKeys(m.Key); len(keys) > 0 {
 		attrs = append(attrs, semconv.MessagingRocketMQMessageKeys(keys...))
 	}
 	name := "process"
