@@ -17,8 +17,16 @@ import (
 // ErrDuplicate says a topic and key were already used: [Tx.Enqueue]
 // returns it with the existing row's id (nothing written, the transaction
 // usable); [TxMessenger.Send] returns it when the first transaction won
-// and this one rolled back.
+// and this one rolled back (for a key a check-back aborted it returns
+// [ErrAborted]: nothing took effect then).
 var ErrDuplicate = errors.New("outbox: duplicate key")
+
+// ErrAborted is returned by [TxMessenger.Send] for a key a check-back
+// aborted: an earlier send of it never committed (its outcome was lost
+// and the check-back found no row), and the key's Aborted marker keeps it
+// from committing now. Nothing of this send or that one took effect; the
+// key cannot be sent again (a new attempt needs a new key).
+var ErrAborted = errors.New("outbox: key aborted by a transaction check-back")
 
 // ErrClosed is returned by [TxMessenger.Send] after Close.
 var ErrClosed = errors.New("outbox: closed")
@@ -89,14 +97,14 @@ func NewTxMessenger(db *sqlx.DB, nameServers []string, group string, opts ...TxO
 }
 
 // Send sends msg as a half message, then runs fn in a transaction that
-// also records msg in the outbox table, and commits the message if and only
-// if that transaction commits. It returns nil when both committed; fn's
-// error (rolled back, message discarded); [ErrDuplicate]; or a send error,
-// in which case fn did not run. A ctx that ends before the commit, and a
-// panic in fn, roll both back at once (the panic then goes on); fn must
-// not end tx itself. If the transaction's commit fails
-// ambiguously, the error is returned and the broker's check-back settles
-// the message from the table. A message is refused ([ErrInvalidMessage])
+// also records msg in the outbox table, and commits the message if and
+// only if that transaction commits. It returns nil when both committed;
+// fn's error (rolled back, message discarded); [ErrDuplicate];
+// [ErrAborted]; or a send error, in which case fn did not run. A ctx that
+// ends before the commit, and a panic in fn, roll both back at once (the
+// panic then goes on); fn must not end tx itself. If the transaction's
+// commit fails ambiguously, the error is returned and the broker's
+// check-back settles the message from the table. A message is refused ([ErrInvalidMessage])
 // exactly when the producer would refuse a plain send of it, and when it
 // has a delay. Like the relay, it refuses a table whose topics compare
 // case-insensitively (a schema from before migration 00004).
@@ -191,6 +199,19 @@ func (m *TxMessenger) local(ctx context.Context, msg Message, fn func(context.Co
 	_, err = sqldb.Exec(ctx, tx, m.q.insertSent, msg.Topic, sqldb.Hash(msg.Key), []byte(msg.Key), []byte(msg.Tag),
 		[]byte(msg.ShardingKey), sqldb.Hash(msg.ShardingKey), props, msg.Body, msgID)
 	if sqldb.IsDuplicate(err) {
+		// The insert's duplicate check holds the row shared: read whose it
+		// is, an earlier send's or a check-back's Aborted marker.
+		var st struct {
+			Status Status `db:"status"`
+			MsgID  string `db:"msg_id"`
+		}
+		err = sqldb.Get(ctx, tx, &st, m.q.statusOf+" LOCK IN SHARE MODE", msg.Topic, sqldb.Hash(msg.Key), []byte(msg.Key))
+		switch {
+		case err != nil:
+			return fmt.Errorf("outbox: record %s/%s: %w", msg.Topic, msg.Key, err)
+		case st.Status == Aborted:
+			return fmt.Errorf("%w: %s/%s", ErrAborted, msg.Topic, msg.Key)
+		}
 		return fmt.Errorf("%w: %s/%s", ErrDuplicate, msg.Topic, msg.Key)
 	}
 	if err != nil {
