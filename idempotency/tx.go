@@ -77,25 +77,28 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 		return 0, fmt.Errorf("idempotency: %w", err)
 	}
 	var tx *sqlx.Tx
+	exclusive := false
 	for attempt := 1; ; attempt++ {
 		var o Outcome
 		var err error
-		tx, o, err = g.record(ctx, key)
+		tx, o, err = g.record(ctx, key, exclusive)
 		if err == nil && o == Acquired {
 			break
 		}
 		if tx != nil {
 			tx.Rollback() //nolint:errcheck // nothing was written but the marker
 		}
-		if err == nil {
+		switch {
+		case err == nil:
 			return o, nil
+		case errors.Is(err, errExpired) && !exclusive:
+			exclusive = true // take the row over: begin again, locking it first
+		case !sqldb.IsDeadlock(err) || attempt >= 4:
+			return 0, fmt.Errorf("idempotency: record %s: %w", quoted(key), err)
 		}
 		// A victim of InnoDB's deadlock detection had its transaction
 		// rolled back before fn ran: begin again. Duplicates racing a
 		// first delivery that rolled back can end so.
-		if !sqldb.IsDeadlock(err) || attempt == 3 {
-			return 0, fmt.Errorf("idempotency: record %s: %w", quoted(key), err)
-		}
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	if err := fn(ctx, tx); err != nil {
@@ -107,45 +110,72 @@ func (g *TxGuard) Do(ctx context.Context, key string, fn func(context.Context, *
 	return Acquired, nil
 }
 
+// errExpired says record found key's row expired, holding it shared: the
+// take-over begins again, locking the row exclusively from the start.
+var errExpired = errors.New("expired row")
+
 // record begins Do's transaction and writes key's done marker in it:
 // Acquired with the transaction, or Done or Busy (with the transaction to
-// roll back) when the key has a row that is not an expired done marker.
-// The row's state is read under the shared lock the duplicate insert
-// took, so duplicates waiting on a first delivery's row read it together
-// once it commits; only an expired marker is taken over (an exclusive
-// lock), as a duplicate's exclusive lock after the shared one deadlocked
-// with the other duplicates holding theirs.
-func (g *TxGuard) record(ctx context.Context, key string) (*sqlx.Tx, Outcome, error) {
+// roll back) when the key has a live row. A duplicate's failed insert
+// holds the row shared, and its state is read under that lock, so
+// duplicates waiting on a first delivery read it together once it
+// commits. An expired row (a done marker past its retention, a claim
+// past its lease or released) is taken over only by an exclusive record,
+// which locks the row before anything else: taken over under the shared
+// lock, duplicates deadlocked, each wanting the row exclusive while the
+// others held it shared.
+func (g *TxGuard) record(ctx context.Context, key string, exclusive bool) (*sqlx.Tx, Outcome, error) {
 	tx, err := g.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, 0, fmt.Errorf("begin: %w", err)
 	}
 	h := sqldb.Hash(key)
 	token := token.New()
+	if exclusive {
+		switch o, err := g.readState(ctx, tx, h, " FOR UPDATE"); {
+		case errors.Is(err, sql.ErrNoRows): // purged meanwhile: insert it
+		case errors.Is(err, errExpired):
+			return g.takeOverRow(ctx, tx, h, token)
+		default:
+			return tx, o, err
+		}
+	}
 	query, args := appendRow(statement(g.q.insert, key), g.group, h, key, statusDone, token, g.retention).Query()
 	_, err = sqldb.Exec(ctx, tx, query, args...)
 	if err == nil || !sqldb.IsDuplicate(err) {
 		return tx, Acquired, err
 	}
+	o, err := g.readState(ctx, tx, h, " LOCK IN SHARE MODE")
+	if errors.Is(err, sql.ErrNoRows) {
+		err = errors.New("key removed while checking it; retry")
+	}
+	return tx, o, err
+}
+
+// readState reads key's row with lock (a locking read sees the latest
+// committed row): Done or Busy for a live row, errExpired for an expired
+// one.
+func (g *TxGuard) readState(ctx context.Context, tx *sqlx.Tx, h []byte, lock string) (Outcome, error) {
 	var row struct {
 		Status  int  `db:"status"`
 		Expired bool `db:"expired"`
 	}
-	query, args = appendKey(statement(g.state, ""), g.group, h).SQL(" LOCK IN SHARE MODE").Query()
-	switch err = sqldb.Get(ctx, tx, &row, query, args...); {
-	case errors.Is(err, sql.ErrNoRows):
-		return tx, 0, errors.New("key removed while checking it; retry")
+	query, args := appendKey(statement(g.state, ""), g.group, h).SQL(lock).Query()
+	switch err := sqldb.Get(ctx, tx, &row, query, args...); {
 	case err != nil:
-		return tx, 0, err
-	case !row.Expired && row.Status == statusDone:
-		return tx, Done, nil
-	case !row.Expired:
-		return tx, Busy, nil
+		return 0, err
+	case row.Expired:
+		return 0, errExpired
+	case row.Status == statusDone:
+		return Done, nil
 	}
-	// An expired row: a done marker past its retention, or the claim of
-	// a claim-mode Guard whose lease ended (its holder died) or that it
-	// released; the claim-mode guard would take it over as well.
-	query, args = appendKey(appendLease(statement(g.takeOver, ""), token, g.retention), g.group, h).
+	return Busy, nil
+}
+
+// takeOverRow makes key's expired row, which tx holds exclusively, this
+// call's done marker.
+func (g *TxGuard) takeOverRow(ctx context.Context, tx *sqlx.Tx, h []byte, token string) (*sqlx.Tx, Outcome, error) {
+	query, args := appendKey(appendLease(statement(g.takeOver, ""), token, g.retention), g.group, h).
 		SQL(" AND expires_at < UTC_TIMESTAMP(6)").Query()
 	res, err := sqldb.Exec(ctx, tx, query, args...)
 	if err != nil {
@@ -153,7 +183,7 @@ func (g *TxGuard) record(ctx context.Context, key string) (*sqlx.Tx, Outcome, er
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return tx, 0, err
-	} else if n == 0 { // the shared lock kept the row as it was read
+	} else if n == 0 { // the lock kept the row as it was read
 		return tx, 0, errors.New("expired row not taken over; retry")
 	}
 	return tx, Acquired, nil

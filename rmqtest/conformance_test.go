@@ -572,3 +572,34 @@ func newerThan494(t *testing.T, addr string) bool {
 		ExtFields: map[string]string{"topic": testenv.Name(t, "T"), "queueId": "0"}})
 	return resp.Version > 401
 }
+
+// TestPropertiesLengthLimit pins a broker's limit on a message's
+// properties: stored with the broker's own (its cluster), they may not be
+// longer than 32,767 characters. A message with a 33,000-character
+// property is refused (MESSAGE_ILLEGAL on 4.9.4) and not stored; one of
+// 32,000 is stored.
+func TestPropertiesLengthLimit(t *testing.T) {
+	t.Parallel()
+	env, topic := newTopic(t, 1)
+	p := newProducer(t, env, producer.WithRetry(0))
+	msg := func(n int) *primitive.Message {
+		m := primitive.NewMessage(topic, []byte("b"))
+		m.WithProperty("p", strings.Repeat("v", n))
+		return m
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := p.SendSync(ctx, msg(33000))
+	want := "CODE: 13" // MESSAGE_ILLEGAL
+	if newerThan494(t, remoting.SplitAddrs(env.Broker)[0]) {
+		want = "" // refused; its code is the 5.x broker's own
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("a 33,000-character property: %v, want a refusal %s", err, want)
+	}
+	sendSync(t, p, msg(32000))
+	waitUntil(t, "the message is in the queue", func() bool { return maxOffset(t, env.Broker, topic) >= 1 })
+	if n := maxOffset(t, env.Broker, topic); n != 1 {
+		t.Fatalf("%s holds %d messages, want the one that fits", topic, n)
+	}
+}

@@ -3,11 +3,13 @@ package rmqtest
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 )
@@ -199,6 +201,9 @@ func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
 	if batch {
 		level, _ := strconv.Atoi(remoting.DecodeProperties(h.properties)[remoting.PropDelay])
 		illegal = illegal || level > 0 || h.sysFlag&remoting.SysFlagTransactionMask != 0
+	}
+	if !batch {
+		illegal = illegal || storedPropertiesLength(msgs[0].props, b.opts.clusterName) > maxPropertiesLength
 	}
 	if illegal {
 		return response(remoting.CodeMessageIllegal, fmt.Sprintf("the message is illegal, maybe msg body or properties length not matched. msg body length limit %dB, msg properties length limit 32KB.", b.opts.maxMessageSize))
@@ -432,3 +437,21 @@ func (b *Broker) queryMessage(req *remoting.Command) *remoting.Command {
 
 // durationMillis converts a header value in milliseconds.
 func durationMillis(s string) time.Duration { return time.Duration(atoi64(s)) * time.Millisecond }
+
+// maxPropertiesLength is a 4.9.4 broker's limit on a message's
+// properties as it stores them, in UTF-16 characters (a Java string's
+// length).
+const maxPropertiesLength = 32767
+
+// storedPropertiesLength is the length of props as the broker stores them:
+// WAIT dropped, its cluster added.
+func storedPropertiesLength(props map[string]string, cluster string) int {
+	p := maps.Clone(props)
+	delete(p, remoting.PropWait)
+	p[remoting.PropCluster] = cluster
+	n := 0
+	for _, r := range remoting.EncodeProperties(p) {
+		n += utf16.RuneLen(r)
+	}
+	return n
+}
