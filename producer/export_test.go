@@ -24,6 +24,11 @@ func QueueSelector(opts ...Option) (*orderly.Selector, error) {
 // began is parked, waiting for the client's shutdown.
 func CheckBackParked(p *Transactional) bool { return len(p.parked) == 1 }
 
+// CheckBackDeclined reports whether a check-back that came on the
+// producer's own connections (checkBacks) after Close began was left
+// unanswered.
+func CheckBackDeclined(p *Transactional) bool { return p.backs.declined.Load() > 0 }
+
 // Classify is classify's outcome for err.
 func Classify(err error) Outcome {
 	o, _ := classify(err)

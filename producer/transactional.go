@@ -76,9 +76,12 @@ type Transactional struct {
 	// writes without synchronization (v2.1.2). Close therefore shuts the
 	// client down only once that goroutine is idle or parked in
 	// CheckLocalTransaction; see flushChecks.
-	checks   chan interface{} // the client's check-back queue; nil if not found
-	parked   chan struct{}    // a check-back after Close is parked
-	shutDown chan struct{}    // closed once the client is shut down
+	checks chan interface{} // the client's check-back queue; nil if not found
+	// backs answers check-backs on connections of its own to every
+	// master: see checkBacks.
+	backs    *checkBacks
+	parked   chan struct{} // a check-back after Close is parked
+	shutDown chan struct{} // closed once the client is shut down
 }
 
 type localCall struct {
@@ -100,8 +103,14 @@ const txCheckTimeout = 30 * time.Second
 
 // NewTransactional starts a transactional producer for group on
 // nameServers; checker answers the broker's check-backs, which go to a
-// live producer of the group, so keep one running per group. It does no
-// blocking I/O.
+// live producer of the group, so keep one running per group. From the
+// start it reports the group to every master of the cluster, and answers
+// check-backs that come that way too (the official client reports it only
+// to the brokers of topics it has sent to: a producer started after a
+// crash, sending nothing yet, was asked nothing, and after its last
+// check-back a broker drops a half message whose local transaction may
+// have committed). It does no blocking I/O; the reports run in the
+// background until Close.
 func NewTransactional(nameServers []string, group string, checker TxChecker, opts ...TxOption) (*Transactional, error) {
 	cfg, err := newConfig(func(c *config) {
 		c.group = group
@@ -133,6 +142,8 @@ func NewTransactional(nameServers []string, group string, checker TxChecker, opt
 		return nil, fmt.Errorf("producer: start transaction client: %w", err)
 	}
 	p.client = c
+	p.backs = newCheckBacks(p, nameServers)
+	p.backs.start()
 	return p, nil
 }
 
@@ -235,6 +246,7 @@ func (p *Transactional) sendHalf(ctx context.Context, m Message, pm *primitive.M
 // concurrently.
 func (p *Transactional) Close() error {
 	return p.gate.close(func() error {
+		p.backs.close()
 		p.flushChecks()
 		defer close(p.shutDown)
 		return p.client.Shutdown()
@@ -309,10 +321,8 @@ func (l txListener) ExecuteLocalTransaction(pm *primitive.Message) primitive.Loc
 	return clientState(call.local(call.ctx, pm.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)))
 }
 
-// CheckLocalTransaction asks the checker about a half message. A checker
-// that panics answers TxUnknown (the client would otherwise lose its only
-// check-back goroutine).
-func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) (state primitive.LocalTransactionState) {
+// CheckLocalTransaction asks the checker about a half message.
+func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) primitive.LocalTransactionState {
 	p := l.p
 	if p.gate.enter() != nil {
 		// Closed: park until the client is shut down, so that the client's
@@ -326,9 +336,6 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) (state prim
 		return primitive.UnknowState
 	}
 	defer p.gate.leave()
-	// The client gives this callback no ctx; the work is bounded instead.
-	ctx, cancel := context.WithTimeout(context.Background(), txCheckTimeout)
-	defer cancel()
 	h := HalfMessage{Message: Message{Topic: ext.Topic, Body: ext.Body, Tag: ext.GetTags(),
 		ShardingKey: ext.GetShardingKey()}}
 	if rt := ext.GetProperty(remoting.PropRealTopic); rt != "" {
@@ -343,14 +350,25 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) (state prim
 	if h.MsgID == "" {
 		h.MsgID = ext.MsgId
 	}
+	return clientState(p.ask(h))
+}
+
+// ask runs the checker on h with a bounded ctx. A checker that panics
+// answers TxUnknown (the client would otherwise lose its only check-back
+// goroutine).
+func (p *Transactional) ask(h HalfMessage) (state TxState) {
+	// The checker is called back by the broker, with no caller ctx: the
+	// work is bounded instead.
+	ctx, cancel := context.WithTimeout(context.Background(), txCheckTimeout)
+	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
 			p.cfg.logger.LogAttrs(ctx, slog.LevelError, "producer: transaction checker panicked; answered unknown",
 				slog.String("topic", h.Topic), slog.String("msg_id", h.MsgID), slog.Any("panic", r))
-			state = primitive.UnknowState
+			state = TxUnknown
 		}
 	}()
-	return clientState(p.checker.CheckTx(ctx, h))
+	return p.checker.CheckTx(ctx, h)
 }
 
 func clientState(s TxState) primitive.LocalTransactionState {

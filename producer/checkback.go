@@ -1,0 +1,244 @@
+package producer
+
+import (
+	"bufio"
+	"bytes"
+	"compress/zlib"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/internal/namespace"
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/internal/token"
+)
+
+// checkBacks makes a Transactional's group known to every master broker
+// of the cluster from the start, and answers their check-backs. The
+// official client reports its producers only to the brokers of topics it
+// has sent to: a producer started again after a crash, and sending
+// nothing yet, was known to no broker. A broker counts a check-back it
+// has no producer to ask, and after its last one (15 by default, a
+// minute apart) drops the half message, whose local transaction may have
+// committed: the message was lost. Each broker gets a connection of its
+// own here, a heartbeat naming the group every 30 s (a broker forgets a
+// producer after 120 s without one), and the checker's answer to each
+// check-back that comes on it.
+type checkBacks struct {
+	p      *Transactional
+	names  []string
+	group  string // as the brokers know it, in the namespace
+	client string // the client id the heartbeats give
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[string]*checkConn // by broker address
+
+	declined atomic.Int64 // check-backs left unanswered because Close began
+}
+
+// checkConn is one broker's connection.
+type checkConn struct {
+	nc   net.Conn
+	wmu  sync.Mutex // writes
+	dead chan struct{}
+}
+
+// heartbeatEvery is how often each broker hears of the group.
+const heartbeatEvery = 30 * time.Second
+
+// checkIOTimeout bounds a dial, a write and a cluster query.
+const checkIOTimeout = 5 * time.Second
+
+func newCheckBacks(p *Transactional, names []string) *checkBacks {
+	return &checkBacks{p: p, names: names, group: namespace.Wrap(p.cfg.namespace, p.cfg.group),
+		client: p.cfg.instance + "@checkback-" + token.New(), stop: make(chan struct{}), conns: map[string]*checkConn{}}
+}
+
+// start runs the heartbeats until close.
+func (c *checkBacks) start() {
+	c.wg.Go(func() {
+		t := time.NewTicker(heartbeatEvery)
+		defer t.Stop()
+		for {
+			c.beat()
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+			}
+		}
+	})
+}
+
+// close stops the heartbeats and closes the connections; a check-back
+// being answered is finished first (its checker call holds the gate,
+// which Close has already waited for).
+func (c *checkBacks) close() {
+	close(c.stop)
+	c.mu.Lock()
+	for _, cc := range c.conns {
+		cc.nc.Close()
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+// beat sends the group's heartbeat to every master the name servers list,
+// connecting to those it has no live connection to. A broker that cannot
+// be reached is tried again at the next beat.
+func (c *checkBacks) beat() {
+	// The goroutine's work is bounded by checkIOTimeout per step and
+	// ends with close; there is no caller ctx to inherit.
+	ctx, cancel := context.WithTimeout(context.Background(), checkIOTimeout)
+	defer cancel()
+	var brokers []remoting.Broker
+	for _, ns := range c.names {
+		bs, err := remoting.ClusterBrokers(ctx, ns)
+		if err == nil {
+			brokers = bs
+			break
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"clientID": c.client,
+		"producerDataSet": []map[string]string{{"groupName": c.group}}, "consumerDataSet": []any{}})
+	for _, b := range brokers {
+		if b.Addr == "" {
+			continue
+		}
+		cc, err := c.conn(ctx, b.Addr)
+		if err != nil {
+			continue
+		}
+		req := &remoting.Command{Code: remoting.ReqHeartBeat, Body: body}
+		if err := c.send(cc, req); err != nil {
+			cc.nc.Close()
+		}
+	}
+}
+
+// conn returns a live connection to addr, dialling one if needed.
+func (c *checkBacks) conn(ctx context.Context, addr string) (*checkConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc := c.conns[addr]; cc != nil {
+		select {
+		case <-cc.dead:
+		default:
+			return cc, nil
+		}
+	}
+	select {
+	case <-c.stop:
+		return nil, ErrClosed
+	default:
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	cc := &checkConn{nc: nc, dead: make(chan struct{})}
+	c.conns[addr] = cc
+	c.wg.Go(func() { c.read(cc) })
+	return cc, nil
+}
+
+// send writes req, signed, with a bounded write.
+func (c *checkBacks) send(cc *checkConn, req *remoting.Command) error {
+	req.Language, req.Version = "GO", 317
+	creds := c.p.cfg.credentials
+	remoting.Sign(req, creds.AccessKey, creds.SecretKey, creds.SecurityToken)
+	frame, err := req.Encode()
+	if err != nil {
+		return err
+	}
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	cc.nc.SetWriteDeadline(time.Now().Add(checkIOTimeout))
+	_, err = cc.nc.Write(frame)
+	return err
+}
+
+// read answers the check-backs that come on cc, one at a time, until it
+// closes. Responses (to heartbeats) are skipped.
+func (c *checkBacks) read(cc *checkConn) {
+	defer close(cc.dead)
+	defer cc.nc.Close()
+	r := bufio.NewReader(cc.nc)
+	for {
+		cmd, err := remoting.ReadCommand(r)
+		if err != nil {
+			return
+		}
+		if cmd.IsResponse() || cmd.Code != remoting.ReqCheckTransactionState {
+			continue
+		}
+		if err := c.answer(cc, cmd); err != nil {
+			return
+		}
+	}
+}
+
+// answer asks the checker about a check-back's half message and sends
+// the broker its answer on cc, both before Close may close cc. A request
+// it cannot read, and one that comes after Close began, are left
+// unanswered: the broker asks again. The error is cc's.
+func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
+	msgs, err := remoting.DecodeStoredMessages(req.Body)
+	if err != nil || len(msgs) != 1 {
+		c.p.cfg.logger.Warn("producer: a check-back's message could not be read; the broker asks again", slog.Any("error", err))
+		return nil
+	}
+	m := msgs[0]
+	props := remoting.DecodeProperties(m.Properties)
+	if props[remoting.PropProducerGroup] != c.group {
+		return nil // another group's (the broker asks by group: never expected)
+	}
+	h := HalfMessage{Message: Message{Topic: m.Topic, Body: m.Body, Tag: props[remoting.PropTags],
+		ShardingKey: props[remoting.PropShardingKey]}, MsgID: props[remoting.PropUniqKey]}
+	if m.SysFlag&sysFlagCompressed != 0 {
+		if zr, err := zlib.NewReader(bytes.NewReader(m.Body)); err == nil {
+			if body, err := io.ReadAll(zr); err == nil {
+				h.Body = body
+			}
+		}
+	}
+	if rt := props[remoting.PropRealTopic]; rt != "" {
+		h.Topic = rt
+	}
+	h.Topic = namespace.Strip(c.p.cfg.namespace, h.Topic)
+	h.Keys = remoting.SplitKeys(props[remoting.PropKeys])
+	if h.MsgID == "" {
+		h.MsgID = req.ExtFields["msgId"]
+	}
+	if c.p.gate.enter() != nil {
+		c.declined.Add(1)
+		return nil
+	}
+	defer c.p.gate.leave()
+	state := c.p.ask(h)
+	decision := 0 // unknown: the broker asks again
+	switch state {
+	case TxCommit:
+		decision = remoting.SysFlagTransactionCommit
+	case TxRollback:
+		decision = remoting.SysFlagTransactionRollback
+	}
+	e := req.ExtFields
+	return c.send(cc, &remoting.Command{Code: remoting.ReqEndTransaction, Flag: remoting.FlagOneway, ExtFields: map[string]string{
+		"producerGroup": c.group, "tranStateTableOffset": e["tranStateTableOffset"], "commitLogOffset": e["commitLogOffset"],
+		"commitOrRollback": strconv.Itoa(decision), "fromTransactionCheck": "true", "msgId": h.MsgID,
+		"transactionId": e["transactionId"]}})
+}
+
+// sysFlagCompressed marks a stored message whose body is zlib-compressed.
+const sysFlagCompressed = 0x1
