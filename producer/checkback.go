@@ -37,7 +37,11 @@ type checkBacks struct {
 	client string // the client id the heartbeats give
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+	// ctx ends when close begins: a cluster query or a dial in progress
+	// (up to checkIOTimeout) does not hold Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu    sync.Mutex
 	conns map[string]*checkConn // by broker address
@@ -59,8 +63,12 @@ const heartbeatEvery = 30 * time.Second
 const checkIOTimeout = 5 * time.Second
 
 func newCheckBacks(p *Transactional, names []string) *checkBacks {
+	// The heartbeats run on their own until Close; no caller's ctx
+	// bounds them.
+	ctx, cancel := context.WithCancel(context.Background())
 	return &checkBacks{p: p, names: names, group: namespace.Wrap(p.cfg.namespace, p.cfg.group),
-		client: p.cfg.instance + "@checkback-" + token.New(), stop: make(chan struct{}), conns: map[string]*checkConn{}}
+		client: p.cfg.instance + "@checkback-" + token.New(), stop: make(chan struct{}), ctx: ctx, cancel: cancel,
+		conns: map[string]*checkConn{}}
 }
 
 // start runs the heartbeats until close.
@@ -84,6 +92,7 @@ func (c *checkBacks) start() {
 // which Close has already waited for).
 func (c *checkBacks) close() {
 	close(c.stop)
+	c.cancel()
 	c.mu.Lock()
 	for _, cc := range c.conns {
 		cc.nc.Close()
@@ -96,9 +105,7 @@ func (c *checkBacks) close() {
 // connecting to those it has no live connection to. A broker that cannot
 // be reached is tried again at the next beat.
 func (c *checkBacks) beat() {
-	// The goroutine's work is bounded by checkIOTimeout per step and
-	// ends with close; there is no caller ctx to inherit.
-	ctx, cancel := context.WithTimeout(context.Background(), checkIOTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, checkIOTimeout)
 	defer cancel()
 	var brokers []remoting.Broker
 	for _, ns := range c.names {
@@ -217,8 +224,8 @@ func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
 	}
 	h.Topic = namespace.Strip(c.p.cfg.namespace, h.Topic)
 	h.Keys = remoting.SplitKeys(props[remoting.PropKeys])
-	if h.MsgID == "" {
-		h.MsgID = req.ExtFields["msgId"]
+	if h.MsgID == "" { // not sent by a client that sets one: as the client's own check
+		h.MsgID = req.ExtFields["offsetMsgId"]
 	}
 	if c.p.gate.enter() != nil {
 		c.declined.Add(1)
