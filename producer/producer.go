@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -283,7 +282,22 @@ func (p *Producer) sendWithRetry(ctx context.Context, pm *primitive.Message, top
 // maxTopicLength is the broker's limit on a topic name.
 const maxTopicLength = 127
 
-var topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)
+// validTopic reports whether topic is a name the broker accepts: 1 to 127
+// of letters, digits, '%', '|', '_' and '-'.
+func validTopic(topic string) bool {
+	if len(topic) == 0 || len(topic) > maxTopicLength {
+		return false
+	}
+	for i := 0; i < len(topic); i++ {
+		switch c := topic[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '%', c == '|', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Validate reports whether m can be sent as it is, whatever the
 // producer's options: a valid topic name, a body, keys without spaces or
@@ -296,7 +310,7 @@ var topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]{1,127}$`)
 // messages) checks it to refuse the same messages.
 func Validate(m Message) error {
 	switch {
-	case !topicPattern.MatchString(m.Topic):
+	case !validTopic(m.Topic):
 		return fmt.Errorf("%w: topic %q", ErrInvalidMessage, m.Topic)
 	case len(m.Body) == 0:
 		return fmt.Errorf("%w: empty body", ErrInvalidMessage)
@@ -311,22 +325,27 @@ func Validate(m Message) error {
 			return fmt.Errorf("%w: key %q is empty or contains a space or control separator", ErrInvalidMessage, k)
 		}
 	}
-	texts := append([]string{m.Tag, m.ShardingKey}, m.Keys...)
-	for k, v := range m.Properties {
-		texts = append(texts, k, v)
-	}
-	for _, s := range texts {
-		if !utf8.ValidString(s) {
-			return fmt.Errorf("%w: %q is not valid UTF-8 (keys, tag and properties must be)", ErrInvalidMessage, s)
+	for _, k := range m.Keys {
+		if !utf8.ValidString(k) {
+			return notUTF8(k)
 		}
 	}
-	for _, s := range []string{m.Tag, m.ShardingKey} {
+	for _, s := range [...]string{m.Tag, m.ShardingKey} {
+		if !utf8.ValidString(s) {
+			return notUTF8(s)
+		}
 		if strings.ContainsAny(s, "\x01\x02") {
 			return fmt.Errorf("%w: %q contains a property separator", ErrInvalidMessage, s)
 		}
 	}
 	for k, v := range m.Properties {
-		if k == "" || remoting.IsSystemProperty(k) || strings.ContainsAny(k+v, "\x01\x02") {
+		if !utf8.ValidString(k) {
+			return notUTF8(k)
+		}
+		if !utf8.ValidString(v) {
+			return notUTF8(v)
+		}
+		if k == "" || remoting.IsSystemProperty(k) || strings.ContainsAny(k, "\x01\x02") || strings.ContainsAny(v, "\x01\x02") {
 			return fmt.Errorf("%w: property %q is reserved or malformed", ErrInvalidMessage, k)
 		}
 	}
@@ -335,6 +354,11 @@ func Validate(m Message) error {
 			ErrInvalidMessage, n, maxPropertiesLength)
 	}
 	return nil
+}
+
+// notUTF8 is Validate's error for a text that is not valid UTF-8.
+func notUTF8(s string) error {
+	return fmt.Errorf("%w: %q is not valid UTF-8 (keys, tag and properties must be)", ErrInvalidMessage, s)
 }
 
 // maxPropertiesLength bounds a message's properties as the producer sends
@@ -357,7 +381,10 @@ func propertiesLength(m Message) int {
 		field(k, v)
 	}
 	if len(m.Keys) > 0 {
-		field(remoting.PropKeys, strings.Join(m.Keys, " "))
+		n += utf16Len(remoting.PropKeys) + len(m.Keys) - 1 + 2 // joined by spaces
+		for _, k := range m.Keys {
+			n += utf16Len(k)
+		}
 	}
 	field(remoting.PropTags, m.Tag)
 	field(remoting.PropShardingKey, m.ShardingKey)

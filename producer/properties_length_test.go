@@ -30,6 +30,55 @@ func TestValidateRefusesPropertiesTheBrokerWouldRefuse(t *testing.T) {
 			map[string]string{"p": strings.Repeat("v", 11000)}), false},
 		{"30,000 three-byte characters (90,000 bytes)", m([]string{strings.Repeat("€", 30000)}, "", nil), true},
 		{"16,000 four-byte characters (32,000 UTF-16)", m([]string{strings.Repeat("😀", 16000)}, "", nil), false},
+		// At the limit, 31,743 characters: "KEYS", the two separators and
+		// the keys joined by spaces.
+		{"one key at the limit", m([]string{strings.Repeat("k", 31737)}, "", nil), true},
+		{"one key a character past it", m([]string{strings.Repeat("k", 31738)}, "", nil), false},
+		{"two keys at the limit", m([]string{strings.Repeat("a", 15868), strings.Repeat("b", 15868)}, "", nil), true},
+		{"two keys a character past it", m([]string{strings.Repeat("a", 15868), strings.Repeat("b", 15869)}, "", nil), false},
+	} {
+		err := producer.Validate(tc.m)
+		if tc.ok != (err == nil) || (err != nil && !errors.Is(err, producer.ErrInvalidMessage)) {
+			t.Errorf("%s: %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+// TestValidateChecksEveryField: each field Validate checks refuses what
+// the broker would refuse or alter, and passes what it takes, at the
+// edges (a topic of 127 characters and of 128, the characters the broker
+// allows in a topic, a separator or invalid UTF-8 in each text field).
+func TestValidateChecksEveryField(t *testing.T) {
+	ok := producer.Message{Topic: "T", Body: []byte("b")}
+	with := func(f func(m *producer.Message)) producer.Message {
+		m := ok
+		f(&m)
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		m    producer.Message
+		ok   bool
+	}{
+		{"plain", ok, true},
+		{"topic of 127 characters", with(func(m *producer.Message) { m.Topic = strings.Repeat("t", 127) }), true},
+		{"topic of 128 characters", with(func(m *producer.Message) { m.Topic = strings.Repeat("t", 128) }), false},
+		{"topic of every allowed character", with(func(m *producer.Message) { m.Topic = "%RETRY%az_AZ-09|x" }), true},
+		{"topic with a dot", with(func(m *producer.Message) { m.Topic = "a.b" }), false},
+		{"topic with a non-ASCII letter", with(func(m *producer.Message) { m.Topic = "tøpic" }), false},
+		{"empty topic", with(func(m *producer.Message) { m.Topic = "" }), false},
+		{"tag with a separator", with(func(m *producer.Message) { m.Tag = "a\x02b" }), false},
+		{"tag not UTF-8", with(func(m *producer.Message) { m.Tag = "\xff" }), false},
+		{"sharding key with a separator", with(func(m *producer.Message) { m.ShardingKey = "a\x01" }), false},
+		{"sharding key not UTF-8", with(func(m *producer.Message) { m.ShardingKey = "\xc3" }), false},
+		{"key with a separator", with(func(m *producer.Message) { m.Keys = []string{"a\x01"} }), false},
+		{"second key not UTF-8", with(func(m *producer.Message) { m.Keys = []string{"a", "\xfe"} }), false},
+		{"property name not UTF-8", with(func(m *producer.Message) { m.Properties = map[string]string{"\xfe": "v"} }), false},
+		{"property name with a separator", with(func(m *producer.Message) { m.Properties = map[string]string{"a\x02": "v"} }), false},
+		{"property value with a separator", with(func(m *producer.Message) { m.Properties = map[string]string{"a": "v\x02"} }), false},
+		{"empty property name", with(func(m *producer.Message) { m.Properties = map[string]string{"": "v"} }), false},
+		{"system property name", with(func(m *producer.Message) { m.Properties = map[string]string{"TAGS": "v"} }), false},
+		{"user properties", with(func(m *producer.Message) { m.Properties = map[string]string{"a": "v", "ü": "€"} }), true},
 	} {
 		err := producer.Validate(tc.m)
 		if tc.ok != (err == nil) || (err != nil && !errors.Is(err, producer.ErrInvalidMessage)) {
