@@ -354,3 +354,21 @@ func TestAReplayHoldsItsKeyUntilItsGroupReceivesIt(t *testing.T) {
 		t.Fatalf("mark received twice: %v, want ErrNotReplaying", err)
 	}
 }
+
+// TestStatusColumnNamesEveryStatus: the schema's comment on the status
+// column, what an operator reading the table goes by, names every status
+// the table writes, by its number and its name.
+func TestStatusColumnNamesEveryStatus(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	var comment string
+	if err := db.Get(&comment, "SELECT COLUMN_COMMENT FROM information_schema.COLUMNS"+
+		" WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'mq_dead_letter' AND COLUMN_NAME = 'status'"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []deadletter.Status{deadletter.Parked, deadletter.Replayed, deadletter.Discarded, deadletter.Replaying} {
+		if want := fmt.Sprintf("%d %s", int(s), s); !strings.Contains(comment, want) {
+			t.Errorf("status comment %q does not name %q", comment, want)
+		}
+	}
+}

@@ -80,8 +80,8 @@ func TestConcurrentUpsTakeTurns(t *testing.T) {
 	if err := db.Select(&versions, "SELECT version_id FROM "+migrations.VersionTable+" WHERE version_id > 0 ORDER BY id"); err != nil {
 		t.Fatal(err)
 	}
-	if len(versions) != 7 {
-		t.Fatalf("versions recorded %v, want 1 to 7 once each", versions)
+	if n := latest(t); len(versions) != n {
+		t.Fatalf("versions recorded %v, want 1 to %d once each", versions, n)
 	}
 }
 
@@ -103,7 +103,7 @@ func TestDownUnderLooseSQLModeFailsInsteadOfCutting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Down(ctx); err == nil {
+	if _, err := p.DownTo(ctx, 6); err == nil {
 		t.Error("down of 00007 succeeded with a 300-byte tag")
 	}
 	var got string
