@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/apache/rocketmq-client-go/v2"
@@ -350,7 +349,7 @@ func Validate(m Message) error {
 		}
 	}
 	if n := propertiesLength(m); n > maxPropertiesLength {
-		return fmt.Errorf("%w: keys, tag, sharding key and properties of %d characters, over the %d the broker stores with its own",
+		return fmt.Errorf("%w: keys, tag, sharding key and properties of %d bytes, over the %d the broker stores with its own",
 			ErrInvalidMessage, n, maxPropertiesLength)
 	}
 	return nil
@@ -364,39 +363,32 @@ func notUTF8(s string) error {
 // maxPropertiesLength bounds a message's properties as the producer sends
 // them: a broker refuses a message whose properties, with those it adds
 // when it stores it (its cluster; a retry's topic and origin; a delay's
-// real topic and queue), are longer than 32,767 UTF-16 characters
-// (MESSAGE_ILLEGAL); 1 KiB is left for what the client and the broker add.
+// real topic and queue), are longer than 32,767 bytes of UTF-8
+// (MESSAGE_ILLEGAL; it stores their length in 2 bytes); 1 KiB is left for
+// what the client and the broker add.
 const maxPropertiesLength = 32767 - 1024
 
 // propertiesLength is the length of m's properties once encoded ("name
-// \x01 value \x02" each), in UTF-16 characters as the broker counts them.
+// \x01 value \x02" each), in bytes of UTF-8 as the broker stores them (a
+// character outside ASCII is 2 to 4).
 func propertiesLength(m Message) int {
 	n := 0
 	field := func(name, value string) {
 		if value != "" {
-			n += utf16Len(name) + utf16Len(value) + 2
+			n += len(name) + len(value) + 2
 		}
 	}
 	for k, v := range m.Properties {
 		field(k, v)
 	}
 	if len(m.Keys) > 0 {
-		n += utf16Len(remoting.PropKeys) + len(m.Keys) - 1 + 2 // joined by spaces
+		n += len(remoting.PropKeys) + len(m.Keys) - 1 + 2 // joined by spaces
 		for _, k := range m.Keys {
-			n += utf16Len(k)
+			n += len(k)
 		}
 	}
 	field(remoting.PropTags, m.Tag)
 	field(remoting.PropShardingKey, m.ShardingKey)
-	return n
-}
-
-// utf16Len is s's length in UTF-16 code units (s is valid UTF-8).
-func utf16Len(s string) int {
-	n := 0
-	for _, r := range s {
-		n += utf16.RuneLen(r)
-	}
 	return n
 }
 

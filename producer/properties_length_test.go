@@ -9,11 +9,13 @@ import (
 )
 
 // TestValidateRefusesPropertiesTheBrokerWouldRefuse: a broker refuses a
-// message whose properties, with those it adds, pass 32,767 UTF-16
-// characters (a key of 32,700 bytes was refused by a real 4.9.4 with
+// message whose properties, with those it adds, pass 32,767 bytes of
+// UTF-8 (a key of 32,700 bytes was refused by a real 4.9.4 with
 // MESSAGE_ILLEGAL after an outbox had committed the row, which then went
-// Dead). Validate refuses it beforehand, counting characters as the broker
-// does: a 3-byte character is one, a 4-byte one two.
+// Dead). Validate refuses it beforehand, counting bytes as the broker
+// stores them: a 3-byte character is three. (Counted in UTF-16 characters,
+// a property of 11,000 euro signs, 33,000 bytes, passed Validate and a
+// real 4.9.4 refused it with MESSAGE_ILLEGAL.)
 func TestValidateRefusesPropertiesTheBrokerWouldRefuse(t *testing.T) {
 	m := func(keys []string, tag string, props map[string]string) producer.Message {
 		return producer.Message{Topic: "T", Body: []byte("b"), Keys: keys, Tag: tag, Properties: props}
@@ -28,8 +30,12 @@ func TestValidateRefusesPropertiesTheBrokerWouldRefuse(t *testing.T) {
 		{"two keys of 16,000 bytes", m([]string{strings.Repeat("a", 16000), strings.Repeat("b", 16000)}, "", nil), false},
 		{"keys, tag and a property adding up", m([]string{strings.Repeat("a", 11000)}, strings.Repeat("t", 11000),
 			map[string]string{"p": strings.Repeat("v", 11000)}), false},
-		{"30,000 three-byte characters (90,000 bytes)", m([]string{strings.Repeat("€", 30000)}, "", nil), true},
-		{"16,000 four-byte characters (32,000 UTF-16)", m([]string{strings.Repeat("😀", 16000)}, "", nil), false},
+		{"10,000 three-byte characters (30,000 bytes)", m([]string{strings.Repeat("€", 10000)}, "", nil), true},
+		{"11,000 three-byte characters (33,000 bytes)", m([]string{strings.Repeat("€", 11000)}, "", nil), false},
+		{"a property of 10,900 three-byte characters", m(nil, "", map[string]string{"p": strings.Repeat("€", 10900)}), false},
+		{"a tag of 10,900 three-byte characters", m(nil, strings.Repeat("€", 10900), nil), false},
+		{"8,000 four-byte characters (32,000 bytes)", m([]string{strings.Repeat("😀", 8000)}, "", nil), false},
+		{"7,000 four-byte characters (28,000 bytes)", m([]string{strings.Repeat("😀", 7000)}, "", nil), true},
 		// At the limit, 31,743 characters: "KEYS", the two separators and
 		// the keys joined by spaces.
 		{"one key at the limit", m([]string{strings.Repeat("k", 31737)}, "", nil), true},

@@ -575,9 +575,10 @@ func newerThan494(t *testing.T, addr string) bool {
 
 // TestPropertiesLengthLimit pins a broker's limit on a message's
 // properties: stored with the broker's own (its cluster), they may not be
-// longer than 32,767 characters. A message with a 33,000-character
-// property is refused (MESSAGE_ILLEGAL on 4.9.4) and not stored; one of
-// 32,000 is stored.
+// longer than 32,767 bytes of UTF-8. A message with a 33,000-character
+// property is refused (MESSAGE_ILLEGAL on 4.9.4) and not stored, and so
+// is one with a property of 11,000 euro signs (11,000 characters, 33,000
+// bytes); one of 32,000 ASCII characters is stored.
 func TestPropertiesLengthLimit(t *testing.T) {
 	t.Parallel()
 	env, topic := newTopic(t, 1)
@@ -587,6 +588,8 @@ func TestPropertiesLengthLimit(t *testing.T) {
 		m.WithProperty("p", strings.Repeat("v", n))
 		return m
 	}
+	wide := primitive.NewMessage(topic, []byte("b"))
+	wide.WithProperty("p", strings.Repeat("€", 11000))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := p.SendSync(ctx, msg(33000))
@@ -596,6 +599,9 @@ func TestPropertiesLengthLimit(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("a 33,000-character property: %v, want a refusal %s", err, want)
+	}
+	if _, err := p.SendSync(ctx, wide); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("a property of 33,000 bytes in 11,000 characters: %v, want a refusal %s", err, want)
 	}
 	sendSync(t, p, msg(32000))
 	waitUntil(t, "the message is in the queue", func() bool { return maxOffset(t, env.Broker, topic) >= 1 })

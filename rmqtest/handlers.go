@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf16"
 
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 )
@@ -439,8 +438,8 @@ func (b *Broker) queryMessage(req *remoting.Command) *remoting.Command {
 func durationMillis(s string) time.Duration { return time.Duration(atoi64(s)) * time.Millisecond }
 
 // maxPropertiesLength is a 4.9.4 broker's limit on a message's
-// properties as it stores them, in UTF-16 characters (a Java string's
-// length).
+// properties as it stores them, in bytes of UTF-8 (a Java string's
+// length, in UTF-16 characters, is never more).
 const maxPropertiesLength = 32767
 
 // storedPropertiesLength is the length of props as the broker stores them:
@@ -449,9 +448,5 @@ func storedPropertiesLength(props map[string]string, cluster string) int {
 	p := maps.Clone(props)
 	delete(p, remoting.PropWait)
 	p[remoting.PropCluster] = cluster
-	n := 0
-	for _, r := range remoting.EncodeProperties(p) {
-		n += utf16.RuneLen(r)
-	}
-	return n
+	return len(remoting.EncodeProperties(p))
 }
