@@ -102,14 +102,16 @@ func (c *checkBacks) close() {
 }
 
 // beat sends the group's heartbeat to every master the name servers list,
-// connecting to those it has no live connection to. A broker that cannot
-// be reached is tried again at the next beat.
+// connecting to those it has no live connection to. Each name server and
+// each broker has a checkIOTimeout of its own, and the brokers are
+// reached at once: one that hangs (its host down) delays no other. A
+// broker that cannot be reached is tried again at the next beat.
 func (c *checkBacks) beat() {
-	ctx, cancel := context.WithTimeout(c.ctx, checkIOTimeout)
-	defer cancel()
 	var brokers []remoting.Broker
 	for _, ns := range c.names {
+		ctx, cancel := context.WithTimeout(c.ctx, checkIOTimeout)
 		bs, err := remoting.ClusterBrokers(ctx, ns)
+		cancel()
 		if err == nil {
 			brokers = bs
 			break
@@ -117,43 +119,62 @@ func (c *checkBacks) beat() {
 	}
 	body, _ := json.Marshal(map[string]any{"clientID": c.client,
 		"producerDataSet": []map[string]string{{"groupName": c.group}}, "consumerDataSet": []any{}})
+	var wg sync.WaitGroup
 	for _, b := range brokers {
 		if b.Addr == "" {
 			continue
 		}
-		cc, err := c.conn(ctx, b.Addr)
-		if err != nil {
-			continue
-		}
-		req := &remoting.Command{Code: remoting.ReqHeartBeat, Body: body}
-		if err := c.send(cc, req); err != nil {
-			cc.nc.Close()
-		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(c.ctx, checkIOTimeout)
+			defer cancel()
+			cc, err := c.conn(ctx, b.Addr)
+			if err != nil {
+				return
+			}
+			req := &remoting.Command{Code: remoting.ReqHeartBeat, Body: body}
+			if err := c.send(cc, req); err != nil {
+				cc.nc.Close()
+			}
+		})
 	}
+	wg.Wait()
 }
 
-// conn returns a live connection to addr, dialling one if needed.
+// conn returns a live connection to addr, dialling one if needed (outside
+// the lock: other brokers' dials go on meanwhile).
 func (c *checkBacks) conn(ctx context.Context, addr string) (*checkConn, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cc := c.conns[addr]; cc != nil {
+	cc := c.conns[addr]
+	c.mu.Unlock()
+	if cc != nil {
 		select {
 		case <-cc.dead:
 		default:
 			return cc, nil
 		}
 	}
-	select {
-	case <-c.stop:
-		return nil, ErrClosed
-	default:
-	}
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	cc := &checkConn{nc: nc, dead: make(chan struct{})}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.stop: // close has closed the connections it found
+		nc.Close()
+		return nil, ErrClosed
+	default:
+	}
+	if old := c.conns[addr]; old != nil && old != cc {
+		select {
+		case <-old.dead:
+		default: // another dial of addr (the cluster named it twice) won
+			nc.Close()
+			return old, nil
+		}
+	}
+	cc = &checkConn{nc: nc, dead: make(chan struct{})}
 	c.conns[addr] = cc
 	c.wg.Go(func() { c.read(cc) })
 	return cc, nil

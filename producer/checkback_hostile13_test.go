@@ -1,0 +1,182 @@
+package producer_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/producer"
+)
+
+// unreachable returns an address whose connections hang unanswered (a
+// master whose host is down or firewalled: SYNs dropped): a listener with
+// a backlog of 0 whose queue is already full, never accepting.
+func unreachable(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	// Fill the queue until a dial hangs.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+		if i > 16 {
+			t.Skip("cannot make a listener that drops connections here")
+		}
+	}
+	return addr
+}
+
+// fakeRemoting serves RocketMQ remoting requests on a local listener with
+// handle's answers (nil: none), recording each request's code.
+type fakeRemoting struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	codes []int16
+	wg    sync.WaitGroup
+}
+
+func newFakeRemoting(t *testing.T, handle func(req *remoting.Command) *remoting.Command) *fakeRemoting {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeRemoting{ln: ln}
+	var conns []net.Conn
+	var cmu sync.Mutex
+	f.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			cmu.Lock()
+			conns = append(conns, c)
+			cmu.Unlock()
+			f.wg.Go(func() {
+				r := bufio.NewReader(c)
+				for {
+					req, err := remoting.ReadCommand(r)
+					if err != nil {
+						return
+					}
+					f.mu.Lock()
+					f.codes = append(f.codes, int16(req.Code))
+					f.mu.Unlock()
+					resp := handle(req)
+					if resp == nil || req.IsOneway() {
+						continue
+					}
+					resp.Flag, resp.Opaque = remoting.FlagResponse, req.Opaque
+					frame, _ := resp.Encode()
+					c.Write(frame)
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		cmu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		cmu.Unlock()
+		f.wg.Wait()
+	})
+	return f
+}
+
+func (f *fakeRemoting) addr() string { return f.ln.Addr().String() }
+
+func (f *fakeRemoting) count(code int) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.codes {
+		if int(c) == code {
+			n++
+		}
+	}
+	return n
+}
+
+// TestHostile13OneUnreachablePeerHidesNoOther: a master that the name
+// server lists but whose connections hang (its host down, a firewall), or
+// a first name server that hangs so, must not keep the producer from
+// reporting its group to the other masters. The cluster query and all the
+// dials of a round shared one 5-second budget: the unreachable broker-a,
+// dialled first, used it up and broker-b never heard of the group (its
+// check-backs found no producer, and after the last one it dropped half
+// messages whose local transactions had committed); an unreachable first
+// name server used it up and no master heard of it.
+func TestHostile13OneUnreachablePeerHidesNoOther(t *testing.T) {
+	for _, tc := range []struct {
+		name                       string
+		deadMaster, deadNameServer bool
+		twice                      bool // broker-b's address named for broker-a too: Close still closes both
+	}{
+		{"a master", true, false, false},
+		{"the first name server", false, true, false},
+		{"an address named twice", false, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dead := unreachable(t)
+			brokerB := newFakeRemoting(t, func(req *remoting.Command) *remoting.Command {
+				return &remoting.Command{Code: remoting.CodeSuccess}
+			})
+			brokerA := "" // none
+			switch {
+			case tc.deadMaster:
+				brokerA = dead
+			case tc.twice:
+				brokerA = brokerB.addr()
+			}
+			ns := newFakeRemoting(t, func(req *remoting.Command) *remoting.Command {
+				if req.Code != remoting.ReqGetBrokerClusterInfo {
+					return &remoting.Command{Code: remoting.CodeTopicNotExist, Remark: "no route"}
+				}
+				body := fmt.Sprintf(`{"brokerAddrTable":{"broker-a":{"brokerAddrs":{0:%q},"brokerName":"broker-a","cluster":"c"},`+
+					`"broker-b":{"brokerAddrs":{0:%q},"brokerName":"broker-b","cluster":"c"}},"clusterAddrTable":{"c":["broker-a","broker-b"]}}`,
+					brokerA, brokerB.addr())
+				return &remoting.Command{Code: remoting.CodeSuccess, Body: []byte(body)}
+			})
+			names := []string{ns.addr()}
+			if tc.deadNameServer {
+				names = []string{dead, ns.addr()}
+			}
+			newTransactional(t, names, testenv.Name(t, "PG"), &checkFunc{answer: producer.TxCommit})
+			deadline := time.Now().Add(25 * time.Second)
+			for brokerB.count(remoting.ReqHeartBeat) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("broker-b got no heartbeat")
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+}
