@@ -2,10 +2,15 @@ package producer_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"github.com/seed157d4c4d/reliablemq/rmqtest"
 	"net"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -178,5 +183,70 @@ func TestHostile13OneUnreachablePeerHidesNoOther(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// serialChecker answers TxUnknown (ask again) after a short pause, and records the
+// most calls it saw in progress at once.
+type serialChecker struct {
+	in, most, calls, own atomic.Int32
+}
+
+func (c *serialChecker) CheckTx(ctx context.Context, _ producer.HalfMessage) producer.TxState {
+	n := c.in.Add(1)
+	defer c.in.Add(-1)
+	for {
+		m := c.most.Load()
+		if n <= m || c.most.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	c.calls.Add(1)
+	buf := make([]byte, 1<<16)
+	if strings.Contains(string(buf[:runtime.Stack(buf, false)]), "checkBacks") {
+		c.own.Add(1)
+	}
+	time.Sleep(20 * time.Millisecond) // long enough for another check-back to come meanwhile
+	return producer.TxUnknown
+}
+
+// TestHostile13CheckerIsCalledOneAtATime: TxChecker's doc promises one
+// check at a time (a checker may hold state that is not safe for
+// concurrent use). The check-backs that come on the producer's own
+// connections (one per master) were answered on their own goroutines,
+// at the same time as those that come through the official client: the
+// checker ran twice at once.
+func TestHostile13CheckerIsCalledOneAtATime(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t, rmqtest.WithTransactionCheck(6*time.Second, 60*time.Second, 15))
+	b := env.RequireEmbedded(t)
+	topic, group := testenv.Name(t, "T"), testenv.Name(t, "PG")
+	env.CreateTopic(t, topic, 2)
+	checker := &serialChecker{}
+	p := newTransactional(t, env.NameServers(), group, checker)
+	const n = 20
+	var ids []string
+	for i := range n {
+		if _, err := p.SendInTransaction(ctxT(t), producer.Message{Topic: topic, Keys: []string{"k" + strconv.Itoa(i)}, Body: []byte("x")},
+			answer(producer.TxUnknown, &ids)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both connections of the group known, the client's and the
+	// check-backs', and the first round of check-backs (some of which
+	// came before the client's heartbeat) over: the next round is
+	// shared by both.
+	env.Eventually(t, "two connections of the group", 40*time.Second, func() bool { return b.Producers(group) == 2 })
+	b.Advance(7 * time.Second)
+	env.Eventually(t, "the first check-backs answered", time.Minute, func() bool { return checker.calls.Load() >= n })
+	time.Sleep(100 * time.Millisecond)
+	checker.most.Store(0)
+	checker.calls.Store(0)
+	checker.own.Store(0)
+	b.Advance(61 * time.Second)
+	env.Eventually(t, "the second check-backs answered", time.Minute, func() bool { return checker.calls.Load() >= n })
+	if m := checker.most.Load(); m != 1 || checker.own.Load() == n {
+		t.Fatalf("the checker ran %d times at once; %d of %d check-backs came on the producer's own connection (want some on each)",
+			m, checker.own.Load(), n)
 	}
 }

@@ -50,9 +50,11 @@ type HalfMessage struct {
 
 // TxChecker answers the broker's check-back for a half message whose
 // outcome did not reach it (a crash after the local transaction, a lost
-// one-way request). It runs on the client's goroutine, one check at a
-// time, with a ctx bounded by the check timeout (30 s); it must answer
-// from durable state, and TxUnknown makes the broker ask again later.
+// one-way request). It is called one check at a time (check-backs come
+// through the client and on the producer's own connection to each master,
+// and wait for each other), with a ctx bounded by the check timeout
+// (30 s); it must answer from durable state, and TxUnknown makes the
+// broker ask again later.
 type TxChecker interface {
 	CheckTx(ctx context.Context, m HalfMessage) TxState
 }
@@ -70,6 +72,9 @@ type Transactional struct {
 	pending sync.Map // *primitive.Message -> *localCall
 
 	gate gate // sends and checks
+	// checkMu holds the checker to one check at a time, as TxChecker's
+	// doc promises, whichever connection a check-back came on.
+	checkMu sync.Mutex
 
 	// The client's check-back goroutine answers the broker after our
 	// checker returns, reading client state that the client's Shutdown
@@ -353,12 +358,14 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) primitive.L
 	return clientState(p.ask(h))
 }
 
-// ask runs the checker on h with a bounded ctx. A checker that panics
-// answers TxUnknown (the client would otherwise lose its only check-back
-// goroutine).
+// ask runs the checker on h with a bounded ctx, after any other check in
+// progress. A checker that panics answers TxUnknown (the client would
+// otherwise lose its only check-back goroutine).
 func (p *Transactional) ask(h HalfMessage) (state TxState) {
+	p.checkMu.Lock()
+	defer p.checkMu.Unlock()
 	// The checker is called back by the broker, with no caller ctx: the
-	// work is bounded instead.
+	// work is bounded instead, from when the checker is called.
 	ctx, cancel := context.WithTimeout(context.Background(), txCheckTimeout)
 	defer cancel()
 	defer func() {

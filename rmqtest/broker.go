@@ -39,6 +39,7 @@ type Broker struct {
 	groups    map[string]*group
 	subGroups map[string]struct{} // every group that sent a consumer heartbeat or pulled
 	producers map[string]map[*conn]struct{}
+	checkTurn int // the connection of its group a check-back goes to next
 	locks     map[string]map[queueKey]*lockEntry
 	held      map[queueKey][]*heldPull
 	schedule  [][]*message // per delay level, in due order

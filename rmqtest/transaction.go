@@ -1,6 +1,8 @@
 package rmqtest
 
 import (
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -91,14 +93,14 @@ func (b *Broker) checkTransactionsLocked() {
 		h.msg = renewed
 		h.nextCheck = now.Add(b.opts.transactionInterval)
 		b.halfs[renewed.PhysicalOffset] = h
-		var target *conn
-		for c := range b.producers[h.group] {
-			target = c
-			break
-		}
-		if target == nil {
+		// The group's connections in turn, as a 4.9.4 broker picks them
+		// (ProducerManager.getAvailableChannel counts round them).
+		conns := slices.SortedFunc(maps.Keys(b.producers[h.group]), func(x, y *conn) int { return x.remote.Compare(y.remote) })
+		if len(conns) == 0 {
 			continue
 		}
+		b.checkTurn++
+		target := conns[b.checkTurn%len(conns)]
 		view := *renewed
 		view.Topic = renewed.props[remoting.PropRealTopic]
 		view.QueueID = int32(atoi(renewed.props[remoting.PropRealQueueID]))
