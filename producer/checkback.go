@@ -102,7 +102,8 @@ func (c *checkBacks) close() {
 }
 
 // beat sends the group's heartbeat to every master the name servers list,
-// connecting to those it has no live connection to. Each name server and
+// connecting to those it has no live connection to: the first name
+// server that answers with a broker says which. Each name server and
 // each broker has a checkIOTimeout of its own, and the brokers are
 // reached at once: one that hangs (its host down) delays no other. A
 // broker that cannot be reached is tried again at the next beat.
@@ -112,7 +113,7 @@ func (c *checkBacks) beat() {
 		ctx, cancel := context.WithTimeout(c.ctx, checkIOTimeout)
 		bs, err := remoting.ClusterBrokers(ctx, ns)
 		cancel()
-		if err == nil {
+		if err == nil && len(bs) > 0 { // one that knows none (restarted) is passed over
 			brokers = bs
 			break
 		}

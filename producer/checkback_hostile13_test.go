@@ -137,16 +137,20 @@ func (f *fakeRemoting) count(code int) int {
 // dialled first, used it up and broker-b never heard of the group (its
 // check-backs found no producer, and after the last one it dropped half
 // messages whose local transactions had committed); an unreachable first
-// name server used it up and no master heard of it.
+// name server used it up and no master heard of it. Nor may a first name
+// server that knows no broker (restarted, the brokers not registered with
+// it yet) hide the cluster the next one knows.
 func TestHostile13OneUnreachablePeerHidesNoOther(t *testing.T) {
 	for _, tc := range []struct {
 		name                       string
 		deadMaster, deadNameServer bool
 		twice                      bool // broker-b's address named for broker-a too: Close still closes both
+		emptyNameServer            bool // the first name server knows no broker (restarted, brokers not registered yet)
 	}{
-		{"a master", true, false, false},
-		{"the first name server", false, true, false},
-		{"an address named twice", false, false, true},
+		{"a master", true, false, false, false},
+		{"the first name server", false, true, false, false},
+		{"an address named twice", false, false, true, false},
+		{"a first name server that knows no broker", false, false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -171,8 +175,17 @@ func TestHostile13OneUnreachablePeerHidesNoOther(t *testing.T) {
 				return &remoting.Command{Code: remoting.CodeSuccess, Body: []byte(body)}
 			})
 			names := []string{ns.addr()}
-			if tc.deadNameServer {
+			switch {
+			case tc.deadNameServer:
 				names = []string{dead, ns.addr()}
+			case tc.emptyNameServer:
+				empty := newFakeRemoting(t, func(req *remoting.Command) *remoting.Command {
+					if req.Code != remoting.ReqGetBrokerClusterInfo {
+						return &remoting.Command{Code: remoting.CodeTopicNotExist, Remark: "no route"}
+					}
+					return &remoting.Command{Code: remoting.CodeSuccess, Body: []byte(`{"brokerAddrTable":{},"clusterAddrTable":{}}`)}
+				})
+				names = []string{empty.addr(), ns.addr()}
 			}
 			newTransactional(t, names, testenv.Name(t, "PG"), &checkFunc{answer: producer.TxCommit})
 			deadline := time.Now().Add(25 * time.Second)
