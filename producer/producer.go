@@ -282,10 +282,15 @@ func (p *Producer) sendWithRetry(ctx context.Context, pm *primitive.Message, top
 const maxTopicLength = 127
 
 // validTopic reports whether topic is a name the broker accepts: 1 to 127
-// of letters, digits, '%', '|', '_' and '-'.
+// of letters, digits, '%', '|', '_' and '-', and not one of the system
+// topics it takes no sends to.
 func validTopic(topic string) bool {
 	if len(topic) == 0 || len(topic) > maxTopicLength {
 		return false
+	}
+	switch topic {
+	case "SCHEDULE_TOPIC_XXXX", "RMQ_SYS_TRANS_HALF_TOPIC", "RMQ_SYS_TRANS_OP_HALF_TOPIC", "SELF_TEST_TOPIC", "OFFSET_MOVED_EVENT":
+		return false // a 4.9.4 broker: NO_PERMISSION, "Sending message to topic[...] is forbidden"
 	}
 	for i := 0; i < len(topic); i++ {
 		switch c := topic[i]; {

@@ -53,7 +53,10 @@ func TestValidateRefusesPropertiesTheBrokerWouldRefuse(t *testing.T) {
 // TestValidateChecksEveryField: each field Validate checks refuses what
 // the broker would refuse or alter, and passes what it takes, at the
 // edges (a topic of 127 characters and of 128, the characters the broker
-// allows in a topic, a separator or invalid UTF-8 in each text field).
+// allows in a topic, the system topics it takes no sends to, a separator
+// or invalid UTF-8 in each text field). Validate accepted a send to
+// SCHEDULE_TOPIC_XXXX, which a real 4.9.4 refused: an outbox row no send
+// could deliver.
 func TestValidateChecksEveryField(t *testing.T) {
 	ok := producer.Message{Topic: "T", Body: []byte("b")}
 	with := func(f func(m *producer.Message)) producer.Message {
@@ -71,6 +74,14 @@ func TestValidateChecksEveryField(t *testing.T) {
 		{"topic of 128 characters", with(func(m *producer.Message) { m.Topic = strings.Repeat("t", 128) }), false},
 		{"topic of every allowed character", with(func(m *producer.Message) { m.Topic = "%RETRY%az_AZ-09|x" }), true},
 		{"topic with a dot", with(func(m *producer.Message) { m.Topic = "a.b" }), false},
+		// System topics a 4.9.4 broker refuses to take sends to (NO_PERMISSION,
+		// "Sending message to topic[...] is forbidden").
+		{"topic SCHEDULE_TOPIC_XXXX", with(func(m *producer.Message) { m.Topic = "SCHEDULE_TOPIC_XXXX" }), false},
+		{"topic RMQ_SYS_TRANS_HALF_TOPIC", with(func(m *producer.Message) { m.Topic = "RMQ_SYS_TRANS_HALF_TOPIC" }), false},
+		{"topic RMQ_SYS_TRANS_OP_HALF_TOPIC", with(func(m *producer.Message) { m.Topic = "RMQ_SYS_TRANS_OP_HALF_TOPIC" }), false},
+		{"topic SELF_TEST_TOPIC", with(func(m *producer.Message) { m.Topic = "SELF_TEST_TOPIC" }), false},
+		{"topic OFFSET_MOVED_EVENT", with(func(m *producer.Message) { m.Topic = "OFFSET_MOVED_EVENT" }), false},
+		{"topic a system topic's name in another case", with(func(m *producer.Message) { m.Topic = "schedule_topic_xxxx" }), true},
 		{"topic with a non-ASCII letter", with(func(m *producer.Message) { m.Topic = "tøpic" }), false},
 		{"empty topic", with(func(m *producer.Message) { m.Topic = "" }), false},
 		{"tag with a separator", with(func(m *producer.Message) { m.Tag = "a\x02b" }), false},

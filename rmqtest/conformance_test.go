@@ -609,3 +609,21 @@ func TestPropertiesLengthLimit(t *testing.T) {
 		t.Fatalf("%s holds %d messages, want the one that fits", topic, n)
 	}
 }
+
+// TestSystemTopicsRefuseSends pins the system topics a 4.9.4 broker takes
+// no sends to: NO_PERMISSION, "Sending message to topic[...] is
+// forbidden".
+func TestSystemTopicsRefuseSends(t *testing.T) {
+	t.Parallel()
+	env := testenv.NewRocketMQ(t)
+	p := newProducer(t, env, producer.WithRetry(0))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, topic := range []string{"SCHEDULE_TOPIC_XXXX", "RMQ_SYS_TRANS_HALF_TOPIC", "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+		"SELF_TEST_TOPIC", "OFFSET_MOVED_EVENT"} {
+		_, err := p.SendSync(ctx, primitive.NewMessage(topic, []byte("b")))
+		if err == nil || !strings.Contains(err.Error(), "is forbidden") {
+			t.Errorf("a send to %s: %v, want it forbidden", topic, err)
+		}
+	}
+}

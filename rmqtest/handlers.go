@@ -166,12 +166,17 @@ func maxReconsume(field string) int {
 	return atoi(field)
 }
 
+// notAllowedSendTopics are the system topics a 4.9.4 broker takes no sends
+// to (TopicValidator.NOT_ALLOWED_SEND_TOPIC_SET).
+var notAllowedSendTopics = map[string]bool{scheduleTopic: true, halfTopic: true, "RMQ_SYS_TRANS_OP_HALF_TOPIC": true,
+	"SELF_TEST_TOPIC": true, "OFFSET_MOVED_EVENT": true}
+
 func (b *Broker) sendMessage(c *conn, req *remoting.Command) *remoting.Command {
 	h := parseSendHeader(req)
 	if msg := validTopic(h.topic); msg != "" {
 		return response(remoting.CodeSystemError, msg)
 	}
-	if h.topic == defaultTopic {
+	if h.topic == defaultTopic || notAllowedSendTopics[h.topic] {
 		return response(remoting.CodeNoPermission, "Sending message to topic["+h.topic+"] is forbidden.")
 	}
 	var msgs []*message
