@@ -171,7 +171,7 @@ func (c *Consumer) storeRetries(items []*item) bool {
 				level = len(c.cfg.delayLevels)
 			}
 		}
-		if !c.storeRetry(c.run, it.ext, it.m.Attempt, level) {
+		if !c.storeRetry(c.run, it, level) {
 			// Close began. Copies already stored for others of the batch
 			// make those come back twice: at least once, never lost.
 			return false

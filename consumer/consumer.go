@@ -320,23 +320,38 @@ func (c *Consumer) retryLevel(attempt int) int {
 	return min(2+attempt, len(c.cfg.delayLevels))
 }
 
-// storeRetry stores ext's retry copy, trying again with backoff while the
-// broker refuses it or cannot be reached, until the copy is stored (true)
-// or Close begins (false). The failures are counted, logged and, past
-// [troubleAfter] in a row, reported.
+// storeRetry stores the retry copy of it, due after delay level level, trying
+// again with backoff while the broker cannot take it or cannot be
+// reached, until the copy is stored (true) or Close begins (false). The
+// failures are counted, logged and, past [troubleAfter] in a row,
+// reported. A copy the broker refuses for the message itself can never be
+// stored: the message is parked instead (CauseRetryRefused), trying again
+// while the parker fails, and acknowledged once parked (true).
 // ctx is c.run: when Close gives up waiting, it cuts a send short, and
 // c.stopping ends the loop.
-func (c *Consumer) storeRetry(ctx context.Context, ext *primitive.MessageExt, attempt, level int) bool {
+func (c *Consumer) storeRetry(ctx context.Context, it *item, level int) bool {
 	wait := 100 * time.Millisecond
 	for {
-		err := c.retrier.send(ctx, ext, attempt, level)
-		c.trouble.observe(ctx, OpRetryStore, err, ext.GetKeys(), ext.MsgId)
-		if err == nil {
-			return true
+		err := c.retrier.send(ctx, it.ext, it.m.Attempt, level)
+		switch {
+		case errors.Is(err, errRetryRefused):
+			// The message's fault, not the broker's: parked, as the cap
+			// would have it after its last retry.
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeeping)
+			v := c.park(pctx, pctx, it.m, nil, it.m.Attempt, err, CauseRetryRefused)
+			cancel()
+			if v == ack {
+				return true
+			}
+		default:
+			c.trouble.observe(ctx, OpRetryStore, err, it.ext.GetKeys(), it.ext.MsgId)
+			if err == nil {
+				return true
+			}
+			c.stats.storeErrors.Add(1)
+			c.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "retry copy not stored, trying again", slog.String("msg_id", it.ext.MsgId),
+				slog.Duration("in", wait), slog.Any("error", err))
 		}
-		c.stats.storeErrors.Add(1)
-		c.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "retry copy not stored, trying again", slog.String("msg_id", ext.MsgId),
-			slog.Duration("in", wait), slog.Any("error", err))
 		select {
 		case <-c.stopping:
 			return false

@@ -17,6 +17,10 @@ const (
 	// CauseKeyParked: an earlier message of the same sharding key is
 	// parked, and the orderly consumer parks the key's later messages too.
 	CauseKeyParked Cause = "key-parked"
+	// CauseRetryRefused: the broker refused the message's retry copy for
+	// the message itself (MESSAGE_ILLEGAL: its properties, with those a
+	// retry adds, past the broker's limit); it can never be retried.
+	CauseRetryRefused Cause = "retry-refused"
 )
 
 // DeadLetter is a message the consumer gave up on, as it hands it to the

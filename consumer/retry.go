@@ -101,11 +101,21 @@ func (s *retrySender) send(ctx context.Context, ext *primitive.MessageExt, attem
 	if err != nil {
 		return fmt.Errorf("consumer: retry to %s: %w", ext.StoreHost, err)
 	}
+	if resp.Code == remoting.CodeMessageIllegal {
+		return fmt.Errorf("%w: retry to %s: broker code %d: %s", errRetryRefused, ext.StoreHost, resp.Code, resp.Remark)
+	}
 	if resp.Code != remoting.CodeSuccess {
 		return fmt.Errorf("consumer: retry to %s: broker code %d: %s", ext.StoreHost, resp.Code, resp.Remark)
 	}
 	return nil
 }
+
+// errRetryRefused marks a retry copy the broker refused for the message
+// itself (MESSAGE_ILLEGAL): sent again, it is refused again. The message
+// it took the original for had properties near the broker's limit, and
+// the retry's own (its topic, its delay, and the real topic and queue the
+// broker adds to a delayed message) took them past it.
+var errRetryRefused = errors.New("consumer: the broker refuses this message's retry copy")
 
 // invoke runs req on an idle connection to addr, or a new one; a
 // connection that failed is closed, one that answered is kept.

@@ -355,20 +355,32 @@ func TestAReplayHoldsItsKeyUntilItsGroupReceivesIt(t *testing.T) {
 	}
 }
 
-// TestStatusColumnNamesEveryStatus: the schema's comment on the status
-// column, what an operator reading the table goes by, names every status
-// the table writes, by its number and its name.
-func TestStatusColumnNamesEveryStatus(t *testing.T) {
+// TestColumnCommentsNameEveryValue: the schema's comments on the status
+// and cause columns, what an operator reading the table goes by, name
+// every status the table writes (by its number and its name) and every
+// cause the consumer parks with.
+func TestColumnCommentsNameEveryValue(t *testing.T) {
 	t.Parallel()
 	db := testenv.MySQL(t)
-	var comment string
-	if err := db.Get(&comment, "SELECT COLUMN_COMMENT FROM information_schema.COLUMNS"+
-		" WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'mq_dead_letter' AND COLUMN_NAME = 'status'"); err != nil {
-		t.Fatal(err)
+	comment := func(column string) string {
+		var c string
+		if err := db.Get(&c, "SELECT COLUMN_COMMENT FROM information_schema.COLUMNS"+
+			" WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'mq_dead_letter' AND COLUMN_NAME = ?", column); err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
+	status := comment("status")
 	for _, s := range []deadletter.Status{deadletter.Parked, deadletter.Replayed, deadletter.Discarded, deadletter.Replaying} {
-		if want := fmt.Sprintf("%d %s", int(s), s); !strings.Contains(comment, want) {
-			t.Errorf("status comment %q does not name %q", comment, want)
+		if want := fmt.Sprintf("%d %s", int(s), s); !strings.Contains(status, want) {
+			t.Errorf("status comment %q does not name %q", status, want)
+		}
+	}
+	cause := comment("cause")
+	for _, c := range []consumer.Cause{consumer.CauseRetries, consumer.CausePermanent, consumer.CauseDLQ,
+		consumer.CauseKeyParked, consumer.CauseRetryRefused} {
+		if !strings.Contains(cause, string(c)) {
+			t.Errorf("cause comment %q does not name %q", cause, c)
 		}
 	}
 }

@@ -42,7 +42,8 @@ const (
 	// back later. Reason is "handler", "busy" or "store".
 	Retry Kind = "retry"
 	// Parked: the consumer gave up on the message and parked it. Reason
-	// is its cause ("retries", "permanent", "dlq", "key-parked").
+	// is its cause ("retries", "permanent", "dlq", "key-parked",
+	// "retry-refused").
 	Parked Kind = "parked"
 	// LeaseExpired: a handler was still running when its claim's lease
 	// ended; another delivery may have run the same key.
