@@ -198,17 +198,32 @@ func (c *checkBacks) send(cc *checkConn, req *remoting.Command) error {
 }
 
 // read answers the check-backs that come on cc, one at a time, until it
-// closes. Responses (to heartbeats) are skipped.
+// closes. Responses (to heartbeats) are skipped; the first refusal is
+// logged.
 func (c *checkBacks) read(cc *checkConn) {
 	defer close(cc.dead)
 	defer cc.nc.Close()
 	r := bufio.NewReader(cc.nc)
+	refused := false
 	for {
 		cmd, err := remoting.ReadCommand(r)
 		if err != nil {
 			return
 		}
-		if cmd.IsResponse() || cmd.Code != remoting.ReqCheckTransactionState {
+		if cmd.IsResponse() {
+			// Only heartbeats are answered. One the broker refuses (an
+			// ACL account without the right) leaves its check-backs to
+			// the client's own connection, which exists only once the
+			// producer sent to a topic there: said once per connection.
+			if cmd.Code != remoting.CodeSuccess && !refused {
+				refused = true
+				c.p.cfg.logger.Warn("producer: a broker refused the group's heartbeat; after a crash its check-backs may find no producer",
+					slog.String("broker", cc.nc.RemoteAddr().String()), slog.String("group", c.group),
+					slog.Int("code", int(cmd.Code)), slog.String("remark", cmd.Remark))
+			}
+			continue
+		}
+		if cmd.Code != remoting.ReqCheckTransactionState {
 			continue
 		}
 		if err := c.answer(cc, cmd); err != nil {

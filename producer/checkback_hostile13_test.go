@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/seed157d4c4d/reliablemq/rmqtest"
 	"net"
 	"runtime"
 	"strconv"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/seed157d4c4d/reliablemq/rmqtest"
 
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
