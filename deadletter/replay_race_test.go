@@ -30,11 +30,11 @@ func (p *fastConsumer) Send(ctx context.Context, _ producer.Message) (producer.R
 	report := make(chan error, 1)
 	p.report = report
 	go func() { report <- p.dead.ReplayReceived(context.Background(), p.group, p.of) }()
-	// Polled every 150 ms: the server refreshes its view of transactions
-	// (INNODB_TRX and the lock tables) only when nobody read it in the
-	// last 100 ms, so a closer poll saw the transactions of its first read
-	// for ever, before the report's wait began (the test failed in about
-	// half of its runs). Bounded under the server's 50 s lock wait.
+	// Polled every 150 ms: MariaDB 10.11 refreshes its view of
+	// transactions (INNODB_TRX and the lock tables) only after 100 ms
+	// without a read, so a 10 ms poll kept seeing its first read, from
+	// before the report's wait began (the test failed in about half of
+	// its runs). Bounded under the server's 50 s lock wait.
 	for deadline := time.Now().Add(40 * time.Second); time.Now().Before(deadline); {
 		select {
 		case err := <-report:
