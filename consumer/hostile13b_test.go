@@ -12,6 +12,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/seed157d4c4d/reliablemq/consumer"
+	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
 
@@ -61,5 +62,67 @@ func TestACompressedMessageIsRetriedNotRefused(t *testing.T) {
 	f.eventually("the message handled on its retry, or parked", func() bool { return handled.Load() == 1 || len(f.parked()) > 0 })
 	if dls := f.parked(); len(dls) > 0 {
 		t.Fatalf("parked as %q after %d attempts (%s), want retried and handled", dls[0].Cause, attempts.Load(), dls[0].LastError)
+	}
+}
+
+// sendNearLimit sends, with another client, a message of key whose
+// properties are within 8 bytes of the broker's limit: its retry copy is
+// refused (MESSAGE_ILLEGAL).
+func sendNearLimit(t *testing.T, f *fixture, key string) {
+	t.Helper()
+	raw, err := rocketmq.NewProducer(rmqproducer.WithNameServer(f.env.NameServers()),
+		rmqproducer.WithGroupName(testenv.Name(t, "RP")), rmqproducer.WithInstanceName(testenv.Name(t, "rawp")),
+		rmqproducer.WithRetry(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Shutdown()
+	for size := 32767; size > 32767-600; size -= 8 {
+		m := primitive.NewMessage(f.topic, []byte("big"))
+		m.WithKeys([]string{key})
+		m.WithProperty("pad", strings.Repeat("p", size))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		r, err := raw.SendSync(ctx, m)
+		cancel()
+		if err == nil && r.Status == primitive.SendOK {
+			return
+		}
+	}
+	t.Fatal("the broker took no message with properties near its limit")
+}
+
+// TestABusyMessageWhoseRetryIsRefusedRunsOnceTheKeyIsFree: a message
+// whose retry copy the broker refuses comes while another consumer holds
+// its key (one that crashed, say). It has not failed: it must run once
+// the key is free, as a busy message whose copy is stored does. It was
+// parked as retry-refused at once, never run, its key's effect never
+// applied: a message that could still be handled dropped from the flow.
+func TestABusyMessageWhoseRetryIsRefusedRunsOnceTheKeyIsFree(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	g := f.guard(idempotency.WithLease(3 * time.Second))
+	crashed, err := g.Claim(context.Background(), "big")
+	if err != nil || crashed.Outcome != idempotency.Acquired {
+		t.Fatalf("claim: %v %v", crashed, err)
+	}
+	sendNearLimit(t, f, "big")
+	var handled atomic.Int32
+	h := func(_ context.Context, m *consumer.Message) error {
+		handled.Add(1)
+		return nil
+	}
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead)))
+	f.eventually("the big message handled once its key is free, or parked", func() bool {
+		return handled.Load() == 1 || len(f.parked()) > 0
+	})
+	if dls := f.parked(); len(dls) > 0 {
+		t.Fatalf("parked as %q (%s), handled %d times; want handled once the key is free", dls[0].Cause, dls[0].LastError, handled.Load())
+	}
+	f.settle()
+	if n, st := handled.Load(), c.Stats(); n != 1 || st.Busy == 0 || st.Parked != 0 {
+		t.Fatalf("handled %d times, stats %+v; want once, after busy deliveries, none parked", n, st)
 	}
 }
