@@ -14,6 +14,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
+	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
 // TestACompressedMessageIsRetriedNotRefused: another client sends a body
@@ -124,5 +125,54 @@ func TestABusyMessageWhoseRetryIsRefusedRunsOnceTheKeyIsFree(t *testing.T) {
 	f.settle()
 	if n, st := handled.Load(), c.Stats(); n != 1 || st.Busy == 0 || st.Parked != 0 {
 		t.Fatalf("handled %d times, stats %+v; want once, after busy deliveries, none parked", n, st)
+	}
+}
+
+// TestABatchWithARefusedRetryParksOnlyThatMessage: in a batch of four with
+// a guard, one message whose retry copy the broker refuses fails, one
+// fails once and two succeed: the refused one is parked (cause
+// retry-refused, its key forgotten or free so a replay could run), the
+// failing one is retried and handled, the others handled once.
+func TestABatchWithARefusedRetryParksOnlyThatMessage(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	g := f.guard()
+	sendNearLimit(t, f, "big")
+	for _, k := range []string{"flaky", "ok1", "ok2"} {
+		f.send(producer.Message{Keys: []string{k}, Body: []byte(k)})
+	}
+	eff := newEffects()
+	var bigRuns atomic.Int32
+	h := func(_ context.Context, m *consumer.Message) error {
+		switch k := consumer.Key(m); {
+		case k == "big":
+			bigRuns.Add(1)
+			return errors.New("fails")
+		case k == "flaky" && m.Attempt == 1:
+			return errors.New("fails once")
+		default:
+			eff.apply(k, string(m.Body))
+			return nil
+		}
+	}
+	f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
+		consumer.WithBatchSize(4)))
+	f.eventually("all handled, the big one parked", func() bool { return eff.total() == 3 && len(f.parked()) == 1 })
+	f.settle()
+	if dls := f.parked(); len(dls) != 1 || dls[0].Cause != consumer.CauseRetryRefused {
+		t.Fatalf("dead letters %+v, want the big one, retry-refused", dls)
+	}
+	for _, k := range []string{"flaky", "ok1", "ok2"} {
+		if n := eff.count(k); n != 1 {
+			t.Errorf("%s applied %d times, want once", k, n)
+		}
+	}
+	if n := bigRuns.Load(); n != 1 {
+		t.Errorf("the big message ran %d times, want once", n)
+	}
+	// Its key is not done: a replay (or a redelivery) of it would run.
+	c, err := g.Claim(context.Background(), "big")
+	if err != nil || c.Outcome != idempotency.Acquired {
+		t.Fatalf("claim of the parked key: %+v %v, want acquired", c, err)
 	}
 }
