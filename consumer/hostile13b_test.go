@@ -176,3 +176,40 @@ func TestABatchWithARefusedRetryParksOnlyThatMessage(t *testing.T) {
 		t.Fatalf("claim of the parked key: %+v %v, want acquired", c, err)
 	}
 }
+
+// TestAStoreFailureNeverParksAMessageWhoseRetryIsRefused: the guard's
+// store is down for the first claim of a message whose retry copy the
+// broker refuses. The message never ran: store failures never park, it
+// must run once the store is back. It was parked as retry-refused, as if
+// its handler had failed, and never ran.
+func TestAStoreFailureNeverParksAMessageWhoseRetryIsRefused(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	ms, err := idempotency.NewMySQLStore(f.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &flakyStore{Store: ms}
+	s.fail.Store(2)
+	g, err := idempotency.NewGuard(f.group, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendNearLimit(t, f, "big")
+	var handled atomic.Int32
+	h := func(_ context.Context, m *consumer.Message) error {
+		handled.Add(1)
+		return nil
+	}
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead)))
+	f.eventually("the big message handled once the store is back, or parked", func() bool {
+		return handled.Load() == 1 || len(f.parked()) > 0
+	})
+	if dls := f.parked(); len(dls) > 0 {
+		t.Fatalf("parked as %q (%s), handled %d times; want handled once the store is back", dls[0].Cause, dls[0].LastError, handled.Load())
+	}
+	f.settle()
+	if n, st := handled.Load(), c.Stats(); n != 1 || st.StoreErrors < 2 || st.Parked != 0 {
+		t.Fatalf("handled %d times, stats %+v; want once, after the store errors, none parked", n, st)
+	}
+}
