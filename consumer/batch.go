@@ -27,7 +27,10 @@ type item struct {
 	claim    *idempotency.Claim
 	claimErr error
 	v        verdict
-	done     completion // its claim's completion, once handled
+	// failed: its handler ran and failed (a retry for that, not for a
+	// busy key or a store's failure).
+	failed bool
+	done   completion // its claim's completion, once handled
 	// Set while the completion is recorded in the background: the
 	// handler's ctx and its hooks' end, for settle.
 	hctx context.Context
@@ -590,6 +593,7 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 		return c.interrupted(bctx, claim, m, err)
 	}
 	if err != nil {
+		it.failed = true
 		return c.failed(hctx, bctx, claim, m, err)
 	}
 	succeeded = true

@@ -325,8 +325,13 @@ func (c *Consumer) retryLevel(attempt int) int {
 // reached, until the copy is stored (true) or Close begins (false). The
 // failures are counted, logged and, past [troubleAfter] in a row,
 // reported. A copy the broker refuses for the message itself can never be
-// stored: the message is parked instead (CauseRetryRefused), trying again
-// while the parker fails, and acknowledged once parked (true).
+// stored. A message whose handler failed is parked instead
+// (CauseRetryRefused), trying again while the parker fails, and
+// acknowledged once parked (true). One that did not run (its key held by
+// another delivery, or a store failed) is kept here and handled again
+// after the backoff, until its key is done or it ran (true, or parked as
+// above if it failed), or Close begins (false): store failures never
+// park.
 // ctx is c.run: when Close gives up waiting, it cuts a send short, and
 // c.stopping ends the loop.
 func (c *Consumer) storeRetry(ctx context.Context, it *item, level int) bool {
@@ -334,6 +339,27 @@ func (c *Consumer) storeRetry(ctx context.Context, it *item, level int) bool {
 	for {
 		err := c.retrier.send(ctx, it.ext, it.m.Attempt, level)
 		switch {
+		case errors.Is(err, errRetryRefused) && !it.failed:
+			// It cannot come back through the broker; parked, it would
+			// never run, though its key may be free after the lease, or
+			// the store back.
+			select {
+			case <-c.stopping:
+				return false
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 10*time.Second)
+			it.v = unsettled
+			c.handleBatch(ctx, []*item{it})
+			switch it.v {
+			case ack:
+				return true
+			case closing:
+				return false
+			case retry:
+				level = c.retryLevel(it.m.Attempt)
+			}
+			continue
 		case errors.Is(err, errRetryRefused):
 			// The message's fault, not the broker's: parked, as the cap
 			// would have it after its last retry.

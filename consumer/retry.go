@@ -1,6 +1,8 @@
 package consumer
 
 import (
+	"bytes"
+	"compress/zlib"
 	"context"
 	"errors"
 	"fmt"
@@ -79,13 +81,21 @@ func (s *retrySender) send(ctx context.Context, ext *primitive.MessageExt, attem
 	if level > 0 {
 		props[remoting.PropDelay] = strconv.Itoa(level)
 	}
-	req := &remoting.Command{Code: remoting.ReqSendMessage, Body: ext.Body, ExtFields: map[string]string{
+	body, sysFlag := ext.Body, 0
+	if ext.SysFlag&remoting.SysFlagCompressed != 0 {
+		// Stored compressed (the client compresses large bodies): the copy
+		// is too. Inflated, a body the broker took compressed may be past
+		// its maxMessageSize, and the copy refused (MESSAGE_ILLEGAL) though
+		// the message could be retried.
+		body, sysFlag = compress(ext.Body), remoting.SysFlagCompressed
+	}
+	req := &remoting.Command{Code: remoting.ReqSendMessage, Body: body, ExtFields: map[string]string{
 		"producerGroup":         s.group,
 		"topic":                 "%RETRY%" + s.group,
 		"defaultTopic":          "TBW102",
 		"defaultTopicQueueNums": "4",
 		"queueId":               "0",
-		"sysFlag":               "0",
+		"sysFlag":               strconv.Itoa(sysFlag),
 		"bornTimestamp":         strconv.FormatInt(time.Now().UnixMilli(), 10),
 		"flag":                  strconv.Itoa(int(ext.Flag)),
 		"properties":            remoting.EncodeProperties(props),
@@ -108,6 +118,17 @@ func (s *retrySender) send(ctx context.Context, ext *primitive.MessageExt, attem
 		return fmt.Errorf("consumer: retry to %s: broker code %d: %s", ext.StoreHost, resp.Code, resp.Remark)
 	}
 	return nil
+}
+
+// compress returns body zlib-compressed, at the level the official
+// producer uses (5), as a broker stores a body whose sysFlag has
+// [remoting.SysFlagCompressed] and the client inflates it.
+func compress(body []byte) []byte {
+	var b bytes.Buffer
+	w, _ := zlib.NewWriterLevel(&b, 5) // a valid level: no error
+	_, _ = w.Write(body)               // a bytes.Buffer takes every write
+	_ = w.Close()
+	return b.Bytes()
 }
 
 // errRetryRefused marks a retry copy the broker refused for the message
