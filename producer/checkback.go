@@ -249,7 +249,7 @@ func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
 	}
 	h := HalfMessage{Message: Message{Topic: m.Topic, Body: m.Body, Tag: props[remoting.PropTags],
 		ShardingKey: props[remoting.PropShardingKey]}, MsgID: props[remoting.PropUniqKey]}
-	if m.SysFlag&sysFlagCompressed != 0 {
+	if m.SysFlag&remoting.SysFlagCompressed != 0 {
 		if zr, err := zlib.NewReader(bytes.NewReader(m.Body)); err == nil {
 			if body, err := io.ReadAll(zr); err == nil {
 				h.Body = body
@@ -283,6 +283,3 @@ func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
 		"commitOrRollback": strconv.Itoa(decision), "fromTransactionCheck": "true", "msgId": h.MsgID,
 		"transactionId": e["transactionId"]}})
 }
-
-// sysFlagCompressed marks a stored message whose body is zlib-compressed.
-const sysFlagCompressed = 0x1
