@@ -28,16 +28,7 @@ import (
 func TestACompressedMessageIsRetriedNotRefused(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 1)
-	raw, err := rocketmq.NewProducer(rmqproducer.WithNameServer(f.env.NameServers()),
-		rmqproducer.WithGroupName(testenv.Name(t, "RP")), rmqproducer.WithInstanceName(testenv.Name(t, "rawp")),
-		rmqproducer.WithRetry(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := raw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Shutdown() })
+	raw := rawProducer(t, f)
 	body := strings.Repeat("compressible ", (5<<20)/13)
 	m := primitive.NewMessage(f.topic, []byte(body))
 	m.WithKeys([]string{"big"})
@@ -66,10 +57,9 @@ func TestACompressedMessageIsRetriedNotRefused(t *testing.T) {
 	}
 }
 
-// sendNearLimit sends, with another client, a message of key whose
-// properties are within 8 bytes of the broker's limit: its retry copy is
-// refused (MESSAGE_ILLEGAL).
-func sendNearLimit(t *testing.T, f *fixture, key string) {
+// rawProducer starts the official client's producer on f's broker, with
+// no retries of its own; it shuts down with the test.
+func rawProducer(t *testing.T, f *fixture) rocketmq.Producer {
 	t.Helper()
 	raw, err := rocketmq.NewProducer(rmqproducer.WithNameServer(f.env.NameServers()),
 		rmqproducer.WithGroupName(testenv.Name(t, "RP")), rmqproducer.WithInstanceName(testenv.Name(t, "rawp")),
@@ -80,7 +70,18 @@ func sendNearLimit(t *testing.T, f *fixture, key string) {
 	if err := raw.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer raw.Shutdown()
+	t.Cleanup(func() { raw.Shutdown() })
+	return raw
+}
+
+// sendNearLimit sends, with another client, a message of key whose
+// properties are within 8 bytes of the broker's limit (tried from over it
+// down, 8 bytes at a time): its retry copy, with a retry topic, a delay
+// and the real topic and queue the broker adds, is refused
+// (MESSAGE_ILLEGAL).
+func sendNearLimit(t *testing.T, f *fixture, key string) {
+	t.Helper()
+	raw := rawProducer(t, f)
 	for size := 32767; size > 32767-600; size -= 8 {
 		m := primitive.NewMessage(f.topic, []byte("big"))
 		m.WithKeys([]string{key})

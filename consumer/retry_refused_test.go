@@ -8,12 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/rocketmq-client-go/v2"
-	"github.com/apache/rocketmq-client-go/v2/primitive"
-	rmqproducer "github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
-	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -27,33 +23,7 @@ import (
 func TestAMessageWhoseRetryTheBrokerRefusesIsParked(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 1)
-	raw, err := rocketmq.NewProducer(rmqproducer.WithNameServer(f.env.NameServers()),
-		rmqproducer.WithGroupName(testenv.Name(t, "RP")), rmqproducer.WithInstanceName(testenv.Name(t, "rawp")),
-		rmqproducer.WithRetry(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := raw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Shutdown() })
-	// The largest property the broker stores: tried from over the limit
-	// down, 8 bytes at a time, so the stored message is within 8 bytes of
-	// it and its retry copy (a retry topic, a delay, the real topic and
-	// queue the broker adds) is not.
-	var sent bool
-	for size := 32767; size > 32767-600 && !sent; size -= 8 {
-		m := primitive.NewMessage(f.topic, []byte("big"))
-		m.WithKeys([]string{"big"})
-		m.WithProperty("pad", strings.Repeat("p", size))
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		r, err := raw.SendSync(ctx, m)
-		cancel()
-		sent = err == nil && r.Status == primitive.SendOK
-	}
-	if !sent {
-		t.Fatal("the broker took no message with properties near its limit")
-	}
+	sendNearLimit(t, f, "big")
 	var handled, bigAttempts atomic.Int32
 	h := func(_ context.Context, m *consumer.Message) error {
 		if consumer.Key(m) == "big" {
