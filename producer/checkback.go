@@ -36,9 +36,9 @@ type checkBacks struct {
 	group  string // as the brokers know it, in the namespace
 	client string // the client id the heartbeats give
 
-	stop chan struct{}
-	// ctx ends when close begins: a cluster query or a dial in progress
-	// (up to checkIOTimeout) does not hold Close.
+	// ctx ends when close begins: the heartbeats stop, and a cluster
+	// query or a dial in progress (up to checkIOTimeout) does not hold
+	// Close.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -67,7 +67,7 @@ func newCheckBacks(p *Transactional, names []string) *checkBacks {
 	// bounds them.
 	ctx, cancel := context.WithCancel(context.Background())
 	return &checkBacks{p: p, names: names, group: namespace.Wrap(p.cfg.namespace, p.cfg.group),
-		client: p.cfg.instance + "@checkback-" + token.New(), stop: make(chan struct{}), ctx: ctx, cancel: cancel,
+		client: p.cfg.instance + "@checkback-" + token.New(), ctx: ctx, cancel: cancel,
 		conns: map[string]*checkConn{}}
 }
 
@@ -79,7 +79,7 @@ func (c *checkBacks) start() {
 		for {
 			c.beat()
 			select {
-			case <-c.stop:
+			case <-c.ctx.Done():
 				return
 			case <-t.C:
 			}
@@ -91,7 +91,6 @@ func (c *checkBacks) start() {
 // being answered is finished first (its checker call holds the gate,
 // which Close has already waited for).
 func (c *checkBacks) close() {
-	close(c.stop)
 	c.cancel()
 	c.mu.Lock()
 	for _, cc := range c.conns {
@@ -162,7 +161,7 @@ func (c *checkBacks) conn(ctx context.Context, addr string) (*checkConn, error) 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	select {
-	case <-c.stop: // close has closed the connections it found
+	case <-c.ctx.Done(): // close has closed the connections it found
 		nc.Close()
 		return nil, ErrClosed
 	default:
