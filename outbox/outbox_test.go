@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -240,5 +242,50 @@ func TestBodyLargerThanHalfTheMaxPacketIsEnqueued(t *testing.T) {
 	}
 	if got := rows[0].Message; !bytes.Equal(got.Body, body) || got.Properties["p"] != "v" {
 		t.Fatalf("came back altered: body %d bytes (equal %v), props %q", len(got.Body), bytes.Equal(got.Body, body), got.Properties)
+	}
+}
+
+// TestEveryRowOfABatchIsMarkedWithItsOwnMessageID: the batched mark gives
+// each row its own message id, whatever the batch's size (the statement
+// splits the rows by id in a tree of CASE expressions) and with rows of
+// the batch left unsent between them.
+func TestEveryRowOfABatchIsMarkedWithItsOwnMessageID(t *testing.T) {
+	t.Parallel()
+	pub := newFake()
+	pub.fail = func(m producer.Message) error {
+		if strings.HasSuffix(m.Keys[0], "7") {
+			return errors.New("refused")
+		}
+		return nil
+	}
+	db, r := setup(t, pub, outbox.WithConcurrency(8))
+	enqueued := 0
+	for _, batch := range []int{1, 2, 8, 9, 17, 37, 501} {
+		for i := range batch {
+			m := outbox.Message{Topic: "orders", Key: fmt.Sprintf("b%d-%d", batch, i), Body: []byte("x")}
+			if _, _, err := r.Enqueue(bg, db, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		enqueued += batch
+		if _, err := r.DispatchDue(bg, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rows []struct {
+		Key   string `db:"biz_key"`
+		MsgID string `db:"msg_id"`
+	}
+	if err := db.Select(&rows, "SELECT biz_key, msg_id FROM mq_log WHERE status = 1"); err != nil {
+		t.Fatal(err)
+	}
+	unsent := count(t, db, "SELECT COUNT(*) FROM mq_log WHERE status = 0")
+	if len(rows)+unsent != enqueued || unsent == 0 || len(rows) < enqueued*8/10 {
+		t.Fatalf("%d rows sent and %d unsent of %d", len(rows), unsent, enqueued)
+	}
+	for _, row := range rows {
+		if row.MsgID != "id-"+row.Key {
+			t.Fatalf("row %s marked with message id %q", row.Key, row.MsgID)
+		}
 	}
 }

@@ -81,8 +81,9 @@ type Result struct {
 	// operation, by process, of Floor: the work the subject cannot avoid
 	// beyond the baseline's, alone (a guard's store calls) or, when
 	// FloorWhole, done together with the baseline's (a raw consumer
-	// reading each message; the business transaction with the guard's row
-	// written by hand), of which the excess over the baseline counts.
+	// reading each message; the business transaction with the guard's or
+	// the outbox's row written by hand; a drain by hand), of which the
+	// excess over the baseline counts.
 	FloorCPU   map[string]time.Duration `json:"floor_cpu_ns_per_op,omitempty"`
 	Floor      string                   `json:"floor,omitempty"`
 	FloorWhole bool                     `json:"floor_whole,omitempty"`
