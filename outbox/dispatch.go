@@ -104,32 +104,32 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 			}
 		})
 	}
-	send := func(g string) {
-		rep, done, err := r.sendGroup(ctx, owner, groups[g], resend, deadline)
+	// record queues a row the broker accepted for the batched mark, at
+	// once: past half the lease it is marked at once, whatever its group
+	// still has to send.
+	record := func(row sentRow) {
 		mu.Lock()
-		report.Add(rep)
-		sent = append(sent, done...)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		now := early && len(sent) > 0
+		sent = append(sent, row)
+		now := early
 		mu.Unlock()
 		if now {
 			markNow()
 		}
 	}
-	if len(order) == 1 {
-		send(order[0]) // one group (a Transact of one row): no goroutine to start and wait for
-	} else {
-		for _, g := range order {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				send(g)
-			})
-		}
-		wg.Wait()
+	for _, g := range order {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			rep, err := r.sendGroup(ctx, owner, groups[g], resend, deadline, record)
+			mu.Lock()
+			report.Add(rep)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			mu.Unlock()
+		})
 	}
+	wg.Wait()
 	close(stop)
 	timer.Wait()
 	// Unordered rows are marked Sent together, a chunk per statement;
@@ -244,24 +244,25 @@ func (r *Relay) markShared(ctx context.Context, owner string, rows []sentRow) er
 const blockedRetry = time.Second
 
 // sendGroup sends one group's rows. An ordered group's rows are marked
-// one by one before the next is sent; an unordered row is returned in
-// done, for the batched mark.
-func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend bool, deadline time.Time) (rep BatchReport, done []sentRow, err error) {
+// one by one before the next is sent; an unordered row, and a resend, is
+// passed to record as soon as the broker accepts it, for the batched mark.
+func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend bool, deadline time.Time,
+	record func(sentRow)) (rep BatchReport, err error) {
 	for i, row := range rows {
 		if row.ShardingKey != "" && !resend {
 			blocked, err := r.store.hasUnsentPredecessor(ctx, row)
 			if err != nil {
-				return rep, nil, errors.Join(err, r.releaseAll(ctx, owner, rows[i:]))
+				return rep, errors.Join(err, r.releaseAll(ctx, owner, rows[i:]))
 			}
 			if blocked { // an earlier row of the key is Pending or Dead
 				rep.Blocked += len(rows) - i
-				return rep, nil, r.releaseAll(ctx, owner, rows[i:])
+				return rep, r.releaseAll(ctx, owner, rows[i:])
 			}
 		}
 		if resend && row.Attempts >= r.cfg.maxAttempts {
 			held, err := r.store.giveUp(ctx, row.ID, owner, fmt.Sprintf("no consumer confirmed it after %d sends", row.Attempts))
 			if err != nil {
-				return rep, nil, err
+				return rep, err
 			}
 			if held {
 				r.dead(ctx, row, "unconfirmed after resends", "unconfirmed", &rep)
@@ -273,14 +274,14 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			// predecessor query may be what outlasted it): the rows left
 			// are due again, for a new claim to send (this one would send
 			// them a second time).
-			return rep, done, nil
+			return rep, nil
 		}
 		res, sendErr := r.pub.Send(ctx, row.producerMessage())
 		sent := sendErr == nil || producer.IsNotDurable(sendErr)
 		if sent && (row.ShardingKey == "" || resend) {
 			// Unordered rows, and resends (their order was settled by the
-			// first send), are marked in one batch after the group.
-			done = append(done, sentRow{row.ID, res.MsgID})
+			// first send), are marked in batches.
+			record(sentRow{row.ID, res.MsgID})
 			continue
 		}
 		if sent {
@@ -289,7 +290,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			held, err := r.store.markSent(mctx, row.ID, owner, res.MsgID)
 			cancel()
 			if err != nil {
-				return rep, nil, err
+				return rep, err
 			}
 			if !held {
 				rep.LostClaims++
@@ -301,14 +302,14 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			continue
 		}
 		if err := r.fail(ctx, owner, row, sendErr, resend, &rep); err != nil {
-			return rep, done, err
+			return rep, err
 		}
 		if row.ShardingKey != "" && i+1 < len(rows) {
 			rep.Blocked += len(rows) - i - 1
-			return rep, nil, r.releaseAll(ctx, owner, rows[i+1:])
+			return rep, r.releaseAll(ctx, owner, rows[i+1:])
 		}
 	}
-	return rep, done, nil
+	return rep, nil
 }
 
 func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error, resend bool, rep *BatchReport) error {
