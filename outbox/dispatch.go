@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sort"
 	"sync"
 	"time"
 
@@ -27,9 +26,9 @@ func (r *Relay) DispatchDue(ctx context.Context, limit int) (BatchReport, error)
 
 // ResendUnconfirmed claims up to limit Sent rows not confirmed within
 // timeout and sends them again (a new message with the same key: the
-// consumer's guard absorbs the duplicate). After maxAttempts sends in all
-// a row is given up on: it stays Sent, is no longer resent, and the alert
-// fires.
+// consumer's guard absorbs the duplicate). After maxAttempts sends in all,
+// or a resend the broker refuses for good (producer.IsPermanent), a row is
+// given up on: it stays Sent, is no longer resent, and the alert fires.
 func (r *Relay) ResendUnconfirmed(ctx context.Context, timeout time.Duration, limit int) (BatchReport, error) {
 	return r.claimAndSend(ctx, func(owner string) ([]*Row, error) {
 		return r.store.claimUnconfirmed(ctx, owner, timeout, limit)
@@ -55,19 +54,23 @@ func (r *Relay) claimAndSend(ctx context.Context, claim func(owner string) ([]*R
 // deadline (those rows are due again, to be claimed anew). Past the lease
 // another claim may take a row and send it a second time.
 func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend, shared bool, deadline time.Time) (BatchReport, error) {
-	groups := map[string][]*Row{}
-	var order []string
+	// A sharding key's rows are one group, sent in order; an unordered row
+	// is a group of its own. Groups start in the order of their first row.
+	var groups [][]*Row
+	keyed := map[string]int{}
 	for _, row := range rows {
-		g := row.ShardingKey
-		if g == "" {
-			g = fmt.Sprint("\x00", row.ID) // unordered: a group of its own
+		if row.ShardingKey == "" {
+			groups = append(groups, []*Row{row})
+			continue
 		}
-		if _, ok := groups[g]; !ok {
-			order = append(order, g)
+		i, ok := keyed[row.ShardingKey]
+		if !ok {
+			i = len(groups)
+			keyed[row.ShardingKey] = i
+			groups = append(groups, nil)
 		}
-		groups[g] = append(groups[g], row)
+		groups[i] = append(groups[i], row)
 	}
-	sort.Strings(order)
 	var (
 		mu     sync.Mutex
 		sent   []sentRow
@@ -93,7 +96,7 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 	}
 	stop := make(chan struct{})
 	var timer sync.WaitGroup
-	if !shared && !deadline.IsZero() {
+	if !deadline.IsZero() && len(rows) > 1 { // a lone row is marked right after its send
 		timer.Go(func() {
 			t := time.NewTimer(deadline.Add(-r.cfg.lease / 2).Sub(r.now()))
 			defer t.Stop()
@@ -116,11 +119,11 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 			markNow()
 		}
 	}
-	for _, g := range order {
+	for _, g := range groups {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			rep, err := r.sendGroup(ctx, owner, groups[g], resend, deadline, record)
+			rep, err := r.sendGroup(ctx, owner, g, resend, deadline, record)
 			mu.Lock()
 			report.Add(rep)
 			if err != nil {
@@ -260,7 +263,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			}
 		}
 		if resend && row.Attempts >= r.cfg.maxAttempts {
-			held, err := r.store.giveUp(ctx, row.ID, owner, fmt.Sprintf("no consumer confirmed it after %d sends", row.Attempts))
+			held, err := r.store.giveUp(ctx, row.ID, owner, fmt.Sprintf("no consumer confirmed it after %d sends", row.Attempts), false)
 			if err != nil {
 				return rep, err
 			}
@@ -316,33 +319,48 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 	attempts := row.Attempts + 1
 	text := sendErr.Error()
 	switch {
-	case resend && attempts >= r.cfg.maxAttempts:
-		held, err := r.store.giveUp(ctx, row.ID, owner, "unconfirmed after resends: "+text)
+	case resend && (attempts >= r.cfg.maxAttempts || producer.IsPermanent(sendErr)):
+		// A resend the broker refuses for good is given up on at once, as
+		// a first send goes Dead: resending it could only fail again.
+		reason, prefix := "unconfirmed", "unconfirmed after resends: "
+		if producer.IsPermanent(sendErr) {
+			reason, prefix = "permanent", "unconfirmed, and its resend refused: "
+		}
+		held, err := r.store.giveUp(ctx, row.ID, owner, prefix+text, true)
 		if err != nil {
 			return err
 		}
-		if held {
-			r.dead(ctx, row, text, "unconfirmed", rep)
+		if !held {
+			r.lostClaim(ctx, row, rep)
+			return nil
 		}
+		r.dead(ctx, row, text, reason, rep)
 	case !resend && (attempts >= r.cfg.maxAttempts || producer.IsPermanent(sendErr)):
 		held, err := r.store.markDead(ctx, row.ID, owner, text)
 		if err != nil {
 			return err
 		}
+		if !held {
+			r.lostClaim(ctx, row, rep)
+			return nil
+		}
 		reason := "attempts"
 		if producer.IsPermanent(sendErr) {
 			reason = "permanent"
 		}
-		if held {
-			r.dead(ctx, row, text, reason, rep)
-		}
+		r.dead(ctx, row, text, reason, rep)
 	default:
 		status := Pending
 		if resend {
 			status = Sent
 		}
-		if err := r.store.retryLater(ctx, row.ID, status, owner, text, r.backoff(attempts)); err != nil {
+		held, err := r.store.retryLater(ctx, row.ID, status, owner, text, r.backoff(attempts))
+		if err != nil {
 			return err
+		}
+		if !held {
+			r.lostClaim(ctx, row, rep)
+			return nil
 		}
 		rep.Failed++
 		r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.RowRetry, Topic: row.Topic, Key: row.Key, Attempt: attempts,
@@ -355,6 +373,13 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 
 // dead reports a row given up on: made Dead, or (unconfirmed) no longer
 // resent. reason is "attempts", "permanent" or "unconfirmed".
+// lostClaim counts a row whose failed attempt found it claimed by another
+// relay (this claim's lease ended meanwhile): that relay's attempt counts.
+func (r *Relay) lostClaim(ctx context.Context, row *Row, rep *BatchReport) {
+	rep.LostClaims++
+	r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.ClaimLost, Topic: row.Topic, Key: row.Key, Reason: "outbox"})
+}
+
 func (r *Relay) dead(ctx context.Context, row *Row, text, reason string, rep *BatchReport) {
 	rep.Dead++
 	r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.RowDead, Topic: row.Topic, Key: row.Key, MsgID: row.MsgID,

@@ -190,14 +190,16 @@ func (s *fakeStore) markSentBatch(_ context.Context, owners []string, rows []sen
 	return n, nil
 }
 
-func (s *fakeStore) retryLater(_ context.Context, id int64, status Status, owner, lastErr string, after time.Duration) error {
+func (s *fakeStore) retryLater(_ context.Context, id int64, status Status, owner, lastErr string, after time.Duration) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r := s.held(id, status, owner); r != nil {
-		r.Attempts++
-		r.LastError, r.owner, r.NextAttemptAt, r.UpdatedAt = lastErr, "", s.now.Add(after), s.now
+	r := s.held(id, status, owner)
+	if r == nil {
+		return false, nil
 	}
-	return nil
+	r.Attempts++
+	r.LastError, r.owner, r.NextAttemptAt, r.UpdatedAt = lastErr, "", s.now.Add(after), s.now
+	return true, nil
 }
 
 func (s *fakeStore) markDead(_ context.Context, id int64, owner, lastErr string) (bool, error) {
@@ -212,12 +214,15 @@ func (s *fakeStore) markDead(_ context.Context, id int64, owner, lastErr string)
 	return true, nil
 }
 
-func (s *fakeStore) giveUp(_ context.Context, id int64, owner, lastErr string) (bool, error) {
+func (s *fakeStore) giveUp(_ context.Context, id int64, owner, lastErr string, sent bool) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.held(id, Sent, owner)
 	if r == nil {
 		return false, nil
+	}
+	if sent {
+		r.Attempts++
 	}
 	r.LastError, r.owner, r.NextAttemptAt, r.UpdatedAt = lastErr, "", never, s.now
 	return true, nil

@@ -381,14 +381,15 @@ func appendKey(st *sqldb.Statement, topic, key string, biz bool) *sqldb.Statemen
 	return st
 }
 
-func (s *mysqlStore) retryLater(ctx context.Context, id int64, status Status, owner, lastErr string, after time.Duration) error {
+func (s *mysqlStore) retryLater(ctx context.Context, id int64, status Status, owner, lastErr string, after time.Duration) (bool, error) {
 	st := failedAttempt(s.q.retryLater, lastErr, ", next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL "+strconv.FormatInt(after.Microseconds(), 10)+" MICROSECOND",
 		id, status, owner)
 	query, args := st.Query()
-	if _, err := s.exec(ctx, query, args...); err != nil {
-		return fmt.Errorf("outbox: reschedule %d: %w", id, err)
+	n, err := s.exec(ctx, query, args...)
+	if err != nil {
+		return false, fmt.Errorf("outbox: reschedule %d: %w", id, err)
 	}
-	return nil
+	return n == 1, nil
 }
 
 func (s *mysqlStore) markDead(ctx context.Context, id int64, owner, lastErr string) (bool, error) {
@@ -400,8 +401,12 @@ func (s *mysqlStore) markDead(ctx context.Context, id int64, owner, lastErr stri
 	return n == 1, nil
 }
 
-func (s *mysqlStore) giveUp(ctx context.Context, id int64, owner, lastErr string) (bool, error) {
-	query, args := failedAttempt(s.q.giveUp, lastErr, "", id, Sent, owner).Query()
+func (s *mysqlStore) giveUp(ctx context.Context, id int64, owner, lastErr string, sent bool) (bool, error) {
+	set := ""
+	if sent {
+		set = ", attempts = attempts + 1"
+	}
+	query, args := failedAttempt(s.q.giveUp, lastErr, set, id, Sent, owner).Query()
 	n, err := s.exec(ctx, query, args...)
 	if err != nil {
 		return false, fmt.Errorf("outbox: give up %d: %w", id, err)

@@ -95,8 +95,8 @@ func WithBackoff(first, max time.Duration) Option {
 func WithConcurrency(n int) Option { return relayOption(func(c *config) { c.concurrency = n }) }
 
 // WithAlert sets a function called once for each row given up on: made
-// Dead, or, Sent but never confirmed, out of resends (its Status stays
-// Sent). Default none (such rows are also logged at Error).
+// Dead, or, Sent but never confirmed, out of resends or refused for good
+// on one (its Status stays Sent). Default none (such rows are also logged at Error).
 func WithAlert(fn func(context.Context, *Row)) Option {
 	return relayOption(func(c *config) { c.alert = fn })
 }

@@ -47,14 +47,16 @@ type rowStore interface {
 	// owners. Each row is held by at most one of them.
 	markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error)
 	// retryLater counts a failed attempt on a row of status owner holds,
-	// records lastErr and makes it due after after.
-	retryLater(ctx context.Context, id int64, status Status, owner, lastErr string, after time.Duration) error
+	// records lastErr and makes it due after after; it reports whether
+	// owner still held it.
+	retryLater(ctx context.Context, id int64, status Status, owner, lastErr string, after time.Duration) (bool, error)
 	// markDead moves a Pending row owner holds to Dead, counting the
 	// attempt; it reports whether owner still held it.
 	markDead(ctx context.Context, id int64, owner, lastErr string) (bool, error)
-	// giveUp leaves a Sent row owner holds Sent and never due again; it
-	// reports whether owner still held it.
-	giveUp(ctx context.Context, id int64, owner, lastErr string) (bool, error)
+	// giveUp leaves a Sent row owner holds Sent and never due again,
+	// counting a failed attempt when sent (a resend failed); it reports
+	// whether owner still held it.
+	giveUp(ctx context.Context, id int64, owner, lastErr string, sent bool) (bool, error)
 	// release gives up owner's claim on a row, due again after after.
 	release(ctx context.Context, id int64, owner string, after time.Duration) error
 	// confirm moves the Pending or Sent row of topic and key to Confirmed
