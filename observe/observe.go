@@ -58,7 +58,8 @@ const (
 	// RowRetry: an outbox send failed; the row is due again later.
 	RowRetry Kind = "row_retry"
 	// RowDead: an outbox row was given up on (Dead, or unconfirmed after
-	// its resends). Reason says which.
+	// its resends). Reason says why: "attempts", "permanent" (refused for
+	// good, a first send or a resend) or "unconfirmed".
 	RowDead Kind = "row_dead"
 )
 

@@ -107,9 +107,9 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 			}
 		})
 	}
-	// record queues a row the broker accepted for the batched mark, at
-	// once: past half the lease it is marked at once, whatever its group
-	// still has to send.
+	// record queues a row the broker accepted for the batched mark as
+	// soon as it is sent; past half the lease it is marked right away,
+	// whatever its group still has to send.
 	record := func(row sentRow) {
 		mu.Lock()
 		sent = append(sent, row)
@@ -269,6 +269,8 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			}
 			if held {
 				r.dead(ctx, row, "unconfirmed after resends", "unconfirmed", &rep)
+			} else {
+				r.lostClaim(ctx, row, &rep)
 			}
 			continue
 		}
@@ -371,14 +373,15 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 	return nil
 }
 
-// dead reports a row given up on: made Dead, or (unconfirmed) no longer
-// resent. reason is "attempts", "permanent" or "unconfirmed".
-// lostClaim counts a row whose failed attempt found it claimed by another
-// relay (this claim's lease ended meanwhile): that relay's attempt counts.
+// lostClaim counts a row another relay claimed once this claim's lease
+// ended: what this one meant to record of it is that relay's to record.
 func (r *Relay) lostClaim(ctx context.Context, row *Row, rep *BatchReport) {
 	rep.LostClaims++
 	r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.ClaimLost, Topic: row.Topic, Key: row.Key, Reason: "outbox"})
 }
+
+// dead reports a row given up on: made Dead, or (unconfirmed) no longer
+// resent. reason is "attempts", "permanent" or "unconfirmed".
 
 func (r *Relay) dead(ctx context.Context, row *Row, text, reason string, rep *BatchReport) {
 	rep.Dead++
