@@ -98,6 +98,39 @@ type Consumer struct {
 	closeOnce sync.Once
 	closeErr  error
 	stats     counters
+	// unsure holds the messages whose Park failed: the parker may have
+	// recorded them all the same (a reply lost after the commit).
+	unsure unsureParks
+}
+
+// unsureParks remembers, per message id, parks that failed, so that the
+// park that then finds the message recorded reports it (alert, event,
+// count) rather than take it for a park reported before. It forgets
+// everything when it holds maxUnsureParks: a park so forgotten is
+// recorded without its report, as before.
+type unsureParks struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+const maxUnsureParks = 4096
+
+func (u *unsureParks) add(msgID string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.ids == nil || len(u.ids) >= maxUnsureParks {
+		u.ids = map[string]struct{}{}
+	}
+	u.ids[msgID] = struct{}{}
+}
+
+// take reports whether msgID's park had failed, and forgets it.
+func (u *unsureParks) take(msgID string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	_, ok := u.ids[msgID]
+	delete(u.ids, msgID)
+	return ok
 }
 
 // New returns a concurrent consumer of topic for group: messages are
@@ -438,12 +471,18 @@ func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.
 	inserted, err := c.cfg.parker.Park(ctx, dl)
 	c.trouble.observe(ctx, OpPark, err, strings.Join(m.Keys, " "), m.MsgID)
 	if err != nil {
+		c.unsure.add(m.MsgID)
 		if claim != nil {
 			_ = claim.Release(ctx) // best effort; the lease frees the key otherwise
 		}
 		return c.storeError(ctx, m, "park", err)
 	}
 	parked = true
+	if c.unsure.take(m.MsgID) {
+		// A park of m failed before: if that one recorded m after all, it
+		// was never reported, and this one is the first to know.
+		inserted = true
+	}
 	if claim != nil {
 		// Forget the key, so a replay of the parked message runs.
 		if ferr := claim.Forget(ctx); ferr != nil {
