@@ -70,7 +70,8 @@
 // the attempt count lives in the guard's store, so the cap holds across
 // restarts. At the cap the message is parked, and under [ParkKey] every
 // later message of its key is parked behind it until a human replays or
-// discards the first.
+// discards the first (a redelivery of a message its guard already saw
+// done is acknowledged as a duplicate, not parked).
 //
 // # Manual handling
 //
