@@ -146,27 +146,9 @@ func TestSlowResendOfAKeyKeepsItsEarlierResendsClaimedHostile18(t *testing.T) {
 		if m.Keys[0] != "b" || p.count("b") != 1 || slowed.Swap(true) {
 			return
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			var attempts int
-			if err := h.db.Get(&attempts, "SELECT attempts FROM mq_log WHERE biz_key = 'a'"); err != nil {
-				waitErr = err
-				return
-			}
-			if attempts != 1 {
-				return
-			}
-			rep, err := other.ResendUnconfirmed(ctx, timeout, 10)
-			if err != nil {
-				waitErr = err
-				return
-			}
-			if rep.Claimed > 0 {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		waitErr = errors.New("row a neither marked nor claimed in 20 s")
+		waitErr = untilMarkedOrClaimed(h, "SELECT attempts = 1 FROM mq_log WHERE biz_key = 'a'", func() (BatchReport, error) {
+			return other.ResendUnconfirmed(ctx, timeout, 10)
+		})
 	}
 	rep, err := slow.ResendUnconfirmed(ctx, timeout, 10)
 	if err != nil || waitErr != nil {
@@ -303,4 +285,20 @@ func TestTwoRelaysDrainAtOnceHostile18(t *testing.T) {
 	if sent < rows/2 || total[0].Sent+total[1].Sent != sent || total[0].LostClaims+total[1].LostClaims != 0 {
 		t.Fatalf("%d rows Sent; reports %+v and %+v", sent, total[0], total[1])
 	}
+}
+
+// untilMarkedOrClaimed stands for a send the broker holds up: it polls,
+// for 20 s at most, until unmarked (a query of one boolean) says the row
+// is no longer waiting for its mark, or claim, another relay's, takes it.
+func untilMarkedOrClaimed(h *harness, unmarked string, claim func() (BatchReport, error)) error {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var waiting bool
+		if err := h.db.Get(&waiting, unmarked); err != nil || !waiting {
+			return err
+		}
+		if rep, err := claim(); err != nil || rep.Claimed > 0 {
+			return err
+		}
+	}
+	return errors.New("row a neither marked nor claimed in 20 s")
 }

@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -35,27 +34,9 @@ func TestSlowTransactKeepsItsEarlySendsClaimedHostile19(t *testing.T) {
 		if m.Keys[0] != "b" || slowed.Swap(true) {
 			return
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			var st int
-			if err := h.db.Get(&st, "SELECT status FROM mq_log WHERE biz_key = 'a'"); err != nil {
-				waitErr = err
-				return
-			}
-			if st != int(Pending) {
-				return
-			}
-			rep, err := other.DispatchDue(ctx, 10)
-			if err != nil {
-				waitErr = err
-				return
-			}
-			if rep.Claimed > 0 {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		waitErr = errors.New("row a neither marked nor claimed in 20 s")
+		waitErr = untilMarkedOrClaimed(h, "SELECT status = 0 FROM mq_log WHERE biz_key = 'a'", func() (BatchReport, error) {
+			return other.DispatchDue(ctx, 10)
+		})
 	}
 	err := slow.Transact(ctx, func(ctx context.Context, tx *Tx) error {
 		for _, k := range []string{"a", "b"} {
@@ -123,18 +104,7 @@ func TestFinalFailedResendIsCountedHostile19(t *testing.T) {
 	t.Parallel()
 	onStores(t, func(t *testing.T, h *harness) {
 		ctx := context.Background()
-		p := &pub{}
-		var alerted atomic.Int32
-		r := h.relay(t, p, WithMaxAttempts(2), WithBackoff(time.Millisecond, time.Millisecond),
-			WithAlert(func(context.Context, *Row) { alerted.Add(1) }))
-		enqueue(t, h, r, Message{Key: "o"})
-		if rep := dispatch(t, r); rep.Sent != 1 {
-			t.Fatalf("first send: %+v", rep)
-		}
-		p.mu.Lock()
-		p.fail = func(producer.Message) error { return sendErr(producer.Transient, "broker busy") }
-		p.mu.Unlock()
-		h.wait(20 * time.Millisecond)
+		r, p, alerted := sentThenRefused(t, h, 2, sendErr(producer.Transient, "broker busy"))
 		sends := 1
 		p.onSend = func(producer.Message) { sends++ }
 		for range 3 {
@@ -206,18 +176,7 @@ func TestResendRefusedForGoodIsGivenUpAtOnce(t *testing.T) {
 	t.Parallel()
 	onStores(t, func(t *testing.T, h *harness) {
 		ctx := context.Background()
-		p := &pub{}
-		var alerted atomic.Int32
-		r := h.relay(t, p, WithMaxAttempts(10), WithBackoff(time.Millisecond, time.Millisecond),
-			WithAlert(func(context.Context, *Row) { alerted.Add(1) }))
-		enqueue(t, h, r, Message{Key: "o"})
-		if rep := dispatch(t, r); rep.Sent != 1 {
-			t.Fatalf("first send: %+v", rep)
-		}
-		p.mu.Lock()
-		p.fail = func(producer.Message) error { return sendErr(producer.Permanent, "topic not allowed") }
-		p.mu.Unlock()
-		h.wait(20 * time.Millisecond)
+		r, _, alerted := sentThenRefused(t, h, 10, sendErr(producer.Permanent, "topic not allowed"))
 		rep, err := r.ResendUnconfirmed(ctx, 10*time.Millisecond, 10)
 		if err != nil || rep.Dead != 1 || rep.Failed != 0 {
 			t.Fatalf("resend: %+v, %v; want the row given up", rep, err)
@@ -231,4 +190,24 @@ func TestResendRefusedForGoodIsGivenUpAtOnce(t *testing.T) {
 			t.Fatalf("a row given up on was claimed again: %+v, %v", rep, err)
 		}
 	})
+}
+
+// sentThenRefused sends row "o" through a relay of maxAttempts (alerts
+// counted) whose publisher then fails every send with refusal, and waits
+// past the confirm timeouts the tests use.
+func sentThenRefused(t *testing.T, h *harness, maxAttempts int, refusal error) (*Relay, *pub, *atomic.Int32) {
+	t.Helper()
+	p := &pub{}
+	alerted := new(atomic.Int32)
+	r := h.relay(t, p, WithMaxAttempts(maxAttempts), WithBackoff(time.Millisecond, time.Millisecond),
+		WithAlert(func(context.Context, *Row) { alerted.Add(1) }))
+	enqueue(t, h, r, Message{Key: "o"})
+	if rep := dispatch(t, r); rep.Sent != 1 {
+		t.Fatalf("first send: %+v", rep)
+	}
+	p.mu.Lock()
+	p.fail = func(producer.Message) error { return refusal }
+	p.mu.Unlock()
+	h.wait(20 * time.Millisecond)
+	return r, p, alerted
 }
