@@ -30,7 +30,10 @@ type item struct {
 	// failed: its handler ran and failed (a retry for that, not for a
 	// busy key or a store's failure).
 	failed bool
-	done   completion // its claim's completion, once handled
+	// keyParked: (orderly, [ParkKey]) its sharding key had a parked
+	// message when checked before the claim.
+	keyParked bool
+	done      completion // its claim's completion, once handled
 	// Set while the completion is recorded in the background: the
 	// handler's ctx and its hooks' end, for settle.
 	hctx context.Context
@@ -295,35 +298,31 @@ func renewed(bctx context.Context, now time.Time) (context.Context, context.Canc
 
 func noCancel() {}
 
-// beforeClaim reports a replay received, and settles a guarded message
-// that must not be claimed: one without a key.
+// beforeClaim reports a replay received, settles a guarded message that
+// must not be claimed (one without a key), and (orderly, [ParkKey]) asks
+// whether the message's sharding key has a parked message: a failed
+// check makes it a retry before a claim counts an attempt its handler
+// never made. A message whose key has one is parked once claimed (see
+// [Consumer.handle]): a redelivery of one already handled is then
+// acknowledged as a duplicate, not parked behind its key, where its
+// replay would hold the key's later messages. A replay waits only for
+// messages of its key parked before it: replayed oldest first, the key
+// drains.
 func (c *Consumer) beforeClaim(bctx context.Context, it *item) (verdict, bool) {
 	m := it.m
 	if v, settled := c.replayReceived(bctx, m); settled {
 		return v, true
 	}
+	if c.orderly && c.policy == ParkKey && m.ShardingKey != "" {
+		parked, err := c.cfg.parker.(KeyParker).HasParked(bctx, c.group, m.ShardingKey, m.ReplayOf)
+		c.trouble.observe(bctx, OpCheckParked, err, m.ShardingKey, m.MsgID)
+		if err != nil {
+			return c.storeError(bctx, m, "check parked key", err), true
+		}
+		it.keyParked = parked
+	}
 	if it.key == "" {
 		return c.park(bctx, bctx, m, nil, m.Attempt, ErrNoKey, CausePermanent), true
-	}
-	return 0, false
-}
-
-// behindParked settles m, claimed (orderly, [ParkKey]), when its sharding
-// key has a parked message: m is parked behind it, its claim forgotten so
-// that its replay runs. Checked once the claim is acquired, so that a
-// redelivery of a message already handled is acknowledged as a duplicate,
-// not parked behind its key (its replay would then hold the key's later
-// messages). A replay waits only for messages of its key parked before
-// it: replayed oldest first, the key drains.
-func (c *Consumer) behindParked(bctx context.Context, claim *idempotency.Claim, m *Message) (verdict, bool) {
-	parked, err := c.cfg.parker.(KeyParker).HasParked(bctx, c.group, m.ShardingKey, m.ReplayOf)
-	c.trouble.observe(bctx, OpCheckParked, err, m.ShardingKey, m.MsgID)
-	if err != nil {
-		c.release(bctx, claim, m)
-		return c.storeError(bctx, m, "check parked key", err), true
-	}
-	if parked {
-		return c.park(bctx, bctx, m, claim, m.Attempt, ErrKeyParked, CauseKeyParked), true
 	}
 	return 0, false
 }
@@ -558,10 +557,10 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 		}
 		if c.orderly {
 			m.Attempt = claim.Attempt // survives restarts, unlike the client's count
-			if c.policy == ParkKey && m.ShardingKey != "" {
-				if v, settled := c.behindParked(bctx, claim, m); settled {
-					return v
-				}
+			if it.keyParked {
+				// Parked behind its key; its claim forgotten, so that its
+				// replay runs.
+				return c.park(bctx, bctx, m, claim, m.Attempt, ErrKeyParked, CauseKeyParked)
 			}
 		}
 		// Past the lease another delivery may take the key over: the

@@ -105,9 +105,13 @@ type Consumer struct {
 
 // unsureParks remembers, per message id, parks that failed, so that the
 // park that then finds the message recorded reports it (alert, event,
-// count) rather than take it for a park reported before. It forgets
-// everything when it holds maxUnsureParks: a park so forgotten is
-// recorded without its report, as before.
+// count) rather than take it for a park reported before. It cannot tell
+// that record from one an earlier delivery made and reported (a parked
+// message delivered again, whose park then fails once): that one is
+// reported twice, an alert too many rather than none. It is this
+// process's alone, and forgets everything when it holds maxUnsureParks: a
+// park whose retry another process makes, or so forgotten, is recorded
+// without its report.
 type unsureParks struct {
 	mu  sync.Mutex
 	ids map[string]struct{}
