@@ -100,6 +100,9 @@ func NewGuard(group string, store Store, opts ...GuardOption) (*Guard, error) {
 	if store == nil {
 		err = errors.Join(err, errors.New("idempotency: nil store"))
 	}
+	if _, ok := store.(*MySQLStore); ok {
+		err = errors.Join(err, checkGroup(group))
+	}
 	if err != nil {
 		return nil, err
 	}

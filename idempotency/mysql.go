@@ -144,9 +144,22 @@ func checkKey(key string) error {
 	return nil
 }
 
+// maxGroup is what the table's consumer_group column (VARBINARY(255))
+// holds. A longer group is refused: a session that is not strict would
+// store it cut, and no later statement naming the whole group would find
+// its rows (a claim acquired, then never completed; a marker never read).
+const maxGroup = 255
+
+func checkGroup(group string) error {
+	if len(group) > maxGroup {
+		return fmt.Errorf("idempotency: group of %d bytes, over the %d a MySQL store holds", len(group), maxGroup)
+	}
+	return nil
+}
+
 // Claim implements [Store].
 func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error) {
-	if err := checkKey(key); err != nil {
+	if err := errors.Join(checkGroup(group), checkKey(key)); err != nil {
 		return 0, 0, err
 	}
 	if err := s.names.Check(ctx, s.db); err != nil {
@@ -241,6 +254,11 @@ const maxPurgeRound = 1000
 func (s *MySQLStore) Purge(ctx context.Context, abandonedAfter time.Duration, batch int) (int64, error) {
 	if batch <= 0 {
 		return 0, fmt.Errorf("idempotency: purge batch %d <= 0", batch)
+	}
+	if abandonedAfter < 0 {
+		// It would reach claims whose lease still runs: their keys would
+		// be claimed again while their handlers run.
+		return 0, fmt.Errorf("idempotency: purge abandonedAfter %v < 0", abandonedAfter)
 	}
 	batch = min(batch, maxPurgeRound)
 	var total int64

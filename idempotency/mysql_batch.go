@@ -25,6 +25,39 @@ import (
 // other is Busy. Rows are written in key-hash order, so two batches lock
 // shared keys in the same order; a deadlock victim tries again.
 func (s *MySQLStore) ClaimBatch(ctx context.Context, group string, items []KeyToken, lease time.Duration) []ClaimResult {
+	if err := checkGroup(group); err != nil {
+		results := make([]ClaimResult, len(items))
+		for i := range results {
+			results[i].Err = err
+		}
+		return results
+	}
+	return inRounds(items, func(items []KeyToken) []ClaimResult { return s.claimBatch(ctx, group, items, lease) })
+}
+
+// maxBatchRound bounds the items one batch statement carries: past the
+// statement's inline budget each item goes as placeholders, and some
+// 17,000 items exceeded the server's 65,535 placeholders per statement
+// (error 1390), failing every key of the batch.
+const maxBatchRound = 1000
+
+// inRounds runs do over items in rounds of at most maxBatchRound, in
+// order (a key repeated in a later round meets the earlier round's
+// outcome, as within one round), and returns the results in items' order.
+func inRounds[R any](items []KeyToken, do func([]KeyToken) []R) []R {
+	if len(items) <= maxBatchRound {
+		return do(items)
+	}
+	results := make([]R, 0, len(items))
+	for len(items) > 0 {
+		n := min(len(items), maxBatchRound)
+		results = append(results, do(items[:n])...)
+		items = items[n:]
+	}
+	return results
+}
+
+func (s *MySQLStore) claimBatch(ctx context.Context, group string, items []KeyToken, lease time.Duration) []ClaimResult {
 	results := make([]ClaimResult, len(items))
 	if len(items) == 0 {
 		return results
@@ -154,6 +187,10 @@ func (s *MySQLStore) batchStatement(group string, items []KeyToken, hashes [][]b
 // ErrLostClaim. (A done row's token is never read again: Complete and
 // Release need a processing row, and a take-over writes its own.)
 func (s *MySQLStore) CompleteBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration) []error {
+	return inRounds(items, func(items []KeyToken) []error { return s.completeBatch(ctx, group, items, retain) })
+}
+
+func (s *MySQLStore) completeBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration) []error {
 	errs := make([]error, len(items))
 	if len(items) == 0 {
 		return errs

@@ -41,6 +41,7 @@ func NewTxGuard(db *sqlx.DB, group string, opts ...TxGuardOption) (*TxGuard, err
 	if group == "" {
 		err = errors.Join(err, errors.New("idempotency: empty group"))
 	}
+	err = errors.Join(err, checkGroup(group))
 	if err != nil {
 		return nil, err
 	}
