@@ -270,7 +270,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			if held {
 				r.dead(ctx, row, "unconfirmed after resends", "unconfirmed", &rep)
 			} else {
-				r.lostClaim(ctx, row, &rep)
+				r.lostClaim(ctx, row, "", &rep)
 			}
 			continue
 		}
@@ -298,9 +298,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 				return rep, err
 			}
 			if !held {
-				rep.LostClaims++
-				r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.ClaimLost, Topic: row.Topic, Key: row.Key, MsgID: res.MsgID,
-					Reason: "outbox"})
+				r.lostClaim(ctx, row, res.MsgID, &rep)
 			} else {
 				rep.Sent++
 			}
@@ -333,7 +331,7 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 			return err
 		}
 		if !held {
-			r.lostClaim(ctx, row, rep)
+			r.lostClaim(ctx, row, "", rep)
 			return nil
 		}
 		r.dead(ctx, row, text, reason, rep)
@@ -343,7 +341,7 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 			return err
 		}
 		if !held {
-			r.lostClaim(ctx, row, rep)
+			r.lostClaim(ctx, row, "", rep)
 			return nil
 		}
 		reason := "attempts"
@@ -361,7 +359,7 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 			return err
 		}
 		if !held {
-			r.lostClaim(ctx, row, rep)
+			r.lostClaim(ctx, row, "", rep)
 			return nil
 		}
 		rep.Failed++
@@ -374,10 +372,11 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 }
 
 // lostClaim counts a row another relay claimed once this claim's lease
-// ended: what this one meant to record of it is that relay's to record.
-func (r *Relay) lostClaim(ctx context.Context, row *Row, rep *BatchReport) {
+// ended: what this one meant to record of it (its send, msgID, when the
+// broker took it) is that relay's to record.
+func (r *Relay) lostClaim(ctx context.Context, row *Row, msgID string, rep *BatchReport) {
 	rep.LostClaims++
-	r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.ClaimLost, Topic: row.Topic, Key: row.Key, Reason: "outbox"})
+	r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.ClaimLost, Topic: row.Topic, Key: row.Key, MsgID: msgID, Reason: "outbox"})
 }
 
 // dead reports a row given up on: made Dead, or (unconfirmed) no longer

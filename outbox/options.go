@@ -96,7 +96,8 @@ func WithConcurrency(n int) Option { return relayOption(func(c *config) { c.conc
 
 // WithAlert sets a function called once for each row given up on: made
 // Dead, or, Sent but never confirmed, out of resends or refused for good
-// on one (its Status stays Sent). Default none (such rows are also logged at Error).
+// on one (its Status stays Sent). Default none (such rows are also logged
+// at Error).
 func WithAlert(fn func(context.Context, *Row)) Option {
 	return relayOption(func(c *config) { c.alert = fn })
 }

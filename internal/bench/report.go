@@ -45,8 +45,9 @@ var cpuProcesses = []string{"this process", "broker", "mysql", "redis"}
 //     alone), or that total's excess over the baseline's (a line that did
 //     the work together with the baseline's: "raw, reading" for the
 //     unguarded consumer, "raw, row by hand" for the transactional
-//     guard and Transact, "raw, rows by hand" for the drain); else it is the servers' extra work on the subject side,
-//     this process's own extra counted as nothing.
+//     guard and Transact, "raw, rows by hand" for the drain); else it is
+//     the servers' extra work on the subject side, this process's own
+//     extra counted as nothing.
 //
 // It writes nothing when no CPU time was measured (off Linux).
 func PrintCPU(w io.Writer, results []Result) error {
