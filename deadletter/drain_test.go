@@ -27,6 +27,7 @@ type fixture struct {
 	group string
 	dead  *deadletter.Table
 	prod  *producer.Producer
+	ns    string // the namespace of topic and group; "" for none
 }
 
 func newFixture(t *testing.T, opts ...rmqtest.Option) *fixture {
@@ -118,6 +119,13 @@ func deadLetterViaClient(f *fixture, body string, opts ...rmqconsumer.Option) {
 	case <-time.After(waitFor):
 		f.t.Fatal("message never consumed")
 	}
+	// The client sends the message back after the handler returns: shut
+	// down before that, and the message never reaches the DLQ.
+	dlq := "%DLQ%" + f.group
+	if f.ns != "" {
+		dlq = "%DLQ%" + f.ns + "%" + f.group
+	}
+	f.eventually("the message reaches the DLQ", func() bool { return f.env.MaxOffset(f.t, dlq, 0) == 1 })
 }
 
 // TestDrainMovesBrokerDLQIntoTheTable: on rmqtest the DLQ is write-only,
@@ -215,7 +223,7 @@ func TestDrainInANamespace(t *testing.T) {
 	env := testenv.NewRocketMQ(t)
 	n := testenv.Name(t, "ns")
 	ns := "ns" + n[len(n)-8:]
-	f := &fixture{t: t, env: env, topic: testenv.Name(t, "T"), group: testenv.Name(t, "G")}
+	f := &fixture{t: t, env: env, topic: testenv.Name(t, "T"), group: testenv.Name(t, "G"), ns: ns}
 	env.CreateTopic(t, ns+"%"+f.topic, 1)
 	var err error
 	if f.dead, err = deadletter.NewTable(testenv.MySQL(t)); err != nil {

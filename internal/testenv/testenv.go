@@ -155,15 +155,36 @@ func SkipUnderRace(t testing.TB) {
 // and on a real broker alike. A group with no committed offset reads as 0.
 func (r *RocketMQ) ConsumerOffset(t testing.TB, group, topic string, queue int) int64 {
 	t.Helper()
+	return r.offsetAt(t, r.Broker, &remoting.Command{Code: remoting.ReqQueryConsumerOffset,
+		ExtFields: map[string]string{"consumerGroup": group, "topic": topic, "queueId": strconv.Itoa(queue)}})
+}
+
+// MaxOffset asks every broker of r for the end of topic/queue
+// (GET_MAX_OFFSET) and returns the sum: how many messages the queue
+// holds on all of them, 0 where the topic does not exist.
+func (r *RocketMQ) MaxOffset(t testing.TB, topic string, queue int) int64 {
+	t.Helper()
+	var sum int64
+	for _, b := range remoting.SplitAddrs(r.Broker) {
+		sum += r.offsetAt(t, b, &remoting.Command{Code: remoting.ReqGetMaxOffset,
+			ExtFields: map[string]string{"topic": topic, "queueId": strconv.Itoa(queue)}})
+	}
+	return sum
+}
+
+// offsetAt sends req to broker and reads the offset of its answer: 0
+// when the broker has none (QUERY_NOT_FOUND). A broker answers
+// GET_MAX_OFFSET of a topic it does not know with offset 0.
+func (r *RocketMQ) offsetAt(t testing.TB, broker string, req *remoting.Command) int64 {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := remoting.Dial(ctx, r.Broker)
+	c, err := remoting.Dial(ctx, broker)
 	if err != nil {
 		t.Fatalf("query offset: %v", err)
 	}
 	defer c.Close()
-	resp, err := c.Invoke(ctx, &remoting.Command{Code: remoting.ReqQueryConsumerOffset,
-		ExtFields: map[string]string{"consumerGroup": group, "topic": topic, "queueId": strconv.Itoa(queue)}})
+	resp, err := c.Invoke(ctx, req)
 	if err != nil {
 		t.Fatalf("query offset: %v", err)
 	}
