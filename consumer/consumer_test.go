@@ -390,11 +390,13 @@ func TestCrashMidHandlerLeaseExpiryLetsTheRedeliveryRunOnce(t *testing.T) {
 	f := newFixture(t, 1)
 	g := f.guard(idempotency.WithLease(3 * time.Second))
 	// A consumer that crashed mid-handler: its claim is held, never done.
+	// The lease runs from the database's clock when the claim is written,
+	// before Claim returns: take the time before the call.
+	held := time.Now()
 	crashed, err := g.Claim(context.Background(), "order-3")
 	if err != nil || crashed.Outcome != idempotency.Acquired {
 		t.Fatalf("claim: %v %v", crashed, err)
 	}
-	held := time.Now()
 	eff := newEffects()
 	var ranAt atomic.Int64
 	h := func(ctx context.Context, m *consumer.Message) error {

@@ -42,7 +42,7 @@ func TestHostile2HandleHookNilEndStallsMessage(t *testing.T) {
 	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(f.guard()),
 		consumer.WithParker(f.dead), consumer.WithHooks(hooks), consumer.WithRetryDelay(time.Second)))
 	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k-nil-end"}})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(waitFor)
 	for time.Now().Before(deadline) && c.Stats().Handled == 0 {
 		if b := f.env.Embedded; b != nil {
 			b.Advance(5 * time.Second)

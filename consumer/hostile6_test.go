@@ -48,15 +48,15 @@ func TestOrderlyParksAKeyTooLongAndMovesOn(t *testing.T) {
 		consumer.WithKeyFunc(hostile6LongKey), consumer.WithRetryDelay(50*time.Millisecond), hostile6Quiet))
 	f.send(producer.Message{Body: []byte("first"), Keys: []string{"k1"}, Tag: "long", ShardingKey: "s"})
 	f.send(producer.Message{Body: []byte("second"), Keys: []string{"k2"}, ShardingKey: "s"})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(waitFor)
 	for time.Now().Before(deadline) && (eff.count("k2") == 0 || len(f.parked()) == 0) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	st := c.Stats()
 	if n := len(f.parked()); n != 1 || eff.count("k2") != 1 {
-		t.Fatalf("after 20s: %d message(s) parked, the next message of the queue handled %d time(s); want the long-key "+
+		t.Fatalf("after %v: %d message(s) parked, the next message of the queue handled %d time(s); want the long-key "+
 			"message parked (permanent) and the queue moving on (stats %+v: the claim was retried as a store error)",
-			n, eff.count("k2"), st)
+			waitFor, n, eff.count("k2"), st)
 	}
 	if d := f.parked()[0]; d.Cause != consumer.CausePermanent {
 		t.Errorf("parked with cause %s, want permanent", d.Cause)
@@ -79,7 +79,7 @@ func TestKeyTooLongIsParkedNotRetried(t *testing.T) {
 	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(f.guard()),
 		consumer.WithParker(f.dead), consumer.WithKeyFunc(hostile6LongKey), consumer.WithRetryDelay(time.Second), hostile6Quiet))
 	f.send(producer.Message{Body: []byte("long"), Keys: []string{"k1"}, Tag: "long"})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(waitFor)
 	for time.Now().Before(deadline) && len(f.parked()) == 0 {
 		if b := f.env.Embedded; b != nil {
 			b.Advance(5 * time.Second)
@@ -88,8 +88,8 @@ func TestKeyTooLongIsParkedNotRetried(t *testing.T) {
 	}
 	if n := len(f.parked()); n != 1 {
 		st := c.Stats()
-		t.Fatalf("the long-key message was not parked after 20s (stats %+v, handler calls %d): retried as a failing store",
-			st, calls.Load())
+		t.Fatalf("the long-key message was not parked after %v (stats %+v, handler calls %d): retried as a failing store",
+			waitFor, st, calls.Load())
 	}
 }
 
@@ -136,13 +136,13 @@ func TestAnyErrorTextIsParkedAndTheQueueMovesOn(t *testing.T) {
 				consumer.WithGuard(f.guard()), consumer.WithParker(f.dead), consumer.WithRetryDelay(50*time.Millisecond), hostile6Quiet))
 			f.send(producer.Message{Body: []byte("\xff\xfe\x00bin"), Keys: []string{"poison"}, Tag: tc.tag, ShardingKey: "s"})
 			f.send(producer.Message{Body: []byte("next"), Keys: []string{"next"}, ShardingKey: "s"})
-			deadline := time.Now().Add(15 * time.Second)
+			deadline := time.Now().Add(waitFor)
 			for time.Now().Before(deadline) && (eff.count("next") == 0 || len(f.parked()) == 0) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			if n := len(f.parked()); n != 1 || eff.count("next") != 1 || poisonCalls.Load() != 1 {
-				t.Fatalf("after 15s: %d parked, next message handled %d time(s), the Permanent handler ran %d times "+
-					"(stats %+v); want it parked once and the queue moving on", n, eff.count("next"), poisonCalls.Load(), c.Stats())
+				t.Fatalf("after %v: %d parked, next message handled %d time(s), the Permanent handler ran %d times "+
+					"(stats %+v); want it parked once and the queue moving on", waitFor, n, eff.count("next"), poisonCalls.Load(), c.Stats())
 			}
 		})
 	}

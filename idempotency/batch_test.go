@@ -127,7 +127,7 @@ func TestStoreBatches(t *testing.T) {
 				// MySQL writes the keys into the statements as hex
 				// literals up to 512 KiB, and the rest as arguments: ten
 				// 60 KiB keys take both paths in one statement.
-				g := newGuard(t, b.store(t))
+				g := heldGuard(t, b.store(t))
 				var all []byte
 				for i := range 256 {
 					all = append(all, byte(i))
@@ -180,7 +180,7 @@ func TestStoreBatches(t *testing.T) {
 			})
 			t.Run("claims without attempts leave the count alone", func(t *testing.T) {
 				store := b.store(t)
-				g := newGuard(t, store)
+				g := heldGuard(t, store)
 				u := g.WithoutAttempts()
 				// A store that can leave the count out does; the others
 				// count every claim, as their own claims do.
@@ -220,7 +220,7 @@ func TestStoreBatches(t *testing.T) {
 				claimBatch(t, g, []string{"k", "l"}, []want{{outcome: idempotency.Acquired, attempt: 1}, {outcome: idempotency.Acquired, attempt: 1}})
 			})
 			t.Run("concurrent batches over shared keys apply each key once", func(t *testing.T) {
-				g := newGuard(t, b.store(t))
+				g := heldGuard(t, b.store(t))
 				var effects [12]atomic.Int32
 				var wg sync.WaitGroup
 				for w := range 6 {

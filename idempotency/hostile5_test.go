@@ -210,7 +210,7 @@ func TestConcurrentOverlappingBatchesHostile5(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := testenv.MySQL(t)
-	const lease = time.Second
+	const lease = 2 * time.Second // longer than a round of 8 overlapping batches, on a loaded machine
 	g := mysqlGuard(t, db, testenv.Name(t, "G"), idempotency.WithLease(lease))
 	const workers, rounds, width = 8, 3, 12
 	claimRound := func(round, wantAttempt int) [][]*idempotency.Claim {

@@ -76,6 +76,14 @@ func newGuard(t *testing.T, s idempotency.Store, opts ...idempotency.GuardOption
 	return g
 }
 
+// heldGuard is newGuard with a lease that cannot end during a subtest,
+// for subtests that expect a claim to stay held (Busy) over several round
+// trips: on a loaded machine they can take longer than the 400 ms lease.
+func heldGuard(t *testing.T, s idempotency.Store) *idempotency.Guard {
+	t.Helper()
+	return newGuard(t, s, idempotency.WithLease(time.Minute))
+}
+
 func claim(t *testing.T, g *idempotency.Guard, key string, want idempotency.Outcome, wantAttempt int) *idempotency.Claim {
 	t.Helper()
 	c, err := g.Claim(context.Background(), key)
@@ -93,7 +101,7 @@ func TestStores(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
 			t.Run("claim, busy, complete, done", func(t *testing.T) {
-				g := newGuard(t, b.store(t))
+				g := heldGuard(t, b.store(t))
 				c := claim(t, g, "order-1", idempotency.Acquired, 1)
 				claim(t, g, "order-1", idempotency.Busy, 0)
 				claim(t, g, "order-2", idempotency.Acquired, 1)
@@ -106,7 +114,7 @@ func TestStores(t *testing.T) {
 				}
 			})
 			t.Run("keys of every byte", func(t *testing.T) {
-				g := newGuard(t, b.store(t))
+				g := heldGuard(t, b.store(t))
 				var all []byte
 				for i := range 256 {
 					all = append(all, byte(i))
@@ -178,7 +186,7 @@ func TestStores(t *testing.T) {
 				claim(t, g, "k", idempotency.Acquired, 1)
 			})
 			t.Run("unusual keys are distinct and exact", func(t *testing.T) {
-				g := newGuard(t, b.store(t))
+				g := heldGuard(t, b.store(t))
 				keys := []string{`it's "quoted"`, "with space", "ключ-注文-🔑", strings.Repeat("k", 1024),
 					"\xff\xfe invalid utf8", "'; DROP TABLE mq_consume_log; --", "k", "K", "k "}
 				for _, k := range keys {
@@ -189,7 +197,7 @@ func TestStores(t *testing.T) {
 				}
 			})
 			t.Run("concurrent duplicates run once", func(t *testing.T) {
-				g := newGuard(t, b.store(t))
+				g := heldGuard(t, b.store(t))
 				var effects [5]atomic.Int32
 				var wg sync.WaitGroup
 				for range 20 {

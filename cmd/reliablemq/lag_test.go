@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os/exec"
 	"strings"
 	"testing"
@@ -112,12 +111,7 @@ func TestLagCommand(t *testing.T) {
 	})
 
 	t.Run("name server unreachable", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		dead := ln.Addr().String()
-		ln.Close()
+		dead := deadAddr(t)
 		out, errOut, code := runBinary(t, bin, "lag", "-group", group, "-namesrv", dead)
 		if code != 1 || out != "" {
 			t.Fatalf("exit %d, stdout %q; want 1 and nothing", code, out)
