@@ -11,10 +11,11 @@ import (
 )
 
 // systemNames is the set IsSystemProperty held as a map before it became
-// a switch (1652d26): exactly these names are the client's or the broker's.
+// a switch (1652d26), with the Go client's SHARDING_KEY it lacked: exactly
+// these names are the client's or the broker's.
 var systemNames = []string{
 	"KEYS", "TAGS", "UNIQ_KEY", "DELAY", "REAL_TOPIC", "REAL_QID", "RETRY_TOPIC", "ORIGIN_MESSAGE_ID", "WAIT",
-	"CLUSTER", "TRAN_MSG", "PGROUP", "TRANSACTION_CHECK_TIMES", "__SHARDINGKEY", "RELIABLEMQ_ATTEMPT",
+	"CLUSTER", "TRAN_MSG", "PGROUP", "TRANSACTION_CHECK_TIMES", "SHARDING_KEY", "__SHARDINGKEY", "RELIABLEMQ_ATTEMPT",
 	"MIN_OFFSET", "MAX_OFFSET", "RECONSUME_TIME", "MAX_RECONSUME_TIMES", "CHECK_IMMUNITY_TIME_IN_SECONDS",
 	"CONSUME_START_TIME", "__STARTDELIVERTIME", "TRACE_ON", "MSG_REGION", "BUYER_ID",
 	"TRAN_PREPARED_QUEUE_OFFSET", "__transactionId__", "UNIQ_KEY_INDEX",
@@ -90,4 +91,30 @@ type parkerFunc func(*DeadLetter)
 func (f parkerFunc) Park(_ context.Context, d *DeadLetter) (bool, error) {
 	f(d)
 	return true, nil
+}
+
+// TestTheJavaClientsShardingKeyIsTheFallback: a message from the Java
+// client, or a 5.x FIFO message (its group), carries its sharding key as
+// __SHARDINGKEY; the consumer takes it as ShardingKey (ParkKey parks by
+// it) unless the Go client's SHARDING_KEY is there too, and keeps neither
+// among the user properties.
+func TestTheJavaClientsShardingKeyIsTheFallback(t *testing.T) {
+	for _, tc := range []struct {
+		props map[string]string
+		want  string
+	}{
+		{map[string]string{"__SHARDINGKEY": "order-9", "origin": "web"}, "order-9"},
+		{map[string]string{"__SHARDINGKEY": "java", "SHARDING_KEY": "go", "origin": "web"}, "go"},
+		{map[string]string{"SHARDING_KEY": "go", "origin": "web"}, "go"},
+		{map[string]string{"origin": "web"}, ""},
+	} {
+		ext := &primitive.MessageExt{Message: primitive.Message{Topic: "T"}, MsgId: "id"}
+		for k, v := range tc.props {
+			ext.WithProperty(k, v)
+		}
+		m := newItems([]*primitive.MessageExt{ext}, "", "")[0].m
+		if m.ShardingKey != tc.want || !maps.Equal(m.Properties, map[string]string{"origin": "web"}) {
+			t.Errorf("%v: sharding key %q, properties %v; want %q and origin alone", tc.props, m.ShardingKey, m.Properties, tc.want)
+		}
+	}
 }

@@ -21,9 +21,11 @@ type Message struct {
 	Topic string
 	// MsgID is the client message id (UNIQ_KEY); the same on every
 	// redelivery of this message, different on a resend by the outbox.
-	MsgID       string
-	Keys        []string
-	Tag         string
+	MsgID string
+	Keys  []string
+	Tag   string
+	// ShardingKey is the official Go client's sharding key; a message
+	// without one takes the Java client's (a 5.x FIFO message's group).
 	ShardingKey string
 	// Properties are the user properties (system ones removed).
 	Properties map[string]string
@@ -76,14 +78,16 @@ func fromClient(ext *primitive.MessageExt, ns, group string, m *Message) {
 	if ext.Queue != nil {
 		m.Queue = ext.Queue.QueueId
 	}
-	var retryTopic, attempt, keys, replayOf, replayGroup string
+	var retryTopic, attempt, keys, replayOf, replayGroup, javaShardingKey string
 	user := false
 	for name, value := range props {
 		switch name {
 		case primitive.PropertyTags:
 			m.Tag = value
-		case primitive.PropertyShardingKey:
+		case remoting.PropShardingKey:
 			m.ShardingKey = value
+		case remoting.PropJavaShardingKey:
+			javaShardingKey = value
 		case primitive.PropertyKeys:
 			keys = value
 		case remoting.PropRetryTopic:
@@ -97,6 +101,9 @@ func fromClient(ext *primitive.MessageExt, ns, group string, m *Message) {
 		default:
 			user = user || !remoting.IsSystemProperty(name)
 		}
+	}
+	if m.ShardingKey == "" {
+		m.ShardingKey = javaShardingKey
 	}
 	if retryTopic != "" && (strings.HasPrefix(m.Topic, "%RETRY%") || strings.HasPrefix(m.Topic, "%DLQ%")) {
 		m.Topic = retryTopic

@@ -404,6 +404,10 @@ func (d *Table) Replay(ctx context.Context, id int64, pub Publisher, reason stri
 	if props == nil {
 		props = make(map[string]string, 1)
 	}
+	// Older versions kept the client's sharding key property (SHARDING_KEY)
+	// among a dead letter's user properties; the send sets it from
+	// ShardingKey, and refuses it as a property.
+	maps.DeleteFunc(props, func(name, _ string) bool { return remoting.IsSystemProperty(name) })
 	props[remoting.PropReplayOf] = strconv.FormatInt(dl.origin(), 10)
 	props[remoting.PropReplayGroup] = dl.Group
 	_, err = pub.Send(ctx, producer.Message{Topic: dl.Topic, Body: dl.Body, Keys: dl.Keys, Tag: dl.Tag,

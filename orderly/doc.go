@@ -5,10 +5,11 @@
 // queue: FNV-1a 32 of the key modulo the queue count, unsigned, so it is
 // never negative (a Java-style hashCode % n can be) and is the same in
 // every process, on every restart and platform, and the same as the
-// official client's hash selector. producer.Message.ShardingKey uses it
-// through a [Selector]; consumer.NewOrderly consumes each queue serially,
-// suspends (never skips) on failure, and parks after a persistent attempt
-// cap.
+// official client's hash selector on 64-bit platforms (not on 32-bit
+// ones, where that selector's hash goes negative).
+// producer.Message.ShardingKey uses it through a [Selector];
+// consumer.NewOrderly consumes each queue serially, suspends (never skips)
+// on failure, and parks after a persistent attempt cap.
 //
 // # Failure modes
 //

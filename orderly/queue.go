@@ -13,9 +13,11 @@ import (
 // QueueIndex returns the queue index in [0, queues) that sharding key maps
 // to: FNV-1a 32 of the key's bytes modulo the queue count, computed
 // unsigned so it is never negative. It is stable across processes,
-// restarts and platforms, and equals the official client's
-// NewHashQueueSelector on the same sorted queue list, so services using
-// either pick the same queue. It returns -1 when queues <= 0.
+// restarts and platforms. On 64-bit platforms it equals the official
+// client's NewHashQueueSelector on the same sorted queue list, so services
+// using either pick the same queue; on 32-bit ones that selector converts
+// the hash to a negative int for about half the keys and picks another
+// queue for many of them. It returns -1 when queues <= 0.
 func QueueIndex(key string, queues int) int {
 	if queues <= 0 {
 		return -1
@@ -31,7 +33,9 @@ func QueueIndex(key string, queues int) int {
 // messages of one key still waiting on the old queue may be consumed out of
 // order with the ones sent after the change.
 type QueueCountChange struct {
-	Topic    string
+	Topic string
+	// Old and New are the queue counts before and after; they are equal
+	// when one broker's queues replaced another's in a single route update.
 	Old, New int
 }
 
@@ -61,9 +65,16 @@ const DefaultLossGrace = 10 * time.Minute
 // LossGrace is the smaller layout adopted (and reported through OnChange),
 // so a broker removed for good does not hold keys back forever. Queues
 // that appear (a broker or queues added) are adopted at once and reported.
+//
+// A Selector knows only the routes its sends saw: its first send to a
+// topic takes the route of that moment as the layout, unreported, so a
+// producer started while a broker is out hashes over the smaller layout
+// that producers started before keep holding back; and LossGrace counts
+// from the first send that finds queues missing.
 type Selector struct {
-	// OnChange, when set, is called (outside any lock) each time a topic's
-	// layout changes after its first selection.
+	// OnChange, when set, is called (outside any lock) for each change of
+	// a topic's layout after its first selection, in the order the changes
+	// happened: by one Select at a time, not always the one that saw it.
 	OnChange func(QueueCountChange)
 	// OnUnavailable, when set, is called (outside any lock) for each keyed
 	// selection held back because its queue is missing from the route.
@@ -72,9 +83,11 @@ type Selector struct {
 	// the layout without them is adopted. Zero means [DefaultLossGrace].
 	LossGrace time.Duration
 
-	mu      sync.Mutex
-	layouts map[string]*layout
-	next    uint32
+	mu        sync.Mutex
+	layouts   map[string]*layout
+	next      uint32
+	pending   []QueueCountChange // changes not reported yet, oldest first
+	reporting bool               // a Select is reporting pending
 }
 
 type layout struct {
@@ -97,9 +110,14 @@ func (s *Selector) Select(msg *primitive.Message, mqs []*primitive.MessageQueue,
 	change, keyed := s.layoutLocked(msg.Topic, mqs)
 	rr := s.next
 	s.next++
-	s.mu.Unlock()
+	report := false
 	if change != nil && s.OnChange != nil {
-		s.OnChange(*change)
+		s.pending = append(s.pending, *change)
+		report, s.reporting = !s.reporting, true
+	}
+	s.mu.Unlock()
+	if report {
+		s.report()
 	}
 	if key == "" {
 		return mqs[rr%uint32(len(mqs))]
@@ -112,6 +130,24 @@ func (s *Selector) Select(msg *primitive.Message, mqs []*primitive.MessageQueue,
 		s.OnUnavailable(QueueUnavailable{Topic: msg.Topic, ShardingKey: key, BrokerName: want.BrokerName, QueueID: want.QueueId})
 	}
 	return nil
+}
+
+// report calls OnChange for each pending change until none is left.
+// Changes found meanwhile by other Selects (or by a send from OnChange)
+// are queued behind, so the last report is the layout keys hash over.
+func (s *Selector) report() {
+	for {
+		s.mu.Lock()
+		if len(s.pending) == 0 {
+			s.reporting = false
+			s.mu.Unlock()
+			return
+		}
+		c := s.pending[0]
+		s.pending = s.pending[1:]
+		s.mu.Unlock()
+		s.OnChange(c)
+	}
 }
 
 // layoutLocked updates topic's layout from the route's sorted queues and

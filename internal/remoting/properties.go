@@ -25,7 +25,12 @@ const (
 	PropTransactionPrepared   = "TRAN_MSG"
 	PropProducerGroup         = "PGROUP"
 	PropTransactionCheckTimes = "TRANSACTION_CHECK_TIMES"
-	PropShardingKey           = "__SHARDINGKEY"
+	// PropShardingKey is where the official Go client puts a message's
+	// sharding key (its queue selector reads it).
+	PropShardingKey = "SHARDING_KEY"
+	// PropJavaShardingKey is the Java client's sharding key, which 5.x
+	// gRPC clients send a FIFO message's group in.
+	PropJavaShardingKey = "__SHARDINGKEY"
 	// PropAttempt is reliablemq's own: the delivery attempt a retry copy
 	// re-sent by the consumer wrapper follows.
 	PropAttempt = "RELIABLEMQ_ATTEMPT"
@@ -102,7 +107,7 @@ func IsSystemProperty(name string) bool {
 	switch name {
 	case PropKeys, PropTags, PropUniqKey, PropDelay, PropRealTopic, PropRealQueueID, PropRetryTopic,
 		PropOriginMessageID, PropWait, PropCluster, PropTransactionPrepared, PropProducerGroup,
-		PropTransactionCheckTimes, PropShardingKey, PropAttempt,
+		PropTransactionCheckTimes, PropShardingKey, PropJavaShardingKey, PropAttempt,
 		"MIN_OFFSET", "MAX_OFFSET", "RECONSUME_TIME", "MAX_RECONSUME_TIMES", "CHECK_IMMUNITY_TIME_IN_SECONDS",
 		"CONSUME_START_TIME", "__STARTDELIVERTIME", "TRACE_ON", "MSG_REGION", "BUYER_ID",
 		"TRAN_PREPARED_QUEUE_OFFSET", "__transactionId__", "UNIQ_KEY_INDEX":
