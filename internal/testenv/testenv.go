@@ -164,10 +164,20 @@ func (r *RocketMQ) ConsumerOffset(t testing.TB, group, topic string, queue int) 
 // holds on all of them, 0 where the topic does not exist.
 func (r *RocketMQ) MaxOffset(t testing.TB, topic string, queue int) int64 {
 	t.Helper()
+	return r.MaxOffsetAs(t, producer.Credentials{}, topic, queue)
+}
+
+// MaxOffsetAs is [RocketMQ.MaxOffset] signed with an ACL account's keys.
+func (r *RocketMQ) MaxOffsetAs(t testing.TB, cr producer.Credentials, topic string, queue int) int64 {
+	t.Helper()
 	var sum int64
 	for _, b := range remoting.SplitAddrs(r.Broker) {
-		sum += r.offsetAt(t, b, &remoting.Command{Code: remoting.ReqGetMaxOffset,
-			ExtFields: map[string]string{"topic": topic, "queueId": strconv.Itoa(queue)}})
+		req := &remoting.Command{Code: remoting.ReqGetMaxOffset,
+			ExtFields: map[string]string{"topic": topic, "queueId": strconv.Itoa(queue)}}
+		if cr.AccessKey != "" {
+			remoting.Sign(req, cr.AccessKey, cr.SecretKey, cr.SecurityToken)
+		}
+		sum += r.offsetAt(t, b, req)
 	}
 	return sum
 }
