@@ -6,6 +6,8 @@ import (
 	"compress/zlib"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -198,7 +200,8 @@ func (c *checkBacks) send(cc *checkConn, req *remoting.Command) error {
 
 // read answers the check-backs that come on cc, one at a time, until it
 // closes. Responses (to heartbeats) are skipped; the first refusal is
-// logged.
+// logged. A frame it cannot decode is skipped too: the connection, and
+// the group's registration with it, is kept.
 func (c *checkBacks) read(cc *checkConn) {
 	defer close(cc.dead)
 	defer cc.nc.Close()
@@ -206,6 +209,11 @@ func (c *checkBacks) read(cc *checkConn) {
 	refused := false
 	for {
 		cmd, err := remoting.ReadCommand(r)
+		if errors.Is(err, remoting.ErrMalformed) {
+			c.p.cfg.logger.Warn("producer: a broker's frame could not be read; skipped",
+				slog.String("broker", cc.nc.RemoteAddr().String()), slog.Any("error", err))
+			continue
+		}
 		if err != nil {
 			return
 		}
@@ -237,7 +245,10 @@ func (c *checkBacks) read(cc *checkConn) {
 // unanswered: the broker asks again. The error is cc's.
 func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
 	msgs, err := remoting.DecodeStoredMessages(req.Body)
-	if err != nil || len(msgs) != 1 {
+	if err == nil && len(msgs) != 1 {
+		err = fmt.Errorf("%d messages in its body, want 1", len(msgs))
+	}
+	if err != nil {
 		c.p.cfg.logger.Warn("producer: a check-back's message could not be read; the broker asks again", slog.Any("error", err))
 		return nil
 	}

@@ -184,9 +184,7 @@ func (t *tracer) brokerCopies(ctx context.Context, topics []string, since time.T
 		for _, b := range t.brokers {
 			msgs, more, err := remoting.QueryByKey(ctx, t.creds, b.Addr, topic, t.key, queryMax, since, time.Now().Add(time.Minute))
 			if err != nil {
-				if !strings.Contains(err.Error(), "code 17") { // TOPIC_NOT_EXIST: the group never retried
-					t.fail(err)
-				}
+				t.fail(err)
 				continue
 			}
 			for _, m := range msgs {

@@ -264,6 +264,9 @@ func CheckSubscribe(ctx context.Context, creds Credentials, namesrvs []string, g
 			return fmt.Errorf("%w on broker %s: %s", ErrAccessDenied, b.BrokerName, reason)
 		}
 	}
+	if !answered && len(errs) == 0 {
+		return fmt.Errorf("%w: the route of %s names no master broker", ErrAccessUnverified, topic)
+	}
 	if !answered {
 		return fmt.Errorf("%w: %w", ErrAccessUnverified, errors.Join(errs...))
 	}

@@ -5,18 +5,19 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sync"
 )
 
 // Conn is a minimal synchronous remoting client: one request in flight at
 // a time. It is what tests and tools use to ask a broker or name server
-// something the official client has no API for.
+// something the official client has no API for. A call that fails
+// (its ctx ended, the peer broke the stream) closes the connection: what
+// is left on it cannot be read in step.
 type Conn struct {
 	// OnRequest, if set before use, sees each request the server sends
 	// while Invoke waits for its answer (NOTIFY, CHECK_TRANSACTION_STATE).
 	OnRequest func(*Command)
 
-	mu     sync.Mutex
+	turn   chan struct{} // held by the call in flight
 	nc     net.Conn
 	r      *bufio.Reader
 	opaque int32
@@ -29,18 +30,26 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("remoting: dial %s: %w", addr, err)
 	}
-	return &Conn{nc: nc, r: bufio.NewReader(nc)}, nil
+	return &Conn{turn: make(chan struct{}, 1), nc: nc, r: bufio.NewReader(nc)}, nil
 }
 
 // Close closes the connection.
 func (c *Conn) Close() error { return c.nc.Close() }
 
 // Invoke sends req and returns the response with the same opaque, skipping
-// any server-initiated requests that arrive in between. The ctx deadline
-// bounds the whole exchange.
+// any server-initiated requests that arrive in between. The ctx bounds
+// the whole exchange, the wait for another call in flight included; a
+// ctx already ended sends nothing.
 func (c *Conn) Invoke(ctx context.Context, req *Command) (*Command, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	select {
+	case c.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-c.turn }()
+	if err := ctx.Err(); err != nil { // the turn and the end came together
+		return nil, err
+	}
 	c.opaque++
 	req.Opaque = c.opaque
 	req.Flag &^= FlagResponse
@@ -54,6 +63,10 @@ func (c *Conn) Invoke(ctx context.Context, req *Command) (*Command, error) {
 	stop := context.AfterFunc(ctx, func() { c.nc.Close() })
 	defer stop()
 	if _, err := c.nc.Write(frame); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		c.nc.Close() // part of the frame may be out: the stream is broken
 		return nil, fmt.Errorf("remoting: write: %w", err)
 	}
 	for {
@@ -62,6 +75,9 @@ func (c *Conn) Invoke(ctx context.Context, req *Command) (*Command, error) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			// The rest of a frame that could not be read (an oversize
+			// one's bytes) would be read as frames by the next call.
+			c.nc.Close()
 			return nil, fmt.Errorf("remoting: read: %w", err)
 		}
 		if resp.IsResponse() && resp.Opaque == req.Opaque {
@@ -76,8 +92,8 @@ func (c *Conn) Invoke(ctx context.Context, req *Command) (*Command, error) {
 // Send writes req without waiting for an answer, for requests the server
 // does not reply to.
 func (c *Conn) Send(req *Command) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.turn <- struct{}{}
+	defer func() { <-c.turn }()
 	c.opaque++
 	req.Opaque = c.opaque
 	if req.Language == "" {

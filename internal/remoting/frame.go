@@ -67,6 +67,12 @@ const MaxFrameSize = 16 << 20
 // ErrFrameTooLarge is returned by [ReadCommand] for a frame over [MaxFrameSize].
 var ErrFrameTooLarge = errors.New("remoting: frame too large")
 
+// ErrMalformed is returned, wrapped, by [DecodeFrame] and [ReadCommand]
+// for a frame whose length is known but whose header cannot be decoded.
+// After ReadCommand's, the stream is still in step: the next frame can be
+// read.
+var ErrMalformed = errors.New("remoting: malformed frame")
+
 // Command is one frame: a header and an optional body.
 type Command struct {
 	Code      int               `json:"code"`
@@ -134,19 +140,19 @@ func ReadCommand(r io.Reader) (*Command, error) {
 // DecodeFrame decodes a frame without its 4-byte length prefix.
 func DecodeFrame(frame []byte) (*Command, error) {
 	if len(frame) < 4 {
-		return nil, fmt.Errorf("remoting: frame of %d bytes is shorter than its header length", len(frame))
+		return nil, fmt.Errorf("%w: %d bytes are shorter than its header length", ErrMalformed, len(frame))
 	}
 	word := binary.BigEndian.Uint32(frame[0:4])
 	if typ := word >> 24; typ != 0 {
-		return nil, fmt.Errorf("remoting: serialize type %d not supported (JSON only)", typ)
+		return nil, fmt.Errorf("%w: serialize type %d not supported (JSON only)", ErrMalformed, typ)
 	}
 	hlen := int(word & 0xFFFFFF)
 	if hlen > len(frame)-4 {
-		return nil, fmt.Errorf("remoting: header length %d exceeds frame of %d bytes", hlen, len(frame))
+		return nil, fmt.Errorf("%w: header length %d exceeds frame of %d bytes", ErrMalformed, hlen, len(frame))
 	}
 	c := &Command{}
 	if err := json.Unmarshal(frame[4:4+hlen], c); err != nil {
-		return nil, fmt.Errorf("remoting: decode header: %w", err)
+		return nil, fmt.Errorf("%w: decode header: %w", ErrMalformed, err)
 	}
 	if body := frame[4+hlen:]; len(body) > 0 {
 		c.Body = body

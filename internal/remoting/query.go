@@ -13,8 +13,8 @@ import (
 // (QUERY_MESSAGE). The broker looks the key up by hash and answers at most
 // max messages whose topic#key hash matches, other keys' included; only
 // the topic's messages carrying key itself are returned. full reports
-// that the broker's answer reached max, so more may exist. None found is
-// an empty result, not an error.
+// that the broker's answer reached max, so more may exist. None found,
+// and a topic the broker does not know, is an empty result, not an error.
 func QueryByKey(ctx context.Context, creds Credentials, broker, topic, key string, max int, begin, end time.Time) (msgs []*StoredMessage, full bool, err error) {
 	resp, err := invokeSigned(ctx, broker, &Command{Code: ReqQueryMessage, ExtFields: map[string]string{
 		"topic": topic, "key": key, "maxNum": strconv.Itoa(max),
@@ -25,7 +25,7 @@ func QueryByKey(ctx context.Context, creds Credentials, broker, topic, key strin
 	}
 	switch resp.Code {
 	case CodeSuccess:
-	case CodeQueryNotFound:
+	case CodeQueryNotFound, CodeTopicNotExist: // a topic never written to (a group's retry topic) holds none
 		return nil, false, nil
 	default:
 		return nil, false, fmt.Errorf("query %s by key on %s: code %d %s", topic, broker, resp.Code, resp.Remark)
