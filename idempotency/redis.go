@@ -36,9 +36,11 @@ type RedisStore struct {
 }
 
 // NewRedisStore returns a store on rdb (keys under [WithPrefix]). On a
-// single Redis (not Cluster or Ring) a claim also honours a done marker
+// single Redis (not Cluster) a claim also honours a done marker
 // written under the key layout before this one ("<prefix><group>:<key>"),
-// so an upgrade does not let duplicates through.
+// so an upgrade does not let duplicates through. A *redis.Ring is
+// refused: it moves a key to another shard whenever its own misses the
+// ring's heartbeats, and the key's done marker with it out of sight.
 func NewRedisStore(rdb redis.UniversalClient, opts ...RedisOption) (*RedisStore, error) {
 	c := defaults()
 	for _, o := range opts {
@@ -47,6 +49,9 @@ func NewRedisStore(rdb redis.UniversalClient, opts ...RedisOption) (*RedisStore,
 	err := c.check(false)
 	if rdb == nil {
 		err = errors.Join(err, errors.New("idempotency: nil redis client"))
+	}
+	if _, ok := rdb.(*redis.Ring); ok {
+		err = errors.Join(err, errRing)
 	}
 	if err != nil {
 		return nil, err
@@ -57,22 +62,40 @@ func NewRedisStore(rdb redis.UniversalClient, opts ...RedisOption) (*RedisStore,
 	return s, nil
 }
 
+// errRing refuses a redis.Ring: it moves a key to another shard whenever
+// its own misses the ring's heartbeats (and when shards are added), so a
+// claim or done marker there would be invisible and a duplicate applied.
+var errRing = errors.New("idempotency: a redis.Ring moves keys between shards when one misses its heartbeats, hiding done markers; use a single Redis (or Sentinel) or a Redis Cluster")
+
 var (
 	// claimScript: a new key (the usual case) takes two writes, the claim
 	// and its counter, each set only if absent. The old layout's marker
 	// is read with MGET, as claimBatchScript reads it: a value other than
 	// a string at its name (not ours) is no marker, rather than an error.
+	// A key already held with the caller's own token was claimed by this
+	// very call, run again by the client after losing its reply: it is
+	// Acquired, with the count that run made. A value the store did not
+	// write at the claim's or the counter's name (another type, a counter
+	// that is no number) is outcome 4 (errForeign), with nothing written.
 	claimScript = redis.NewScript(`
 if KEYS[3] and redis.call('MGET', KEYS[3])[1] == 'done' then return {2, 0} end
 if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
   local n = 1
   if not redis.call('SET', KEYS[2], 1, 'PX', ARGV[3], 'NX') then
-    n = redis.call('INCR', KEYS[2])
+    local ok
+    ok, n = pcall(redis.call, 'INCR', KEYS[2])
+    if not ok then
+      redis.call('DEL', KEYS[1])
+      return {4, 0}
+    end
     redis.call('PEXPIRE', KEYS[2], ARGV[3])
   end
   return {1, n}
 end
-if redis.call('GET', KEYS[1]) == 'done' then return {2, 0} end
+local ok, held = pcall(redis.call, 'GET', KEYS[1])
+if not ok then return {4, 0} end
+if held == 'done' then return {2, 0} end
+if held == ARGV[1] then return {1, tonumber(redis.call('GET', KEYS[2])) or 0} end
 return {3, 0}`)
 	completeScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -88,6 +111,17 @@ return 1`)
 
 // counterTTL bounds how long an attempt counter outlives its last claim.
 const counterTTL = 7 * 24 * time.Hour
+
+// millis is d in whole milliseconds (Redis's PX), rounded up: a lease
+// must not end before the claim's [Claim.Deadline], nor a retention
+// before the one asked for.
+func millis(d time.Duration) int64 {
+	ms := d.Milliseconds()
+	if d%time.Millisecond > 0 {
+		ms++
+	}
+	return ms
+}
 
 func (s *RedisStore) keys(group, key string) []string {
 	return s.appendKeys(make([]string, 0, 2), group, key)
@@ -112,6 +146,10 @@ func (s *RedisStore) appendKeys(dst []string, group, key string) []string {
 	return append(dst, names[:len(names)/2], names[len(names)/2:])
 }
 
+// errForeign is a claim refused because the claim's or the counter's name
+// holds a value the store did not write (claim scripts' outcome 4).
+var errForeign = errors.New("idempotency: a value this store did not write is at the key's claim or counter name")
+
 // errDoneToken refuses a claim whose token is the done marker's value:
 // every other caller would read that claim as done.
 var errDoneToken = errors.New(`idempotency: token "done" is the Redis store's done marker`)
@@ -127,19 +165,22 @@ func (s *RedisStore) Claim(ctx context.Context, group, key, token string, lease 
 		// or a hash tag (another key's name); those are not looked up.
 		keys = append(keys, s.prefix+group+":"+key)
 	}
-	r, err := s.run(ctx, claimScript, keys, token, lease.Milliseconds(), counterTTL.Milliseconds()).Int64Slice()
+	r, err := s.run(ctx, claimScript, keys, token, millis(lease), millis(counterTTL)).Int64Slice()
 	if err != nil {
 		return 0, 0, err
 	}
 	if len(r) != 2 {
 		return 0, 0, errors.New("unexpected claim script reply")
 	}
+	if r[0] == 4 {
+		return 0, 0, errForeign
+	}
 	return Outcome(r[0]), int(r[1]), nil
 }
 
 // Complete implements [Store].
 func (s *RedisStore) Complete(ctx context.Context, group, key, token string, retain time.Duration) error {
-	return s.run1(ctx, completeScript, s.keys(group, key), token, retain.Milliseconds())
+	return s.run1(ctx, completeScript, s.keys(group, key), token, millis(retain))
 }
 
 // Release implements [Store].

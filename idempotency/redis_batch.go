@@ -22,7 +22,9 @@ var (
 	// per item, flattened. No item writes a legacy marker, so they are
 	// all read first. A counter TTL of 0 claims without counting
 	// (ClaimUncounted): the counter is neither named nor touched, and the
-	// count returned is 0.
+	// count returned is 0. A key held with the item's own token is
+	// Acquired, and a foreign value is outcome 4, as in claimScript: it
+	// fails that item only.
 	claimBatchScript = redis.NewScript(mgetLua + `
 local stride = tonumber(ARGV[3])
 local counted = ARGV[2] ~= '0'
@@ -36,19 +38,36 @@ for i = 1, n do
   if legacy[i] == 'done' then
     out[2 * i - 1], out[2 * i] = 2, 0
   elseif redis.call('SET', KEYS[b + 1], ARGV[3 + i], 'PX', ARGV[1], 'NX') then
-    local c = 0
+    local ok, c = true, 0
     if counted then
       c = 1
       if not redis.call('SET', KEYS[b + 2], 1, 'PX', ARGV[2], 'NX') then
-        c = redis.call('INCR', KEYS[b + 2])
-        redis.call('PEXPIRE', KEYS[b + 2], ARGV[2])
+        ok, c = pcall(redis.call, 'INCR', KEYS[b + 2])
+        if ok then
+          redis.call('PEXPIRE', KEYS[b + 2], ARGV[2])
+        else
+          redis.call('DEL', KEYS[b + 1])
+        end
       end
     end
-    out[2 * i - 1], out[2 * i] = 1, c
-  elseif redis.call('GET', KEYS[b + 1]) == 'done' then
-    out[2 * i - 1], out[2 * i] = 2, 0
+    if ok then
+      out[2 * i - 1], out[2 * i] = 1, c
+    else
+      out[2 * i - 1], out[2 * i] = 4, 0
+    end
   else
-    out[2 * i - 1], out[2 * i] = 3, 0
+    local ok, held = pcall(redis.call, 'GET', KEYS[b + 1])
+    if not ok then
+      out[2 * i - 1], out[2 * i] = 4, 0
+    elseif held == 'done' then
+      out[2 * i - 1], out[2 * i] = 2, 0
+    elseif held == ARGV[3 + i] then
+      local c = 0
+      if counted then c = tonumber(redis.call('GET', KEYS[b + 2])) or 0 end
+      out[2 * i - 1], out[2 * i] = 1, c
+    else
+      out[2 * i - 1], out[2 * i] = 3, 0
+    end
   end
 end
 return out`)
@@ -95,9 +114,9 @@ end
 `
 
 // groups splits item indexes into the sets one script may touch
-// together: on a single Redis every item at once; on a Cluster or a Ring,
-// where each business key hashes to its own slot or shard, one set per
-// distinct key (a key's items stay together and in order).
+// together: on a single Redis every item at once; on a Cluster (or any
+// other client), where each business key hashes to its own slot, one set
+// per distinct key (a key's items stay together and in order).
 func (s *RedisStore) groups(items []KeyToken) [][]int {
 	if _, single := s.rdb.(*redis.Client); single {
 		all := make([]int, len(items))
@@ -121,8 +140,8 @@ func (s *RedisStore) groups(items []KeyToken) [][]int {
 
 // ClaimBatch implements [BatchStore]: on a single Redis one script claims
 // every key, sharing the round trip with other calls in flight; on a
-// Cluster or a Ring one script per key, all in one pipeline (one round
-// trip per node).
+// Cluster one script per key, all in one pipeline (one round trip per
+// node).
 func (s *RedisStore) ClaimBatch(ctx context.Context, group string, items []KeyToken, lease time.Duration) []ClaimResult {
 	return s.claimBatch(ctx, group, items, lease, counterTTL)
 }
@@ -163,7 +182,7 @@ func (s *RedisStore) claimBatch(ctx context.Context, group string, items []KeyTo
 	for g, idx := range groups {
 		keys := make([]string, 0, stride*len(idx))
 		args := make([]any, 0, 3+len(idx))
-		args = append(args, lease.Milliseconds(), counterTTL.Milliseconds(), stride)
+		args = append(args, millis(lease), millis(counterTTL), stride)
 		for _, i := range idx {
 			keys = s.appendKeys(keys, group, items[i].Key)
 			if !counted {
@@ -185,11 +204,14 @@ func (s *RedisStore) claimBatch(ctx context.Context, group string, items []KeyTo
 			err = errors.New("unexpected claim script reply")
 		}
 		for j, i := range idx {
-			if err != nil {
+			switch {
+			case err != nil:
 				results[i].Err = err
-				continue
+			case r[2*j] == 4:
+				results[i].Err = errForeign
+			default:
+				results[i] = ClaimResult{Outcome: Outcome(r[2*j]), Attempts: int(r[2*j+1])}
 			}
-			results[i] = ClaimResult{Outcome: Outcome(r[2*j]), Attempts: int(r[2*j+1])}
 		}
 	}
 	return results
@@ -202,7 +224,7 @@ func (s *RedisStore) CompleteBatch(ctx context.Context, group string, items []Ke
 	for g, idx := range groups {
 		keys := make([]string, 0, 2*len(idx))
 		args := make([]any, 0, 1+len(idx))
-		args = append(args, retain.Milliseconds())
+		args = append(args, millis(retain))
 		for _, i := range idx {
 			keys = s.appendKeys(keys, group, items[i].Key)
 			args = append(args, items[i].Token)
