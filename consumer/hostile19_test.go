@@ -15,6 +15,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -195,7 +196,25 @@ func TestOrderlyDuplicateOfAHandledStepIsNotParkedBehindItsKey(t *testing.T) {
 	// land after Close returned. Then the crash is played: none committed.
 	f.eventually("the shutdown's offset commit landed", func() bool { return f.env.ConsumerOffset(t, f.group, f.topic, 0) == 2 })
 	f.resetOffset(f.group, 0, 0)
-	f.start(consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkKey, opts...))
+	// A commit of the closed client's still on its way (a pull's, before
+	// the shutdown's was seen) would undo the reset: it must hold.
+	for held := 0; held < 5; {
+		time.Sleep(200 * time.Millisecond)
+		if f.env.ConsumerOffset(t, f.group, f.topic, 0) == 0 {
+			held++
+		} else {
+			f.resetOffset(f.group, 0, 0)
+			held = 0
+		}
+	}
+	var duplicate atomic.Bool
+	seen := consumer.WithHooks(observe.Hooks{Event: func(_ context.Context, e observe.Event) {
+		if e.Kind == observe.Duplicate && e.MsgID == r0.MsgID {
+			duplicate.Store(true)
+		}
+	}})
+	f.start(consumer.NewOrderly(f.env.NameServers(), f.group, f.topic, h, consumer.ParkKey, append(opts, seen)...))
+	f.eventually("step 0 redelivered, a duplicate", duplicate.Load)
 	f.eventually("the offset is past both steps again", func() bool { return f.env.ConsumerOffset(t, f.group, f.topic, 0) >= 2 })
 	f.settle()
 	if got := h19Order(eff, "order"); !slices.Equal(got, []string{"0"}) {

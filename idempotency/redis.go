@@ -76,7 +76,8 @@ var (
 	// very call, run again by the client after losing its reply: it is
 	// Acquired, with the count that run made. A value the store did not
 	// write at the claim's or the counter's name (another type, a counter
-	// that is no number) is outcome 4 (errForeign), with nothing written.
+	// that is no number) is outcome 4 (errForeign), with nothing written
+	// (a resent call's own claim over a foreign counter is removed).
 	claimScript = redis.NewScript(`
 if KEYS[3] and redis.call('MGET', KEYS[3])[1] == 'done' then return {2, 0} end
 if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
@@ -95,7 +96,12 @@ end
 local ok, held = pcall(redis.call, 'GET', KEYS[1])
 if not ok then return {4, 0} end
 if held == 'done' then return {2, 0} end
-if held == ARGV[1] then return {1, tonumber(redis.call('GET', KEYS[2])) or 0} end
+if held == ARGV[1] then
+  local got, n = pcall(redis.call, 'GET', KEYS[2])
+  if got then return {1, tonumber(n) or 0} end
+  redis.call('DEL', KEYS[1])
+  return {4, 0}
+end
 return {3, 0}`)
 	completeScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end

@@ -62,9 +62,14 @@ for i = 1, n do
     elseif held == 'done' then
       out[2 * i - 1], out[2 * i] = 2, 0
     elseif held == ARGV[3 + i] then
-      local c = 0
-      if counted then c = tonumber(redis.call('GET', KEYS[b + 2])) or 0 end
-      out[2 * i - 1], out[2 * i] = 1, c
+      local got, c = true, 0
+      if counted then got, c = pcall(redis.call, 'GET', KEYS[b + 2]) end
+      if got then
+        out[2 * i - 1], out[2 * i] = 1, tonumber(c) or 0
+      else
+        redis.call('DEL', KEYS[b + 1])
+        out[2 * i - 1], out[2 * i] = 4, 0
+      end
     else
       out[2 * i - 1], out[2 * i] = 3, 0
     end

@@ -135,11 +135,21 @@ func (s *Selector) Select(msg *primitive.Message, mqs []*primitive.MessageQueue,
 // report calls OnChange for each pending change until none is left.
 // Changes found meanwhile by other Selects (or by a send from OnChange)
 // are queued behind, so the last report is the layout keys hash over.
+// An OnChange that panics hands the reporting on: the next Select that
+// finds a change reports what is left.
 func (s *Selector) report() {
+	done := false
+	defer func() {
+		if !done { // OnChange panicked
+			s.mu.Lock()
+			s.reporting = false
+			s.mu.Unlock()
+		}
+	}()
 	for {
 		s.mu.Lock()
 		if len(s.pending) == 0 {
-			s.reporting = false
+			s.reporting, done = false, true
 			s.mu.Unlock()
 			return
 		}

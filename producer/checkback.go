@@ -3,6 +3,7 @@ package producer
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/zlib"
 	"context"
 	"encoding/json"
@@ -258,7 +259,7 @@ func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
 		return nil // another group's (the broker asks by group: never expected)
 	}
 	h := HalfMessage{Message: Message{Topic: m.Topic, Body: m.Body, Tag: props[remoting.PropTags],
-		ShardingKey: props[remoting.PropShardingKey]}, MsgID: props[remoting.PropUniqKey]}
+		ShardingKey: cmp.Or(props[remoting.PropShardingKey], props[remoting.PropJavaShardingKey])}, MsgID: props[remoting.PropUniqKey]}
 	if m.SysFlag&remoting.SysFlagCompressed != 0 {
 		if zr, err := zlib.NewReader(bytes.NewReader(m.Body)); err == nil {
 			if body, err := io.ReadAll(zr); err == nil {

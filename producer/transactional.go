@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -342,7 +343,7 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) primitive.L
 	}
 	defer p.gate.leave()
 	h := HalfMessage{Message: Message{Topic: ext.Topic, Body: ext.Body, Tag: ext.GetTags(),
-		ShardingKey: ext.GetShardingKey()}}
+		ShardingKey: cmp.Or(ext.GetShardingKey(), ext.GetProperty(remoting.PropJavaShardingKey))}}
 	if rt := ext.GetProperty(remoting.PropRealTopic); rt != "" {
 		h.Topic = rt
 	}

@@ -68,7 +68,8 @@ const MaxFrameSize = 16 << 20
 var ErrFrameTooLarge = errors.New("remoting: frame too large")
 
 // ErrMalformed is returned, wrapped, by [DecodeFrame] and [ReadCommand]
-// for a frame whose length is known but whose header cannot be decoded.
+// for a JSON frame whose length is known but whose header cannot be
+// decoded.
 // After ReadCommand's, the stream is still in step: the next frame can be
 // read.
 var ErrMalformed = errors.New("remoting: malformed frame")
@@ -144,7 +145,9 @@ func DecodeFrame(frame []byte) (*Command, error) {
 	}
 	word := binary.BigEndian.Uint32(frame[0:4])
 	if typ := word >> 24; typ != 0 {
-		return nil, fmt.Errorf("%w: serialize type %d not supported (JSON only)", ErrMalformed, typ)
+		// Not ErrMalformed: a broker set to the binary serialize type sends
+		// every frame so, and none will be readable on this connection.
+		return nil, fmt.Errorf("remoting: serialize type %d not supported (JSON only)", typ)
 	}
 	hlen := int(word & 0xFFFFFF)
 	if hlen > len(frame)-4 {
