@@ -17,6 +17,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/rmqtest"
 
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/internal/tcptest"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
@@ -59,64 +60,37 @@ func unreachable(t *testing.T) string {
 // fakeRemoting serves RocketMQ remoting requests on a local listener with
 // handle's answers (nil: none), recording each request's code.
 type fakeRemoting struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	codes []int16
-	wg    sync.WaitGroup
+	address string
+	mu      sync.Mutex
+	codes   []int16
 }
 
 func newFakeRemoting(t *testing.T, handle func(req *remoting.Command) *remoting.Command) *fakeRemoting {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeRemoting{ln: ln}
-	var conns []net.Conn
-	var cmu sync.Mutex
-	f.wg.Go(func() {
+	f := &fakeRemoting{}
+	f.address = tcptest.Serve(t, "127.0.0.1:0", func(c net.Conn) {
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := remoting.ReadCommand(r)
 			if err != nil {
 				return
 			}
-			cmu.Lock()
-			conns = append(conns, c)
-			cmu.Unlock()
-			f.wg.Go(func() {
-				r := bufio.NewReader(c)
-				for {
-					req, err := remoting.ReadCommand(r)
-					if err != nil {
-						return
-					}
-					f.mu.Lock()
-					f.codes = append(f.codes, int16(req.Code))
-					f.mu.Unlock()
-					resp := handle(req)
-					if resp == nil || req.IsOneway() {
-						continue
-					}
-					resp.Flag, resp.Opaque = remoting.FlagResponse, req.Opaque
-					frame, _ := resp.Encode()
-					c.Write(frame)
-				}
-			})
+			f.mu.Lock()
+			f.codes = append(f.codes, int16(req.Code))
+			f.mu.Unlock()
+			resp := handle(req)
+			if resp == nil || req.IsOneway() {
+				continue
+			}
+			resp.Flag, resp.Opaque = remoting.FlagResponse, req.Opaque
+			frame, _ := resp.Encode()
+			c.Write(frame)
 		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		cmu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		cmu.Unlock()
-		f.wg.Wait()
 	})
 	return f
 }
 
-func (f *fakeRemoting) addr() string { return f.ln.Addr().String() }
+func (f *fakeRemoting) addr() string { return f.address }
 
 func (f *fakeRemoting) count(code int) int {
 	f.mu.Lock()

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/internal/tcptest"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
@@ -19,62 +19,35 @@ import (
 // connection and lets the test write on it what a broker would: it
 // answers heartbeats and reports every END_TRANSACTION.
 type checkBroker22 struct {
-	ln    net.Listener
+	addr  string
 	conns chan net.Conn // a connection, once its first heartbeat came
 	ends  chan *remoting.Command
 }
 
 func newCheckBroker22(t *testing.T) *checkBroker22 {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &checkBroker22{ln: ln, conns: make(chan net.Conn, 16), ends: make(chan *remoting.Command, 64)}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var all []net.Conn
-	wg.Go(func() {
+	b := &checkBroker22{conns: make(chan net.Conn, 16), ends: make(chan *remoting.Command, 64)}
+	b.addr = tcptest.Serve(t, "127.0.0.1:0", func(c net.Conn) {
+		r := bufio.NewReader(c)
+		first := true
 		for {
-			c, err := ln.Accept()
+			req, err := remoting.ReadCommand(r)
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			all = append(all, c)
-			mu.Unlock()
-			wg.Go(func() {
-				r := bufio.NewReader(c)
-				first := true
-				for {
-					req, err := remoting.ReadCommand(r)
-					if err != nil {
-						return
-					}
-					switch req.Code {
-					case remoting.ReqHeartBeat:
-						resp := &remoting.Command{Code: remoting.CodeSuccess, Flag: remoting.FlagResponse, Opaque: req.Opaque}
-						frame, _ := resp.Encode()
-						c.Write(frame)
-						if first {
-							first = false
-							b.conns <- c
-						}
-					case remoting.ReqEndTransaction:
-						b.ends <- req
-					}
+			switch req.Code {
+			case remoting.ReqHeartBeat:
+				resp := &remoting.Command{Code: remoting.CodeSuccess, Flag: remoting.FlagResponse, Opaque: req.Opaque}
+				frame, _ := resp.Encode()
+				c.Write(frame)
+				if first {
+					first = false
+					b.conns <- c
 				}
-			})
+			case remoting.ReqEndTransaction:
+				b.ends <- req
+			}
 		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range all {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
 	return b
 }
@@ -88,7 +61,7 @@ func checkCluster22(t *testing.T, b *checkBroker22) []string {
 			return &remoting.Command{Code: remoting.CodeTopicNotExist, Remark: "no route"}
 		}
 		body := fmt.Sprintf(`{"brokerAddrTable":{"broker-a":{"brokerAddrs":{0:%q},"brokerName":"broker-a","cluster":"c"}},`+
-			`"clusterAddrTable":{"c":["broker-a"]}}`, b.ln.Addr().String())
+			`"clusterAddrTable":{"c":["broker-a"]}}`, b.addr)
 		return &remoting.Command{Code: remoting.CodeSuccess, Body: []byte(body)}
 	})
 	return []string{ns.addr()}

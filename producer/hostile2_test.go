@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seed157d4c4d/reliablemq/internal/tcptest"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -14,27 +15,7 @@ import (
 // host whose JVM is wedged, a firewall that accepts then drops).
 func blackHole(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	var conns []net.Conn
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				for _, c := range conns {
-					c.Close()
-				}
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
+	return tcptest.Serve(t, "127.0.0.1:0", func(net.Conn) {})
 }
 
 // TestHostile2BlackHoleNameServerIsNotReportedUnreachable: the probe

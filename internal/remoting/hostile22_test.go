@@ -12,51 +12,26 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/seed157d4c4d/reliablemq/internal/tcptest"
 )
 
 // peer22 is a hostile remoting peer on a loopback listener that stays
 // open for the test's life: every connection it accepts is handed to the
 // test, which plays the server's side by hand.
 type peer22 struct {
-	ln    net.Listener
-	conns chan net.Conn
+	address string
+	conns   chan net.Conn
 }
 
 func newPeer22(t *testing.T) *peer22 {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &peer22{ln: ln, conns: make(chan net.Conn, 16)}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var all []net.Conn
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			all = append(all, c)
-			mu.Unlock()
-			p.conns <- c
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-		mu.Lock()
-		for _, c := range all {
-			c.Close()
-		}
-		mu.Unlock()
-	})
+	p := &peer22{conns: make(chan net.Conn, 16)}
+	p.address = tcptest.Serve(t, "127.0.0.1:0", func(c net.Conn) { p.conns <- c })
 	return p
 }
 
-func (p *peer22) addr() string { return p.ln.Addr().String() }
+func (p *peer22) addr() string { return p.address }
 
 // accept returns the server side of the next connection.
 func (p *peer22) accept(t *testing.T) net.Conn {
@@ -421,46 +396,18 @@ func TestHostile22EveryWaitingCallEnds(t *testing.T) {
 // listener's address.
 func serve22(t *testing.T, addr string, handle func(*Command) *Command) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("listen %s: %v", addr, err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
+	return tcptest.Serve(t, addr, func(c net.Conn) {
 		for {
-			c, err := ln.Accept()
+			req, err := ReadCommand(c)
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				for {
-					req, err := ReadCommand(c)
-					if err != nil {
-						return
-					}
-					resp := handle(req)
-					resp.Flag, resp.Opaque = FlagResponse, req.Opaque
-					b, _ := resp.Encode()
-					c.Write(b)
-				}
-			})
+			resp := handle(req)
+			resp.Flag, resp.Opaque = FlagResponse, req.Opaque
+			b, _ := resp.Encode()
+			c.Write(b)
 		}
 	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }
 
 // TestHostile22CheckSubscribeOnRoutesWithoutAMaster: a name server whose
