@@ -15,11 +15,13 @@
 // relay's and consumer's). [Join] combines several. A hook runs on the
 // goroutine that did the work, so it must be quick and must not block; a
 // hook that panics is the program's bug, as any callback's (the consumer
-// logs it at Error and retries the messages it left unsettled).
+// logs it at Error and retries the messages it left unsettled; the outbox
+// relay logs a panicking Event hook and changes nothing).
 package observe
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -106,6 +108,10 @@ type Hooks struct {
 	Handle func(ctx context.Context, m Message) (context.Context, func(err error))
 }
 
+// errHandlePanicked ends the Handle hooks [Join] began before one that
+// panicked: the handler never ran.
+var errHandlePanicked = errors.New("observe: a joined Handle hook panicked; the handler did not run")
+
 // Emit reports e, if an Event hook is set.
 func (h Hooks) Emit(ctx context.Context, e Event) {
 	if h.Event != nil {
@@ -146,6 +152,12 @@ func (h Hooks) Begin(ctx context.Context, m Message) (context.Context, func(erro
 
 // Join returns hooks that call each of hs in order: every Event hook,
 // every Inject hook, and every Handle hook nested (the first outermost).
+//
+// A hook that panics (the program's bug, which the consumer contains) does
+// not keep the others from their work: every Event hook still gets the
+// event, and the Handle hooks begun before one that panicked in Handle or
+// in its end are still ended (with an error when the handler never ran);
+// then the panic goes on.
 func Join(hs ...Hooks) Hooks {
 	var out Hooks
 	for _, h := range hs {
@@ -153,7 +165,9 @@ func Join(hs ...Hooks) Hooks {
 			prev, next := out.Event, h.Event
 			out.Event = func(ctx context.Context, e Event) {
 				if prev != nil {
+					defer next(ctx, e) // also when prev panics
 					prev(ctx, e)
+					return
 				}
 				next(ctx, e)
 			}
@@ -171,8 +185,18 @@ func Join(hs ...Hooks) Hooks {
 			prev, next := out.Handle, h.Handle
 			out.Handle = func(ctx context.Context, m Message) (context.Context, func(error)) {
 				ctx, endPrev := Hooks{Handle: prev}.Begin(ctx, m)
+				begun := false
+				defer func() {
+					if !begun { // next panicked: the handler will not run
+						endPrev(errHandlePanicked)
+					}
+				}()
 				ctx, endNext := Hooks{Handle: next}.Begin(ctx, m)
-				return ctx, func(err error) { endNext(err); endPrev(err) }
+				begun = true
+				return ctx, func(err error) {
+					defer endPrev(err) // also when endNext panics
+					endNext(err)
+				}
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -173,7 +174,7 @@ func (r *Relay) markBatch(ctx context.Context, owner string, sent []sentRow, res
 		marked += int(n)
 		lost += len(chunk) - int(n)
 		for range len(chunk) - int(n) {
-			r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.ClaimLost, Reason: "outbox"})
+			r.emit(ctx, observe.Event{Kind: observe.ClaimLost, Reason: "outbox"})
 		}
 	}
 	return marked, lost, errors.Join(errs...)
@@ -363,7 +364,7 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 			return nil
 		}
 		rep.Failed++
-		r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.RowRetry, Topic: row.Topic, Key: row.Key, Attempt: attempts,
+		r.emit(ctx, observe.Event{Kind: observe.RowRetry, Topic: row.Topic, Key: row.Key, Attempt: attempts,
 			Err: sendErr})
 		r.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "outbox send failed, retrying later", slog.Int64("id", row.ID),
 			slog.String("topic", row.Topic), slog.Int("attempt", attempts), slog.Any("error", sendErr))
@@ -376,7 +377,7 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 // broker took it) is that relay's to record.
 func (r *Relay) lostClaim(ctx context.Context, row *Row, msgID string, rep *BatchReport) {
 	rep.LostClaims++
-	r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.ClaimLost, Topic: row.Topic, Key: row.Key, MsgID: msgID, Reason: "outbox"})
+	r.emit(ctx, observe.Event{Kind: observe.ClaimLost, Topic: row.Topic, Key: row.Key, MsgID: msgID, Reason: "outbox"})
 }
 
 // dead reports a row given up on: made Dead, or (unconfirmed) no longer
@@ -384,7 +385,7 @@ func (r *Relay) lostClaim(ctx context.Context, row *Row, msgID string, rep *Batc
 
 func (r *Relay) dead(ctx context.Context, row *Row, text, reason string, rep *BatchReport) {
 	rep.Dead++
-	r.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.RowDead, Topic: row.Topic, Key: row.Key, MsgID: row.MsgID,
+	r.emit(ctx, observe.Event{Kind: observe.RowDead, Topic: row.Topic, Key: row.Key, MsgID: row.MsgID,
 		Attempt: row.Attempts + 1, Reason: reason, Err: errors.New(text)})
 	if row.Status == Pending {
 		row.Status, row.Attempts = Dead, row.Attempts+1
@@ -393,7 +394,7 @@ func (r *Relay) dead(ctx context.Context, row *Row, text, reason string, rep *Ba
 	r.cfg.logger.LogAttrs(ctx, slog.LevelError, "outbox row dead: a human must act", slog.Int64("id", row.ID),
 		slog.String("topic", row.Topic), slog.String("keys", row.Key), slog.String("error", text))
 	if r.cfg.alert != nil {
-		r.cfg.alert(ctx, row)
+		r.report(ctx, "alert", func() { r.cfg.alert(ctx, row) })
 	}
 }
 
@@ -417,4 +418,27 @@ func (r *Relay) backoff(attempts int) time.Duration {
 	}
 	d = min(d, r.cfg.maxBackoff)
 	return d/2 + rand.N(d/2+1)
+}
+
+// emit reports e to the hooks' Event, if set (see [Relay.report]).
+func (r *Relay) emit(ctx context.Context, e observe.Event) {
+	if r.cfg.hooks.Event == nil {
+		return
+	}
+	r.report(ctx, "event hook", func() { r.cfg.hooks.Event(ctx, e) })
+}
+
+// report runs a report, the program's callback (the hooks' Event, the
+// alert), containing a panic in it: logged at Error with its stack, it
+// goes no further. It runs on the goroutines a batch's sends start, where
+// nothing could recover it (the process would die, with rows sent but
+// not yet marked), and tells of what is already recorded.
+func (r *Relay) report(ctx context.Context, what string, fn func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.cfg.logger.LogAttrs(ctx, slog.LevelError, "outbox: "+what+" panicked", slog.Any("panic", v),
+				slog.String("stack", string(debug.Stack())))
+		}
+	}()
+	fn()
 }

@@ -73,7 +73,10 @@ func WithLogger(l *slog.Logger) SharedOption { return sharedOption(func(c *commo
 // observe.RowDead, observe.ClaimLost) and adds the trace context of the
 // enqueuing ctx to each message's properties, so a row sent later by
 // reconcile keeps the trace of the transaction that wrote it. Sends are
-// reported by the producer's own hooks (producer.WithHooks). Default none.
+// reported by the producer's own hooks (producer.WithHooks). A panic in
+// the Event hook (or the alert) is logged at Error and changes nothing: it
+// runs on the relay's own goroutines, after the row's fate is recorded.
+// Default none.
 func WithHooks(h observe.Hooks) SharedOption { return sharedOption(func(c *common) { c.hooks = h }) }
 
 // WithLease sets how long a claimed row is reserved for the relay that

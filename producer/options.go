@@ -157,10 +157,13 @@ func WithQueueCountChange(fn func(orderly.QueueCountChange)) SharedOption {
 }
 
 // WithHooks reports each send (observe.SendDone, with its duration and,
-// for a failure, its outcome) and each retry of a transient failure
-// (observe.SendRetry), and adds the trace context of the send's ctx to the
-// message's properties unless they carry one already (an outbox row keeps
-// the trace of the transaction that wrote it). Default none.
+// for a failure, its outcome; one refused before the broker, its message
+// invalid, has no duration) and each retry of a transient failure
+// (observe.SendRetry; a transactional half message's too), and adds the
+// trace context of the send's ctx to the message's properties unless they
+// carry one already (an outbox row keeps the trace of the transaction that
+// wrote it). A panic in the Event hook is logged at Error and changes
+// nothing: the send's result is returned. Default none.
 func WithHooks(h observe.Hooks) SharedOption { return sharedFunc(func(c *config) { c.hooks = h }) }
 
 // WithLogger sets the logger. Default: [slog.Default] at construction, so

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -151,25 +152,50 @@ func (p *Producer) Send(ctx context.Context, m Message) (Result, error) {
 	m.Properties = p.cfg.hooks.InjectInto(ctx, m.Properties)
 	pm, err := p.cfg.build(m)
 	if err != nil {
-		return Result{}, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent, Err: err}
+		return Result{}, p.cfg.refused(ctx, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent, Err: err})
 	}
 	start := time.Now()
 	res, err := p.sendWithRetry(ctx, pm, m.Topic, m.Keys)
-	p.cfg.reportSend(ctx, m.Topic, m.Keys, start, res, err)
+	p.cfg.reportSend(ctx, m.Topic, m.Keys, time.Since(start), res, err)
 	return res, err
 }
 
-// reportSend emits a send's observe.SendDone event.
-func (c *config) reportSend(ctx context.Context, topic string, keys []string, start time.Time, res Result, err error) {
+// refused reports a send refused before it reached the broker (a send
+// that ended, untimed: see [WithHooks]) and returns its error.
+func (c *config) refused(ctx context.Context, err *SendError) error {
+	c.reportSend(ctx, err.Topic, err.Keys, 0, Result{}, err)
+	return err
+}
+
+// reportSend emits a send's observe.SendDone event; d is the send's time,
+// zero for one refused before the broker.
+func (c *config) reportSend(ctx context.Context, topic string, keys []string, d time.Duration, res Result, err error) {
 	if c.hooks.Event == nil {
 		return
 	}
 	e := observe.Event{Kind: observe.SendDone, Topic: topic, Key: strings.Join(keys, " "), MsgID: res.MsgID,
-		Attempt: res.Attempts, Duration: time.Since(start), Err: err}
+		Attempt: res.Attempts, Duration: d, Err: err}
 	var se *SendError
 	if errors.As(err, &se) {
 		e.MsgID, e.Attempt, e.Reason = se.MsgID, se.Attempts, se.Outcome.String()
 	}
+	c.emit(ctx, e)
+}
+
+// emit reports e to the hooks' Event, if set. A panic in it (the
+// program's bug) is logged at Error and goes no further: a report tells
+// of a send already made, whose result the caller must get (a relay
+// sending on its own goroutines would die of it).
+func (c *config) emit(ctx context.Context, e observe.Event) {
+	if c.hooks.Event == nil {
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			c.logger.LogAttrs(ctx, slog.LevelError, "event hook panicked", slog.Any("panic", v),
+				slog.String("stack", string(debug.Stack())))
+		}
+	}()
 	c.hooks.Event(ctx, e)
 }
 
@@ -184,7 +210,7 @@ func (p *Producer) SendBatch(ctx context.Context, msgs []Message) (Result, error
 	}
 	defer p.gate.leave()
 	if len(msgs) == 0 {
-		return Result{}, &SendError{Outcome: Permanent, Err: fmt.Errorf("%w: empty batch", ErrInvalidMessage)}
+		return Result{}, p.cfg.refused(ctx, &SendError{Outcome: Permanent, Err: fmt.Errorf("%w: empty batch", ErrInvalidMessage)})
 	}
 	topic := msgs[0].Topic
 	var keys []string
@@ -206,20 +232,20 @@ func (p *Producer) SendBatch(ctx context.Context, msgs []Message) (Result, error
 			pm, err = p.cfg.build(m)
 		}
 		if err != nil {
-			return Result{}, &SendError{Topic: topic, Keys: m.Keys, Outcome: Permanent,
-				Err: fmt.Errorf("message %d: %w", i, err)}
+			return Result{}, p.cfg.refused(ctx, &SendError{Topic: topic, Keys: m.Keys, Outcome: Permanent,
+				Err: fmt.Errorf("message %d: %w", i, err)})
 		}
 		size += batchHeader + len(pm.Body) + len(pm.MarshallProperties())
 		keys = append(keys, m.Keys...)
 		pms = append(pms, pm)
 	}
 	if size > p.cfg.maxBodySize {
-		return Result{}, &SendError{Topic: topic, Keys: keys, Outcome: Permanent,
-			Err: fmt.Errorf("%w: batch of %d bytes (bodies, properties and headers, as the broker counts them) > %d", ErrInvalidMessage, size, p.cfg.maxBodySize)}
+		return Result{}, p.cfg.refused(ctx, &SendError{Topic: topic, Keys: keys, Outcome: Permanent,
+			Err: fmt.Errorf("%w: batch of %d bytes (bodies, properties and headers, as the broker counts them) > %d", ErrInvalidMessage, size, p.cfg.maxBodySize)})
 	}
 	start := time.Now()
 	res, err := p.sendWithRetry(ctx, nil, topic, keys, pms...)
-	p.cfg.reportSend(ctx, topic, keys, start, res, err)
+	p.cfg.reportSend(ctx, topic, keys, time.Since(start), res, err)
 	return res, err
 }
 
@@ -262,7 +288,7 @@ func (p *Producer) sendWithRetry(ctx context.Context, pm *primitive.Message, top
 			return Result{}, &SendError{Topic: topic, Keys: keys, MsgID: msgID, Outcome: outcome, Code: code,
 				Attempts: attempt, Err: p.cfg.describe(ctx, err)}
 		}
-		p.cfg.hooks.Emit(ctx, observe.Event{Kind: observe.SendRetry, Topic: topic, Key: strings.Join(keys, " "), MsgID: msgID,
+		p.cfg.emit(ctx, observe.Event{Kind: observe.SendRetry, Topic: topic, Key: strings.Join(keys, " "), MsgID: msgID,
 			Attempt: attempt, Reason: outcome.String(), Err: err})
 		p.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "send failed, retrying",
 			slog.String("topic", topic), slog.Any("keys", keys), slog.Int("attempt", attempt), slog.Any("error", err))

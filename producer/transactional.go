@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -16,6 +17,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/observe"
 )
 
 // TxState is what a local transaction tells the broker about its half
@@ -169,17 +171,17 @@ func (p *Transactional) SendInTransaction(ctx context.Context, m Message, local 
 	}
 	defer p.gate.leave()
 	if m.Delay != 0 {
-		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent,
-			Err: fmt.Errorf("%w: transactional messages cannot be delayed", ErrInvalidMessage)}
+		return TxResult{}, p.cfg.refused(ctx, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent,
+			Err: fmt.Errorf("%w: transactional messages cannot be delayed", ErrInvalidMessage)})
 	}
 	m.Properties = p.cfg.hooks.InjectInto(ctx, m.Properties)
 	pm, err := p.cfg.build(m)
 	if err != nil {
-		return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent, Err: err}
+		return TxResult{}, p.cfg.refused(ctx, &SendError{Topic: m.Topic, Keys: m.Keys, Outcome: Permanent, Err: err})
 	}
 	start := time.Now()
 	r, err := p.sendHalf(ctx, m, pm, local)
-	p.cfg.reportSend(ctx, m.Topic, m.Keys, start, r.Result, err)
+	p.cfg.reportSend(ctx, m.Topic, m.Keys, time.Since(start), r.Result, err)
 	return r, err
 }
 
@@ -212,6 +214,10 @@ func (p *Transactional) sendHalf(ctx context.Context, m Message, pm *primitive.M
 			return TxResult{}, &SendError{Topic: m.Topic, Keys: m.Keys, MsgID: msgID, Outcome: outcome, Code: code, Attempts: attempt,
 				Err: p.cfg.describe(ctx, err)}
 		}
+		p.cfg.emit(ctx, observe.Event{Kind: observe.SendRetry, Topic: m.Topic, Key: strings.Join(m.Keys, " "), MsgID: msgID,
+			Attempt: attempt, Reason: outcome.String(), Err: err})
+		p.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "half message send failed, retrying",
+			slog.String("topic", m.Topic), slog.Any("keys", m.Keys), slog.Int("attempt", attempt), slog.Any("error", err))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
