@@ -577,7 +577,8 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 		hctx, cancelTTL = context.WithTimeout(hctx, c.cfg.handlerTTL)
 		defer cancelTTL()
 	}
-	hctx, end := c.beginHooks(hctx, m)
+	hctx, end, unbind := c.beginHooks(hctx, m)
+	defer unbind()
 	err := invoke(hctx, c.handler, m)
 	if claim != nil {
 		now := time.Now()
@@ -625,13 +626,48 @@ func (c *Consumer) panicked(ctx context.Context, m *Message, v any) {
 		slog.String("group", c.group), slog.String("msg_id", m.MsgID), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
 }
 
-// beginHooks starts the hooks' Handle for m, if there is one.
-func (c *Consumer) beginHooks(ctx context.Context, m *Message) (context.Context, func(error)) {
+// beginHooks starts the hooks' Handle for m, if there is one. The ctx it
+// returns ends no later than ctx (see [bound]); unbind releases what binds
+// it once the handler returned.
+func (c *Consumer) beginHooks(ctx context.Context, m *Message) (hctx context.Context, end func(error), unbind context.CancelFunc) {
 	if c.cfg.hooks.Handle == nil {
-		return ctx, noEnd
+		return ctx, noEnd, noCancel
 	}
-	return c.cfg.hooks.Begin(ctx, observe.Message{Topic: m.Topic, Group: c.group, MsgID: m.MsgID,
+	hctx, end = c.cfg.hooks.Begin(ctx, observe.Message{Topic: m.Topic, Group: c.group, MsgID: m.MsgID,
 		Key: strings.Join(m.Keys, " "), Properties: m.Properties})
+	hctx, unbind = bound(ctx, hctx)
+	return hctx, end, unbind
+}
+
+// bound returns hooked, the ctx a Handle hook made of own, ending no later
+// than own, with own's deadline when it is earlier, and hooked's values. A
+// hook that returns a ctx not derived from own (context.Background(), one
+// with a deadline of its own, context.WithoutCancel) must not keep the
+// handler running past its claim's lease, its batch or Close: past the
+// lease another delivery may run the key, and Close waits for handlers. A
+// ctx derived from own by its values alone (a tracer's span) is returned
+// as it is.
+func bound(own, hooked context.Context) (context.Context, context.CancelFunc) {
+	if hooked.Done() == own.Done() {
+		return hooked, noCancel
+	}
+	ctx, cancel := context.WithCancelCause(hooked)
+	stop := context.AfterFunc(own, func() { cancel(context.Cause(own)) })
+	unbind := func() {
+		stop()
+		cancel(nil)
+	}
+	if d, ok := own.Deadline(); ok {
+		if hd, ok := ctx.Deadline(); !ok || d.Before(hd) {
+			var cancelDeadline context.CancelFunc
+			ctx, cancelDeadline = context.WithDeadline(ctx, d)
+			return ctx, func() {
+				cancelDeadline()
+				unbind()
+			}
+		}
+	}
+	return ctx, unbind
 }
 
 func noEnd(error) {}

@@ -198,7 +198,10 @@ func WithLogger(l *slog.Logger) SharedOption { return sharedFunc(func(c *config)
 // happens to each delivery: observe.Handled, Duplicate, Retry (reason
 // "handler", "busy" or "store"), Parked (reason: the cause), LeaseExpired
 // (a handler still running when its claim's lease ended) and ClaimLost (a
-// completion refused because the claim was taken over). Default none.
+// completion refused because the claim was taken over). The handler's ctx
+// ends with its lease, its batch and Close also when Handle returns a ctx
+// not derived from the one it was given (its values are kept). Default
+// none.
 func WithHooks(h observe.Hooks) SharedOption { return sharedFunc(func(c *config) { c.hooks = h }) }
 
 func newConfig(apply func(*config), orderly bool) (*config, error) {

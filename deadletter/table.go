@@ -274,13 +274,19 @@ func (r *row) entry() (*Entry, error) {
 type Filter struct {
 	// Group limits the list to one consumer group; empty for all.
 	Group string
+	// Namespace limits the list to the groups of one RocketMQ namespace
+	// (stored as "ns%group"); empty for all.
+	Namespace string
 	// Status limits the list to one status; zero for all.
 	Status Status
 	// Key limits the list to messages carrying this key among their keys;
 	// keys joined by spaces (consumer.Key) match exactly that key list.
 	// The table is scanned: an operator's query, not a hot path.
 	Key string
-	// AfterID pages: only ids greater than it.
+	// AfterID pages: only ids greater than it. Ids are taken when a row
+	// is inserted, not when it commits, so a row committed after a later
+	// id was listed is missed by the pages after it: a page is a view, not
+	// a feed of new dead letters (the consumer's WithAlert is that).
 	AfterID int64
 	// Limit caps the rows returned; zero means 100.
 	Limit int
@@ -296,6 +302,10 @@ func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
 	if f.Group != "" {
 		q += " AND consumer_group = ?"
 		args = append(args, f.Group)
+	}
+	if f.Namespace != "" {
+		q += " AND consumer_group LIKE ? ESCAPE '!'"
+		args = append(args, likeEscaper.Replace(f.Namespace+"%")+"%")
 	}
 	if f.Status != 0 {
 		q += " AND status = ?"

@@ -135,6 +135,29 @@ func TestListByKeyMatchesWholeKeysOnly(t *testing.T) {
 	}
 }
 
+// TestListByNamespaceMatchesItsGroupsOnly: a namespace's groups are
+// "ns%group"; LIKE's wildcards in a namespace name match themselves only.
+func TestListByNamespaceMatchesItsGroupsOnly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dead, err := deadletter.NewTable(testenv.MySQL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range []string{"a_b%G", "axb%G", "a%G", "ab%G", "G", "a_b"} {
+		if _, err := dead.Park(ctx, &consumer.DeadLetter{Group: g, Topic: "T", MsgID: fmt.Sprint("m", i), Keys: []string{"k"},
+			Body: []byte("b"), Cause: consumer.CauseRetries}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for ns, want := range map[string]int{"a_b": 1, "a": 1, "ab": 1, "b": 0, "": 6} {
+		list, err := dead.List(ctx, deadletter.Filter{Namespace: ns})
+		if err != nil || len(list) != want {
+			t.Errorf("namespace %q: %d entries, %v; want %d", ns, len(list), err, want)
+		}
+	}
+}
+
 // TestReplayRefusesAPublisherOfAnotherNamespace: a dead letter of group
 // ns%G (its topic bare) replayed through a producer in no namespace, or in
 // another one, would land in another namespace's topic: refused, and the

@@ -104,7 +104,10 @@ type Hooks struct {
 	Inject func(ctx context.Context, properties map[string]string)
 	// Handle starts the handling of one delivery: it returns the handler's
 	// ctx (carrying the trace context found in the message) and a function
-	// the consumer calls with the handler's result.
+	// the consumer calls with the handler's result. The consumer ends the
+	// handler's ctx no later than the ctx it gave Handle (the claim's
+	// lease, Close) whatever ctx Handle returns, so return one derived
+	// from it.
 	Handle func(ctx context.Context, m Message) (context.Context, func(err error))
 }
 

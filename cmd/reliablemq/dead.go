@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/namespace"
@@ -72,6 +74,11 @@ func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return deadList(ctx, table, f, stdout)
 	case "show":
 		return deadShow(ctx, table, id, stdout)
+	}
+	if err := deadInNamespace(ctx, table, action, id, *f.namespace); err != nil {
+		return err
+	}
+	switch action {
 	case "replay":
 		return deadReplay(ctx, table, id, f, stdout)
 	case "received":
@@ -82,6 +89,24 @@ func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	default:
 		return deadDiscard(ctx, table, id, *f.reason, stdout)
+	}
+}
+
+// deadInNamespace refuses an action on a dead letter of another namespace
+// than ns (or of one when ns is empty): another tenant's, which a replay
+// would send to that tenant's topic in ours.
+func deadInNamespace(ctx context.Context, table *deadletter.Table, action string, id int64, ns string) error {
+	e, err := table.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("dead: %w", err)
+	}
+	switch in := namespace.Of(e.Group); {
+	case in == ns:
+		return nil
+	case in == "":
+		return usagef("dead: %s %d: its group %s is in no namespace, not %q: unset -namespace and RMQ_NAMESPACE", action, id, e.Group, ns)
+	default:
+		return usagef("dead: %s %d: its group %s is in namespace %q, not %q: pass -namespace %s", action, id, e.Group, in, ns, in)
 	}
 }
 
@@ -140,7 +165,7 @@ func statusFilter(s string) (deadletter.Status, bool) {
 
 func deadList(ctx context.Context, table *deadletter.Table, f deadFlags, stdout io.Writer) error {
 	status, _ := statusFilter(*f.status) // checked by deadAction
-	entries, err := table.List(ctx, deadletter.Filter{Group: namespace.Wrap(*f.namespace, *f.group), Status: status, AfterID: *f.after, Limit: *f.limit})
+	entries, err := table.List(ctx, deadletter.Filter{Group: namespace.Wrap(*f.namespace, *f.group), Namespace: *f.namespace, Status: status, AfterID: *f.after, Limit: *f.limit})
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}
@@ -149,10 +174,11 @@ func deadList(ctx context.Context, table *deadletter.Table, f deadFlags, stdout 
 		return err
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tGROUP\tTOPIC\tKEYS\tCAUSE\tSTATUS\tATTEMPTS\tPARKED AT\tERROR")
+	fmt.Fprintln(w, "ID\tGROUP\tTOPIC\tKEYS\tCAUSE\tSTATUS\tATTEMPTS\tPARKED AT (UTC)\tERROR")
 	for _, e := range entries {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.Group, e.Topic, strings.Join(e.Keys, " "),
-			e.Cause, e.Status, e.Attempts, e.CreatedAt.Format("2006-01-02 15:04:05"), firstLine(e.LastError, 60))
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, printable(e.Group, ""), printable(e.Topic, ""),
+			printable(strings.Join(e.Keys, " "), ""), printable(string(e.Cause), ""), e.Status, e.Attempts,
+			e.CreatedAt.Format("2006-01-02 15:04:05"), firstLine(e.LastError, 60))
 	}
 	return w.Flush()
 }
@@ -164,10 +190,11 @@ func deadShow(ctx context.Context, table *deadletter.Table, id int64, stdout io.
 	}
 	_, err = fmt.Fprintf(stdout, "id:           %d\ngroup:        %s\ntopic:        %s\nmsg id:       %s\nkeys:         %s\n"+
 		"tag:          %s\nsharding key: %s\nproperties:   %v\ncause:        %s\nstatus:       %s\nreason:       %s\n"+
-		"attempts:     %d\nparked at:    %s\nupdated at:   %s\nbody:         %q\nlast error:\n%s\n",
-		e.ID, e.Group, e.Topic, e.MsgID, strings.Join(e.Keys, " "), e.Tag, e.ShardingKey, e.Properties, e.Cause,
-		e.Status, e.Reason, e.Attempts, e.CreatedAt.Format("2006-01-02 15:04:05"), e.UpdatedAt.Format("2006-01-02 15:04:05"),
-		e.Body, e.LastError)
+		"attempts:     %d\nparked at:    %s UTC\nupdated at:   %s UTC\nbody:         %q\nlast error:\n%s\n",
+		e.ID, printable(e.Group, ""), printable(e.Topic, ""), printable(e.MsgID, ""), printable(strings.Join(e.Keys, " "), ""),
+		printable(e.Tag, ""), printable(e.ShardingKey, ""), printable(fmt.Sprint(e.Properties), ""), printable(string(e.Cause), ""),
+		e.Status, printable(e.Reason, ""), e.Attempts, e.CreatedAt.Format("2006-01-02 15:04:05"),
+		e.UpdatedAt.Format("2006-01-02 15:04:05"), e.Body, printable(e.LastError, "\n\t"))
 	return err
 }
 
@@ -175,20 +202,6 @@ func deadReplay(ctx context.Context, table *deadletter.Table, id int64, f deadFl
 	names, err := nameServers(*f.namesrv)
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
-	}
-	// The dead letter's group is named as the broker knows it; its topic
-	// is bare, so a producer in another namespace (or none) would send it
-	// to another namespace's topic.
-	e, err := table.Get(ctx, id)
-	if err != nil {
-		return fmt.Errorf("dead: %w", err)
-	}
-	switch in := namespace.Of(e.Group); {
-	case in == *f.namespace:
-	case in == "":
-		return usagef("dead: replay %d: its group %s is in no namespace, not %q: unset -namespace and RMQ_NAMESPACE", id, e.Group, *f.namespace)
-	default:
-		return usagef("dead: replay %d: its group %s is in namespace %q, not %q: pass -namespace %s", id, e.Group, in, *f.namespace, in)
 	}
 	if err := probeNameServers(ctx, names); err != nil {
 		return fmt.Errorf("dead: replay %d: %w", id, err)
@@ -213,12 +226,41 @@ func deadDiscard(ctx context.Context, table *deadletter.Table, id int64, reason 
 	return err
 }
 
+// firstLine returns s's first line, cut to about n bytes at a character
+// boundary, made [printable].
 func firstLine(s string, n int) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i]
 	}
 	if len(s) > n {
-		s = s[:n] + "..."
+		cut := n
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
 	}
-	return s
+	return printable(s, "")
+}
+
+// printable returns s with each character a terminal acts on rather than
+// shows (control and bidirectional-override characters, but those in
+// keep) escaped as in a Go string literal (\x1b, \r, \u009b, \u202e), and
+// each byte of invalid UTF-8 as \xff. A dead letter's keys, tag,
+// properties and error text are whatever the message's producer or its
+// handler wrote: printed raw, an escape sequence would rewrite the
+// operator's screen (or clipboard), and a newline forge a line.
+func printable(s, keep string) string {
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case (unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)) && !strings.ContainsRune(keep, r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
