@@ -566,3 +566,54 @@ func TestUntrustedTraceHeadersStillHandled(t *testing.T) {
 		t.Errorf("%d spans ended; want one per handler run (2)", n)
 	}
 }
+
+// TestARefusedRetryIsReportedParkedNotRetried: a message whose retry copy
+// the broker refuses (properties near its limit, from another client)
+// fails once and is parked (retry-refused). The hooks must get one
+// outcome for that delivery, Parked: observe.Retry promises that "the
+// message comes back later", and it never does; a dashboard counting
+// retries and parks counts it twice.
+func TestARefusedRetryIsReportedParkedNotRetried(t *testing.T) {
+	t.Parallel()
+	f := newFixtureNamed(t, 1, hostile24)
+	sendNearLimit(t, f, "big")
+	ta := newTally()
+	h := func(context.Context, *consumer.Message) error { return errors.New("fails; its retry copy is refused") }
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithParker(f.dead),
+		consumer.WithHooks(ta.hooks()), hostile6Quiet))
+	f.eventually("parked", func() bool { return c.Stats().Parked == 1 })
+	f.settle()
+	if got, want := ta.kinds("big", false), "parked:1[retry-refused]"; got != want {
+		t.Errorf("events %q (stats %+v); want %q", got, c.Stats(), want)
+	}
+}
+
+// TestAHookPanicRetryIsReported: a Handle hook panics on the first
+// delivery (a tracer not yet initialised); the consumer retries the
+// message, and counts the retry in its stats. The hooks' Event must hear
+// of it too (observe.Retry: "a delivery failed ... and the message comes
+// back later"), or a metric built on events disagrees with Stats and a
+// delivery has no outcome at all.
+func TestAHookPanicRetryIsReported(t *testing.T) {
+	t.Parallel()
+	f := newFixtureNamed(t, 1, hostile24)
+	ta := newTally()
+	hooks := ta.hooks()
+	handle := hooks.Handle
+	var panicked atomic.Bool
+	hooks.Handle = func(ctx context.Context, m observe.Message) (context.Context, func(error)) {
+		if panicked.CompareAndSwap(false, true) {
+			panic("tracer not initialised")
+		}
+		return handle(ctx, m)
+	}
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, func(context.Context, *consumer.Message) error { return nil },
+		consumer.WithGuard(f.guard()), consumer.WithParker(f.dead), consumer.WithRetryDelay(time.Second),
+		consumer.WithHooks(hooks), hostile6Quiet))
+	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k-panic"}})
+	f.eventually("handled after the hook's panic", func() bool { return c.Stats().Handled == 1 })
+	f.settle()
+	if st := c.Stats(); st.Retries != 1 || ta.total(observe.Retry) != st.Retries {
+		t.Errorf("stats %+v, events %q; want one retry, reported as a Retry event", st, ta.kinds("k-panic", false))
+	}
+}

@@ -119,7 +119,7 @@ func openDB(ctx context.Context, dsn string) (*sqlx.DB, error) {
 		dsn = os.Getenv("MYSQL_DSN")
 	}
 	if dsn == "" {
-		return nil, errors.New("no database: pass -dsn or set MYSQL_DSN")
+		return nil, usagef("no database: pass -dsn or set MYSQL_DSN")
 	}
 	// The driver's parse errors may quote parts of the DSN (the network
 	// name, which a malformed DSN can make the password), so they are not

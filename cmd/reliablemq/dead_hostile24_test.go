@@ -174,3 +174,16 @@ func TestDeadTimesSayTheyAreUTC(t *testing.T) {
 		t.Errorf("dead show does not say its times are UTC:\n%s", show)
 	}
 }
+
+// TestNoDatabaseIsAUsageError: a command that needs a database, given no
+// -dsn and no MYSQL_DSN, attempted nothing: exit 2, as the README says
+// of a missing flag value (it was 1, "the work failed").
+func TestNoDatabaseIsAUsageError(t *testing.T) {
+	t.Setenv("MYSQL_DSN", "")
+	for _, args := range [][]string{{"dead", "list"}, {"migrate", "status"},
+		{"reconcile", "-once", "-namesrv", "127.0.0.1:1"}, {"trace", "order-1"}} {
+		if out, err := runCmd(t, args...); !errors.Is(err, errUsage) || !strings.Contains(out+err.Error(), "no database") {
+			t.Errorf("%v without a database: %v, %q; want a usage error saying there is no database", args, err, out)
+		}
+	}
+}
