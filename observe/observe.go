@@ -40,8 +40,10 @@ const (
 	Handled Kind = "handled"
 	// Duplicate: the guard said the key was done; acknowledged unrun.
 	Duplicate Kind = "duplicate"
-	// Retry: a delivery failed (handler or store) and the message comes
-	// back later. Reason is "handler", "busy" or "store".
+	// Retry: a delivery failed and the message comes back later. Reason
+	// is "handler", "busy", "store" or "panic" (a hook's, the key func's
+	// or a store's: a bug outside the handler). A retry copy the broker
+	// then refuses is parked: Parked with "retry-refused" follows.
 	Retry Kind = "retry"
 	// Parked: the consumer gave up on the message and parked it. Reason
 	// is its cause ("retries", "permanent", "dlq", "key-parked",
