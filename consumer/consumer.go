@@ -18,6 +18,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/combine"
 	"github.com/seed157d4c4d/reliablemq/internal/delaylevel"
 	"github.com/seed157d4c4d/reliablemq/internal/namespace"
+	"github.com/seed157d4c4d/reliablemq/internal/safely"
 	"github.com/seed157d4c4d/reliablemq/internal/token"
 	"github.com/seed157d4c4d/reliablemq/observe"
 )
@@ -431,7 +432,7 @@ func (c *Consumer) event(ctx context.Context, kind observe.Kind, m *Message, rea
 	}
 	// A report: its panic changes nothing (a duplicate stays acknowledged,
 	// a handled message handled).
-	reportSafely(ctx, c.cfg.logger, "event hook", func() {
+	safely.Report(ctx, c.cfg.logger, "event hook", func() {
 		c.cfg.hooks.Event(ctx, observe.Event{Kind: kind, Topic: m.Topic, Group: c.group, Key: strings.Join(m.Keys, " "),
 			MsgID: m.MsgID, Attempt: m.Attempt, Reason: reason, Err: err})
 	})
@@ -501,7 +502,7 @@ func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.
 			slog.Int("attempt", attempts), slog.String("cause", string(kind)), slog.Any("error", cause))
 		if c.cfg.alert != nil {
 			// Parked: a panic in the alert must not make it a retry too.
-			reportSafely(ctx, c.cfg.logger, "alert", func() { c.cfg.alert(ctx, dl) })
+			safely.Report(ctx, c.cfg.logger, "alert", func() { c.cfg.alert(ctx, dl) })
 		}
 	}
 	return ack

@@ -3,9 +3,10 @@ package consumer
 import (
 	"context"
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
+
+	"github.com/seed157d4c4d/reliablemq/internal/safely"
 )
 
 // Operations a [Trouble] names.
@@ -102,23 +103,6 @@ func (t *trouble) report(ctx context.Context, tr Trouble) {
 		slog.String("group", tr.Group), slog.String("op", tr.Op), slog.Int("failures", tr.Failures),
 		slog.String("keys", tr.Key), slog.String("msg_id", tr.MsgID), slog.Any("error", tr.Err))
 	if t.alert != nil {
-		reportSafely(ctx, t.logger, "trouble alert", func() { t.alert(ctx, tr) })
+		safely.Report(ctx, t.logger, "trouble alert", func() { t.alert(ctx, tr) })
 	}
-}
-
-// reportSafely runs a report, the program's callback (an alert, an Event
-// hook), containing a panic in it: logged at Error with its stack, it goes
-// no further. A report tells of what already happened; it runs also on
-// the client's goroutine (the retry store's trouble), past a point where
-// a panic would leave the batch registered with Close (which would wait
-// for it for ever) and held by the client, and it must not turn a settled
-// message into a retry.
-func reportSafely(ctx context.Context, logger *slog.Logger, what string, report func()) {
-	defer func() {
-		if v := recover(); v != nil {
-			logger.LogAttrs(ctx, slog.LevelError, what+" panicked", slog.Any("panic", v),
-				slog.String("stack", string(debug.Stack())))
-		}
-	}()
-	report()
 }

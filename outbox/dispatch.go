@@ -10,10 +10,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"runtime/debug"
 	"sync"
 	"time"
 
+	"github.com/seed157d4c4d/reliablemq/internal/safely"
 	"github.com/seed157d4c4d/reliablemq/internal/token"
 	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -394,7 +394,7 @@ func (r *Relay) dead(ctx context.Context, row *Row, text, reason string, rep *Ba
 	r.cfg.logger.LogAttrs(ctx, slog.LevelError, "outbox row dead: a human must act", slog.Int64("id", row.ID),
 		slog.String("topic", row.Topic), slog.String("keys", row.Key), slog.String("error", text))
 	if r.cfg.alert != nil {
-		r.report(ctx, "alert", func() { r.cfg.alert(ctx, row) })
+		safely.Report(ctx, r.cfg.logger, "outbox: alert", func() { r.cfg.alert(ctx, row) })
 	}
 }
 
@@ -420,25 +420,12 @@ func (r *Relay) backoff(attempts int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// emit reports e to the hooks' Event, if set (see [Relay.report]).
+// emit reports e to the hooks' Event, if set, containing a panic in it
+// ([safely.Report]): the relay reports from its sends' goroutines and its
+// mark timer, where nothing could recover it.
 func (r *Relay) emit(ctx context.Context, e observe.Event) {
 	if r.cfg.hooks.Event == nil {
 		return
 	}
-	r.report(ctx, "event hook", func() { r.cfg.hooks.Event(ctx, e) })
-}
-
-// report runs a report, the program's callback (the hooks' Event, the
-// alert), containing a panic in it: logged at Error with its stack, it
-// goes no further. It runs on the goroutines a batch's sends start, where
-// nothing could recover it (the process would die, with rows sent but
-// not yet marked), and tells of what is already recorded.
-func (r *Relay) report(ctx context.Context, what string, fn func()) {
-	defer func() {
-		if v := recover(); v != nil {
-			r.cfg.logger.LogAttrs(ctx, slog.LevelError, "outbox: "+what+" panicked", slog.Any("panic", v),
-				slog.String("stack", string(debug.Stack())))
-		}
-	}()
-	fn()
+	safely.Report(ctx, r.cfg.logger, "outbox: event hook", func() { r.cfg.hooks.Event(ctx, e) })
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/clientlog"
 	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/internal/safely"
 	"github.com/seed157d4c4d/reliablemq/internal/token"
 	"github.com/seed157d4c4d/reliablemq/observe"
 	"github.com/seed157d4c4d/reliablemq/orderly"
@@ -182,21 +182,15 @@ func (c *config) reportSend(ctx context.Context, topic string, keys []string, d 
 	c.emit(ctx, e)
 }
 
-// emit reports e to the hooks' Event, if set. A panic in it (the
-// program's bug) is logged at Error and goes no further: a report tells
-// of a send already made, whose result the caller must get (a relay
-// sending on its own goroutines would die of it).
+// emit reports e to the hooks' Event, if set, containing a panic in it
+// ([safely.Report]): a report tells of a send already made, whose result
+// the caller must get (a relay sending on its own goroutines would die of
+// it).
 func (c *config) emit(ctx context.Context, e observe.Event) {
 	if c.hooks.Event == nil {
 		return
 	}
-	defer func() {
-		if v := recover(); v != nil {
-			c.logger.LogAttrs(ctx, slog.LevelError, "event hook panicked", slog.Any("panic", v),
-				slog.String("stack", string(debug.Stack())))
-		}
-	}()
-	c.hooks.Event(ctx, e)
+	safely.Report(ctx, c.logger, "event hook", func() { c.hooks.Event(ctx, e) })
 }
 
 // SendBatch sends messages of one topic as one request: all are stored or
