@@ -80,7 +80,10 @@ func TestTraceFromOutboxThroughBrokerToHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env.Eventually(t, "both handled and the poison parked", time.Minute, func() bool {
+	// The hooks' Handle ends the consumer span after the message is settled,
+	// so the Parked event comes before the span's end: wait for the three
+	// spans, then Close (it waits for running handlers) before counting.
+	env.Eventually(t, "both handled, the poison parked and three consumer spans ended", time.Minute, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		n := 0
@@ -90,8 +93,12 @@ func TestTraceFromOutboxThroughBrokerToHandler(t *testing.T) {
 			}
 		}
 		_, ok := handled.Load("ok")
-		return ok && n == 1
+		spans, _ := consumerSpans(exp, topic)
+		return ok && n == 1 && spans >= 3
 	})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
 	want := checkout.SpanContext()
 	v, _ := handled.Load("ok")
 	if got := v.(trace.SpanContext); got.TraceID() != want.TraceID() {
