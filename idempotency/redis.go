@@ -11,12 +11,17 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/seed157d4c4d/reliablemq/internal/combine"
+	"github.com/seed157d4c4d/reliablemq/internal/token"
 )
 
 // RedisStore keeps claims in Redis: per group and key, a claim string
 // holding the fencing token (expiring with the lease) or "done" (expiring
 // with the retention), and an attempt counter beside it, written by every
-// claim but those of [RedisStore.ClaimUncounted]. Each method is
+// claim but those of [RedisStore.ClaimUncounted]. A completion replaces
+// the counter with a record of its call for a minute at most: go-redis
+// sends a call again when it lost the reply (its MaxRetries), and the
+// completion run twice finds its own record and succeeds, where it would
+// have read its own done marker as a lost claim. Each method is
 // one Lua script, atomic on the server. The two keys are
 // "<prefix>{<tag>}:c" and "<prefix>{<tag>}:n", tag a hash of the group and
 // the business key: no business key can name another's counter, and on
@@ -78,7 +83,7 @@ var (
 	// write at the claim's or the counter's name (another type, a counter
 	// that is no number) is outcome 4 (errForeign), with nothing written
 	// (a resent call's own claim over a foreign counter is removed).
-	claimScript = redis.NewScript(`
+	claimScript = redis.NewScript(completedByLua + `
 if KEYS[3] and redis.call('MGET', KEYS[3])[1] == 'done' then return {2, 0} end
 if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
   local n = 1
@@ -86,8 +91,12 @@ if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
     local ok
     ok, n = pcall(redis.call, 'INCR', KEYS[2])
     if not ok then
-      redis.call('DEL', KEYS[1])
-      return {4, 0}
+      if not completedBy(KEYS[2]) then
+        redis.call('DEL', KEYS[1])
+        return {4, 0}
+      end
+      n = 1
+      redis.call('SET', KEYS[2], 1)
     end
     redis.call('PEXPIRE', KEYS[2], ARGV[3])
   end
@@ -103,11 +112,22 @@ if held == ARGV[1] then
   return {4, 0}
 end
 return {3, 0}`)
+	// completeScript turns the caller's claim into the done marker. ARGV
+	// is token, retention, the completion record's retention and the
+	// call's nonce. The counter's name then holds "done:<nonce>" for a
+	// while (completedByTTL): the same call, run again by the client after
+	// losing its reply, finds its own completion and succeeds rather than
+	// reading it as a lost claim; another call completing the same claim
+	// has another nonce and still gets 0.
 	completeScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
-redis.call('DEL', KEYS[2])
-return 1`)
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then
+  redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], 'done:' .. ARGV[4], 'PX', ARGV[3])
+  return 1
+end
+if held == 'done' and redis.call('MGET', KEYS[2])[1] == 'done:' .. ARGV[4] then return 1 end
+return 0`)
 	releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
@@ -117,6 +137,34 @@ return 1`)
 
 // counterTTL bounds how long an attempt counter outlives its last claim.
 const counterTTL = 7 * 24 * time.Hour
+
+// completedByTTL bounds how long a completion's record stays at its
+// counter's name: long enough for the client's own resends of the
+// completion (go-redis resends a command whose reply it lost, after a read
+// timeout of seconds, a few times), never longer than the done marker.
+const completedByTTL = time.Minute
+
+// completedByLua defines completedBy(name): whether name holds a
+// completion's record ("done:<nonce>") rather than an attempt count. A
+// claim finding one where its counter goes (the done marker was deleted
+// or evicted within completedByTTL) counts from 1, as it would have had
+// the counter been deleted at the completion.
+const completedByLua = `
+local function completedBy(name)
+  local v = redis.call('MGET', name)[1]
+  return v and string.sub(v, 1, 5) == 'done:'
+end
+`
+
+// completionNonce names one call of a completion script: what its run
+// again by the client shares, and another call does not.
+func completionNonce() string { return token.New() }
+
+// completedByRetention is how long a completion retained for retain keeps
+// its record at the counter's name.
+func completedByRetention(retain time.Duration) int64 {
+	return millis(min(retain, completedByTTL))
+}
 
 // millis is d in whole milliseconds (Redis's PX), rounded up: a lease
 // must not end before the claim's [Claim.Deadline], nor a retention
@@ -186,7 +234,7 @@ func (s *RedisStore) Claim(ctx context.Context, group, key, token string, lease 
 
 // Complete implements [Store].
 func (s *RedisStore) Complete(ctx context.Context, group, key, token string, retain time.Duration) error {
-	return s.run1(ctx, completeScript, s.keys(group, key), token, millis(retain))
+	return s.run1(ctx, completeScript, s.keys(group, key), token, millis(retain), completedByRetention(retain), completionNonce())
 }
 
 // Release implements [Store].

@@ -25,7 +25,7 @@ var (
 	// count returned is 0. A key held with the item's own token is
 	// Acquired, and a foreign value is outcome 4, as in claimScript: it
 	// fails that item only.
-	claimBatchScript = redis.NewScript(mgetLua + `
+	claimBatchScript = redis.NewScript(mgetLua + completedByLua + `
 local stride = tonumber(ARGV[3])
 local counted = ARGV[2] ~= '0'
 local named = counted and 2 or 1
@@ -43,6 +43,10 @@ for i = 1, n do
       c = 1
       if not redis.call('SET', KEYS[b + 2], 1, 'PX', ARGV[2], 'NX') then
         ok, c = pcall(redis.call, 'INCR', KEYS[b + 2])
+        if not ok and completedBy(KEYS[b + 2]) then
+          ok, c = true, 1
+          redis.call('SET', KEYS[b + 2], 1)
+        end
         if ok then
           redis.call('PEXPIRE', KEYS[b + 2], ARGV[2])
         else
@@ -77,22 +81,30 @@ for i = 1, n do
 end
 return out`)
 	// completeBatchScript is completeScript over several keys, in order.
-	// KEYS holds claim and counter per item; ARGV is the retention, then
-	// one token per item. It returns 1 (done) or 0 (lost) per item. The
-	// claims are read first; one this script has already completed (a
-	// key twice in the batch) reads as "done", as a GET would (a token
-	// "done" matches it, as in completeScript).
+	// KEYS holds claim and counter per item; ARGV is the retention, the
+	// completion record's retention, the call's nonce, then one token per
+	// item. It returns 1 (done) or 0 (lost) per item. The claims are read
+	// first; one this script has already completed (a key twice in the
+	// batch) reads as "done", as a GET would (a token "done" matches it,
+	// as in completeScript). Item i's record is "done:<nonce>:<i>": an
+	// item this very call completed before the client lost its reply and
+	// ran it again is 1, a key twice in the batch is still 0 the second
+	// time.
 	completeBatchScript = redis.NewScript(mgetLua + `
-local n = #ARGV - 1
+local n = #ARGV - 3
 local written = {}
 local claims = mget(1, 2, n)
 local out = {}
 for i = 1, n do
   local k = KEYS[2 * i - 1]
-  if (written[k] or claims[i]) == ARGV[1 + i] then
+  local held = written[k] or claims[i]
+  local record = 'done:' .. ARGV[3] .. ':' .. i
+  if held == ARGV[3 + i] then
     redis.call('SET', k, 'done', 'PX', ARGV[1])
-    redis.call('DEL', KEYS[2 * i])
+    redis.call('SET', KEYS[2 * i], record, 'PX', ARGV[2])
     written[k] = 'done'
+    out[i] = 1
+  elseif held == 'done' and redis.call('MGET', KEYS[2 * i])[1] == record then
     out[i] = 1
   else
     out[i] = 0
@@ -228,8 +240,8 @@ func (s *RedisStore) CompleteBatch(ctx context.Context, group string, items []Ke
 	calls := make([]*scriptCall, len(groups))
 	for g, idx := range groups {
 		keys := make([]string, 0, 2*len(idx))
-		args := make([]any, 0, 1+len(idx))
-		args = append(args, millis(retain))
+		args := make([]any, 0, 3+len(idx))
+		args = append(args, millis(retain), completedByRetention(retain), completionNonce())
 		for _, i := range idx {
 			keys = s.appendKeys(keys, group, items[i].Key)
 			args = append(args, items[i].Token)

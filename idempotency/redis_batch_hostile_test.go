@@ -213,6 +213,9 @@ func matchOneByOne(t *testing.T, rdb redis.UniversalClient, group string, seed u
 					if err != nil && err != redis.Nil {
 						t.Fatal(err)
 					}
+					if strings.HasPrefix(v, "done:") {
+						v = "done:<nonce>" // a completion's record names its call
+					}
 					vals[i] = v
 				}
 				if vals[0] != vals[1] {

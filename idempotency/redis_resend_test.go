@@ -1,0 +1,98 @@
+package idempotency_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/seed157d4c4d/reliablemq/idempotency"
+)
+
+// TestRedisCompletionWhoseReplyWasLost: go-redis sends a script call again
+// when the connection fails after the request went out (io.EOF, a read
+// timeout: a Redis stalled by a fork or an fsync for longer than the
+// client's ReadTimeout). A completion run twice found the done marker its
+// first run wrote and answered ErrLostClaim: the consumer logged at Error
+// and reported ClaimLost (an effect perhaps applied twice) for a
+// completion that was recorded. The client's own resend now succeeds; a
+// second Complete of the same claim (another call) is still ErrLostClaim.
+func TestRedisCompletionWhoseReplyWasLost(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, arm, dropped := flakyRedis(t)
+	g := redisGuard(t, rdb, "g")
+	c := claimKey(t, g, "order-1")
+	arm()
+	if err := c.Complete(ctx); err != nil {
+		t.Fatalf("completion whose first reply was lost: %v", err)
+	}
+	if dropped() != 1 {
+		t.Fatalf("%d replies dropped, want 1 (the premise)", dropped())
+	}
+	if err := c.Complete(ctx); !errors.Is(err, idempotency.ErrLostClaim) {
+		t.Fatalf("a second Complete of the claim: %v, want ErrLostClaim", err)
+	}
+	if c := claimKey(t, g, "order-1"); c.Outcome != idempotency.Done {
+		t.Fatalf("claim after the completion: %v", c.Outcome)
+	}
+
+	cs, errs := g.ClaimBatch(ctx, []string{"order-2", "order-3"})
+	for i, err := range errs {
+		if err != nil || cs[i].Outcome != idempotency.Acquired {
+			t.Fatalf("claim batch item %d: %v %v", i, cs[i].Outcome, err)
+		}
+	}
+	// A claim twice in one batch: the second is another completion.
+	arm()
+	for i, err := range g.CompleteBatch(ctx, []*idempotency.Claim{cs[0], cs[1], cs[0]}) {
+		if lost := i == 2; lost != errors.Is(err, idempotency.ErrLostClaim) || (!lost && err != nil) {
+			t.Fatalf("batch completion whose first reply was lost, item %d: %v", i, err)
+		}
+	}
+	if dropped() != 2 {
+		t.Fatalf("%d replies dropped, want 2 (the premise)", dropped())
+	}
+	for i, err := range g.CompleteBatch(ctx, cs) {
+		if !errors.Is(err, idempotency.ErrLostClaim) {
+			t.Fatalf("a second CompleteBatch, item %d: %v, want ErrLostClaim", i, err)
+		}
+	}
+}
+
+// TestRedisClaimAfterADoneMarkerWasRemoved: a completion leaves its record
+// at the counter's name for a while; a done marker deleted (by hand, or
+// evicted) in that while must not fail the next claims of the key as
+// holding a value the store did not write. They count from 1, as they did
+// when the completion deleted the counter.
+func TestRedisClaimAfterADoneMarkerWasRemoved(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, _, _ := flakyRedis(t)
+	g := redisGuard(t, rdb, "g")
+	var keys []string
+	for _, k := range []string{"one", "batch-1", "batch-2"} {
+		c := claimKey(t, g, k)
+		if err := c.Complete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		name := claimKeyName("reliablemq:idem:", "g", k)
+		counter := strings.TrimSuffix(name, ":c") + ":n"
+		if v, err := rdb.Get(ctx, counter).Result(); err != nil || !strings.HasPrefix(v, "done:") {
+			t.Fatalf("%s after completing: %q %v, want the completion's record (the premise)", counter, v, err)
+		}
+		if err := rdb.Del(ctx, name).Err(); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	if c := claimKey(t, g, keys[0]); c.Outcome != idempotency.Acquired || c.Attempt != 1 {
+		t.Fatalf("claim after the done marker was removed: %v attempt %d, want Acquired attempt 1", c.Outcome, c.Attempt)
+	}
+	cs, errs := g.ClaimBatch(ctx, keys[1:])
+	for i, err := range errs {
+		if err != nil || cs[i].Outcome != idempotency.Acquired || cs[i].Attempt != 1 {
+			t.Fatalf("batch claim %d after the done marker was removed: %v attempt %d, %v", i, cs[i].Outcome, cs[i].Attempt, err)
+		}
+	}
+}
