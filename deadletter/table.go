@@ -290,6 +290,10 @@ type Filter struct {
 	AfterID int64
 	// Limit caps the rows returned; zero means 100.
 	Limit int
+	// NoBody leaves each entry's Body nil, for a listing that does not
+	// show bodies: a page of messages near the broker's 4 MiB limit would
+	// otherwise be read whole (Get reads one letter's).
+	NoBody bool
 }
 
 // likeEscaper escapes LIKE's wildcards with '!'.
@@ -297,7 +301,11 @@ var likeEscaper = strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")
 
 // List returns dead letters in id order.
 func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
-	q := "SELECT " + deadLetterColumns + " FROM " + d.quoted + " WHERE id > ?"
+	columns := deadLetterColumns
+	if f.NoBody {
+		columns = strings.Replace(columns, "`body`", "NULL AS `body`", 1)
+	}
+	q := "SELECT " + columns + " FROM " + d.quoted + " WHERE id > ?"
 	args := []any{f.AfterID}
 	if f.Group != "" {
 		q += " AND consumer_group = ?"

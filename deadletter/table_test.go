@@ -135,6 +135,32 @@ func TestListByKeyMatchesWholeKeysOnly(t *testing.T) {
 	}
 }
 
+// TestListWithoutBodies: Filter.NoBody lists everything but the body.
+func TestListWithoutBodies(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dead, err := deadletter.NewTable(testenv.MySQL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &consumer.DeadLetter{Group: "g", Topic: "T", MsgID: "m", Keys: []string{"k"}, Body: []byte("body"),
+		Attempts: 3, LastError: "boom", Cause: consumer.CauseRetries}
+	if _, err := dead.Park(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	for _, noBody := range []bool{false, true} {
+		list, err := dead.List(ctx, deadletter.Filter{Group: "g", NoBody: noBody})
+		if err != nil || len(list) != 1 {
+			t.Fatalf("NoBody %v: %d entries, %v", noBody, len(list), err)
+		}
+		got := list[0]
+		if wantBody := !noBody; (got.Body != nil) != wantBody || got.MsgID != "m" || got.LastError != "boom" || got.Attempts != 3 ||
+			got.Keys[0] != "k" || got.Status != deadletter.Parked {
+			t.Errorf("NoBody %v: listed %+v (body %q)", noBody, got, got.Body)
+		}
+	}
+}
+
 // TestListByNamespaceMatchesItsGroupsOnly: a namespace's groups are
 // "ns%group"; LIKE's wildcards in a namespace name match themselves only.
 func TestListByNamespaceMatchesItsGroupsOnly(t *testing.T) {

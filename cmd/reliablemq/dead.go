@@ -165,7 +165,7 @@ func statusFilter(s string) (deadletter.Status, bool) {
 
 func deadList(ctx context.Context, table *deadletter.Table, f deadFlags, stdout io.Writer) error {
 	status, _ := statusFilter(*f.status) // checked by deadAction
-	entries, err := table.List(ctx, deadletter.Filter{Group: namespace.Wrap(*f.namespace, *f.group), Namespace: *f.namespace, Status: status, AfterID: *f.after, Limit: *f.limit})
+	entries, err := table.List(ctx, deadletter.Filter{Group: namespace.Wrap(*f.namespace, *f.group), Namespace: *f.namespace, Status: status, AfterID: *f.after, Limit: *f.limit, NoBody: true})
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}

@@ -220,7 +220,7 @@ func (t *tracer) consumeLog(ctx context.Context, store *idempotency.MySQLStore, 
 }
 
 func (t *tracer) deadLetters(ctx context.Context, dead *deadletter.Table) {
-	entries, err := dead.List(ctx, deadletter.Filter{Key: t.key, Limit: 50})
+	entries, err := dead.List(ctx, deadletter.Filter{Key: t.key, Limit: 50, NoBody: true})
 	if err != nil {
 		t.fail(err)
 	}
