@@ -124,8 +124,10 @@ func TestBatchPoisonMessageParksAloneAndAFailureRetriesAlone(t *testing.T) {
 	f.sendAll(n, byIndex)
 	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
 		consumer.WithBatchSize(8), consumer.WithRetryDelay(time.Second)))
-	f.eventually("all but the poison handled", func() bool { return eff.total() == n-1 })
-	f.eventually("the poison parked", func() bool { return len(f.parked()) == 1 })
+	// A handler applies its effect before it returns, and the row is
+	// written before the park is counted: wait for the counts too.
+	f.eventually("all but the poison handled", func() bool { return eff.total() == n-1 && c.Stats().Handled >= n-1 })
+	f.eventually("the poison parked", func() bool { return len(f.parked()) == 1 && c.Stats().Parked >= 1 })
 	f.settle()
 	for i := range n {
 		want := 1
@@ -213,7 +215,9 @@ func TestBatchGuardStoreDownRunsNothingAcksNothing(t *testing.T) {
 	f.sendAll(n, byIndex)
 	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(g), consumer.WithParker(f.dead),
 		consumer.WithBatchSize(16), consumer.WithRetryDelay(time.Second)))
-	f.eventually("all handled once the store is back", func() bool { return eff.total() == n })
+	// A handler applies its effect before it returns; the message is
+	// counted handled after: wait for both.
+	f.eventually("all handled once the store is back", func() bool { return eff.total() == n && c.Stats().Handled >= n })
 	f.settle()
 	for i := range n {
 		if got := eff.count(byIndex(i)); got != 1 {

@@ -35,7 +35,10 @@ func TestFailingHandlerIsRetriedAndAppliedOnce(t *testing.T) {
 	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h,
 		consumer.WithGuard(f.guard()), consumer.WithParker(f.dead), consumer.WithRetryDelay(time.Second)))
 	f.send(producer.Message{Body: []byte("coupon"), Keys: []string{"order-1"}})
-	f.eventually("handled after a retry", func() bool { return eff.count("order-1") == 1 })
+	// The handler applies the effect before it returns; the consumer counts
+	// it handled only after (with the guard, once its key is recorded
+	// done): wait for both.
+	f.eventually("handled after a retry", func() bool { return eff.count("order-1") == 1 && c.Stats().Handled >= 1 })
 	f.settle()
 	if n := eff.count("order-1"); n != 1 {
 		t.Fatalf("applied %d times", n)
@@ -104,7 +107,11 @@ func TestRetryCapParksOnceAlertsOnceAndAcks(t *testing.T) {
 		})))
 	res := f.send(producer.Message{Body: []byte("poison"), Keys: []string{"order-9"}, Tag: "paid",
 		Properties: map[string]string{"trace": "t-1"}})
-	f.eventually("parked", func() bool { return len(f.parked()) == 1 })
+	// The row is written before the consumer counts the park and calls the
+	// alert: wait for all three.
+	f.eventually("parked, counted and alerted", func() bool {
+		return len(f.parked()) == 1 && c.Stats().Parked >= 1 && alerts.Load() >= 1
+	})
 	f.settle()
 	dls := f.parked()
 	if len(dls) != 1 || alerts.Load() != 1 || calls.Load() != 3 || alertedID.Load() != dls[0].ID {
@@ -268,9 +275,12 @@ func TestReplayRunsOnceAndOnlyOnce(t *testing.T) {
 		eff.apply(consumer.Key(m), string(m.Body))
 		return nil
 	}
-	f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(f.guard()), consumer.WithParker(f.dead)))
+	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(f.guard()), consumer.WithParker(f.dead)))
 	f.send(producer.Message{Body: []byte("x"), Keys: []string{"order-5"}, ShardingKey: "order-5"})
-	f.eventually("parked", func() bool { return len(f.parked()) == 1 })
+	// The row is written before the park forgets the key's claim (then
+	// counts it): a replay sent before the key is forgotten finds it busy
+	// and is retried at the delay of the guard's 1 min lease.
+	f.eventually("parked and its key forgotten", func() bool { return len(f.parked()) == 1 && c.Stats().Parked >= 1 })
 	id := f.parked()[0].ID
 	fixed.Store(true)
 	ctx := context.Background()

@@ -450,6 +450,11 @@ func TestBatchEventsOnePerOutcome(t *testing.T) {
 				return st.Handled == 12 && st.Duplicates == 3 && st.Parked == 4
 			})
 			f.settle()
+			// A message is counted before its event, and its Handle ends
+			// after both: Close waits for the deliveries still running.
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
 			checkTally(t, ta, cases, c.Stats())
 		})
 	}
@@ -499,9 +504,14 @@ func TestOrderlyEventsOnePerOutcome(t *testing.T) {
 		consumer.WithHooks(ta.hooks()), hostile6Quiet))
 	f.eventually("every key settled", func() bool {
 		st := c.Stats()
-		return st.Handled == 3 && st.Duplicates == 1 && st.Parked >= 3
+		return st.Handled == 3 && st.Duplicates == 1 && st.Parked >= 4
 	})
 	f.settle()
+	// A message is counted before its event, and its Handle ends after
+	// both: Close waits for the deliveries still running.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
 	checkTally(t, ta, cases, c.Stats())
 }
 
@@ -550,6 +560,11 @@ func TestUntrustedTraceHeadersStillHandled(t *testing.T) {
 		consumer.WithRetryDelay(time.Second), consumer.WithHooks(hooks), hostile6Quiet))
 	f.eventually("handled, or parked", func() bool { st := c.Stats(); return st.Handled+st.Parked > 0 })
 	f.settle()
+	// The span ends after the message is counted: Close waits for the
+	// delivery still running.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if st := c.Stats(); st.Handled != 1 || st.Parked != 0 || calls.Load() != 2 {
 		var cause string
 		if dls := f.parked(); len(dls) > 0 {
@@ -582,6 +597,11 @@ func TestARefusedRetryIsReportedParkedAfterItsRetry(t *testing.T) {
 		consumer.WithHooks(ta.hooks()), hostile6Quiet))
 	f.eventually("parked", func() bool { return c.Stats().Parked == 1 })
 	f.settle()
+	// The park is counted before its event: Close waits for the delivery
+	// still running.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if got, want := ta.kinds("big", false), "retry:1[handler] parked:1[retry-refused]"; got != want {
 		t.Errorf("events %q (stats %+v); want %q", got, c.Stats(), want)
 	}
