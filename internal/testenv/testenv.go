@@ -228,10 +228,11 @@ func ACLAccount(t testing.TB, variable string) producer.Credentials {
 // (PULL_MESSAGE with the subscription in the request, which also makes a
 // real broker create the group's subscription config) and commits offset
 // n (UPDATE_CONSUMER_OFFSET). A real broker may take a moment to make sent
-// messages pullable; it retries for up to 10 s.
+// messages pullable (a committed transaction's message, a loaded
+// machine); it retries for up to a minute, as the package's waits do.
 func (r *RocketMQ) PullAndCommit(t testing.TB, group, topic string, queue, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := remoting.Dial(ctx, r.Broker)
 	if err != nil {
