@@ -17,16 +17,16 @@ import (
 // RedisStore keeps claims in Redis: per group and key, a claim string
 // holding the fencing token (expiring with the lease) or "done" (expiring
 // with the retention), and an attempt counter beside it, written by every
-// claim but those of [RedisStore.ClaimUncounted]. A completion replaces
-// the counter with a record of its call for a minute at most: go-redis
-// sends a call again when it lost the reply (its MaxRetries), and the
-// completion run twice finds its own record and succeeds, where it would
-// have read its own done marker as a lost claim. Each method is
-// one Lua script, atomic on the server. The two keys are
-// "<prefix>{<tag>}:c" and "<prefix>{<tag>}:n", tag a hash of the group and
-// the business key: no business key can name another's counter, and on
-// Redis Cluster the two keys of one business key share a slot while
-// different business keys spread over every master. A claim's token may
+// claim but those of [RedisStore.ClaimUncounted]. A completion deletes the
+// counter and leaves a record of its call for a minute: go-redis sends a
+// call again when it lost the reply (its MaxRetries), and the completion
+// run twice finds its own record and succeeds, where it would have read
+// its own done marker as a lost claim. Each method is one Lua script,
+// atomic on the server. The keys are "<prefix>{<tag>}:c" (claim),
+// "<prefix>{<tag>}:n" (counter) and "<prefix>{<tag>}:d" (record), tag a
+// hash of the group and the business key: no business key can name
+// another's, and on Redis Cluster the keys of one business key share a
+// slot while different business keys spread over every master. A claim's token may
 // be anything but "done", the done marker's value ([Guard] makes random
 // hex tokens).
 //
@@ -83,7 +83,7 @@ var (
 	// write at the claim's or the counter's name (another type, a counter
 	// that is no number) is outcome 4 (errForeign), with nothing written
 	// (a resent call's own claim over a foreign counter is removed).
-	claimScript = redis.NewScript(completedByLua + `
+	claimScript = redis.NewScript(`
 if KEYS[3] and redis.call('MGET', KEYS[3])[1] == 'done' then return {2, 0} end
 if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
   local n = 1
@@ -91,12 +91,8 @@ if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
     local ok
     ok, n = pcall(redis.call, 'INCR', KEYS[2])
     if not ok then
-      if not completedBy(KEYS[2]) then
-        redis.call('DEL', KEYS[1])
-        return {4, 0}
-      end
-      n = 1
-      redis.call('SET', KEYS[2], 1)
+      redis.call('DEL', KEYS[1])
+      return {4, 0}
     end
     redis.call('PEXPIRE', KEYS[2], ARGV[3])
   end
@@ -112,21 +108,22 @@ if held == ARGV[1] then
   return {4, 0}
 end
 return {3, 0}`)
-	// completeScript turns the caller's claim into the done marker. ARGV
-	// is token, retention, the completion record's retention and the
-	// call's nonce. The counter's name then holds "done:<nonce>" for a
-	// while (completedByTTL): the same call, run again by the client after
-	// losing its reply, finds its own completion and succeeds rather than
-	// reading it as a lost claim; another call completing the same claim
-	// has another nonce and still gets 0.
+	// completeScript turns the caller's claim into the done marker and
+	// deletes its counter. KEYS is claim, counter and the completion
+	// record; ARGV is token, retention, the record's retention and the
+	// call's nonce. The record holds the nonce for completedByTTL: the
+	// same call, run again by the client after losing its reply, finds it
+	// and succeeds rather than reading its own completion as a lost
+	// claim; another call completing the same claim has another nonce and
+	// still gets 0. No claim reads the record.
 	completeScript = redis.NewScript(`
-local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] then
+if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
-  redis.call('SET', KEYS[2], 'done:' .. ARGV[4], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3])
   return 1
 end
-if held == 'done' and redis.call('MGET', KEYS[2])[1] == 'done:' .. ARGV[4] then return 1 end
+if redis.call('MGET', KEYS[3])[1] == ARGV[4] then return 1 end
 return 0`)
 	releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -138,33 +135,20 @@ return 1`)
 // counterTTL bounds how long an attempt counter outlives its last claim.
 const counterTTL = 7 * 24 * time.Hour
 
-// completedByTTL bounds how long a completion's record stays at its
-// counter's name: long enough for the client's own resends of the
-// completion (go-redis resends a command whose reply it lost, after a read
-// timeout of seconds, a few times), never longer than the done marker.
+// completedByTTL is how long a completion's record lives: long enough
+// for the client's own resends of the completion (go-redis resends a
+// command whose reply it lost, after a read timeout of seconds, a few
+// times), whatever the retention.
 const completedByTTL = time.Minute
-
-// completedByLua defines completedBy(name): whether name holds a
-// completion's record ("done:<nonce>") rather than an attempt count. A
-// claim finding one where its counter goes (the done marker was deleted
-// or evicted within completedByTTL) counts from 1, as it would have had
-// the counter been deleted at the completion.
-const completedByLua = `
-local function completedBy(name)
-  local v = redis.call('MGET', name)[1]
-  return v and string.sub(v, 1, 5) == 'done:'
-end
-`
 
 // completionNonce names one call of a completion script: what its run
 // again by the client shares, and another call does not.
 func completionNonce() string { return token.New() }
 
-// completedByRetention is how long a completion retained for retain keeps
-// its record at the counter's name.
-func completedByRetention(retain time.Duration) int64 {
-	return millis(min(retain, completedByTTL))
-}
+// recordName is the name of the completion record beside claim, the
+// claim's name ("<prefix>{<tag>}:c"): "<prefix>{<tag>}:d", in the same
+// slot.
+func recordName(claim string) string { return claim[:len(claim)-1] + "d" }
 
 // millis is d in whole milliseconds (Redis's PX), rounded up: a lease
 // must not end before the claim's [Claim.Deadline], nor a retention
@@ -204,8 +188,9 @@ func (s *RedisStore) appendKeys(dst []string, group, key string) []string {
 // holds a value the store did not write (claim scripts' outcome 4).
 var errForeign = errors.New("idempotency: a value this store did not write is at the key's claim or counter name")
 
-// errDoneToken refuses a claim whose token is the done marker's value:
-// every other caller would read that claim as done.
+// errDoneToken refuses a claim or a completion whose token is the done
+// marker's value: every other caller would read that claim as done, and
+// that completion would match any done key.
 var errDoneToken = errors.New(`idempotency: token "done" is the Redis store's done marker`)
 
 // Claim implements [Store].
@@ -234,7 +219,12 @@ func (s *RedisStore) Claim(ctx context.Context, group, key, token string, lease 
 
 // Complete implements [Store].
 func (s *RedisStore) Complete(ctx context.Context, group, key, token string, retain time.Duration) error {
-	return s.run1(ctx, completeScript, s.keys(group, key), token, millis(retain), completedByRetention(retain), completionNonce())
+	if token == "done" {
+		return errDoneToken
+	}
+	keys := s.keys(group, key)
+	keys = append(keys, recordName(keys[0]))
+	return s.run1(ctx, completeScript, keys, token, millis(retain), millis(completedByTTL), completionNonce())
 }
 
 // Release implements [Store].

@@ -25,7 +25,7 @@ var (
 	// count returned is 0. A key held with the item's own token is
 	// Acquired, and a foreign value is outcome 4, as in claimScript: it
 	// fails that item only.
-	claimBatchScript = redis.NewScript(mgetLua + completedByLua + `
+	claimBatchScript = redis.NewScript(mgetLua + `
 local stride = tonumber(ARGV[3])
 local counted = ARGV[2] ~= '0'
 local named = counted and 2 or 1
@@ -43,10 +43,6 @@ for i = 1, n do
       c = 1
       if not redis.call('SET', KEYS[b + 2], 1, 'PX', ARGV[2], 'NX') then
         ok, c = pcall(redis.call, 'INCR', KEYS[b + 2])
-        if not ok and completedBy(KEYS[b + 2]) then
-          ok, c = true, 1
-          redis.call('SET', KEYS[b + 2], 1)
-        end
         if ok then
           redis.call('PEXPIRE', KEYS[b + 2], ARGV[2])
         else
@@ -81,30 +77,29 @@ for i = 1, n do
 end
 return out`)
 	// completeBatchScript is completeScript over several keys, in order.
-	// KEYS holds claim and counter per item; ARGV is the retention, the
-	// completion record's retention, the call's nonce, then one token per
-	// item. It returns 1 (done) or 0 (lost) per item. The claims are read
-	// first; one this script has already completed (a key twice in the
-	// batch) reads as "done", as a GET would (a token "done" matches it,
-	// as in completeScript). Item i's record is "done:<nonce>:<i>": an
-	// item this very call completed before the client lost its reply and
-	// ran it again is 1, a key twice in the batch is still 0 the second
-	// time.
+	// KEYS holds claim, counter and record per item; ARGV is the
+	// retention, the record's retention, the call's nonce, then one token
+	// per item. It returns 1 (done) or 0 (lost) per item. The claims are
+	// read first; one this script has already completed (a key twice in
+	// the batch) reads as "done", as a GET would. Item i's record is
+	// "<nonce>:<i>": an item this very call completed before the client
+	// lost its reply and ran it again is 1; a key twice in the batch is
+	// still 0 the second time.
 	completeBatchScript = redis.NewScript(mgetLua + `
 local n = #ARGV - 3
 local written = {}
-local claims = mget(1, 2, n)
+local claims = mget(1, 3, n)
 local out = {}
 for i = 1, n do
-  local k = KEYS[2 * i - 1]
-  local held = written[k] or claims[i]
-  local record = 'done:' .. ARGV[3] .. ':' .. i
-  if held == ARGV[3 + i] then
+  local k = KEYS[3 * i - 2]
+  local record = ARGV[3] .. ':' .. i
+  if (written[k] or claims[i]) == ARGV[3 + i] then
     redis.call('SET', k, 'done', 'PX', ARGV[1])
-    redis.call('SET', KEYS[2 * i], record, 'PX', ARGV[2])
+    redis.call('DEL', KEYS[3 * i - 1])
+    redis.call('SET', KEYS[3 * i], record, 'PX', ARGV[2])
     written[k] = 'done'
     out[i] = 1
-  elseif held == 'done' and redis.call('MGET', KEYS[2 * i])[1] == record then
+  elseif redis.call('MGET', KEYS[3 * i])[1] == record then
     out[i] = 1
   else
     out[i] = 0
@@ -236,14 +231,28 @@ func (s *RedisStore) claimBatch(ctx context.Context, group string, items []KeyTo
 
 // CompleteBatch implements [BatchStore], split as ClaimBatch is.
 func (s *RedisStore) CompleteBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration) []error {
-	groups := s.groups(items)
+	errs := make([]error, len(items))
+	var groups [][]int
+	for _, idx := range s.groups(items) {
+		idx = slices.DeleteFunc(idx, func(i int) bool {
+			if items[i].Token != "done" {
+				return false
+			}
+			errs[i] = errDoneToken
+			return true
+		})
+		if len(idx) > 0 {
+			groups = append(groups, idx)
+		}
+	}
 	calls := make([]*scriptCall, len(groups))
 	for g, idx := range groups {
-		keys := make([]string, 0, 2*len(idx))
+		keys := make([]string, 0, 3*len(idx))
 		args := make([]any, 0, 3+len(idx))
-		args = append(args, millis(retain), completedByRetention(retain), completionNonce())
+		args = append(args, millis(retain), millis(completedByTTL), completionNonce())
 		for _, i := range idx {
 			keys = s.appendKeys(keys, group, items[i].Key)
+			keys = append(keys, recordName(keys[len(keys)-2]))
 			args = append(args, items[i].Token)
 		}
 		calls[g] = &scriptCall{script: completeBatchScript, keys: keys, args: args}
@@ -251,7 +260,6 @@ func (s *RedisStore) CompleteBatch(ctx context.Context, group string, items []Ke
 	if len(calls) > 0 {
 		s.runAll(ctx, calls)
 	}
-	errs := make([]error, len(items))
 	for g, idx := range groups {
 		r, err := calls[g].cmd.Int64Slice()
 		if err == nil && len(r) != len(idx) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 )
@@ -60,11 +61,11 @@ func TestRedisCompletionWhoseReplyWasLost(t *testing.T) {
 	}
 }
 
-// TestRedisClaimAfterADoneMarkerWasRemoved: a completion leaves its record
-// at the counter's name for a while; a done marker deleted (by hand, or
-// evicted) in that while must not fail the next claims of the key as
-// holding a value the store did not write. They count from 1, as they did
-// when the completion deleted the counter.
+// TestRedisClaimAfterADoneMarkerWasRemoved: a completion deletes the
+// counter and leaves its record at a name no claim reads; a done marker
+// deleted (by hand, or evicted) while the record lives must not fail the
+// next claims of the key as holding a value the store did not write.
+// They count from 1.
 func TestRedisClaimAfterADoneMarkerWasRemoved(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -77,9 +78,9 @@ func TestRedisClaimAfterADoneMarkerWasRemoved(t *testing.T) {
 			t.Fatal(err)
 		}
 		name := claimKeyName("reliablemq:idem:", "g", k)
-		counter := strings.TrimSuffix(name, ":c") + ":n"
-		if v, err := rdb.Get(ctx, counter).Result(); err != nil || !strings.HasPrefix(v, "done:") {
-			t.Fatalf("%s after completing: %q %v, want the completion's record (the premise)", counter, v, err)
+		record := strings.TrimSuffix(name, ":c") + ":d"
+		if n, err := rdb.Exists(ctx, record).Result(); err != nil || n != 1 {
+			t.Fatalf("%s after completing: %d %v, want the completion's record (the premise)", record, n, err)
 		}
 		if err := rdb.Del(ctx, name).Err(); err != nil {
 			t.Fatal(err)
@@ -94,5 +95,30 @@ func TestRedisClaimAfterADoneMarkerWasRemoved(t *testing.T) {
 		if err != nil || cs[i].Outcome != idempotency.Acquired || cs[i].Attempt != 1 {
 			t.Fatalf("batch claim %d after the done marker was removed: %v attempt %d, %v", i, cs[i].Outcome, cs[i].Attempt, err)
 		}
+	}
+}
+
+// TestRedisCompletionRefusesTheDoneToken: "done" is the done marker's
+// value; a completion with it as its token would match every done key.
+func TestRedisCompletionRefusesTheDoneToken(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, _, _ := flakyRedis(t)
+	s, err := idempotency.NewRedisStore(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, _, err := s.Claim(ctx, "g", "k", "t", time.Minute); err != nil || o != idempotency.Acquired {
+		t.Fatalf("claim: %v %v", o, err)
+	}
+	if err := s.Complete(ctx, "g", "k", "t", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Complete(ctx, "g", "k", "done", time.Minute); err == nil || errors.Is(err, idempotency.ErrLostClaim) {
+		t.Fatalf("Complete with the token \"done\": %v, want it refused", err)
+	}
+	errs := s.CompleteBatch(ctx, "g", []idempotency.KeyToken{{Key: "k", Token: "done"}, {Key: "k", Token: "t"}}, time.Minute)
+	if errs[0] == nil || errors.Is(errs[0], idempotency.ErrLostClaim) || !errors.Is(errs[1], idempotency.ErrLostClaim) {
+		t.Fatalf("CompleteBatch with the token \"done\": %v, want it refused and the other item lost", errs)
 	}
 }
