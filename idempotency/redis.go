@@ -11,22 +11,17 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/seed157d4c4d/reliablemq/internal/combine"
-	"github.com/seed157d4c4d/reliablemq/internal/token"
 )
 
 // RedisStore keeps claims in Redis: per group and key, a claim string
 // holding the fencing token (expiring with the lease) or "done" (expiring
 // with the retention), and an attempt counter beside it, written by every
-// claim but those of [RedisStore.ClaimUncounted]. A completion deletes the
-// counter and leaves a record of its call for a minute: go-redis sends a
-// call again when it lost the reply (its MaxRetries), and the completion
-// run twice finds its own record and succeeds, where it would have read
-// its own done marker as a lost claim. Each method is one Lua script,
-// atomic on the server. The keys are "<prefix>{<tag>}:c" (claim),
-// "<prefix>{<tag>}:n" (counter) and "<prefix>{<tag>}:d" (record), tag a
-// hash of the group and the business key: no business key can name
-// another's, and on Redis Cluster the keys of one business key share a
-// slot while different business keys spread over every master. A claim's token may
+// claim but those of [RedisStore.ClaimUncounted]. Each method is
+// one Lua script, atomic on the server. The two keys are
+// "<prefix>{<tag>}:c" and "<prefix>{<tag>}:n", tag a hash of the group and
+// the business key: no business key can name another's counter, and on
+// Redis Cluster the two keys of one business key share a slot while
+// different business keys spread over every master. A claim's token may
 // be anything but "done", the done marker's value ([Guard] makes random
 // hex tokens).
 //
@@ -108,23 +103,11 @@ if held == ARGV[1] then
   return {4, 0}
 end
 return {3, 0}`)
-	// completeScript turns the caller's claim into the done marker and
-	// deletes its counter. KEYS is claim, counter and the completion
-	// record; ARGV is token, retention, the record's retention and the
-	// call's nonce. The record holds the nonce for completedByTTL: the
-	// same call, run again by the client after losing its reply, finds it
-	// and succeeds rather than reading its own completion as a lost
-	// claim; another call completing the same claim has another nonce and
-	// still gets 0. No claim reads the record.
 	completeScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
-  redis.call('DEL', KEYS[2])
-  redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3])
-  return 1
-end
-if redis.call('MGET', KEYS[3])[1] == ARGV[4] then return 1 end
-return 0`)
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1`)
 	releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
@@ -134,21 +117,6 @@ return 1`)
 
 // counterTTL bounds how long an attempt counter outlives its last claim.
 const counterTTL = 7 * 24 * time.Hour
-
-// completedByTTL is how long a completion's record lives: long enough
-// for the client's own resends of the completion (go-redis resends a
-// command whose reply it lost, after a read timeout of seconds, a few
-// times), whatever the retention.
-const completedByTTL = time.Minute
-
-// completionNonce names one call of a completion script: what its run
-// again by the client shares, and another call does not.
-func completionNonce() string { return token.New() }
-
-// recordName is the name of the completion record beside claim, the
-// claim's name ("<prefix>{<tag>}:c"): "<prefix>{<tag>}:d", in the same
-// slot.
-func recordName(claim string) string { return claim[:len(claim)-1] + "d" }
 
 // millis is d in whole milliseconds (Redis's PX), rounded up: a lease
 // must not end before the claim's [Claim.Deadline], nor a retention
@@ -222,9 +190,7 @@ func (s *RedisStore) Complete(ctx context.Context, group, key, token string, ret
 	if token == "done" {
 		return errDoneToken
 	}
-	keys := s.keys(group, key)
-	keys = append(keys, recordName(keys[0]))
-	return s.run1(ctx, completeScript, keys, token, millis(retain), millis(completedByTTL), completionNonce())
+	return s.run1(ctx, completeScript, s.keys(group, key), token, millis(retain))
 }
 
 // Release implements [Store].

@@ -77,29 +77,22 @@ for i = 1, n do
 end
 return out`)
 	// completeBatchScript is completeScript over several keys, in order.
-	// KEYS holds claim, counter and record per item; ARGV is the
-	// retention, the record's retention, the call's nonce, then one token
-	// per item. It returns 1 (done) or 0 (lost) per item. The claims are
-	// read first; one this script has already completed (a key twice in
-	// the batch) reads as "done", as a GET would. Item i's record is
-	// "<nonce>:<i>": an item this very call completed before the client
-	// lost its reply and ran it again is 1; a key twice in the batch is
-	// still 0 the second time.
+	// KEYS holds claim and counter per item; ARGV is the retention, then
+	// one token per item. It returns 1 (done) or 0 (lost) per item. The
+	// claims are read first; one this script has already completed (a
+	// key twice in the batch) reads as "done", as a GET would (the token
+	// "done" is refused before the script).
 	completeBatchScript = redis.NewScript(mgetLua + `
-local n = #ARGV - 3
+local n = #ARGV - 1
 local written = {}
-local claims = mget(1, 3, n)
+local claims = mget(1, 2, n)
 local out = {}
 for i = 1, n do
-  local k = KEYS[3 * i - 2]
-  local record = ARGV[3] .. ':' .. i
-  if (written[k] or claims[i]) == ARGV[3 + i] then
+  local k = KEYS[2 * i - 1]
+  if (written[k] or claims[i]) == ARGV[1 + i] then
     redis.call('SET', k, 'done', 'PX', ARGV[1])
-    redis.call('DEL', KEYS[3 * i - 1])
-    redis.call('SET', KEYS[3 * i], record, 'PX', ARGV[2])
+    redis.call('DEL', KEYS[2 * i])
     written[k] = 'done'
-    out[i] = 1
-  elseif redis.call('MGET', KEYS[3 * i])[1] == record then
     out[i] = 1
   else
     out[i] = 0
@@ -247,12 +240,11 @@ func (s *RedisStore) CompleteBatch(ctx context.Context, group string, items []Ke
 	}
 	calls := make([]*scriptCall, len(groups))
 	for g, idx := range groups {
-		keys := make([]string, 0, 3*len(idx))
-		args := make([]any, 0, 3+len(idx))
-		args = append(args, millis(retain), millis(completedByTTL), completionNonce())
+		keys := make([]string, 0, 2*len(idx))
+		args := make([]any, 0, 1+len(idx))
+		args = append(args, millis(retain))
 		for _, i := range idx {
 			keys = s.appendKeys(keys, group, items[i].Key)
-			keys = append(keys, recordName(keys[len(keys)-2]))
 			args = append(args, items[i].Token)
 		}
 		calls[g] = &scriptCall{script: completeBatchScript, keys: keys, args: args}

@@ -205,16 +205,13 @@ func matchOneByOne(t *testing.T, rdb redis.UniversalClient, group string, seed u
 			}
 		}
 		for _, k := range keys {
-			for _, suffix := range []string{":c", ":n", ":d"} {
+			for _, suffix := range []string{":c", ":n"} {
 				var vals [2]string
 				for i, p := range prefixes {
 					name := strings.TrimSuffix(claimKeyName(p, group, k), ":c") + suffix
 					v, err := rdb.Get(ctx, name).Result()
 					if err != nil && err != redis.Nil {
 						t.Fatal(err)
-					}
-					if suffix == ":d" && v != "" {
-						v = "<nonce>" // a completion's record names its call
 					}
 					vals[i] = v
 				}
