@@ -102,16 +102,15 @@ func TestRetryCapParksOnceAlertsOnceAndAcks(t *testing.T) {
 	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, h, consumer.WithGuard(f.guard()),
 		consumer.WithParker(f.dead), consumer.WithMaxAttempts(3), consumer.WithRetryDelay(time.Second),
 		consumer.WithAlert(func(ctx context.Context, d *consumer.DeadLetter) {
-			alerts.Add(1)
 			alertedID.Store(d.ID)
+			alerts.Add(1)
 		})))
 	res := f.send(producer.Message{Body: []byte("poison"), Keys: []string{"order-9"}, Tag: "paid",
 		Properties: map[string]string{"trace": "t-1"}})
+	f.eventually("parked", func() bool { return len(f.parked()) == 1 })
 	// The row is written before the consumer counts the park and calls the
-	// alert: wait for all three.
-	f.eventually("parked, counted and alerted", func() bool {
-		return len(f.parked()) == 1 && c.Stats().Parked >= 1 && alerts.Load() >= 1
-	})
+	// alert: wait for those too.
+	f.eventually("the park counted and alerted", func() bool { return c.Stats().Parked >= 1 && alerts.Load() >= 1 })
 	f.settle()
 	dls := f.parked()
 	if len(dls) != 1 || alerts.Load() != 1 || calls.Load() != 3 || alertedID.Load() != dls[0].ID {

@@ -103,10 +103,13 @@ func TestOrderlyParkWhoseReplyIsLostStillAlertsAndReplays(t *testing.T) {
 		consumer.WithMaxAttempts(3), consumer.WithRetryDelay(50*time.Millisecond), hostile6Quiet))
 	f.send(h19Step("order", 0))
 	r1 := f.send(h19Step("order", 1))
+	f.eventually("step 0 handled, step 1 parked", func() bool {
+		return len(h19Order(eff, "order")) == 1 && len(f.parked()) == 1
+	})
 	// The row is written by the park whose reply is lost; the alert comes
-	// from the retry's park, after it: wait for the alert too.
-	f.eventually("step 0 handled, step 1 parked and alerted", func() bool {
-		return len(h19Order(eff, "order")) == 1 && len(f.parked()) == 1 && alerts.of(r1.MsgID) >= 1
+	// from the retry's park, after it.
+	f.eventually("step 1 alerted (its park's reply lost, the retry finding it parked)", func() bool {
+		return alerts.of(r1.MsgID) >= 1
 	})
 	f.settle()
 	if n := alerts.of(r1.MsgID); n != 1 {

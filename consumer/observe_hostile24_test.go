@@ -450,8 +450,9 @@ func TestBatchEventsOnePerOutcome(t *testing.T) {
 				return st.Handled == 12 && st.Duplicates == 3 && st.Parked == 4
 			})
 			f.settle()
-			// A message is counted before its event, and its Handle ends
-			// after both: Close waits for the deliveries still running.
+			// A park is counted before its event, and a message's Handle
+			// ends after its count and event: Close waits for the
+			// deliveries still running.
 			if err := c.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -507,8 +508,9 @@ func TestOrderlyEventsOnePerOutcome(t *testing.T) {
 		return st.Handled == 3 && st.Duplicates == 1 && st.Parked >= 4
 	})
 	f.settle()
-	// A message is counted before its event, and its Handle ends after
-	// both: Close waits for the deliveries still running.
+	// A park is counted before its event, and a message's Handle ends
+	// after its count and event: Close waits for the deliveries still
+	// running.
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

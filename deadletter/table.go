@@ -51,7 +51,7 @@ func (s Status) String() string {
 }
 
 // Entry is a dead letter as the table holds it: the parked message and
-// its manual handling.
+// its manual handling. Its Body is nil when listed with [Filter.NoBody].
 type Entry struct {
 	consumer.DeadLetter
 	Status Status
@@ -299,7 +299,8 @@ type Filter struct {
 // likeEscaper escapes LIKE's wildcards with '!'.
 var likeEscaper = strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")
 
-// List returns dead letters in id order.
+// List returns dead letters in id order, with their bodies unless
+// f.NoBody.
 func (d *Table) List(ctx context.Context, f Filter) ([]*Entry, error) {
 	columns := deadLetterColumns
 	if f.NoBody {

@@ -156,9 +156,10 @@ func (s *RedisStore) appendKeys(dst []string, group, key string) []string {
 // holds a value the store did not write (claim scripts' outcome 4).
 var errForeign = errors.New("idempotency: a value this store did not write is at the key's claim or counter name")
 
-// errDoneToken refuses a claim or a completion whose token is the done
-// marker's value: every other caller would read that claim as done, and
-// that completion would match any done key.
+// errDoneToken refuses a claim, completion or release whose token is the
+// done marker's value: every other caller would read that claim as done,
+// and that completion or release would match any done key (a release
+// deleting its done marker lets a duplicate through).
 var errDoneToken = errors.New(`idempotency: token "done" is the Redis store's done marker`)
 
 // Claim implements [Store].
@@ -195,6 +196,9 @@ func (s *RedisStore) Complete(ctx context.Context, group, key, token string, ret
 
 // Release implements [Store].
 func (s *RedisStore) Release(ctx context.Context, group, key, token string, forget bool) error {
+	if token == "done" {
+		return errDoneToken
+	}
 	f := "0"
 	if forget {
 		f = "1"

@@ -427,9 +427,10 @@ func TestRedisConcurrentBatchesApplyEachKeyOnce(t *testing.T) {
 
 // TestRedisCompleteBatchOfAKeyTwiceReadsItsDoneMarker: a key completed
 // earlier in the same CompleteBatch holds "done" for the items after it,
-// as it does for Complete called after Complete: a token "done" (a
-// caller of the store's own methods may pass any token) matches it there,
-// so it matches it in the batch too, past a read chunk's edge as well.
+// as it does for Complete called after Complete: the completed claim's
+// token no longer matches it, past a read chunk's edge as well (where the
+// chunk read still holds the token). A token "done" is refused in both,
+// the items after it in their places.
 func TestRedisCompleteBatchOfAKeyTwiceReadsItsDoneMarker(t *testing.T) {
 	t.Parallel()
 	for _, b := range redisBackends() {
@@ -441,7 +442,7 @@ func TestRedisCompleteBatchOfAKeyTwiceReadsItsDoneMarker(t *testing.T) {
 			for range 300 {
 				items = append(items, idempotency.KeyToken{Key: "k", Token: "x"})
 			}
-			items = append(items, idempotency.KeyToken{Key: "k", Token: "done"})
+			items = append(items, idempotency.KeyToken{Key: "k", Token: "t"})
 			for _, group := range []string{"batch", "single"} {
 				if o, _, err := s.Claim(ctx, group, "k", "t", time.Minute); err != nil || o != idempotency.Acquired {
 					t.Fatalf("claim: %v, %v", o, err)

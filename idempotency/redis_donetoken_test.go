@@ -9,27 +9,44 @@ import (
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 )
 
-// TestRedisCompletionRefusesTheDoneToken: "done" is the done marker's
-// value; a completion with it as its token would match every done key.
-func TestRedisCompletionRefusesTheDoneToken(t *testing.T) {
+// TestRedisCompletionAndReleaseRefuseTheDoneToken: "done" is the done
+// marker's value; a completion or release with it as its token would
+// match every done key (a release would delete the marker and let a
+// duplicate through). A batch refuses such items alone, the others'
+// results in their places, and a batch of nothing else runs no script.
+func TestRedisCompletionAndReleaseRefuseTheDoneToken(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	rdb, _, _ := flakyRedis(t)
-	s, err := idempotency.NewRedisStore(rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o, _, err := s.Claim(ctx, "g", "k", "t", time.Minute); err != nil || o != idempotency.Acquired {
-		t.Fatalf("claim: %v %v", o, err)
-	}
-	if err := s.Complete(ctx, "g", "k", "t", time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Complete(ctx, "g", "k", "done", time.Minute); err == nil || errors.Is(err, idempotency.ErrLostClaim) {
-		t.Fatalf("Complete with the token \"done\": %v, want it refused", err)
-	}
-	errs := s.CompleteBatch(ctx, "g", []idempotency.KeyToken{{Key: "k", Token: "done"}, {Key: "k", Token: "t"}}, time.Minute)
-	if errs[0] == nil || errors.Is(errs[0], idempotency.ErrLostClaim) || !errors.Is(errs[1], idempotency.ErrLostClaim) {
-		t.Fatalf("CompleteBatch with the token \"done\": %v, want it refused and the other item lost", errs)
+	for _, b := range redisBackends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s, _ := prefixedStore(t, b.rdb(t), "idem")
+			refused := func(err error) bool { return err != nil && !errors.Is(err, idempotency.ErrLostClaim) }
+			if o, _, err := s.Claim(ctx, "g", "k", "t", time.Minute); err != nil || o != idempotency.Acquired {
+				t.Fatalf("claim: %v %v", o, err)
+			}
+			if err := s.Complete(ctx, "g", "k", "t", time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Complete(ctx, "g", "k", "done", time.Minute); !refused(err) {
+				t.Errorf("Complete with the token \"done\": %v, want it refused", err)
+			}
+			for _, forget := range []bool{false, true} {
+				if err := s.Release(ctx, "g", "k", "done", forget); !refused(err) {
+					t.Errorf("Release (forget %v) with the token \"done\": %v, want it refused", forget, err)
+				}
+			}
+			errs := s.CompleteBatch(ctx, "g", []idempotency.KeyToken{{Key: "k", Token: "done"}, {Key: "k", Token: "t"}}, time.Minute)
+			if !refused(errs[0]) || !errors.Is(errs[1], idempotency.ErrLostClaim) {
+				t.Errorf("CompleteBatch with the token \"done\": %v, want it refused and the other item lost", errs)
+			}
+			errs = s.CompleteBatch(ctx, "g", []idempotency.KeyToken{{Key: "k", Token: "done"}, {Key: "j", Token: "done"}}, time.Minute)
+			if len(errs) != 2 || !refused(errs[0]) || !refused(errs[1]) {
+				t.Errorf("CompleteBatch of \"done\" tokens only: %v, want both refused", errs)
+			}
+			if o, _, err := s.Claim(ctx, "g", "k", "t2", time.Minute); err != nil || o != idempotency.Done {
+				t.Errorf("k after the refused calls: %v, %v; want still Done", o, err)
+			}
+		})
 	}
 }

@@ -229,7 +229,7 @@ func ACLAccount(t testing.TB, variable string) producer.Credentials {
 // real broker create the group's subscription config) and commits offset
 // n (UPDATE_CONSUMER_OFFSET). A real broker may take a moment to make sent
 // messages pullable (a committed transaction's message, a loaded
-// machine); it retries for up to a minute, as the package's waits do.
+// machine); it retries for up to a minute.
 func (r *RocketMQ) PullAndCommit(t testing.TB, group, topic string, queue, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
