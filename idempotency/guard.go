@@ -60,7 +60,10 @@ func (o Outcome) String() string {
 
 // Store keeps claims and done markers. Implementations must make each
 // method a single atomic step with respect to the others, for any number of
-// processes sharing the store: [MySQLStore] and [RedisStore].
+// processes sharing the store: [MySQLStore] and [RedisStore]. A token is
+// unique per claim; a store refuses the values it keeps for itself (the
+// MySQL store an empty token, a released claim's; the Redis store "done",
+// its done marker), which would match other claims' keys.
 type Store interface {
 	// Claim takes key for group with the fencing token until lease ends,
 	// when the key is free: never claimed, released, its lease expired,

@@ -32,7 +32,9 @@ func (s *MySQLStore) ClaimBatch(ctx context.Context, group string, items []KeyTo
 		}
 		return results
 	}
-	return inRounds(items, func(items []KeyToken) []ClaimResult { return s.claimBatch(ctx, group, items, lease) })
+	return withTokens(items, func(err error) ClaimResult { return ClaimResult{Err: err} }, func(items []KeyToken) []ClaimResult {
+		return inRounds(items, func(items []KeyToken) []ClaimResult { return s.claimBatch(ctx, group, items, lease) })
+	})
 }
 
 // maxBatchRound bounds the items one batch statement carries: past the
@@ -187,7 +189,9 @@ func (s *MySQLStore) batchStatement(group string, items []KeyToken, hashes [][]b
 // ErrLostClaim. (A done row's token is never read again: Complete and
 // Release need a processing row, and a take-over writes its own.)
 func (s *MySQLStore) CompleteBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration) []error {
-	return inRounds(items, func(items []KeyToken) []error { return s.completeBatch(ctx, group, items, retain) })
+	return withTokens(items, func(err error) error { return err }, func(items []KeyToken) []error {
+		return inRounds(items, func(items []KeyToken) []error { return s.completeBatch(ctx, group, items, retain) })
+	})
 }
 
 func (s *MySQLStore) completeBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration) []error {
