@@ -113,8 +113,11 @@ const dbTimeout = 10 * time.Second
 
 // openDB opens and pings the database dsn names (MYSQL_DSN when dsn is
 // empty). A malformed DSN is a usage error; its text never quotes the DSN,
-// which may hold a password.
-func openDB(ctx context.Context, dsn string) (*sqlx.DB, error) {
+// which may hold a password. build, unless nil, makes what the command
+// needs of the handle before any connection, so that a bad option (a
+// -table) is reported as such, not as the database being down; its error
+// is returned as it is.
+func openDB(ctx context.Context, dsn string, build func(*sqlx.DB) error) (*sqlx.DB, error) {
 	if dsn == "" {
 		dsn = os.Getenv("MYSQL_DSN")
 	}
@@ -140,6 +143,12 @@ func openDB(ctx context.Context, dsn string) (*sqlx.DB, error) {
 	db, err := sqlx.Open("mysql", cfg.FormatDSN())
 	if err != nil {
 		return nil, err
+	}
+	if build != nil {
+		if err := build(db); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, dbTimeout)
 	defer cancel()

@@ -11,6 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 )
@@ -60,15 +61,17 @@ func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("dead: %w", err)
 	}
 	*f.namespace = space
-	db, err := openDB(ctx, *f.dsn)
+	var table *deadletter.Table
+	db, err := openDB(ctx, *f.dsn, func(db *sqlx.DB) (err error) {
+		if table, err = deadletter.NewTable(db, deadletter.WithTable(*f.table)); err != nil {
+			return usagef("%v", err) // the options are the flags
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}
 	defer db.Close()
-	table, err := deadletter.NewTable(db, deadletter.WithTable(*f.table))
-	if err != nil {
-		return usagef("dead: %v", err) // the options are the flags
-	}
 	switch action {
 	case "list":
 		return deadList(ctx, table, f, stdout)

@@ -36,7 +36,7 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if action != "up" && action != "down" && action != "status" {
 		return usagef("migrate: unknown action %q: want up, down or status", action)
 	}
-	db, err := openDB(ctx, *dsn)
+	db, err := openDB(ctx, *dsn, nil)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

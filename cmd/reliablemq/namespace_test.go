@@ -238,3 +238,26 @@ func TestNamespaceFlagDefaultsToTheEnvironment(t *testing.T) {
 		}
 	}
 }
+
+// TestBadTableIsAUsageErrorBeforeTheDatabase: a -table the library refuses
+// is exit 2 with one stderr line naming it, even with the database
+// unreachable (it was reported as the database being down, exit 1, until
+// the database answered).
+func TestBadTableIsAUsageErrorBeforeTheDatabase(t *testing.T) {
+	t.Parallel()
+	bin := cliBinary(t)
+	dsn := "root@tcp(" + deadAddr(t) + ")/x"
+	for _, args := range [][]string{
+		{"dead", "list", "-table", "bad name"},
+		{"trace", "-namesrv", deadAddr(t), "-dead-table", "bad name", "k"},
+		{"trace", "-namesrv", deadAddr(t), "-outbox-table", "bad name", "k"},
+		{"trace", "-namesrv", deadAddr(t), "-consume-table", "bad name", "k"},
+		{"reconcile", "-once", "-namesrv", deadAddr(t), "-table", "bad name"},
+		{"reconcile", "-once", "-namesrv", deadAddr(t), "-batch", "-1"},
+	} {
+		_, errOut, code := runBinary(t, bin, append(args, "-dsn", dsn)...)
+		if code != 2 || strings.Count(errOut, "\n") != 1 || strings.Contains(errOut, "unreachable") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and one line naming the flag's value", args, code, errOut)
+		}
+	}
+}

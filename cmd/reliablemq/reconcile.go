@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/robfig/cron/v3"
 	"github.com/seed157d4c4d/reliablemq/outbox"
 	"github.com/seed157d4c4d/reliablemq/producer"
@@ -94,32 +95,13 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	db, err := openDB(ctx, *dsn)
-	if err != nil {
-		return fmt.Errorf("reconcile: %w", err)
-	}
-	defer db.Close()
-	p, err := newProducer(names, space)
-	if err != nil {
-		return fmt.Errorf("reconcile: %w", err)
-	}
-	defer p.Close()
-	pub := &observedPublisher{pub: p}
+	// The relay and the job are made before any connection (a bad flag is
+	// a usage error even with the database down); the producer they send
+	// through comes after.
+	pub := &observedPublisher{}
 	// The library's own log lines (one per failed row) are summed up into
 	// one line per run by reconciler.
 	quiet := slog.New(slog.DiscardHandler)
-	relay, err := outbox.NewRelay(db, pub, outbox.WithTable(*table), outbox.WithMaxAttempts(*attempts),
-		outbox.WithLogger(quiet),
-		outbox.WithAlert(func(_ context.Context, r *outbox.Row) {
-			what := "dead row"
-			if r.Status != outbox.Dead {
-				what = "row given up (sent, never confirmed)"
-			}
-			fmt.Fprintf(stdout, "ALERT %s %d topic %s key %s after %d attempts: %s\n", what, r.ID, r.Topic, r.Key, r.Attempts, firstLine(r.LastError, 300))
-		}))
-	if err != nil {
-		return usagef("reconcile: %v", err) // the options are the flags
-	}
 	var progressMu sync.Mutex // batch hooks come from two claim loops
 	var lastProgress time.Time
 	var progressed int
@@ -130,20 +112,50 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		defer progressMu.Unlock()
 		progressed, lastProgress = 0, time.Now()
 	}
-	job, err := reconcile.New(relay, reconcile.WithLogger(quiet), reconcile.WithBatch(*batch),
-		reconcile.WithConfirmTimeout(*confirm), reconcile.WithRetention(*retention),
-		reconcile.WithBatchHook(func(_ context.Context, b outbox.BatchReport) {
-			progressMu.Lock()
-			defer progressMu.Unlock()
-			progressed += b.Sent
-			if time.Since(lastProgress) > 2*time.Second {
-				lastProgress = time.Now()
-				fmt.Fprintf(stdout, "... %d sent so far\n", progressed)
-			}
-		}))
+	var (
+		relay *outbox.Relay
+		job   *reconcile.Job
+	)
+	db, err := openDB(ctx, *dsn, func(db *sqlx.DB) (err error) {
+		// The options are the flags.
+		relay, err = outbox.NewRelay(db, pub, outbox.WithTable(*table), outbox.WithMaxAttempts(*attempts),
+			outbox.WithLogger(quiet),
+			outbox.WithAlert(func(_ context.Context, r *outbox.Row) {
+				what := "dead row"
+				if r.Status != outbox.Dead {
+					what = "row given up (sent, never confirmed)"
+				}
+				fmt.Fprintf(stdout, "ALERT %s %d topic %s key %s after %d attempts: %s\n", what, r.ID, r.Topic, r.Key, r.Attempts, firstLine(r.LastError, 300))
+			}))
+		if err != nil {
+			return usagef("%v", err)
+		}
+		job, err = reconcile.New(relay, reconcile.WithLogger(quiet), reconcile.WithBatch(*batch),
+			reconcile.WithConfirmTimeout(*confirm), reconcile.WithRetention(*retention),
+			reconcile.WithBatchHook(func(_ context.Context, b outbox.BatchReport) {
+				progressMu.Lock()
+				defer progressMu.Unlock()
+				progressed += b.Sent
+				if time.Since(lastProgress) > 2*time.Second {
+					lastProgress = time.Now()
+					fmt.Fprintf(stdout, "... %d sent so far\n", progressed)
+				}
+			}))
+		if err != nil {
+			return usagef("%v", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return usagef("reconcile: %v", err)
+		return fmt.Errorf("reconcile: %w", err)
 	}
+	defer db.Close()
+	p, err := newProducer(names, space)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	defer p.Close()
+	pub.pub = p
 	// A missing table (a typo in -table, migrations not applied) fails
 	// the command now, not every run.
 	if _, err := relay.Backlog(ctx); err != nil {

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/idempotency"
 	"github.com/seed157d4c4d/reliablemq/internal/namespace"
@@ -61,7 +62,24 @@ func traceCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("trace: %w", err)
 	}
-	db, err := openDB(ctx, *f.dsn)
+	var (
+		relay *outbox.Relay
+		store *idempotency.MySQLStore
+		dead  *deadletter.Table
+	)
+	db, err := openDB(ctx, *f.dsn, func(db *sqlx.DB) (err error) {
+		// The options are the flags.
+		if relay, err = outbox.NewRelay(db, noPublisher{}, outbox.WithTable(*f.outboxTable)); err != nil {
+			return usagef("%v", err)
+		}
+		if store, err = idempotency.NewMySQLStore(db, idempotency.WithTable(*f.consumeTable)); err != nil {
+			return usagef("%v", err)
+		}
+		if dead, err = deadletter.NewTable(db, deadletter.WithTable(*f.deadTable)); err != nil {
+			return usagef("%v", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("trace: %w", err)
 	}
@@ -73,18 +91,6 @@ func traceCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	t := &tracer{key: key, out: stdout, creds: remoting.Credentials(brokerCredentials()), namespace: space}
 	if t.brokers, err = clusterBrokers(ctx, names); err != nil {
 		return fmt.Errorf("trace: %w", err)
-	}
-	relay, err := outbox.NewRelay(db, noPublisher{}, outbox.WithTable(*f.outboxTable))
-	if err != nil {
-		return usagef("trace: %v", err)
-	}
-	store, err := idempotency.NewMySQLStore(db, idempotency.WithTable(*f.consumeTable))
-	if err != nil {
-		return usagef("trace: %v", err)
-	}
-	dead, err := deadletter.NewTable(db, deadletter.WithTable(*f.deadTable))
-	if err != nil {
-		return usagef("trace: %v", err)
 	}
 	groups := splitList(*f.groups)
 	if len(groups) == 0 {
