@@ -3,6 +3,7 @@ package idempotency
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/seed157d4c4d/reliablemq/internal/token"
@@ -154,3 +155,32 @@ func (g *Guard) CompleteBatch(ctx context.Context, claims []*Claim) []error {
 	}
 	return errs
 }
+
+// withoutToken runs do over the items whose token is not reserved (a
+// value the store keeps for itself, which would match other claims'
+// keys), in order, and gives the others refused(err) in their places.
+func withoutToken[R any](items []KeyToken, reserved string, err error, refused func(error) R, do func([]KeyToken) []R) []R {
+	if !slices.ContainsFunc(items, func(it KeyToken) bool { return it.Token == reserved }) {
+		return do(items)
+	}
+	results := make([]R, len(items))
+	var rest []KeyToken
+	var at []int
+	for i, it := range items {
+		if it.Token == reserved {
+			results[i] = refused(err)
+			continue
+		}
+		rest, at = append(rest, it), append(at, i)
+	}
+	if len(rest) > 0 {
+		for j, r := range do(rest) {
+			results[at[j]] = r
+		}
+	}
+	return results
+}
+
+func claimRefused(err error) ClaimResult { return ClaimResult{Err: err} }
+
+func completionRefused(err error) error { return err }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -162,30 +161,6 @@ func checkGroup(group string) error {
 // one, so a Complete with it would mark a key done whose effect never ran,
 // and a Release or Forget would free or remove a key it does not hold.
 var errEmptyToken = errors.New("idempotency: empty token (the MySQL store's released claims hold it)")
-
-// withTokens runs do over the items whose token is not empty, in order,
-// and gives the others refused(errEmptyToken), in their places.
-func withTokens[R any](items []KeyToken, refused func(error) R, do func([]KeyToken) []R) []R {
-	if !slices.ContainsFunc(items, func(it KeyToken) bool { return it.Token == "" }) {
-		return do(items)
-	}
-	results := make([]R, len(items))
-	var rest []KeyToken
-	var at []int
-	for i, it := range items {
-		if it.Token == "" {
-			results[i] = refused(errEmptyToken)
-			continue
-		}
-		rest, at = append(rest, it), append(at, i)
-	}
-	if len(rest) > 0 {
-		for j, r := range do(rest) {
-			results[at[j]] = r
-		}
-	}
-	return results
-}
 
 // Claim implements [Store].
 func (s *MySQLStore) Claim(ctx context.Context, group, key, token string, lease time.Duration) (Outcome, int, error) {

@@ -32,7 +32,7 @@ func (s *MySQLStore) ClaimBatch(ctx context.Context, group string, items []KeyTo
 		}
 		return results
 	}
-	return withTokens(items, func(err error) ClaimResult { return ClaimResult{Err: err} }, func(items []KeyToken) []ClaimResult {
+	return withoutToken(items, "", errEmptyToken, claimRefused, func(items []KeyToken) []ClaimResult {
 		return inRounds(items, func(items []KeyToken) []ClaimResult { return s.claimBatch(ctx, group, items, lease) })
 	})
 }
@@ -189,7 +189,7 @@ func (s *MySQLStore) batchStatement(group string, items []KeyToken, hashes [][]b
 // ErrLostClaim. (A done row's token is never read again: Complete and
 // Release need a processing row, and a take-over writes its own.)
 func (s *MySQLStore) CompleteBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration) []error {
-	return withTokens(items, func(err error) error { return err }, func(items []KeyToken) []error {
+	return withoutToken(items, "", errEmptyToken, completionRefused, func(items []KeyToken) []error {
 		return inRounds(items, func(items []KeyToken) []error { return s.completeBatch(ctx, group, items, retain) })
 	})
 }

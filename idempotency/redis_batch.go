@@ -3,7 +3,6 @@ package idempotency
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"time"
 
@@ -123,6 +122,9 @@ end
 // other client), where each business key hashes to its own slot, one set
 // per distinct key (a key's items stay together and in order).
 func (s *RedisStore) groups(items []KeyToken) [][]int {
+	if len(items) == 0 {
+		return nil
+	}
 	if _, single := s.rdb.(*redis.Client); single {
 		all := make([]int, len(items))
 		for i := range all {
@@ -148,13 +150,17 @@ func (s *RedisStore) groups(items []KeyToken) [][]int {
 // Cluster one script per key, all in one pipeline (one round trip per
 // node).
 func (s *RedisStore) ClaimBatch(ctx context.Context, group string, items []KeyToken, lease time.Duration) []ClaimResult {
-	return s.claimBatch(ctx, group, items, lease, counterTTL)
+	return withoutToken(items, "done", errDoneToken, claimRefused, func(items []KeyToken) []ClaimResult {
+		return s.claimBatch(ctx, group, items, lease, counterTTL)
+	})
 }
 
 // ClaimUncounted implements [UncountedClaimer]: ClaimBatch without the
 // counter's write.
 func (s *RedisStore) ClaimUncounted(ctx context.Context, group string, items []KeyToken, lease time.Duration) []ClaimResult {
-	return s.claimBatch(ctx, group, items, lease, 0)
+	return withoutToken(items, "done", errDoneToken, claimRefused, func(items []KeyToken) []ClaimResult {
+		return s.claimBatch(ctx, group, items, lease, 0)
+	})
 }
 
 // claimBatch claims items, counting their attempts in counters kept for
@@ -170,19 +176,7 @@ func (s *RedisStore) claimBatch(ctx context.Context, group string, items []KeyTo
 		stride++
 	}
 	results := make([]ClaimResult, len(items))
-	var groups [][]int
-	for _, idx := range s.groups(items) {
-		idx = slices.DeleteFunc(idx, func(i int) bool {
-			if items[i].Token != "done" {
-				return false
-			}
-			results[i].Err = errDoneToken
-			return true
-		})
-		if len(idx) > 0 {
-			groups = append(groups, idx)
-		}
-	}
+	groups := s.groups(items)
 	calls := make([]*scriptCall, len(groups))
 	for g, idx := range groups {
 		keys := make([]string, 0, stride*len(idx))
@@ -224,20 +218,14 @@ func (s *RedisStore) claimBatch(ctx context.Context, group string, items []KeyTo
 
 // CompleteBatch implements [BatchStore], split as ClaimBatch is.
 func (s *RedisStore) CompleteBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration) []error {
+	return withoutToken(items, "done", errDoneToken, completionRefused, func(items []KeyToken) []error {
+		return s.completeBatch(ctx, group, items, retain)
+	})
+}
+
+func (s *RedisStore) completeBatch(ctx context.Context, group string, items []KeyToken, retain time.Duration) []error {
 	errs := make([]error, len(items))
-	var groups [][]int
-	for _, idx := range s.groups(items) {
-		idx = slices.DeleteFunc(idx, func(i int) bool {
-			if items[i].Token != "done" {
-				return false
-			}
-			errs[i] = errDoneToken
-			return true
-		})
-		if len(idx) > 0 {
-			groups = append(groups, idx)
-		}
-	}
+	groups := s.groups(items)
 	calls := make([]*scriptCall, len(groups))
 	for g, idx := range groups {
 		keys := make([]string, 0, 2*len(idx))
