@@ -114,9 +114,10 @@ const dbTimeout = 10 * time.Second
 // openDB opens and pings the database dsn names (MYSQL_DSN when dsn is
 // empty). A malformed DSN is a usage error; its text never quotes the DSN,
 // which may hold a password. build, unless nil, makes what the command
-// needs of the handle before any connection, so that a bad option (a
-// -table) is reported as such, not as the database being down; its error
-// is returned as it is.
+// needs of the handle, and checks what else it needs without a
+// connection (its name servers), before any connection, so that a bad
+// option (a -table) or a missing setting is reported as such, not as the
+// database being down; its error is returned as it is.
 func openDB(ctx context.Context, dsn string, build func(*sqlx.DB) error) (*sqlx.DB, error) {
 	if dsn == "" {
 		dsn = os.Getenv("MYSQL_DSN")
@@ -160,6 +161,16 @@ func openDB(ctx context.Context, dsn string, build func(*sqlx.DB) error) (*sqlx.
 		return nil, fmt.Errorf("database %s: %w", cfg.Addr, err)
 	}
 	return db, nil
+}
+
+// checkListenAddr reports what makes addr, a host:port to listen on,
+// malformed, without resolving the host.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil && port != "" {
+		_, err = net.LookupPort("tcp", port)
+	}
+	return err
 }
 
 func nameServers(s string) ([]string, error) {

@@ -66,7 +66,10 @@ func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		if table, err = deadletter.NewTable(db, deadletter.WithTable(*f.table)); err != nil {
 			return usagef("%v", err) // the options are the flags
 		}
-		return nil
+		if action == "replay" { // it needs one; said before the database is dialled
+			_, err = nameServers(*f.namesrv)
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)

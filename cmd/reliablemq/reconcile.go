@@ -74,6 +74,21 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if modes != 1 {
 		return usagef("reconcile: give exactly one of -once, -every, -cron")
 	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"-confirm-timeout", *confirm}, {"-retention", *retention}} {
+		if d.v < 0 {
+			return usagef("reconcile: %s %v is negative", d.name, d.v)
+		}
+	}
+	if *metricsAddr != "" {
+		// A malformed address is a bad flag, found before any connection;
+		// one in use is found when it is listened on.
+		if err := checkListenAddr(*metricsAddr); err != nil {
+			return usagef("reconcile: -metrics %q: %v", *metricsAddr, err)
+		}
+	}
 	var sched schedule = interval(*every)
 	if *cronExpr != "" {
 		s, err := cron.ParseStandard(*cronExpr)
@@ -91,13 +106,11 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	names, err := nameServers(*ns)
-	if err != nil {
-		return fmt.Errorf("reconcile: %w", err)
-	}
-	// The relay and the job are made before any connection (a bad flag is
-	// a usage error even with the database down); the producer they send
-	// through comes after.
+	// The relay and the job are made, and the name servers looked for,
+	// before any connection (a bad flag is a usage error even with the
+	// database down, and no name server is said before it is dialled); the
+	// producer they send through comes after.
+	var names []string
 	pub := &observedPublisher{}
 	// The library's own log lines (one per failed row) are summed up into
 	// one line per run by reconciler.
@@ -142,9 +155,11 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				}
 			}))
 		if err != nil {
-			return usagef("%v", err)
+			// Its errors start "reconcile: ", as the command's own do.
+			return usagef("%s", strings.ReplaceAll(strings.TrimPrefix(err.Error(), "reconcile: "), "\nreconcile: ", "\n"))
 		}
-		return nil
+		names, err = nameServers(*ns)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)

@@ -66,6 +66,7 @@ func traceCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		relay *outbox.Relay
 		store *idempotency.MySQLStore
 		dead  *deadletter.Table
+		names []string
 	)
 	db, err := openDB(ctx, *f.dsn, func(db *sqlx.DB) (err error) {
 		// The options are the flags.
@@ -78,16 +79,14 @@ func traceCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		if dead, err = deadletter.NewTable(db, deadletter.WithTable(*f.deadTable)); err != nil {
 			return usagef("%v", err)
 		}
-		return nil
+		// Before the database is dialled.
+		names, err = nameServers(*f.namesrv)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("trace: %w", err)
 	}
 	defer db.Close()
-	names, err := nameServers(*f.namesrv)
-	if err != nil {
-		return fmt.Errorf("trace: %w", err)
-	}
 	t := &tracer{key: key, out: stdout, creds: remoting.Credentials(brokerCredentials()), namespace: space}
 	if t.brokers, err = clusterBrokers(ctx, names); err != nil {
 		return fmt.Errorf("trace: %w", err)
