@@ -140,8 +140,11 @@ func New(relay Relay, opts ...Option) (*Job, error) {
 	if c.batch < 1 {
 		errs = append(errs, fmt.Errorf("reconcile: batch %d < 1", c.batch))
 	}
-	if c.confirmTimeout < 0 || c.retention < 0 {
-		errs = append(errs, errors.New("reconcile: negative duration"))
+	if c.confirmTimeout < 0 {
+		errs = append(errs, fmt.Errorf("reconcile: confirm timeout %v is negative", c.confirmTimeout))
+	}
+	if c.retention < 0 {
+		errs = append(errs, fmt.Errorf("reconcile: retention %v is negative", c.retention))
 	}
 	if c.logger == nil {
 		c.logger = slog.Default()

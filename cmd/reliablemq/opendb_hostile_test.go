@@ -9,6 +9,7 @@ import (
 // errors start "reconcile: "; as usage errors of the command they read
 // "reliablemq: reconcile: reconcile: batch -1 < 1", and a negative
 // -confirm-timeout or -retention was "negative duration", naming neither.
+// Several bad flags are all named on the one line.
 func TestReconcileLibraryErrorsAreNotDoubled(t *testing.T) {
 	t.Parallel()
 	bin := cliBinary(t)
@@ -18,9 +19,9 @@ func TestReconcileLibraryErrorsAreNotDoubled(t *testing.T) {
 		want []string
 	}{
 		{[]string{"-batch", "-1"}, []string{"batch -1"}},
-		{[]string{"-confirm-timeout", "-1s"}, []string{"-confirm-timeout"}},
-		{[]string{"-retention", "-1s"}, []string{"-retention"}},
-		{[]string{"-batch", "0", "-retention", "-2s"}, []string{"-retention -2s"}},
+		{[]string{"-confirm-timeout", "-1s"}, []string{"confirm timeout -1s is negative"}},
+		{[]string{"-retention", "-1s"}, []string{"retention -1s is negative"}},
+		{[]string{"-batch", "0", "-retention", "-2s"}, []string{"batch 0", "retention -2s is negative"}},
 	} {
 		args := append([]string{"reconcile", "-once", "-namesrv", deadAddr(t), "-dsn", dsn}, c.args...)
 		_, errOut, code := runBinary(t, bin, args...)

@@ -74,14 +74,6 @@ func reconcileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if modes != 1 {
 		return usagef("reconcile: give exactly one of -once, -every, -cron")
 	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"-confirm-timeout", *confirm}, {"-retention", *retention}} {
-		if d.v < 0 {
-			return usagef("reconcile: %s %v is negative", d.name, d.v)
-		}
-	}
 	if *metricsAddr != "" {
 		// A malformed address is a bad flag, found before any connection;
 		// one in use is found when it is listened on.
