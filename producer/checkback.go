@@ -261,11 +261,12 @@ func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
 	h := HalfMessage{Message: Message{Topic: m.Topic, Body: m.Body, Tag: props[remoting.PropTags],
 		ShardingKey: cmp.Or(props[remoting.PropShardingKey], props[remoting.PropJavaShardingKey])}, MsgID: props[remoting.PropUniqKey]}
 	if m.SysFlag&remoting.SysFlagCompressed != 0 {
-		if zr, err := zlib.NewReader(bytes.NewReader(m.Body)); err == nil {
-			if body, err := io.ReadAll(zr); err == nil {
-				h.Body = body
-			}
+		body, err := inflate(m.Body, c.p.cfg.maxBodySize)
+		if err != nil {
+			c.p.cfg.logger.Warn("producer: a check-back's body could not be inflated; the checker is asked without it",
+				slog.String("msgId", h.MsgID), slog.Any("error", err))
 		}
+		h.Body = body
 	}
 	if rt := props[remoting.PropRealTopic]; rt != "" {
 		h.Topic = rt
@@ -293,4 +294,23 @@ func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
 		"producerGroup": c.group, "tranStateTableOffset": e["tranStateTableOffset"], "commitLogOffset": e["commitLogOffset"],
 		"commitOrRollback": strconv.Itoa(decision), "fromTransactionCheck": "true", "msgId": h.MsgID,
 		"transactionId": e["transactionId"]}})
+}
+
+// inflate returns a compressed body as it was sent, or nil and why not:
+// not zlib, or inflating past limit bytes (a producer of the group sends
+// no body larger than its [WithMaxBodySize]; a few compressed megabytes
+// can inflate to gigabytes).
+func inflate(b []byte, limit int) ([]byte, error) {
+	zr, err := zlib.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > limit {
+		return nil, fmt.Errorf("it inflates past the max body size (%d bytes)", limit)
+	}
+	return body, nil
 }

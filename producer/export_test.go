@@ -1,6 +1,9 @@
 package producer
 
-import "github.com/seed157d4c4d/reliablemq/orderly"
+import (
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/seed157d4c4d/reliablemq/orderly"
+)
 
 // FoundCheckQueue reports whether p found the official client's check-back
 // queue, which Close relies on to shut the client down race-free.
@@ -33,4 +36,10 @@ func CheckBackDeclined(p *Transactional) bool { return p.backs.declined.Load() >
 func Classify(err error) Outcome {
 	o, _ := classify(err)
 	return o
+}
+
+// CheckThroughClient is the official client's check-back of ext, as its
+// transaction listener takes it.
+func CheckThroughClient(p *Transactional, ext *primitive.MessageExt) primitive.LocalTransactionState {
+	return txListener{p}.CheckLocalTransaction(ext)
 }

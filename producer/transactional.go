@@ -45,7 +45,12 @@ func (s TxState) String() string {
 }
 
 // HalfMessage is a transactional message the broker asks about: Topic is
-// the topic it was sent to, MsgID its client message id (UNIQ_KEY).
+// the topic it was sent to, MsgID its client message id (UNIQ_KEY). Body
+// is nil, with a warning logged, when it is larger than [WithMaxBodySize]
+// (give every producer of a group the same limit) or, on the producer's
+// own connection, compressed and not inflatable (the official client
+// hands such a body over as it came): decide by keys or MsgID then.
+// Inflating stops at the limit on the producer's own connection only.
 type HalfMessage struct {
 	Message
 	MsgID string
@@ -361,6 +366,11 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) primitive.L
 	h.MsgID = ext.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
 	if h.MsgID == "" {
 		h.MsgID = ext.MsgId
+	}
+	if len(h.Body) > p.cfg.maxBodySize {
+		p.cfg.logger.Warn("producer: a check-back's body is larger than the max body size; the checker is asked without it",
+			slog.String("msgId", h.MsgID), slog.Int("bytes", len(h.Body)), slog.Int("limit", p.cfg.maxBodySize))
+		h.Body = nil
 	}
 	return clientState(p.ask(h))
 }
