@@ -260,4 +260,11 @@ func TestBadTableIsAUsageErrorBeforeTheDatabase(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and one line naming the flag's value", args, code, errOut)
 		}
 	}
+	// Every bad table flag is named at once, not only the first.
+	_, errOut, code := runBinary(t, bin, "trace", "-namesrv", deadAddr(t), "-dsn", dsn,
+		"-outbox-table", "bad one", "-consume-table", "bad two", "-dead-table", "bad three", "k")
+	if code != 2 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, `"bad one"`) ||
+		!strings.Contains(errOut, `"bad two"`) || !strings.Contains(errOut, `"bad three"`) {
+		t.Errorf("three bad tables: exit %d, stderr %q; want 2 and one line naming all three", code, errOut)
+	}
 }

@@ -69,15 +69,19 @@ func traceCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		names []string
 	)
 	db, err := openDB(ctx, *f.dsn, func(db *sqlx.DB) (err error) {
-		// The options are the flags.
+		// The options are the flags: every bad one is named.
+		var bad []error
 		if relay, err = outbox.NewRelay(db, noPublisher{}, outbox.WithTable(*f.outboxTable)); err != nil {
-			return usagef("%v", err)
+			bad = append(bad, err)
 		}
 		if store, err = idempotency.NewMySQLStore(db, idempotency.WithTable(*f.consumeTable)); err != nil {
-			return usagef("%v", err)
+			bad = append(bad, err)
 		}
 		if dead, err = deadletter.NewTable(db, deadletter.WithTable(*f.deadTable)); err != nil {
-			return usagef("%v", err)
+			bad = append(bad, err)
+		}
+		if len(bad) > 0 {
+			return usagef("%v", errors.Join(bad...))
 		}
 		// Before the database is dialled.
 		names, err = nameServers(*f.namesrv)
