@@ -26,8 +26,9 @@ import (
 // updates its permission to read-write (6) on every master broker where it
 // is not readable, then consumes it with its own consumer group,
 // "<group>-dlq-drain", parking each message with [consumer.CauseDLQ]. A
-// message is acknowledged only once parked; a parker that keeps failing
-// is reported like any consumer's (see consumer.WithTroubleAlert).
+// message is acknowledged only once parked; while the parker fails the
+// drain tries again (logged, at Error after a few failures in a row) and
+// its messages stay in the DLQ.
 type Drain struct {
 	names    []string
 	group    string
@@ -154,13 +155,41 @@ func (d *Drain) tryStart(ctx context.Context) (*consumer.Consumer, error) {
 	return c, nil
 }
 
-// park is the drain's handler.
+// park is the drain's handler. It parks m, trying again while the parker
+// fails, and returns an error only when its ctx ends (Close gave up
+// waiting: m is then left unacknowledged in the DLQ). A failed handler
+// would be a retry, and a retry copy of a DLQ message never comes back to
+// this handler: it carries the original topic (RETRY_TOPIC), which the
+// client takes for the copy's and, not subscribed to, sends it back until
+// the broker moves it to %DLQ%<group>-dlq-drain, a topic nothing drains.
 func (d *Drain) park(ctx context.Context, m *consumer.Message) error {
-	inserted, err := d.parker.Park(ctx, &consumer.DeadLetter{Group: d.brokerName(d.group), Topic: m.Topic, MsgID: m.MsgID, Keys: m.Keys,
+	dl := &consumer.DeadLetter{Group: d.brokerName(d.group), Topic: m.Topic, MsgID: m.MsgID, Keys: m.Keys,
 		Tag: m.Tag, ShardingKey: m.ShardingKey, Properties: m.Properties, Body: m.Body, Attempts: m.Attempt,
-		LastError: "moved to the broker dead-letter topic " + d.brokerName(d.dlq), Cause: consumer.CauseDLQ})
-	if err == nil && inserted {
-		d.drained.Add(1)
+		LastError: "moved to the broker dead-letter topic " + d.brokerName(d.dlq), Cause: consumer.CauseDLQ}
+	wait := 100 * time.Millisecond
+	for failures := 1; ; failures++ {
+		inserted, err := d.parker.Park(ctx, dl)
+		if err == nil {
+			if inserted {
+				d.drained.Add(1)
+			}
+			return nil
+		}
+		level := slog.LevelWarn
+		if failures >= parkTroubleAfter {
+			level = slog.LevelError
+		}
+		d.cfg.logger.LogAttrs(ctx, level, "dlq drain cannot park a message, trying again", slog.String("group", d.group),
+			slog.String("msg_id", m.MsgID), slog.Int("failures", failures), slog.Duration("in", wait), slog.Any("error", err))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
 	}
-	return err
 }
+
+// parkTroubleAfter is how many failed parks of one message in a row the
+// drain logs at Error rather than Warn: its messages are not moving.
+const parkTroubleAfter = 5
