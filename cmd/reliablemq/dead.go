@@ -14,7 +14,12 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
 	"github.com/seed157d4c4d/reliablemq/internal/namespace"
+	"github.com/seed157d4c4d/reliablemq/producer"
 )
+
+// defaultMaxBody is the producer's default body limit, the broker's
+// default maxMessageSize.
+const defaultMaxBody = 4 << 20
 
 const deadUsage = `usage: reliablemq dead [flags] list | show ID | replay ID | discard ID | received ID
 
@@ -81,12 +86,13 @@ func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	case "show":
 		return deadShow(ctx, table, id, stdout)
 	}
-	if err := deadInNamespace(ctx, table, action, id, *f.namespace); err != nil {
+	e, err := deadInNamespace(ctx, table, action, id, *f.namespace)
+	if err != nil {
 		return err
 	}
 	switch action {
 	case "replay":
-		return deadReplay(ctx, table, id, f, stdout)
+		return deadReplay(ctx, table, e, f, stdout)
 	case "received":
 		if err := table.MarkReceived(ctx, id, *f.reason); err != nil {
 			return fmt.Errorf("dead: %w", err)
@@ -98,21 +104,21 @@ func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 }
 
-// deadInNamespace refuses an action on a dead letter of another namespace
-// than ns (or of one when ns is empty): another tenant's, which a replay
-// would send to that tenant's topic in ours.
-func deadInNamespace(ctx context.Context, table *deadletter.Table, action string, id int64, ns string) error {
+// deadInNamespace returns dead letter id, refusing an action on one of
+// another namespace than ns (or of one when ns is empty): another
+// tenant's, which a replay would send to that tenant's topic in ours.
+func deadInNamespace(ctx context.Context, table *deadletter.Table, action string, id int64, ns string) (*deadletter.Entry, error) {
 	e, err := table.Get(ctx, id)
 	if err != nil {
-		return fmt.Errorf("dead: %w", err)
+		return nil, fmt.Errorf("dead: %w", err)
 	}
 	switch in := namespace.Of(e.Group); {
 	case in == ns:
-		return nil
+		return e, nil
 	case in == "":
-		return usagef("dead: %s %d: its group %s is in no namespace, not %q: unset -namespace and RMQ_NAMESPACE", action, id, e.Group, ns)
+		return nil, usagef("dead: %s %d: its group %s is in no namespace, not %q: unset -namespace and RMQ_NAMESPACE", action, id, e.Group, ns)
 	default:
-		return usagef("dead: %s %d: its group %s is in namespace %q, not %q: pass -namespace %s", action, id, e.Group, in, ns, in)
+		return nil, usagef("dead: %s %d: its group %s is in namespace %q, not %q: pass -namespace %s", action, id, e.Group, in, ns, in)
 	}
 }
 
@@ -204,7 +210,13 @@ func deadShow(ctx context.Context, table *deadletter.Table, id int64, stdout io.
 	return err
 }
 
-func deadReplay(ctx context.Context, table *deadletter.Table, id int64, f deadFlags, stdout io.Writer) error {
+// deadReplay replays e. Its producer takes a body of any size up to e's:
+// the clients compress a body over 4 KiB and the broker limits what it
+// stores, so a message may have come with a larger body than the
+// producer's default limit, and the consumer parks it inflated. The
+// replay is sent compressed too, and the broker judges its size.
+func deadReplay(ctx context.Context, table *deadletter.Table, e *deadletter.Entry, f deadFlags, stdout io.Writer) error {
+	id := e.ID
 	names, err := nameServers(*f.namesrv)
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
@@ -212,7 +224,7 @@ func deadReplay(ctx context.Context, table *deadletter.Table, id int64, f deadFl
 	if err := probeNameServers(ctx, names); err != nil {
 		return fmt.Errorf("dead: replay %d: %w", id, err)
 	}
-	p, err := newProducer(names, *f.namespace)
+	p, err := newProducer(names, *f.namespace, producer.WithMaxBodySize(max(defaultMaxBody, len(e.Body))))
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}
