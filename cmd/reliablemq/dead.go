@@ -84,7 +84,7 @@ func deadCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	case "list":
 		return deadList(ctx, table, f, stdout)
 	case "show":
-		return deadShow(ctx, table, id, stdout)
+		return deadShow(ctx, table, id, *f.namespace, stdout)
 	}
 	e, err := deadInNamespace(ctx, table, action, id, *f.namespace)
 	if err != nil {
@@ -195,10 +195,16 @@ func deadList(ctx context.Context, table *deadletter.Table, f deadFlags, stdout 
 	return w.Flush()
 }
 
-func deadShow(ctx context.Context, table *deadletter.Table, id int64, stdout io.Writer) error {
+// deadShow prints dead letter id in full. With a namespace ns it refuses
+// one of another namespace, as list does not list it: another tenant's
+// body and properties. Without one it shows any, as list lists any.
+func deadShow(ctx context.Context, table *deadletter.Table, id int64, ns string, stdout io.Writer) error {
 	e, err := table.Get(ctx, id)
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
+	}
+	if in := namespace.Of(e.Group); ns != "" && in != ns {
+		return usagef("dead: show %d: its group %s is in namespace %q, not %q", id, e.Group, in, ns)
 	}
 	_, err = fmt.Fprintf(stdout, "id:           %d\ngroup:        %s\ntopic:        %s\nmsg id:       %s\nkeys:         %s\n"+
 		"tag:          %s\nsharding key: %s\nproperties:   %v\ncause:        %s\nstatus:       %s\nreason:       %s\n"+

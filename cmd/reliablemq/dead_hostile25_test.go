@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/zlib"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -57,4 +58,35 @@ func TestDeadReplaysABodyTheBrokerTookCompressed(t *testing.T) {
 			t.Fatalf("replayed body of %d bytes (%v), want the dead letter's %d", len(got), err, len(body))
 		}
 	}
+}
+
+// TestDeadShowStaysInTheNamespace: dead list -namespace a lists only
+// tenant a's dead letters, and discard, received and replay refuse
+// another's; but dead show printed any id in full, body and properties
+// included, so tenant a's operator read tenant b's parked payment by
+// counting ids. It refuses a dead letter of another namespace as the
+// others do (exit 2); without -namespace it shows any, as list lists any.
+func TestDeadShowStaysInTheNamespace(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	dsn := testenv.MySQLDSN(t, db)
+	dead, err := deadletter.NewTable(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{}
+	for _, g := range []string{"a%payments", "b%payments"} {
+		dl := &consumer.DeadLetter{Group: g, Topic: "pay", MsgID: "m", Keys: []string{"key"},
+			Body: []byte("card of " + g), Attempts: 4, LastError: "boom", Cause: consumer.CauseRetries}
+		if _, err := dead.Park(context.Background(), dl); err != nil {
+			t.Fatal(err)
+		}
+		ids[g] = fmt.Sprint(dl.ID)
+	}
+	mustRun(t, "card of a%payments", "dead", "-dsn", dsn, "-namespace", "a", "show", ids["a%payments"])
+	out, err := runCmd(t, "dead", "-dsn", dsn, "-namespace", "a", "show", ids["b%payments"])
+	if !errors.Is(err, errUsage) || strings.Contains(out, "card of") {
+		t.Errorf("dead show -namespace a of group b%%payments: %v, %q; want a usage error naming its namespace b", err, out)
+	}
+	mustRun(t, "card of b%payments", "dead", "-dsn", dsn, "-namespace", "", "show", ids["b%payments"])
 }
