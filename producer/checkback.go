@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -267,6 +268,12 @@ func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
 				slog.String("msgId", h.MsgID), slog.Any("error", err))
 		}
 		h.Body = body
+	} else if len(m.Body) > c.p.cfg.maxBodySize {
+		// As through the official client: the checker's contract does
+		// not depend on the connection the broker asked on.
+		c.p.cfg.logger.Warn("producer: a check-back's body is larger than the max body size; the checker is asked without it",
+			slog.String("msgId", h.MsgID), slog.Int("bytes", len(m.Body)), slog.Int("limit", c.p.cfg.maxBodySize))
+		h.Body = nil
 	}
 	if rt := props[remoting.PropRealTopic]; rt != "" {
 		h.Topic = rt
@@ -305,7 +312,14 @@ func inflate(b []byte, limit int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	body, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
+	// One byte past the limit tells a body larger than it; at
+	// math.MaxInt64 there is no such byte (limit+1 overflowed to a
+	// negative count, and every body inflated to nothing).
+	n := int64(limit)
+	if n < math.MaxInt64 {
+		n++
+	}
+	body, err := io.ReadAll(io.LimitReader(zr, n))
 	if err != nil {
 		return nil, err
 	}
