@@ -261,6 +261,14 @@ func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
 	}
 	h := HalfMessage{Message: Message{Topic: m.Topic, Body: m.Body, Tag: props[remoting.PropTags],
 		ShardingKey: cmp.Or(props[remoting.PropShardingKey], props[remoting.PropJavaShardingKey])}, MsgID: props[remoting.PropUniqKey]}
+	if rt := props[remoting.PropRealTopic]; rt != "" {
+		h.Topic = rt
+	}
+	h.Topic = namespace.Strip(c.p.cfg.namespace, h.Topic)
+	h.Keys = remoting.SplitKeys(props[remoting.PropKeys])
+	if h.MsgID == "" { // not sent by a client that sets one: as the client's own check
+		h.MsgID = req.ExtFields["offsetMsgId"]
+	}
 	if m.SysFlag&remoting.SysFlagCompressed != 0 {
 		body, err := inflate(m.Body, c.p.cfg.maxBodySize)
 		if err != nil {
@@ -274,14 +282,6 @@ func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
 		c.p.cfg.logger.Warn("producer: a check-back's body is larger than the max body size; the checker is asked without it",
 			slog.String("msgId", h.MsgID), slog.Int("bytes", len(m.Body)), slog.Int("limit", c.p.cfg.maxBodySize))
 		h.Body = nil
-	}
-	if rt := props[remoting.PropRealTopic]; rt != "" {
-		h.Topic = rt
-	}
-	h.Topic = namespace.Strip(c.p.cfg.namespace, h.Topic)
-	h.Keys = remoting.SplitKeys(props[remoting.PropKeys])
-	if h.MsgID == "" { // not sent by a client that sets one: as the client's own check
-		h.MsgID = req.ExtFields["offsetMsgId"]
 	}
 	if c.p.gate.enter() != nil {
 		c.declined.Add(1)
