@@ -11,6 +11,7 @@ import (
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/internal/namespace"
 	"github.com/seed157d4c4d/reliablemq/internal/remoting"
+	"github.com/seed157d4c4d/reliablemq/internal/safely"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -28,7 +29,8 @@ import (
 // "<group>-dlq-drain", parking each message with [consumer.CauseDLQ]. A
 // message is acknowledged only once parked; while the parker fails the
 // drain tries again (logged, at Error after a few failures in a row) and
-// its messages stay in the DLQ.
+// its messages stay in the DLQ. Each message it parks is logged at Error
+// and alerted ([WithAlert]), as the consumer's own parks are.
 type Drain struct {
 	names    []string
 	group    string
@@ -44,6 +46,7 @@ type drainConfig struct {
 	credentials producer.Credentials
 	namespace   string
 	logger      *slog.Logger
+	alert       func(context.Context, *consumer.DeadLetter)
 }
 
 // DrainOption configures a [Drain].
@@ -69,6 +72,14 @@ func WithNamespace(ns string) DrainOption { return func(c *drainConfig) { c.name
 
 // WithLogger sets the logger. Default [slog.Default] at construction.
 func WithLogger(l *slog.Logger) DrainOption { return func(c *drainConfig) { c.logger = l } }
+
+// WithAlert sets a function called once for each message the drain
+// parks, after it is recorded, as consumer.WithAlert is for the
+// consumer's own parks: a message in the DLQ is one no consumer took.
+// Default: none (each is also logged at Error).
+func WithAlert(fn func(context.Context, *consumer.DeadLetter)) DrainOption {
+	return func(c *drainConfig) { c.alert = fn }
+}
 
 // NewDrain returns a drain of group's DLQ into parker.
 func NewDrain(nameServers []string, group string, parker consumer.Parker, opts ...DrainOption) (*Drain, error) {
@@ -172,6 +183,13 @@ func (d *Drain) park(ctx context.Context, m *consumer.Message) error {
 		if err == nil {
 			if inserted {
 				d.drained.Add(1)
+				d.cfg.logger.LogAttrs(ctx, slog.LevelError, "message from the broker's dead-letter topic parked for manual handling",
+					slog.String("group", d.group), slog.String("topic", m.Topic), slog.String("msg_id", m.MsgID),
+					slog.Any("keys", m.Keys))
+				if d.cfg.alert != nil {
+					// Parked: a panic in the alert must not make it a retry.
+					safely.Report(ctx, d.cfg.logger, "alert", func() { d.cfg.alert(ctx, dl) })
+				}
 			}
 			return nil
 		}
