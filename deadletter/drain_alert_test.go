@@ -1,9 +1,7 @@
 package deadletter_test
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -11,25 +9,8 @@ import (
 
 	"github.com/seed157d4c4d/reliablemq/consumer"
 	"github.com/seed157d4c4d/reliablemq/deadletter"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 )
-
-// syncBuffer is a log sink safe for the drain's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestDrainAlertsEachMessageItParks: a message the broker moved to its
 // DLQ is one no consumer took; the drain parked it silently (no log line,
@@ -43,9 +24,9 @@ func TestDrainAlertsEachMessageItParks(t *testing.T) {
 		mu     sync.Mutex
 		alerts []*consumer.DeadLetter
 	)
-	var logs syncBuffer
+	var logs testenv.Logs
 	d, err := deadletter.NewDrain(f.env.NameServers(), f.group, f.dead, deadletter.WithInterval(100*time.Millisecond),
-		deadletter.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))),
+		deadletter.WithLogger(logs.Logger()),
 		deadletter.WithAlert(func(_ context.Context, dl *consumer.DeadLetter) {
 			mu.Lock()
 			defer mu.Unlock()

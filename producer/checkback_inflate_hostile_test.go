@@ -2,7 +2,6 @@ package producer_test
 
 import (
 	"bytes"
-	"log/slog"
 	"math"
 	"net"
 	"strings"
@@ -100,9 +99,9 @@ func TestHostileCheckBackBodyIsTheSameOnBothPaths(t *testing.T) {
 	b := newCheckBroker22(t)
 	group := testenv.Name(t, "PG")
 	checker := &checkFunc{answer: producer.TxCommit}
-	var logs lockedBuffer
+	var logs testenv.Logs
 	p := newTransactional(t, checkCluster22(t, b), group, checker, producer.WithMaxBodySize(limit),
-		producer.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		producer.WithLogger(logs.Logger()))
 	own := bodiesOnOwnConnection(t, b, group, checker, cases)
 	ownLogs := logs.String()
 
@@ -160,9 +159,9 @@ func TestHostileCheckBackInflatesUnderTheLargestLimit(t *testing.T) {
 	b := newCheckBroker22(t)
 	group := testenv.Name(t, "PG")
 	checker := &checkFunc{answer: producer.TxCommit}
-	var logs lockedBuffer
+	var logs testenv.Logs
 	newTransactional(t, checkCluster22(t, b), group, checker, producer.WithMaxBodySize(math.MaxInt),
-		producer.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		producer.WithLogger(logs.Logger()))
 	body := bytes.Repeat([]byte(`{"order":42}`), 1000)
 	got := bodiesOnOwnConnection(t, b, group, checker, []bodyCase{
 		{key: "big", sysFlag: remoting.SysFlagCompressed, stored: zlibbed(t, body)},

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"compress/zlib"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +15,6 @@ import (
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
-
-// lockedBuffer is a log sink safe for the producer's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func zlibbed(t *testing.T, b []byte) []byte {
 	t.Helper()
@@ -61,10 +41,10 @@ func TestCheckBackBodiesInflateWithinTheMaxBodySize(t *testing.T) {
 	b := newCheckBroker22(t)
 	group := testenv.Name(t, "PG")
 	checker := &checkFunc{answer: producer.TxCommit}
-	var logs lockedBuffer
+	var logs testenv.Logs
 	const limit = 64 << 10
 	newTransactional(t, checkCluster22(t, b), group, checker, producer.WithMaxBodySize(limit),
-		producer.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		producer.WithLogger(logs.Logger()))
 	var c net.Conn
 	select {
 	case c = <-b.conns:
@@ -121,10 +101,10 @@ func TestCheckBackThroughTheClientOverTheMaxBodySize(t *testing.T) {
 	t.Parallel()
 	env := testenv.NewRocketMQ(t)
 	checker := &checkFunc{answer: producer.TxCommit}
-	var logs lockedBuffer
+	var logs testenv.Logs
 	const limit = 1 << 10
 	p := newTransactional(t, env.NameServers(), testenv.Name(t, "PG"), checker, producer.WithMaxBodySize(limit),
-		producer.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		producer.WithLogger(logs.Logger()))
 	for _, size := range []int{limit, limit + 1} {
 		ext := &primitive.MessageExt{Message: primitive.Message{Topic: "T", Body: make([]byte, size)}}
 		ext.WithProperty(primitive.PropertyUniqueClientMessageIdKeyIndex, fmt.Sprint("UNIQ-", size))
@@ -150,9 +130,9 @@ func TestCheckBackWarningNamesTheOffsetMsgIDWithoutAClientID(t *testing.T) {
 	b := newCheckBroker22(t)
 	group := testenv.Name(t, "PG")
 	checker := &checkFunc{answer: producer.TxCommit}
-	var logs lockedBuffer
+	var logs testenv.Logs
 	newTransactional(t, checkCluster22(t, b), group, checker,
-		producer.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		producer.WithLogger(logs.Logger()))
 	var c net.Conn
 	select {
 	case c = <-b.conns:
