@@ -504,6 +504,12 @@ func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.
 			// Parked: a panic in the alert must not make it a retry too.
 			safely.Report(ctx, c.cfg.logger, "alert", func() { c.cfg.alert(ctx, dl) })
 		}
+		if rp, ok := c.cfg.parker.(ReportedParker); ok {
+			if err := rp.Reported(ctx, dl); err != nil {
+				c.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "parked message reported, but not marked so: its next delivery reports it again",
+					slog.String("msg_id", m.MsgID), slog.Any("error", err))
+			}
+		}
 	}
 	return ack
 }

@@ -89,8 +89,9 @@ func WithKeyFunc(fn func(*Message) string) SharedOption {
 func WithParker(p Parker) SharedOption { return sharedFunc(func(c *config) { c.parker = p }) }
 
 // WithAlert sets a function called once for each newly parked message,
-// after it is recorded. Default: none (parked messages are also logged at
-// Error).
+// after it is recorded (with a [ReportedParker], such as
+// deadletter.Table, also for a message an earlier park recorded but did
+// not report). Default: none (parked messages are also logged at Error).
 func WithAlert(fn func(context.Context, *DeadLetter)) SharedOption {
 	return sharedFunc(func(c *config) { c.alert = fn })
 }

@@ -5,7 +5,9 @@
 // consumer's parker (consumer.WithParker): the consumer records a message
 // there after its attempt cap or a permanent error, then acknowledges it.
 // Parking is idempotent per group and message id, so a delivery parked
-// twice (a crash between parking and the ack) is one entry. The table
+// twice (a crash between parking and the ack) is one entry; the entry
+// remembers whether its parker reported it (logged and alerted), and a
+// later park of a message nobody reported reports it. The table
 // lists and shows entries, replays one (a new send to its original topic
 // with its keys, tag, properties and sharding key; the consumer's guard
 // forgot the key when it was parked, so the replay runs once) and discards

@@ -75,7 +75,8 @@ func WithLogger(l *slog.Logger) DrainOption { return func(c *drainConfig) { c.lo
 
 // WithAlert sets a function called once for each message the drain
 // parks, after it is recorded, as consumer.WithAlert is for the
-// consumer's own parks: a message in the DLQ is one no consumer took.
+// consumer's own parks (with the same [consumer.ReportedParker] rule): a
+// message in the DLQ is one no consumer took.
 // Default: none (each is also logged at Error).
 func WithAlert(fn func(context.Context, *consumer.DeadLetter)) DrainOption {
 	return func(c *drainConfig) { c.alert = fn }
@@ -189,6 +190,12 @@ func (d *Drain) park(ctx context.Context, m *consumer.Message) error {
 				if d.cfg.alert != nil {
 					// Parked: a panic in the alert must not make it a retry.
 					safely.Report(ctx, d.cfg.logger, "alert", func() { d.cfg.alert(ctx, dl) })
+				}
+				if rp, ok := d.parker.(consumer.ReportedParker); ok {
+					if err := rp.Reported(ctx, dl); err != nil {
+						d.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "parked message reported, but not marked so: its next delivery reports it again",
+							slog.String("msg_id", m.MsgID), slog.Any("error", err))
+					}
 				}
 			}
 			return nil

@@ -15,7 +15,8 @@ import (
 // TestDrainAlertsEachMessageItParks: a message the broker moved to its
 // DLQ is one no consumer took; the drain parked it silently (no log line,
 // no alert), so it waited in the table until someone listed it. Each one
-// it parks is now logged at Error and handed to the alert, once.
+// it parks is now logged at Error and handed to the alert, once, and
+// marked reported.
 func TestDrainAlertsEachMessageItParks(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -57,5 +58,9 @@ func TestDrainAlertsEachMessageItParks(t *testing.T) {
 	defer mu.Unlock()
 	if len(alerts) != 1 {
 		t.Fatalf("%d alerts; want one for the one parked message", len(alerts))
+	}
+	// Marked reported: a later park of it (another drain's) reports nothing.
+	if inserted, err := f.dead.Park(context.Background(), a); err != nil || inserted {
+		t.Fatalf("parked again: inserted %v, %v; want it marked reported", inserted, err)
 	}
 }

@@ -123,7 +123,12 @@ func NewTable(db *sqlx.DB, opts ...Option) (*Table, error) {
 	return d, nil
 }
 
-// Park implements [consumer.Parker]; it sets dl.ID when it inserts.
+var _ consumer.ReportedParker = (*Table)(nil)
+
+// Park implements [consumer.ReportedParker]: it records dl, not reported
+// yet, and returns true; for a message recorded before it returns true
+// only while that record is not reported (its parker stopped between the
+// two). It sets dl.ID.
 func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error) {
 	props, err := json.Marshal(dl.Properties)
 	if err != nil {
@@ -140,15 +145,25 @@ func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error)
 	keys := strings.Join(dl.Keys, " ")
 	st := sqldb.NewStatement(600 + 2*(len(keys)+len(dl.Tag)+len(dl.ShardingKey)+len(props)+len(body)+len(dl.LastError))).
 		SQL("INSERT INTO " + d.quoted + " (consumer_group, topic, msg_id, biz_keys, tags, sharding_key, sharding_hash," +
-			" properties, `body`, attempts, last_error, cause, status, reason, replay_of, created_at, updated_at) VALUES (").
+			" properties, `body`, attempts, last_error, cause, status, reason, replay_of, reported, created_at, updated_at) VALUES (").
 		String(dl.Group).SQL(", ").String(dl.Topic).SQL(", ").String(dl.MsgID).SQL(", ").String(keys).SQL(", ").
 		String(dl.Tag).SQL(", ").String(dl.ShardingKey).SQL(", ").Bytes(sqldb.Hash(dl.ShardingKey)).SQL(", ").
 		Bytes(props).SQL(", ").Bytes(body).SQL(", ").Int(int64(dl.Attempts)).SQL(", ").Text(dl.LastError).SQL(", ").
-		Text(string(dl.Cause)).SQL(", 1, '', ").Int(dl.ReplayOf).SQL(", UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
+		Text(string(dl.Cause)).SQL(", 1, '', ").Int(dl.ReplayOf).SQL(", 0, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))")
 	query, args := st.Query()
 	res, err := sqldb.Exec(ctx, d.db, query, args...)
 	if sqldb.IsDuplicate(err) {
-		return false, nil
+		var earlier struct {
+			ID       int64 `db:"id"`
+			Reported bool  `db:"reported"`
+		}
+		err := sqldb.Get(ctx, d.db, &earlier, "SELECT id, reported FROM "+d.quoted+" WHERE consumer_group = ? AND msg_id = ?",
+			[]byte(dl.Group), []byte(dl.MsgID))
+		if err != nil {
+			return false, fmt.Errorf("deadletter: park %s: parked before; reported? %w", dl.MsgID, err)
+		}
+		dl.ID = earlier.ID
+		return !earlier.Reported, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("deadletter: park %s: %w", dl.MsgID, err)
@@ -157,6 +172,17 @@ func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error)
 		return false, fmt.Errorf("deadletter: park %s: %w", dl.MsgID, err)
 	}
 	return true, nil
+}
+
+// Reported implements [consumer.ReportedParker]: it marks dl's record
+// reported, so that a later park of the message does not report it again.
+func (d *Table) Reported(ctx context.Context, dl *consumer.DeadLetter) error {
+	_, err := sqldb.Exec(ctx, d.db, "UPDATE "+d.quoted+" SET reported = 1 WHERE consumer_group = ? AND msg_id = ?",
+		[]byte(dl.Group), []byte(dl.MsgID))
+	if err != nil {
+		return fmt.Errorf("deadletter: mark %s reported: %w", dl.MsgID, err)
+	}
+	return nil
 }
 
 // HasParked reports whether group has a parked message with this

@@ -27,7 +27,14 @@ func TestDeadLettersStoreEverythingVerbatim(t *testing.T) {
 		Keys: []string{`it's"quoted"`, "ключ🔑", strings.Repeat("k", 1024)}, Tag: "t'ag",
 		ShardingKey: "'; DROP TABLE mq_dead_letter; --", Properties: map[string]string{"a": "\x00b\"c"},
 		Body: []byte{0, 1, 2, 0xff}, Attempts: 4, LastError: "boom\nstack", Cause: consumer.CauseRetries}
-	for i, want := range []bool{true, false} { // parking the same delivery twice keeps one row
+	// Parking the same delivery again keeps one row, and reports it
+	// inserted until the record is marked reported.
+	for i, want := range []bool{true, true, false} {
+		if i == 2 {
+			if err := dead.Reported(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+		}
 		inserted, err := dead.Park(ctx, in)
 		if err != nil || inserted != want {
 			t.Fatalf("park %d: inserted %v, %v; want %v", i, inserted, err, want)
@@ -96,8 +103,15 @@ func TestDeadLettersUnderEveryDSNVariantAndCase(t *testing.T) {
 				if err != nil || !inserted || dl.ID == 0 {
 					t.Fatalf("park in group %s: inserted %v, id %d, %v", g, inserted, dl.ID, err)
 				}
+				id := dl.ID
+				if again, err := dead.Park(ctx, dl); err != nil || !again || dl.ID != id {
+					t.Fatalf("re-park before it is reported: inserted %v, id %d (want %d), %v", again, dl.ID, id, err)
+				}
+				if err := dead.Reported(ctx, dl); err != nil {
+					t.Fatal(err)
+				}
 				if again, err := dead.Park(ctx, dl); err != nil || again {
-					t.Fatalf("re-park: inserted %v, %v", again, err)
+					t.Fatalf("re-park once reported: inserted %v, %v", again, err)
 				}
 				got, err := dead.Get(ctx, dl.ID)
 				if err != nil || got.Group != g || time.Since(got.CreatedAt).Abs() > time.Minute {
