@@ -46,7 +46,8 @@ type Stats struct {
 	Retries int64
 	// Busy: deliveries whose key another consumer held; retried.
 	Busy int64
-	// Parked: messages newly recorded for manual handling.
+	// Parked: messages newly recorded for manual handling, and those an
+	// earlier park recorded and did not report ([ReportedParker]).
 	Parked int64
 	// StoreErrors: guard, parker or retry-store failures; each became a
 	// retry, except a failure to record a handled key as done (the effect
@@ -112,7 +113,8 @@ type Consumer struct {
 // reported twice, an alert too many rather than none. It is this
 // process's alone, and forgets everything when it holds maxUnsureParks: a
 // park whose retry another process makes, or so forgotten, is recorded
-// without its report.
+// without its report. It is used only with a parker that is not a
+// [ReportedParker]: one that is tells both apart itself.
 type unsureParks struct {
 	mu  sync.Mutex
 	ids map[string]struct{}
@@ -476,7 +478,13 @@ func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.
 	inserted, err := c.cfg.parker.Park(ctx, dl)
 	c.trouble.observe(ctx, OpPark, err, strings.Join(m.Keys, " "), m.MsgID)
 	if err != nil {
-		c.unsure.add(m.MsgID)
+		if _, ok := c.cfg.parker.(ReportedParker); !ok {
+			// A ReportedParker says itself, on the next park, whether the
+			// record this one may have made was reported: remembered here
+			// as well, a record an earlier delivery made and reported
+			// would be reported again.
+			c.unsure.add(m.MsgID)
+		}
 		if claim != nil {
 			_ = claim.Release(ctx) // best effort; the lease frees the key otherwise
 		}
@@ -495,6 +503,14 @@ func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.
 		}
 	}
 	if inserted {
+		// A ReportedParker's record of an earlier park, not reported, is
+		// reported as recorded (dl is the record): this delivery may have
+		// failed otherwise, or, under ParkKey, been parked behind that
+		// record, its own.
+		kind, attempts = dl.Cause, dl.Attempts
+		if dl.LastError != text {
+			cause = errors.New(dl.LastError)
+		}
 		c.stats.parked.Add(1)
 		c.event(ev, observe.Parked, m, string(kind), cause)
 		c.cfg.logger.LogAttrs(ctx, slog.LevelError, "message parked for manual handling", slog.String("group", c.group),
@@ -506,7 +522,7 @@ func (c *Consumer) park(ctx, ev context.Context, m *Message, claim *idempotency.
 		}
 		if rp, ok := c.cfg.parker.(ReportedParker); ok {
 			if err := rp.Reported(ctx, dl); err != nil {
-				c.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "parked message reported, but not marked so: its next delivery reports it again",
+				c.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "parked message reported, but not marked so: a later park of it (a redelivery) reports it again",
 					slog.String("msg_id", m.MsgID), slog.Any("error", err))
 			}
 		}

@@ -22,7 +22,9 @@
 //   - at the attempt cap ([WithMaxAttempts], default 4) or on a
 //     [Permanent] error the message is parked with its error and attempt
 //     count in a [Parker] (deadletter.Table), the alert hook fires
-//     once, and the message is acknowledged;
+//     once (with a [ReportedParker], such as deadletter.Table, at least
+//     once: a crash between the alert and its mark alerts it again), and
+//     the message is acknowledged;
 //   - a failure of the guard or of the parker is a retry too;
 //   - a panic outside the handler (a hook, the key func, the parker, a
 //     guard store: the program's bug) is logged at Error with its stack

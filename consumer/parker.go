@@ -60,8 +60,9 @@ type Parker interface {
 // reported: a consumer that crashed, or lost the park's reply, between
 // recording a message and logging and alerting it leaves a record nobody
 // was told of, and the message's next delivery, parked again (in any
-// process), finds it not reported, so Park says inserted and that
-// delivery reports it. The consumer calls Reported once it has. A crash
+// process), finds it not reported, so Park says inserted (setting d's
+// attempts, last error and cause to the record's) and that delivery
+// reports it as recorded. The consumer calls Reported once it has. A crash
 // after the alert and before Reported alerts the message twice, as does a
 // second delivery of it parked while the first is still being reported.
 // deadletter.Table implements it.

@@ -193,7 +193,7 @@ func (d *Drain) park(ctx context.Context, m *consumer.Message) error {
 				}
 				if rp, ok := d.parker.(consumer.ReportedParker); ok {
 					if err := rp.Reported(ctx, dl); err != nil {
-						d.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "parked message reported, but not marked so: its next delivery reports it again",
+						d.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "parked message reported, but not marked so: a later park of it (a redelivery) reports it again",
 							slog.String("msg_id", m.MsgID), slog.Any("error", err))
 					}
 				}

@@ -128,7 +128,8 @@ var _ consumer.ReportedParker = (*Table)(nil)
 // Park implements [consumer.ReportedParker]: it records dl, not reported
 // yet, and returns true; for a message recorded before it returns true
 // only while that record is not reported (its parker stopped between the
-// two). It sets dl.ID.
+// two), and then sets dl's attempts, last error and cause to the record's,
+// so that it is reported as recorded. It sets dl.ID.
 func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error) {
 	props, err := json.Marshal(dl.Properties)
 	if err != nil {
@@ -154,15 +155,24 @@ func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error)
 	res, err := sqldb.Exec(ctx, d.db, query, args...)
 	if sqldb.IsDuplicate(err) {
 		var earlier struct {
-			ID       int64 `db:"id"`
-			Reported bool  `db:"reported"`
+			ID        int64  `db:"id"`
+			Reported  bool   `db:"reported"`
+			Attempts  int    `db:"attempts"`
+			LastError string `db:"last_error"`
+			Cause     string `db:"cause"`
 		}
-		err := sqldb.Get(ctx, d.db, &earlier, "SELECT id, reported FROM "+d.quoted+" WHERE consumer_group = ? AND msg_id = ?",
-			[]byte(dl.Group), []byte(dl.MsgID))
+		err := sqldb.Get(ctx, d.db, &earlier, "SELECT id, reported, attempts, CAST(last_error AS BINARY) AS last_error, cause FROM "+
+			d.quoted+" WHERE consumer_group = ? AND msg_id = ?", []byte(dl.Group), []byte(dl.MsgID))
 		if err != nil {
 			return false, fmt.Errorf("deadletter: park %s: parked before; reported? %w", dl.MsgID, err)
 		}
 		dl.ID = earlier.ID
+		if !earlier.Reported {
+			// Reported now, as it was recorded: this delivery may have
+			// failed otherwise (or, under ParkKey, been parked behind
+			// that record, its own).
+			dl.Attempts, dl.LastError, dl.Cause = earlier.Attempts, earlier.LastError, consumer.Cause(earlier.Cause)
+		}
 		return !earlier.Reported, nil
 	}
 	if err != nil {
