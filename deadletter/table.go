@@ -127,9 +127,10 @@ var _ consumer.ReportedParker = (*Table)(nil)
 
 // Park implements [consumer.ReportedParker]: it records dl, not reported
 // yet, and returns true; for a message recorded before it returns true
-// only while that record is not reported (its parker stopped between the
-// two), and then sets dl's attempts, last error and cause to the record's,
-// so that it is reported as recorded. It sets dl.ID.
+// only while that record is still parked and not reported (its parker
+// stopped between the two), and then sets dl's attempts, last error and
+// cause to the record's, so that it is reported as recorded. It sets
+// dl.ID.
 func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error) {
 	props, err := json.Marshal(dl.Properties)
 	if err != nil {
@@ -160,20 +161,24 @@ func (d *Table) Park(ctx context.Context, dl *consumer.DeadLetter) (bool, error)
 			Attempts  int    `db:"attempts"`
 			LastError string `db:"last_error"`
 			Cause     string `db:"cause"`
+			Status    Status `db:"status"`
 		}
-		err := sqldb.Get(ctx, d.db, &earlier, "SELECT id, reported, attempts, CAST(last_error AS BINARY) AS last_error, cause FROM "+
+		err := sqldb.Get(ctx, d.db, &earlier, "SELECT id, reported, attempts, CAST(last_error AS BINARY) AS last_error, cause, status FROM "+
 			d.quoted+" WHERE consumer_group = ? AND msg_id = ?", []byte(dl.Group), []byte(dl.MsgID))
 		if err != nil {
 			return false, fmt.Errorf("deadletter: park %s: parked before; reported? %w", dl.MsgID, err)
 		}
 		dl.ID = earlier.ID
-		if !earlier.Reported {
+		// A record someone already replayed or discarded needs no one
+		// told of it any more.
+		late := !earlier.Reported && earlier.Status == Parked
+		if late {
 			// Reported now, as it was recorded: this delivery may have
 			// failed otherwise (or, under ParkKey, been parked behind
 			// that record, its own).
 			dl.Attempts, dl.LastError, dl.Cause = earlier.Attempts, earlier.LastError, consumer.Cause(earlier.Cause)
 		}
-		return !earlier.Reported, nil
+		return late, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("deadletter: park %s: %w", dl.MsgID, err)

@@ -447,3 +447,33 @@ func TestColumnCommentsNameEveryValue(t *testing.T) {
 		}
 	}
 }
+
+// TestAnUnreportedEntryAlreadyHandledIsNotReportedLate: a record its
+// parker never reported is reported by a later park of the message only
+// while it is still parked: one an operator has already replayed or
+// discarded (found by listing the table) needs no one told of it.
+func TestAnUnreportedEntryAlreadyHandledIsNotReportedLate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dead, err := deadletter.NewTable(testenv.MySQL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := testenv.Name(t, "G")
+	for _, msgID := range []string{"parked", "discarded"} {
+		dl := &consumer.DeadLetter{Group: group, Topic: "T", MsgID: msgID, Body: []byte("b"), Cause: consumer.CauseRetries}
+		if inserted, err := dead.Park(ctx, dl); err != nil || !inserted {
+			t.Fatalf("%s: park: inserted %v, %v", msgID, inserted, err)
+		}
+		if msgID == "discarded" {
+			if err := dead.Discard(ctx, dl.ID, "handled by hand"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		again := &consumer.DeadLetter{Group: group, Topic: "T", MsgID: msgID, Body: []byte("b"), Cause: consumer.CauseRetries}
+		late, err := dead.Park(ctx, again)
+		if err != nil || late != (msgID == "parked") {
+			t.Fatalf("%s: parked again unreported: inserted %v, %v; want %v", msgID, late, err, msgID == "parked")
+		}
+	}
+}
