@@ -22,7 +22,19 @@ import (
 // DispatchDue claims up to limit due Pending rows (oldest due first,
 // skipping rows other relays have locked) and sends them.
 func (r *Relay) DispatchDue(ctx context.Context, limit int) (BatchReport, error) {
-	return r.claimAndSend(ctx, func(owner string) ([]*Row, error) { return r.store.claimDue(ctx, owner, limit) }, false)
+	return r.DispatchDueAsOf(ctx, time.Time{}, limit)
+}
+
+// DispatchDueAsOf is DispatchDue for the rows that were due by asOf, a
+// time read earlier from time.Now (a run's start). A row that fails is due
+// again after its backoff: a caller claiming batch after batch over a
+// backlog that takes longer than that claims it again, and with the broker
+// down one run took every row through all its attempts to Dead. Given the
+// run's start, such a row waits for the next run. The zero asOf is now.
+func (r *Relay) DispatchDueAsOf(ctx context.Context, asOf time.Time, limit int) (BatchReport, error) {
+	return r.claimAndSend(ctx, func(owner string) ([]*Row, error) {
+		return r.store.claimDue(ctx, owner, dueFor(asOf), limit)
+	}, false)
 }
 
 // ResendUnconfirmed claims up to limit Sent rows not confirmed within
@@ -31,9 +43,28 @@ func (r *Relay) DispatchDue(ctx context.Context, limit int) (BatchReport, error)
 // or a resend the broker refuses for good (producer.IsPermanent), a row is
 // given up on: it stays Sent, is no longer resent, and the alert fires.
 func (r *Relay) ResendUnconfirmed(ctx context.Context, timeout time.Duration, limit int) (BatchReport, error) {
+	return r.ResendUnconfirmedAsOf(ctx, time.Time{}, timeout, limit)
+}
+
+// ResendUnconfirmedAsOf is ResendUnconfirmed for the rows that were due by
+// asOf, as DispatchDueAsOf: a row sent, resent or failed after asOf is not
+// claimed (with a confirm timeout shorter than a run, one run resent a row
+// until it was given up).
+func (r *Relay) ResendUnconfirmedAsOf(ctx context.Context, asOf time.Time, timeout time.Duration, limit int) (BatchReport, error) {
 	return r.claimAndSend(ctx, func(owner string) ([]*Row, error) {
-		return r.store.claimUnconfirmed(ctx, owner, timeout, limit)
+		return r.store.claimUnconfirmed(ctx, owner, dueFor(asOf), timeout, limit)
 	}, true)
+}
+
+// dueFor is how long a row must have been due to be claimed as of asOf:
+// the time since then, on the monotonic clock (the database compares it
+// with its own clock, so the two clocks need not agree); 0 for the zero
+// asOf.
+func dueFor(asOf time.Time) time.Duration {
+	if asOf.IsZero() {
+		return 0
+	}
+	return max(time.Since(asOf), 0)
 }
 
 func (r *Relay) claimAndSend(ctx context.Context, claim func(owner string) ([]*Row, error), resend bool) (BatchReport, error) {

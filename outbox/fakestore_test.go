@@ -99,10 +99,10 @@ func (s *fakeStore) visible() []*fakeRow {
 
 func (s *fakeStore) begin(context.Context) (storeTx, error) { return &fakeTx{s: s}, nil }
 
-func (s *fakeStore) claim(owner string, limit int, match func(*fakeRow) bool) []*Row {
+func (s *fakeStore) claim(owner string, dueFor time.Duration, limit int, match func(*fakeRow) bool) []*Row {
 	var due []*fakeRow
 	for _, r := range s.visible() {
-		if !r.NextAttemptAt.After(s.now) && match(r) {
+		if !r.NextAttemptAt.After(s.now.Add(-dueFor)) && match(r) {
 			due = append(due, r)
 		}
 	}
@@ -117,16 +117,16 @@ func (s *fakeStore) claim(owner string, limit int, match func(*fakeRow) bool) []
 	return out
 }
 
-func (s *fakeStore) claimDue(_ context.Context, owner string, limit int) ([]*Row, error) {
+func (s *fakeStore) claimDue(_ context.Context, owner string, dueFor time.Duration, limit int) ([]*Row, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.claim(owner, limit, func(r *fakeRow) bool { return r.Status == Pending }), nil
+	return s.claim(owner, dueFor, limit, func(r *fakeRow) bool { return r.Status == Pending }), nil
 }
 
-func (s *fakeStore) claimUnconfirmed(_ context.Context, owner string, timeout time.Duration, limit int) ([]*Row, error) {
+func (s *fakeStore) claimUnconfirmed(_ context.Context, owner string, dueFor, timeout time.Duration, limit int) ([]*Row, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.claim(owner, limit, func(r *fakeRow) bool {
+	return s.claim(owner, dueFor, limit, func(r *fakeRow) bool {
 		return r.Status == Sent && r.SentAt != nil && r.SentAt.Add(r.Delay).Before(s.now.Add(-timeout))
 	}), nil
 }

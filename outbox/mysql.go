@@ -50,9 +50,10 @@ func newQueries(table string) queries {
 		// a key's rows through the same index, topic by topic.
 		topics: "SELECT DISTINCT topic FROM " + t,
 		byKey:  "SELECT " + columns + " FROM " + t + " WHERE topic IN (?) AND key_hash = ? AND biz_key = ? ORDER BY id",
-		selectDue: "SELECT id FROM " + t + " WHERE status = 0 AND next_attempt_at <= UTC_TIMESTAMP(6)" +
+		// The claims take rows due for at least a given time (see dueFor).
+		selectDue: "SELECT id FROM " + t + " WHERE status = 0 AND next_attempt_at <= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND" +
 			" ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
-		selectUnconfirmed: "SELECT id FROM " + t + " WHERE status = 1 AND next_attempt_at <= UTC_TIMESTAMP(6)" +
+		selectUnconfirmed: "SELECT id FROM " + t + " WHERE status = 1 AND next_attempt_at <= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND" +
 			" AND sent_at + INTERVAL delay_ms * 1000 MICROSECOND < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND" +
 			" ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
 		claimLocked: "UPDATE " + t + " SET lease_owner = ",
@@ -220,12 +221,12 @@ func (s *mysqlStore) begin(ctx context.Context) (storeTx, error) {
 	return tx, nil
 }
 
-func (s *mysqlStore) claimDue(ctx context.Context, owner string, limit int) ([]*Row, error) {
-	return s.claimAndLoad(ctx, owner, s.q.selectDue, limit)
+func (s *mysqlStore) claimDue(ctx context.Context, owner string, dueFor time.Duration, limit int) ([]*Row, error) {
+	return s.claimAndLoad(ctx, owner, s.q.selectDue, dueFor.Microseconds(), limit)
 }
 
-func (s *mysqlStore) claimUnconfirmed(ctx context.Context, owner string, timeout time.Duration, limit int) ([]*Row, error) {
-	return s.claimAndLoad(ctx, owner, s.q.selectUnconfirmed, timeout.Microseconds(), limit)
+func (s *mysqlStore) claimUnconfirmed(ctx context.Context, owner string, dueFor, timeout time.Duration, limit int) ([]*Row, error) {
+	return s.claimAndLoad(ctx, owner, s.q.selectUnconfirmed, dueFor.Microseconds(), timeout.Microseconds(), limit)
 }
 
 func (s *mysqlStore) claimAndLoad(ctx context.Context, owner, selectQ string, selectArgs ...any) ([]*Row, error) {

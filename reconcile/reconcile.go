@@ -25,6 +25,18 @@ type Relay interface {
 
 var _ Relay = (*outbox.Relay)(nil)
 
+// asOfRelay is a [Relay] that can claim only the rows due by a given time,
+// as *outbox.Relay does: a run claims the rows due at its start, so a row
+// that fails (due again after its backoff) or is sent or resent in the run
+// (due again after the confirm timeout) is not claimed again by the same
+// run. Other relays are called without it.
+type asOfRelay interface {
+	DispatchDueAsOf(ctx context.Context, asOf time.Time, limit int) (outbox.BatchReport, error)
+	ResendUnconfirmedAsOf(ctx context.Context, asOf time.Time, timeout time.Duration, limit int) (outbox.BatchReport, error)
+}
+
+var _ asOfRelay = (*outbox.Relay)(nil)
+
 // Schedule says when the next run starts; a parsed cron expression (for
 // example github.com/robfig/cron/v3's) satisfies it. Next should return a
 // time after its argument: a time not after it starts the next run at
@@ -158,12 +170,28 @@ func New(relay Relay, opts ...Option) (*Job, error) {
 // pipelines is how many claim-and-send loops a run overlaps.
 const pipelines = 2
 
-// RunOnce sends every due row, batch by batch, until none is left or ctx
-// ends; then resends unconfirmed rows and purges, as configured. Rows that
-// fail are rescheduled, not retried within the run.
+// RunOnce sends every row due at its start, batch by batch, until none is
+// left or ctx ends; then resends unconfirmed rows and purges, as
+// configured. Rows that fail are rescheduled, not retried within the run,
+// and a row is sent at most once per run (with an *outbox.Relay; a relay
+// without DispatchDueAsOf and ResendUnconfirmedAsOf is asked for what is
+// due at each claim).
 func (j *Job) RunOnce(ctx context.Context) (Report, error) {
 	start := time.Now()
 	var rep Report
+	dispatch := func() (outbox.BatchReport, error) { return j.relay.DispatchDue(ctx, j.cfg.batch) }
+	resend := func() (outbox.BatchReport, error) {
+		return j.relay.ResendUnconfirmed(ctx, j.cfg.confirmTimeout, j.cfg.batch)
+	}
+	if r, ok := j.relay.(asOfRelay); ok {
+		// Only the rows due at the start: claiming batch after batch over
+		// a backlog that outlasts a row's backoff took a failing row again
+		// and again, and with the broker down one run made every row Dead.
+		dispatch = func() (outbox.BatchReport, error) { return r.DispatchDueAsOf(ctx, start, j.cfg.batch) }
+		resend = func() (outbox.BatchReport, error) {
+			return r.ResendUnconfirmedAsOf(ctx, start, j.cfg.confirmTimeout, j.cfg.batch)
+		}
+	}
 	// Two claim loops overlap one batch's database work with the other's
 	// sends; SKIP LOCKED keeps them off each other's rows.
 	var (
@@ -174,7 +202,7 @@ func (j *Job) RunOnce(ctx context.Context) (Report, error) {
 	for range pipelines {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				b, err := j.relay.DispatchDue(ctx, j.cfg.batch)
+				b, err := dispatch()
 				mu.Lock()
 				rep.Add(b)
 				if err != nil {
@@ -196,7 +224,7 @@ func (j *Job) RunOnce(ctx context.Context) (Report, error) {
 	}
 	if j.cfg.confirmTimeout > 0 {
 		for ctx.Err() == nil {
-			b, err := j.relay.ResendUnconfirmed(ctx, j.cfg.confirmTimeout, j.cfg.batch)
+			b, err := resend()
 			rep.Resent += b.Sent
 			rep.Failed += b.Failed
 			rep.Dead += b.Dead
