@@ -336,6 +336,15 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			}
 			continue
 		}
+		if ctx.Err() != nil {
+			// The job is stopping (a SIGTERM): the send was cut short, not
+			// refused, so no attempt is counted. Its rows are handed back
+			// for another instance now; recording the failure with ctx
+			// failed, and left them claimed until the lease ended.
+			mctx, cancel := markContext(ctx)
+			defer cancel()
+			return rep, r.releaseAll(mctx, owner, rows[i:])
+		}
 		if err := r.fail(ctx, owner, row, sendErr, resend, &rep); err != nil {
 			return rep, err
 		}

@@ -94,3 +94,51 @@ func TestRunSendsARowAtMostOnce(t *testing.T) {
 		t.Fatalf("statuses %v, want all Sent", statuses)
 	}
 }
+
+// TestCancelledRunHandsBackItsClaims: the job's ctx ends (a SIGTERM to
+// `reliablemq reconcile`) in the middle of a batch. The rows it had not
+// sent stayed claimed by the stopped run until the lease ended (a minute
+// by default; the run's error listed one "reschedule N: context canceled"
+// per row): on every restart or rolling deploy they waited that long
+// although no one was sending them. They are handed back, due within a
+// second, with no attempt counted.
+func TestCancelledRunHandsBackItsClaims(t *testing.T) {
+	t.Parallel()
+	db := testenv.MySQL(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pub := &stopAfter{n: 3, accepted: map[string]bool{}, cancel: cancel}
+	r, err := outbox.NewRelay(db, pub, outbox.WithConcurrency(1), outbox.WithLease(10*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, db, r, 10)
+	if _, err := newJob(t, r).RunOnce(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("RunOnce: %v, want ctx's error", err)
+	}
+	var rows []struct {
+		Key      string `db:"biz_key"`
+		Status   int    `db:"status"`
+		Attempts int    `db:"attempts"`
+		Owner    string `db:"lease_owner"`
+		DueSoon  bool   `db:"due_soon"`
+	}
+	if err := db.Select(&rows, "SELECT biz_key, status, attempts, lease_owner,"+
+		" next_attempt_at <= UTC_TIMESTAMP(6) + INTERVAL 2 SECOND AS due_soon FROM mq_log ORDER BY id"); err != nil {
+		t.Fatal(err)
+	}
+	unsent := 0
+	for _, row := range rows {
+		if row.Status != int(outbox.Pending) {
+			continue
+		}
+		unsent++
+		if row.Owner != "" || !row.DueSoon || row.Attempts != 0 {
+			t.Errorf("unsent row %s: owner %q, due within 2 s %v, %d attempts; want handed back, due, no attempt",
+				row.Key, row.Owner, row.DueSoon, row.Attempts)
+		}
+	}
+	if unsent != 7 {
+		t.Fatalf("%d rows unsent, want 7 (3 of 10 accepted)", unsent)
+	}
+}
