@@ -50,8 +50,8 @@ type DeadLetter struct {
 // Parker records messages for manual handling. Park must be idempotent
 // per (Group, MsgID): parking the same delivery twice keeps one record and
 // reports inserted only the first time (a [ReportedParker]: also while
-// the record is not reported). The consumer logs and alerts a message
-// when Park reports inserted. deadletter.Table implements it.
+// the record is parked and not reported). The consumer logs and alerts a
+// message when Park reports inserted. deadletter.Table implements it.
 type Parker interface {
 	Park(ctx context.Context, d *DeadLetter) (inserted bool, err error)
 }
@@ -60,12 +60,13 @@ type Parker interface {
 // reported: a consumer that crashed, or lost the park's reply, between
 // recording a message and logging and alerting it leaves a record nobody
 // was told of, and the message's next delivery, parked again (in any
-// process), finds it not reported, so Park says inserted (setting d's
-// attempts, last error and cause to the record's) and that delivery
-// reports it as recorded. The consumer calls Reported once it has. A crash
-// after the alert and before Reported alerts the message twice, as does a
-// second delivery of it parked while the first is still being reported.
-// deadletter.Table implements it.
+// process), finds it still parked and not reported (an entry an operator
+// replayed or discarded meanwhile needs no report), so Park says inserted
+// (setting d's attempts, last error and cause to the record's) and that
+// delivery reports it as recorded. The consumer calls Reported once it
+// has. A crash after the alert and before Reported alerts the message
+// twice, as does a second delivery of it parked while the first is still
+// being reported. deadletter.Table implements it.
 type ReportedParker interface {
 	Parker
 	Reported(ctx context.Context, d *DeadLetter) error

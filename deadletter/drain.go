@@ -76,8 +76,8 @@ func WithLogger(l *slog.Logger) DrainOption { return func(c *drainConfig) { c.lo
 // WithAlert sets a function called once for each message the drain
 // parks, after it is recorded, as consumer.WithAlert is for the
 // consumer's own parks (with the same [consumer.ReportedParker] rule): a
-// message in the DLQ is one no consumer took.
-// Default: none (each is also logged at Error).
+// message in the DLQ is one no consumer took. Default: none (each is also
+// logged at Error).
 func WithAlert(fn func(context.Context, *consumer.DeadLetter)) DrainOption {
 	return func(c *drainConfig) { c.alert = fn }
 }

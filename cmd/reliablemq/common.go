@@ -205,9 +205,10 @@ func probeNameServers(ctx context.Context, names []string) error {
 }
 
 // newProducer returns a producer for names in namespace ns with the broker
-// credentials from the environment and the options extra. Its per-attempt log lines are discarded (the
-// library's default is slog.Default, which would print them on stderr):
-// a failed send reaches the user once, as the command's error.
+// credentials from the environment and the options extra. Its per-attempt
+// log lines are discarded (the library's default is slog.Default, which
+// would print them on stderr): a failed send reaches the user once, as the
+// command's error.
 func newProducer(names []string, ns string, extra ...producer.Option) (*producer.Producer, error) {
 	opts := append([]producer.Option{producer.WithLogger(slog.New(slog.DiscardHandler)), producer.WithNamespace(ns)}, extra...)
 	if cr := brokerCredentials(); cr.AccessKey != "" {
