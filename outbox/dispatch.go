@@ -6,6 +6,7 @@ package outbox
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,7 +34,7 @@ func (r *Relay) DispatchDue(ctx context.Context, limit int) (BatchReport, error)
 // run's start, such a row waits for the next run. The zero asOf is now.
 func (r *Relay) DispatchDueAsOf(ctx context.Context, asOf time.Time, limit int) (BatchReport, error) {
 	return r.claimAndSend(ctx, func(owner string) ([]*Row, error) {
-		return r.store.claimDue(ctx, owner, dueFor(asOf), limit)
+		return r.store.claimDue(ctx, owner, asOf, limit)
 	}, false)
 }
 
@@ -52,19 +53,24 @@ func (r *Relay) ResendUnconfirmed(ctx context.Context, timeout time.Duration, li
 // until it was given up).
 func (r *Relay) ResendUnconfirmedAsOf(ctx context.Context, asOf time.Time, timeout time.Duration, limit int) (BatchReport, error) {
 	return r.claimAndSend(ctx, func(owner string) ([]*Row, error) {
-		return r.store.claimUnconfirmed(ctx, owner, dueFor(asOf), timeout, limit)
+		return r.store.claimUnconfirmed(ctx, owner, asOf, timeout, limit)
 	}, true)
 }
 
-// dueFor is how long a row must have been due to be claimed as of asOf:
-// the time since then, on the monotonic clock (the database compares it
-// with its own clock, so the two clocks need not agree); 0 for the zero
-// asOf.
-func dueFor(asOf time.Time) time.Duration {
-	if asOf.IsZero() {
-		return 0
+// dueFor is, as a query argument, how long a row must have been due to
+// be claimed as of asOf: the time since then in microseconds, on the
+// monotonic clock (the database compares it with its own clock, so the
+// two clocks need not agree), read when the query is sent (computed
+// earlier, the time the claim waited for its connection would let rows
+// made due after asOf through); 0 for the zero asOf.
+type dueFor time.Time
+
+// Value implements driver.Valuer.
+func (a dueFor) Value() (driver.Value, error) {
+	if time.Time(a).IsZero() {
+		return int64(0), nil
 	}
-	return max(time.Since(asOf), 0)
+	return max(time.Since(time.Time(a)), 0).Microseconds(), nil
 }
 
 func (r *Relay) claimAndSend(ctx context.Context, claim func(owner string) ([]*Row, error), resend bool) (BatchReport, error) {

@@ -99,6 +99,15 @@ func (s *fakeStore) visible() []*fakeRow {
 
 func (s *fakeStore) begin(context.Context) (storeTx, error) { return &fakeTx{s: s}, nil }
 
+// sinceAsOf is how long before the fake's now a row must have been due:
+// the real time since asOf, 0 for the zero asOf.
+func sinceAsOf(asOf time.Time) time.Duration {
+	if asOf.IsZero() {
+		return 0
+	}
+	return time.Since(asOf)
+}
+
 func (s *fakeStore) claim(owner string, dueFor time.Duration, limit int, match func(*fakeRow) bool) []*Row {
 	var due []*fakeRow
 	for _, r := range s.visible() {
@@ -117,16 +126,16 @@ func (s *fakeStore) claim(owner string, dueFor time.Duration, limit int, match f
 	return out
 }
 
-func (s *fakeStore) claimDue(_ context.Context, owner string, dueFor time.Duration, limit int) ([]*Row, error) {
+func (s *fakeStore) claimDue(_ context.Context, owner string, asOf time.Time, limit int) ([]*Row, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.claim(owner, dueFor, limit, func(r *fakeRow) bool { return r.Status == Pending }), nil
+	return s.claim(owner, sinceAsOf(asOf), limit, func(r *fakeRow) bool { return r.Status == Pending }), nil
 }
 
-func (s *fakeStore) claimUnconfirmed(_ context.Context, owner string, dueFor, timeout time.Duration, limit int) ([]*Row, error) {
+func (s *fakeStore) claimUnconfirmed(_ context.Context, owner string, asOf time.Time, timeout time.Duration, limit int) ([]*Row, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.claim(owner, dueFor, limit, func(r *fakeRow) bool {
+	return s.claim(owner, sinceAsOf(asOf), limit, func(r *fakeRow) bool {
 		return r.Status == Sent && r.SentAt != nil && r.SentAt.Add(r.Delay).Before(s.now.Add(-timeout))
 	}), nil
 }

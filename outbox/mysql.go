@@ -221,12 +221,12 @@ func (s *mysqlStore) begin(ctx context.Context) (storeTx, error) {
 	return tx, nil
 }
 
-func (s *mysqlStore) claimDue(ctx context.Context, owner string, dueFor time.Duration, limit int) ([]*Row, error) {
-	return s.claimAndLoad(ctx, owner, s.q.selectDue, dueFor.Microseconds(), limit)
+func (s *mysqlStore) claimDue(ctx context.Context, owner string, asOf time.Time, limit int) ([]*Row, error) {
+	return s.claimAndLoad(ctx, owner, s.q.selectDue, dueFor(asOf), limit)
 }
 
-func (s *mysqlStore) claimUnconfirmed(ctx context.Context, owner string, dueFor, timeout time.Duration, limit int) ([]*Row, error) {
-	return s.claimAndLoad(ctx, owner, s.q.selectUnconfirmed, dueFor.Microseconds(), timeout.Microseconds(), limit)
+func (s *mysqlStore) claimUnconfirmed(ctx context.Context, owner string, asOf time.Time, timeout time.Duration, limit int) ([]*Row, error) {
+	return s.claimAndLoad(ctx, owner, s.q.selectUnconfirmed, dueFor(asOf), timeout.Microseconds(), limit)
 }
 
 func (s *mysqlStore) claimAndLoad(ctx context.Context, owner, selectQ string, selectArgs ...any) ([]*Row, error) {

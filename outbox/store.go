@@ -28,14 +28,14 @@ type rowStore interface {
 	enqueue(ctx context.Context, ex Execer, m Message, owner string) (id int64, created bool, err error)
 	// begin starts a business transaction for Transact.
 	begin(ctx context.Context) (storeTx, error)
-	// claimDue claims up to limit Pending rows that have been due for at
-	// least dueFor (oldest due first, skipping rows another claim is
+	// claimDue claims up to limit Pending rows that were due by asOf (the
+	// zero time: now; oldest due first, skipping rows another claim is
 	// taking) for owner and returns them in id order.
-	claimDue(ctx context.Context, owner string, dueFor time.Duration, limit int) ([]*Row, error)
-	// claimUnconfirmed claims up to limit Sent rows that have been due for
-	// at least dueFor and were sent (plus their delay) more than timeout
-	// ago, and returns them in id order.
-	claimUnconfirmed(ctx context.Context, owner string, dueFor, timeout time.Duration, limit int) ([]*Row, error)
+	claimDue(ctx context.Context, owner string, asOf time.Time, limit int) ([]*Row, error)
+	// claimUnconfirmed claims up to limit Sent rows that were due by asOf
+	// and were sent (plus their delay) more than timeout ago, and returns
+	// them in id order.
+	claimUnconfirmed(ctx context.Context, owner string, asOf time.Time, timeout time.Duration, limit int) ([]*Row, error)
 	// hasUnsentPredecessor reports whether a row of row's sharding key with
 	// a smaller id is Pending or Dead.
 	hasUnsentPredecessor(ctx context.Context, row *Row) (bool, error)
