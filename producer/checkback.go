@@ -276,12 +276,6 @@ func (c *checkBacks) answer(cc *checkConn, req *remoting.Command) error {
 				slog.String("msgId", h.MsgID), slog.Any("error", err))
 		}
 		h.Body = body
-	} else if len(m.Body) > c.p.cfg.maxBodySize {
-		// As through the official client: the checker's contract does
-		// not depend on the connection the broker asked on.
-		c.p.cfg.logger.Warn("producer: a check-back's body is larger than the max body size; the checker is asked without it",
-			slog.String("msgId", h.MsgID), slog.Int("bytes", len(m.Body)), slog.Int("limit", c.p.cfg.maxBodySize))
-		h.Body = nil
 	}
 	if c.p.gate.enter() != nil {
 		c.declined.Add(1)

@@ -367,18 +367,20 @@ func (l txListener) CheckLocalTransaction(ext *primitive.MessageExt) primitive.L
 	if h.MsgID == "" {
 		h.MsgID = ext.MsgId
 	}
-	if len(h.Body) > p.cfg.maxBodySize {
-		p.cfg.logger.Warn("producer: a check-back's body is larger than the max body size; the checker is asked without it",
-			slog.String("msgId", h.MsgID), slog.Int("bytes", len(h.Body)), slog.Int("limit", p.cfg.maxBodySize))
-		h.Body = nil
-	}
 	return clientState(p.ask(h))
 }
 
 // ask runs the checker on h with a bounded ctx, after any other check in
 // progress. A checker that panics answers TxUnknown (the client would
-// otherwise lose its only check-back goroutine).
+// otherwise lose its only check-back goroutine). A body larger than the
+// max body size is dropped here, whichever connection the broker asked
+// on, as HalfMessage's doc says.
 func (p *Transactional) ask(h HalfMessage) (state TxState) {
+	if len(h.Body) > p.cfg.maxBodySize {
+		p.cfg.logger.Warn("producer: a check-back's body is larger than the max body size; the checker is asked without it",
+			slog.String("msgId", h.MsgID), slog.Int("bytes", len(h.Body)), slog.Int("limit", p.cfg.maxBodySize))
+		h.Body = nil
+	}
 	p.checkMu.Lock()
 	defer p.checkMu.Unlock()
 	// The checker is called back by the broker, with no caller ctx: the

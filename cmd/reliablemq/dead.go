@@ -17,10 +17,6 @@ import (
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
-// defaultMaxBody is the producer's default body limit, the broker's
-// default maxMessageSize.
-const defaultMaxBody = 4 << 20
-
 const deadUsage = `usage: reliablemq dead [flags] list | show ID | replay ID | discard ID | received ID
 
 Works the manual-handling (dead-letter) table consumers park messages in.
@@ -216,7 +212,7 @@ func deadShow(ctx context.Context, table *deadletter.Table, id int64, ns string,
 	return err
 }
 
-// deadReplay replays e. Its producer takes a body of any size up to e's:
+// deadReplay replays e. Its producer's body limit is e's body size:
 // the clients compress a body over 4 KiB and the broker limits what it
 // stores, so a message may have come with a larger body than the
 // producer's default limit, and the consumer parks it inflated. The
@@ -230,7 +226,11 @@ func deadReplay(ctx context.Context, table *deadletter.Table, e *deadletter.Entr
 	if err := probeNameServers(ctx, names); err != nil {
 		return fmt.Errorf("dead: replay %d: %w", id, err)
 	}
-	p, err := newProducer(names, *f.namespace, producer.WithMaxBodySize(max(defaultMaxBody, len(e.Body))))
+	var limit []producer.Option
+	if len(e.Body) > 0 { // an empty body is refused whatever the limit
+		limit = append(limit, producer.WithMaxBodySize(len(e.Body)))
+	}
+	p, err := newProducer(names, *f.namespace, limit...)
 	if err != nil {
 		return fmt.Errorf("dead: %w", err)
 	}
