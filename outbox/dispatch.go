@@ -78,11 +78,13 @@ func (r *Relay) claimAndSend(ctx context.Context, claim func(owner string) ([]*R
 	// The lease runs from the claim on the database's clock: counted here
 	// from before it, this deadline comes no later than the lease's end.
 	deadline := r.now().Add(r.cfg.lease)
+	r.fly.claimStarted()
 	rows, err := claim(owner)
 	if err != nil || len(rows) == 0 {
+		r.fly.register(nil, false, true)
 		return BatchReport{}, err
 	}
-	return r.sendRows(ctx, owner, rows, resend, false, deadline)
+	return r.sendRows(ctx, owner, rows, resend, false, true, deadline)
 }
 
 // sendRows sends rows owner holds, in id order. With a deadline (the
@@ -90,8 +92,9 @@ func (r *Relay) claimAndSend(ctx context.Context, claim func(owner string) ([]*R
 // claim: from half the lease on, sent rows are marked as they are sent
 // (rather than together after the batch), and no send starts after the
 // deadline (those rows are due again, to be claimed anew). Past the lease
-// another claim may take a row and send it a second time.
-func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend, shared bool, deadline time.Time) (BatchReport, error) {
+// another claim may take a row and send it a second time. claimed says the
+// rows come from a claim counted by flights.claimStarted.
+func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend, shared, claimed bool, deadline time.Time) (BatchReport, error) {
 	// A sharding key's rows are one group, sent in order; an unordered row
 	// is a group of its own. Groups start in the order of their first row.
 	var groups [][]*Row
@@ -109,6 +112,7 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 		}
 		groups[i] = append(groups[i], row)
 	}
+	flying := r.fly.register(groups, !resend, claimed)
 	var (
 		mu     sync.Mutex
 		sent   []sentRow
@@ -157,11 +161,23 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 			markNow()
 		}
 	}
-	for _, g := range groups {
+	for i, g := range groups {
+		var fl *flight
+		if flying != nil {
+			fl = flying[i]
+		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			rep, err := r.sendGroup(ctx, owner, g, resend, deadline, record)
+			defer r.fly.land(fl)
+			// A group waiting for a sibling frees its slot meanwhile: the
+			// sibling may be queued for a slot of its own batch.
+			pause := func(mark uint64) (bool, error) {
+				<-sem
+				defer func() { sem <- struct{}{} }()
+				return r.fly.wait(ctx, fl, mark, deadline)
+			}
+			rep, err := r.sendGroup(ctx, owner, g, resend, deadline, record, fl, pause)
 			mu.Lock()
 			report.Add(rep)
 			if err != nil {
@@ -287,11 +303,34 @@ const blockedRetry = time.Second
 // sendGroup sends one group's rows. An ordered group's rows are marked
 // one by one before the next is sent; an unordered row, and a resend, is
 // passed to record as soon as the broker accepts it, for the batched mark.
+// A row whose key has an earlier row not Sent yet waits, through pause, for
+// the group of this relay that holds it (see flights).
 func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend bool, deadline time.Time,
-	record func(sentRow)) (rep BatchReport, err error) {
+	record func(sentRow), fl *flight, pause func(mark uint64) (bool, error)) (rep BatchReport, err error) {
 	for i, row := range rows {
 		if row.ShardingKey != "" && !resend {
+			r.fly.advance(fl, row.ID)
+			mark := r.fly.mark(fl)
 			blocked, err := r.store.hasUnsentPredecessor(ctx, row)
+			for err == nil && blocked {
+				var waited bool
+				if waited, err = pause(mark); !waited {
+					break
+				}
+				mark = r.fly.mark(fl)
+				blocked, err = r.store.hasUnsentPredecessor(ctx, row)
+			}
+			switch {
+			case errors.Is(err, errClaimRanOut):
+				// As below: the rows left are due again, for a new claim.
+				return rep, nil
+			case err != nil && ctx.Err() != nil:
+				// Stopping while waiting: hand the rows back now, as a send
+				// cut short does.
+				mctx, cancel := markContext(ctx)
+				defer cancel()
+				return rep, r.releaseAll(mctx, owner, rows[i:])
+			}
 			if err != nil {
 				return rep, errors.Join(err, r.releaseAll(ctx, owner, rows[i:]))
 			}

@@ -17,7 +17,11 @@
 //	Pending -> Sent -> Confirmed     Pending -> Dead -> (replay) Pending
 //
 // Rows with a ShardingKey are ordered: row n+1 of a key is never sent
-// before row n is Sent, so a failing row blocks its own key only.
+// before row n is Sent, so a failing row blocks its own key only. A row
+// whose earlier row another batch of the same relay holds (the job's other
+// claim loop, a concurrent Transact) waits for that batch to send it; a
+// row blocked by anything else (a failed or Dead row, another process's
+// claim) is handed back and due again a second later.
 //
 // Any number of relays and reconcile jobs may share the table: claims take
 // due rows with SELECT ... FOR UPDATE SKIP LOCKED and stamp them with an

@@ -52,10 +52,10 @@ func newQueries(table string) queries {
 		byKey:  "SELECT " + columns + " FROM " + t + " WHERE topic IN (?) AND key_hash = ? AND biz_key = ? ORDER BY id",
 		// The claims take rows due for at least a given time (see dueFor).
 		selectDue: "SELECT id FROM " + t + " WHERE status = 0 AND next_attempt_at <= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND" +
-			" ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
+			" ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
 		selectUnconfirmed: "SELECT id FROM " + t + " WHERE status = 1 AND next_attempt_at <= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND" +
 			" AND sent_at + INTERVAL delay_ms * 1000 MICROSECOND < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND" +
-			" ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
+			" ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
 		claimLocked: "UPDATE " + t + " SET lease_owner = ",
 		claimed:     "SELECT " + columns + " FROM " + t + " WHERE id IN (",
 		predecessor: "SELECT 1 FROM " + t + " WHERE sharding_hash = ? AND id < ? AND status IN (0, 3)" +

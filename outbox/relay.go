@@ -23,6 +23,7 @@ type Relay struct {
 	pub   Publisher
 	cfg   config
 	marks *combine.Batcher[*markReq]
+	fly   flights
 	now   func() time.Time // the clock claims' leases are counted on here
 }
 
@@ -209,7 +210,7 @@ func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) erro
 	if len(t.rows) > 0 {
 		// The rows are claimed by this transaction's token: send them from
 		// memory, no claim or reload needed.
-		if _, err := r.sendRows(ctx, t.owner, t.rows, false, true, t.deadline); err != nil {
+		if _, err := r.sendRows(ctx, t.owner, t.rows, false, true, false, t.deadline); err != nil {
 			r.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "dispatch after commit failed; reconcile will send",
 				slog.Int("rows", len(t.rows)), slog.Any("error", err))
 		}

@@ -13,5 +13,9 @@
 // Run as many instances as you like, in as many processes: claims use
 // SELECT ... FOR UPDATE SKIP LOCKED and a lease, so no row is sent by two
 // instances at once, and a crashed instance's rows come due again when its
-// lease ends. `reliablemq reconcile` runs the job from the command line.
+// lease ends. One run sends every row due at its start, a sharding key's
+// backlog in order, except rows behind an earlier row of their key that
+// failed; when two instances' claims split a key's backlog, the later rows
+// wait for a later run. `reliablemq reconcile` runs the job from the
+// command line.
 package reconcile

@@ -1,0 +1,178 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// flights tracks, within one relay, the groups of a sharding key's rows
+// being sent, and the claims not yet split into groups. A job runs two
+// claim loops, and concurrent claims interleave their rows (each skips
+// what the other has locked), so two groups often split a key's backlog:
+// a row whose earlier row the other group held was handed back for a
+// second later, past the run's start, and so was every later row of the
+// key: a backlog of one key sent one batch per run. With flights, a row
+// blocked by an earlier row waits for the sibling group that has not sent
+// it yet (or for a claim still being taken) and checks again; only a row
+// blocked by nothing in flight here (a Dead or backed-off row, another
+// process's claim) is handed back.
+//
+// A row waits only for a group that is at an earlier row than itself, so
+// the group at a key's earliest row never waits for another, and waits
+// cannot go round in a circle.
+type flights struct {
+	mu     sync.Mutex
+	claims int           // claims taken and not yet registered
+	idle   chan struct{} // closed when claims falls to 0
+	keys   map[string]*keyFlights
+}
+
+// keyFlights are one sharding key's groups in flight.
+type keyFlights struct {
+	groups []*flight
+	moved  chan struct{} // closed (and replaced) when one of them moves on
+	moves  uint64
+}
+
+type flight struct {
+	key string
+	at  int64 // the id of the row the group sends next
+}
+
+// claimStarted counts a claim about to be taken; register with
+// claimEnded ends it.
+func (f *flights) claimStarted() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.claims == 0 {
+		f.idle = make(chan struct{})
+	}
+	f.claims++
+}
+
+// register records groups as in flight when ordered (it returns nil for
+// an unordered row's group) and, with claimEnded, ends the claim they
+// came from.
+func (f *flights) register(groups [][]*Row, ordered, claimEnded bool) []*flight {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var fls []*flight
+	if ordered {
+		fls = make([]*flight, len(groups))
+		for i, g := range groups {
+			key := g[0].ShardingKey
+			if key == "" {
+				continue
+			}
+			if f.keys == nil {
+				f.keys = map[string]*keyFlights{}
+			}
+			k := f.keys[key]
+			if k == nil {
+				k = &keyFlights{moved: make(chan struct{})}
+				f.keys[key] = k
+			}
+			fls[i] = &flight{key: key, at: g[0].ID}
+			k.groups = append(k.groups, fls[i])
+		}
+	}
+	if claimEnded {
+		if f.claims--; f.claims == 0 {
+			close(f.idle)
+		}
+	}
+	return fls
+}
+
+// wake wakes the waiters of k's key; f.mu is held.
+func (k *keyFlights) wake() {
+	k.moves++
+	close(k.moved)
+	k.moved = make(chan struct{})
+}
+
+// advance records that fl's group is at row id now.
+func (f *flights) advance(fl *flight, id int64) {
+	if fl == nil || fl.at == id {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fl.at = id
+	f.keys[fl.key].wake()
+}
+
+// land records fl's group as done.
+func (f *flights) land(fl *flight) {
+	if fl == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := f.keys[fl.key]
+	for i, o := range k.groups {
+		if o == fl {
+			k.groups = append(k.groups[:i], k.groups[i+1:]...)
+			break
+		}
+	}
+	k.wake()
+	if len(k.groups) == 0 {
+		delete(f.keys, fl.key)
+	}
+}
+
+// mark returns a mark to pass to wait: read before the database is asked
+// whether a row is blocked, it makes a move in between not missed.
+func (f *flights) mark(fl *flight) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.keys[fl.key].moves
+}
+
+var errClaimRanOut = errors.New("outbox: the claim ran out waiting for an earlier row of its key")
+
+// wait waits, for fl's group at its row fl.at, until another group of the
+// key at an earlier row moves on, or the claims being taken are
+// registered, at most until deadline (none when zero) and ctx's end. It
+// reports true at once when a group of the key moved since mark (the row
+// that blocked fl may be Sent now), and false at once when there is
+// nothing to wait for.
+func (f *flights) wait(ctx context.Context, fl *flight, mark uint64, deadline time.Time) (bool, error) {
+	f.mu.Lock()
+	k := f.keys[fl.key]
+	if k.moves != mark {
+		f.mu.Unlock()
+		return true, nil
+	}
+	var ch chan struct{}
+	for _, o := range k.groups {
+		if o.at < fl.at {
+			ch = k.moved
+			break
+		}
+	}
+	if ch == nil && f.claims > 0 {
+		ch = f.idle
+	}
+	f.mu.Unlock()
+	if ch == nil {
+		return false, nil
+	}
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case <-ch:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-expired:
+		return false, errClaimRanOut
+	}
+}
