@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -172,10 +173,14 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 			defer r.fly.land(fl)
 			// A group waiting for a sibling frees its slot meanwhile: the
 			// sibling may be queued for a slot of its own batch.
-			pause := func(mark uint64) (bool, error) {
+			pause := func(mark uint64, nap time.Duration) (bool, error) {
+				limit := time.Duration(math.MaxInt64)
+				if !deadline.IsZero() {
+					limit = deadline.Sub(r.now())
+				}
 				<-sem
 				defer func() { sem <- struct{}{} }()
-				return r.fly.wait(ctx, fl, mark, deadline)
+				return r.fly.wait(ctx, fl, mark, nap, limit)
 			}
 			rep, err := r.sendGroup(ctx, owner, g, resend, deadline, record, fl, pause)
 			mu.Lock()
@@ -300,26 +305,59 @@ func (r *Relay) markShared(ctx context.Context, owner string, rows []sentRow) er
 // sharding key is not Sent yet.
 const blockedRetry = time.Second
 
+// inFlightWait bounds how long a row waits for an earlier row of its
+// sharding key that another process is sending (claimed under a live
+// lease), polled from firstNap to maxNap apart, before it is handed back.
+const (
+	inFlightWait = 5 * time.Second
+	firstNap     = time.Millisecond
+	maxNap       = 50 * time.Millisecond
+)
+
+// pauseFunc waits, for a row blocked by an earlier row of its key, for a
+// group of this relay to move on since mark, or else for nap; it reports
+// whether the row should look again.
+type pauseFunc func(mark uint64, nap time.Duration) (bool, error)
+
+// await returns what row finds before it once no earlier row of its key
+// is being sent: it waits for this relay's groups holding one (see
+// flights), for the claims being taken here, and for up to inFlightWait
+// for another process's send.
+func (r *Relay) await(ctx context.Context, row *Row, fl *flight, pause pauseFunc) (earlier, error) {
+	r.fly.advance(fl, row.ID)
+	var abroad time.Time // when the row began to wait for another process
+	nap := firstNap
+	for {
+		mark := r.fly.mark(fl)
+		at, err := r.store.predecessor(ctx, row)
+		if err != nil || at == allSent {
+			return at, err
+		}
+		var sleep time.Duration
+		if at == inFlight {
+			if abroad.IsZero() {
+				abroad = time.Now()
+			}
+			if time.Since(abroad) < inFlightWait {
+				sleep, nap = nap, min(2*nap, maxNap)
+			}
+		}
+		if again, err := pause(mark, sleep); !again || err != nil {
+			return blocked, err
+		}
+	}
+}
+
 // sendGroup sends one group's rows. An ordered group's rows are marked
 // one by one before the next is sent; an unordered row, and a resend, is
 // passed to record as soon as the broker accepts it, for the batched mark.
-// A row whose key has an earlier row not Sent yet waits, through pause, for
-// the group of this relay that holds it (see flights).
+// A row whose key has an earlier row not Sent yet waits, through pause,
+// while that row is being sent (see await).
 func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend bool, deadline time.Time,
-	record func(sentRow), fl *flight, pause func(mark uint64) (bool, error)) (rep BatchReport, err error) {
+	record func(sentRow), fl *flight, pause pauseFunc) (rep BatchReport, err error) {
 	for i, row := range rows {
 		if row.ShardingKey != "" && !resend {
-			r.fly.advance(fl, row.ID)
-			mark := r.fly.mark(fl)
-			blocked, err := r.store.hasUnsentPredecessor(ctx, row)
-			for err == nil && blocked {
-				var waited bool
-				if waited, err = pause(mark); !waited {
-					break
-				}
-				mark = r.fly.mark(fl)
-				blocked, err = r.store.hasUnsentPredecessor(ctx, row)
-			}
+			at, err := r.await(ctx, row, fl, pause)
 			switch {
 			case errors.Is(err, errClaimRanOut):
 				// As below: the rows left are due again, for a new claim.
@@ -334,7 +372,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			if err != nil {
 				return rep, errors.Join(err, r.releaseAll(ctx, owner, rows[i:]))
 			}
-			if blocked { // an earlier row of the key is Pending or Dead
+			if at != allSent { // an earlier row of the key is Pending or Dead
 				rep.Blocked += len(rows) - i
 				return rep, r.releaseAll(ctx, owner, rows[i:])
 			}

@@ -18,10 +18,10 @@
 //
 // Rows with a ShardingKey are ordered: row n+1 of a key is never sent
 // before row n is Sent, so a failing row blocks its own key only. A row
-// whose earlier row another batch of the same relay holds (the job's other
-// claim loop, a concurrent Transact) waits for that batch to send it; a
-// row blocked by anything else (a failed or Dead row, another process's
-// claim) is handed back and due again a second later.
+// whose earlier row is being sent waits for it: for as long as it takes
+// when another batch of the same relay sends it (the job's other claim
+// loop, a concurrent Transact), up to 5 s when another process does. A row
+// behind a failed or Dead row is handed back, due again a second later.
 //
 // Any number of relays and reconcile jobs may share the table: claims take
 // due rows with SELECT ... FOR UPDATE SKIP LOCKED and stamp them with an

@@ -140,15 +140,19 @@ func (s *fakeStore) claimUnconfirmed(_ context.Context, owner string, asOf time.
 	}), nil
 }
 
-func (s *fakeStore) hasUnsentPredecessor(_ context.Context, row *Row) (bool, error) {
+func (s *fakeStore) predecessor(_ context.Context, row *Row) (earlier, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	at := allSent
 	for _, r := range s.visible() {
 		if r.ShardingKey == row.ShardingKey && r.ID < row.ID && (r.Status == Pending || r.Status == Dead) {
-			return true, nil
+			if r.Status == Dead || r.owner == "" || !r.NextAttemptAt.After(s.now) {
+				return blocked, nil
+			}
+			at = inFlight
 		}
 	}
-	return false, nil
+	return at, nil
 }
 
 // held returns the row if it has status and owner.

@@ -15,9 +15,9 @@ import (
 // second later, past the run's start, and so was every later row of the
 // key: a backlog of one key sent one batch per run. With flights, a row
 // blocked by an earlier row waits for the sibling group that has not sent
-// it yet (or for a claim still being taken) and checks again; only a row
-// blocked by nothing in flight here (a Dead or backed-off row, another
-// process's claim) is handed back.
+// it yet (or for a claim still being taken) and checks again. A row whose
+// earlier row another process is sending polls for it instead (see
+// Relay.await).
 //
 // A row waits only for a group that is at an earlier row than itself, so
 // the group at a key's earliest row never waits for another, and waits
@@ -136,11 +136,14 @@ var errClaimRanOut = errors.New("outbox: the claim ran out waiting for an earlie
 
 // wait waits, for fl's group at its row fl.at, until another group of the
 // key at an earlier row moves on, or the claims being taken are
-// registered, at most until deadline (none when zero) and ctx's end. It
+// registered, or else for nap, at most for limit and until ctx's end. It
 // reports true at once when a group of the key moved since mark (the row
 // that blocked fl may be Sent now), and false at once when there is
-// nothing to wait for.
-func (f *flights) wait(ctx context.Context, fl *flight, mark uint64, deadline time.Time) (bool, error) {
+// nothing to wait for and no nap.
+func (f *flights) wait(ctx context.Context, fl *flight, mark uint64, nap, limit time.Duration) (bool, error) {
+	if limit <= 0 {
+		return false, errClaimRanOut
+	}
 	f.mu.Lock()
 	k := f.keys[fl.key]
 	if k.moves != mark {
@@ -158,21 +161,25 @@ func (f *flights) wait(ctx context.Context, fl *flight, mark uint64, deadline ti
 		ch = f.idle
 	}
 	f.mu.Unlock()
-	if ch == nil {
+	if ch == nil && nap <= 0 {
 		return false, nil
 	}
-	var expired <-chan time.Time
-	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
+	var napped <-chan time.Time
+	if ch == nil {
+		t := time.NewTimer(nap)
 		defer t.Stop()
-		expired = t.C
+		napped = t.C
 	}
+	expired := time.NewTimer(limit)
+	defer expired.Stop()
 	select {
 	case <-ch:
 		return true, nil
+	case <-napped:
+		return true, nil
 	case <-ctx.Done():
 		return false, ctx.Err()
-	case <-expired:
+	case <-expired.C:
 		return false, errClaimRanOut
 	}
 }

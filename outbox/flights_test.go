@@ -96,3 +96,61 @@ func TestARowWaitsForTheEarlierRowOfItsKeyInFlight(t *testing.T) {
 		})
 	}
 }
+
+// TestAnOrderedSendReadsOnlyItsKeysUnsentRows: before it sends a row with
+// a sharding key, the relay looks for an earlier row of the key not Sent
+// yet. That read went through every earlier row of the key, Sent ones
+// included (until the retention purge), so each send of a busy key cost
+// more as its history grew. Counted in rows the server reads (its Handler
+// counters, on the relay's only connection), sending a key's next row
+// must not depend on how many of its rows were sent before.
+func TestAnOrderedSendReadsOnlyItsKeysUnsentRows(t *testing.T) {
+	t.Parallel()
+	db, r := setup(t, newFake())
+	db.SetMaxOpenConns(1)
+	reads := func() int {
+		t.Helper()
+		var rows []struct {
+			Name  string `db:"Variable_name"`
+			Value int    `db:"Value"`
+		}
+		if err := db.Select(&rows, "SHOW SESSION STATUS LIKE 'Handler_read%'"); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, v := range rows {
+			n += v.Value
+		}
+		return n
+	}
+	send := func(key string) int {
+		t.Helper()
+		if _, _, err := r.Enqueue(bg, db, outbox.Message{Topic: "orders", Key: key, ShardingKey: "busy", Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		before := reads()
+		rep, err := r.DispatchDue(bg, 10)
+		if err != nil || rep.Sent != 1 {
+			t.Fatalf("dispatch: %+v, %v", rep, err)
+		}
+		return reads() - before
+	}
+	first := send("first")
+	// 2,000 more Sent rows of the key, and a backlog of 2,000 Pending rows
+	// of other keys, due later (each index the read could take before
+	// 00010 then holds thousands of rows to go through).
+	db.MustExec(`INSERT INTO mq_log (topic, key_hash, biz_key, tag, sharding_key, sharding_hash, properties, body, delay_ms,
+		status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at)
+		SELECT 'orders', UNHEX(SHA2(CONCAT('h', s.n), 256)), CONCAT('h', s.n), '', IF(s.n % 2 = 0, 'busy', CONCAT('other', s.n)),
+			UNHEX(SHA2(IF(s.n % 2 = 0, 'busy', CONCAT('other', s.n)), 256)), '{}', 'x', 0, 1 - s.n % 2, 1,
+			IF(s.n % 2 = 0, UTC_TIMESTAMP(6), '9999-01-01'), '', '', 'm', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6)
+		FROM (SELECT a.n * 100 + b.n * 10 + c.n + d.n * 1000 AS n FROM
+			(SELECT 0 n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) a,
+			(SELECT 0 n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) b,
+			(SELECT 0 n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) c,
+			(SELECT 0 n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) d) s`)
+	db.MustExec("ANALYZE TABLE mq_log")
+	if later := send("later"); later > first+50 {
+		t.Fatalf("sending a row of a key read %d rows with 2,000 of the key's rows Sent before it, %d with none", later, first)
+	}
+}

@@ -17,12 +17,12 @@ type slowPredecessor struct {
 	during func()
 }
 
-func (s *slowPredecessor) hasUnsentPredecessor(ctx context.Context, row *Row) (bool, error) {
+func (s *slowPredecessor) predecessor(ctx context.Context, row *Row) (earlier, error) {
 	if row.ID == s.id {
 		s.advance(s.d)
 		s.during()
 	}
-	return s.fakeStore.hasUnsentPredecessor(ctx, row)
+	return s.fakeStore.predecessor(ctx, row)
 }
 
 // TestNoOrderedSendStartsAfterTheLease: sendRows says no send starts

@@ -58,8 +58,13 @@ func newQueries(table string) queries {
 			" ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
 		claimLocked: "UPDATE " + t + " SET lease_owner = ",
 		claimed:     "SELECT " + columns + " FROM " + t + " WHERE id IN (",
-		predecessor: "SELECT 1 FROM " + t + " WHERE sharding_hash = ? AND id < ? AND status IN (0, 3)" +
-			" AND sharding_key = ? LIMIT 1",
+		// Whether an earlier row of the key is unsent and not being sent
+		// (not claimed under a live lease), and whether one is unsent at
+		// all. No ORDER BY: with one, the optimizer may walk the primary
+		// key backwards through every key's rows.
+		predecessor: "SELECT (SELECT 1 FROM " + t + " WHERE sharding_hash = ? AND status IN (0, 3) AND id < ? AND sharding_key = ?" +
+			" AND NOT (status = 0 AND lease_owner <> '' AND next_attempt_at > UTC_TIMESTAMP(6)) LIMIT 1) IS NOT NULL," +
+			" (SELECT 1 FROM " + t + " WHERE sharding_hash = ? AND status IN (0, 3) AND id < ? AND sharding_key = ? LIMIT 1) IS NOT NULL",
 		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, last_error = '', lease_owner = ''," +
 			" sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), msg_id = ",
 		// FORCE INDEX: otherwise the optimizer may read the ids through the
@@ -289,16 +294,19 @@ func (s *mysqlStore) claim(ctx context.Context, owner, selectQ string, selectArg
 	return ids, nil
 }
 
-func (s *mysqlStore) hasUnsentPredecessor(ctx context.Context, row *Row) (bool, error) {
-	var one int
-	err := sqldb.Get(ctx, s.db, &one, s.q.predecessor, sqldb.Hash(row.ShardingKey), row.ID, []byte(row.ShardingKey))
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, sql.ErrNoRows):
-		return false, nil
+func (s *mysqlStore) predecessor(ctx context.Context, row *Row) (earlier, error) {
+	h, key := sqldb.Hash(row.ShardingKey), []byte(row.ShardingKey)
+	var stuck, unsent bool
+	if err := sqldb.Scan(ctx, s.db, s.q.predecessor, []any{h, row.ID, key, h, row.ID, key}, &stuck, &unsent); err != nil {
+		return blocked, fmt.Errorf("outbox: predecessor of %d: %w", row.ID, err)
 	}
-	return false, fmt.Errorf("outbox: predecessor of %d: %w", row.ID, err)
+	switch {
+	case stuck:
+		return blocked, nil
+	case unsent:
+		return inFlight, nil
+	}
+	return allSent, nil
 }
 
 func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string) (bool, error) {

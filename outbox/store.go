@@ -36,9 +36,10 @@ type rowStore interface {
 	// and were sent (plus their delay) more than timeout ago, and returns
 	// them in id order.
 	claimUnconfirmed(ctx context.Context, owner string, asOf time.Time, timeout time.Duration, limit int) ([]*Row, error)
-	// hasUnsentPredecessor reports whether a row of row's sharding key with
-	// a smaller id is Pending or Dead.
-	hasUnsentPredecessor(ctx context.Context, row *Row) (bool, error)
+	// predecessor reports whether the rows of row's sharding key with a
+	// smaller id are all Sent (or Confirmed), or those that are not are
+	// all being sent, or one is blocked.
+	predecessor(ctx context.Context, row *Row) (earlier, error)
 	// markSent moves a Pending row owner holds to Sent, counting the
 	// attempt; it reports whether owner still held it.
 	markSent(ctx context.Context, id int64, owner, msgID string) (bool, error)
@@ -95,3 +96,12 @@ type sentRow struct {
 	id    int64
 	msgID string
 }
+
+// earlier is what a row of a sharding key finds before it.
+type earlier int
+
+const (
+	allSent  earlier = iota // no earlier row of the key is Pending or Dead
+	inFlight                // those that are are Pending and claimed under a live lease: being sent
+	blocked                 // one is Dead, or Pending and not claimed (it failed and backs off)
+)

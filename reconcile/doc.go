@@ -15,7 +15,7 @@
 // instances at once, and a crashed instance's rows come due again when its
 // lease ends. One run sends every row due at its start, a sharding key's
 // backlog in order, except rows behind an earlier row of their key that
-// failed; when two instances' claims split a key's backlog, the later rows
-// wait for a later run. `reliablemq reconcile` runs the job from the
-// command line.
+// failed (also when instances' claims split a key's backlog: a row waits
+// for the earlier row another instance is sending). `reliablemq reconcile`
+// runs the job from the command line.
 package reconcile

@@ -39,10 +39,13 @@ func TestRunSendsAnOrderedBacklogInOneRun(t *testing.T) {
 		name       string
 		keys, rows int
 		batch      int
+		instances  int
 	}{
-		{"one key, 40 rows, batch 4", 1, 40, 4},
-		{"three keys interleaved, 60 rows, batch 7", 3, 60, 7},
-		{"one key and unordered rows, batch 5", 1, 30, 5},
+		{"one key, 40 rows, batch 4", 1, 40, 4, 1},
+		{"three keys interleaved, 60 rows, batch 7", 3, 60, 7, 1},
+		{"one key and unordered rows, batch 5", 1, 30, 5, 1},
+		{"two instances, one key, 40 rows, batch 4", 1, 40, 4, 2},
+		{"three instances, three keys, 90 rows, batch 5", 3, 90, 5, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -68,16 +71,39 @@ func TestRunSendsAnOrderedBacklogInOneRun(t *testing.T) {
 			if err := tx.Commit(); err != nil {
 				t.Fatal(err)
 			}
-			j, err := reconcile.New(r, reconcile.WithBatch(tc.batch))
-			if err != nil {
+			// Each instance its own relay, as in its own process; the runs
+			// start together.
+			var (
+				mu    sync.Mutex
+				total outbox.BatchReport
+				wg    sync.WaitGroup
+			)
+			for range tc.instances {
+				r, err := outbox.NewRelay(db, pub)
+				if err != nil {
+					t.Fatal(err)
+				}
+				j, err := reconcile.New(r, reconcile.WithBatch(tc.batch))
+				if err != nil {
+					t.Fatal(err)
+				}
+				wg.Go(func() {
+					rep, err := j.RunOnce(context.Background())
+					if err != nil {
+						t.Error(err)
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					total.Add(rep.BatchReport)
+				})
+			}
+			wg.Wait()
+			var pending int
+			if err := db.Get(&pending, "SELECT COUNT(*) FROM mq_log WHERE status = 0"); err != nil {
 				t.Fatal(err)
 			}
-			rep, err := j.RunOnce(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rep.Sent != tc.rows || rep.Pending != 0 {
-				t.Fatalf("one run sent %d of %d rows (%d blocked), %d left pending", rep.Sent, tc.rows, rep.Blocked, rep.Pending)
+			if total.Sent != tc.rows || pending != 0 {
+				t.Fatalf("one run sent %d of %d rows (%d blocked), %d left pending", total.Sent, tc.rows, total.Blocked, pending)
 			}
 			pub.mu.Lock()
 			defer pub.mu.Unlock()
