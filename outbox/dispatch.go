@@ -79,13 +79,17 @@ func (r *Relay) claimAndSend(ctx context.Context, claim func(owner string) ([]*R
 	// The lease runs from the claim on the database's clock: counted here
 	// from before it, this deadline comes no later than the lease's end.
 	deadline := r.now().Add(r.cfg.lease)
-	r.fly.claimStarted()
+	// Only a first send's claim can take a Pending row a sibling waits for.
+	counted := !resend
+	if counted {
+		r.fly.claimStarted()
+	}
 	rows, err := claim(owner)
 	if err != nil || len(rows) == 0 {
-		r.fly.register(nil, false, true)
+		r.fly.register(nil, false, counted)
 		return BatchReport{}, err
 	}
-	return r.sendRows(ctx, owner, rows, resend, false, true, deadline)
+	return r.sendRows(ctx, owner, rows, resend, false, counted, deadline)
 }
 
 // sendRows sends rows owner holds, in id order. With a deadline (the
@@ -173,14 +177,14 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 			defer r.fly.land(fl)
 			// A group waiting for a sibling frees its slot meanwhile: the
 			// sibling may be queued for a slot of its own batch.
-			pause := func(mark uint64, nap time.Duration) (bool, error) {
+			pause := func(mark uint64, at earlier, nap, budget time.Duration) (bool, time.Duration, error) {
 				limit := time.Duration(math.MaxInt64)
 				if !deadline.IsZero() {
 					limit = deadline.Sub(r.now())
 				}
 				<-sem
 				defer func() { sem <- struct{}{} }()
-				return r.fly.wait(ctx, fl, mark, nap, limit)
+				return r.fly.wait(ctx, fl, mark, at, nap, budget, limit)
 			}
 			rep, err := r.sendGroup(ctx, owner, g, resend, deadline, record, fl, pause)
 			mu.Lock()
@@ -305,45 +309,38 @@ func (r *Relay) markShared(ctx context.Context, owner string, rows []sentRow) er
 // sharding key is not Sent yet.
 const blockedRetry = time.Second
 
-// inFlightWait bounds how long a row waits for an earlier row of its
-// sharding key that another process is sending (claimed under a live
-// lease), polled from firstNap to maxNap apart, before it is handed back.
+// inFlightWait bounds how long a row waits for what its relay cannot see
+// the end of: an earlier row of its key that another process is sending
+// (claimed under a live lease), polled from firstNap to maxNap apart, and
+// this relay's claims under way while that row is due. Then it is handed
+// back. A wait for this relay's own sends of the key is not counted.
 const (
 	inFlightWait = 5 * time.Second
 	firstNap     = time.Millisecond
 	maxNap       = 50 * time.Millisecond
 )
 
-// pauseFunc waits, for a row blocked by an earlier row of its key, for a
-// group of this relay to move on since mark, or else for nap; it reports
-// whether the row should look again.
-type pauseFunc func(mark uint64, nap time.Duration) (bool, error)
+// pauseFunc is flights.wait for a group, its concurrency slot freed.
+type pauseFunc func(mark uint64, at earlier, nap, budget time.Duration) (again bool, spent time.Duration, err error)
 
 // await returns what row finds before it once no earlier row of its key
-// is being sent: it waits for this relay's groups holding one (see
-// flights), for the claims being taken here, and for up to inFlightWait
-// for another process's send.
+// is being sent or may be being claimed here: it waits for this relay's
+// groups at earlier rows of the key (see flights), and, for up to
+// inFlightWait, for another process's send and for this relay's claims.
+// A row behind a Dead or backing-off row does not wait.
 func (r *Relay) await(ctx context.Context, row *Row, fl *flight, pause pauseFunc) (earlier, error) {
 	r.fly.advance(fl, row.ID)
-	var abroad time.Time // when the row began to wait for another process
-	nap := firstNap
+	budget, nap := inFlightWait, firstNap
 	for {
 		mark := r.fly.mark(fl)
 		at, err := r.store.predecessor(ctx, row)
-		if err != nil || at == allSent {
+		if err != nil || at == allSent || at == blocked {
 			return at, err
 		}
-		var sleep time.Duration
-		if at == inFlight {
-			if abroad.IsZero() {
-				abroad = time.Now()
-			}
-			if time.Since(abroad) < inFlightWait {
-				sleep, nap = nap, min(2*nap, maxNap)
-			}
-		}
-		if again, err := pause(mark, sleep); !again || err != nil {
-			return blocked, err
+		again, spent, err := pause(mark, at, nap, budget)
+		budget, nap = budget-spent, min(2*nap, maxNap)
+		if err != nil || !again {
+			return at, err
 		}
 	}
 }
@@ -427,6 +424,12 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			mctx, cancel := markContext(ctx)
 			defer cancel()
 			return rep, r.releaseAll(mctx, owner, rows[i:])
+		}
+		if fl != nil {
+			// Past its rows now: the alert fail may call must not find its
+			// own group in the way (a compensating event of the same key,
+			// through Transact, waits for earlier groups of the key).
+			r.fly.advance(fl, math.MaxInt64)
 		}
 		if err := r.fail(ctx, owner, row, sendErr, resend, &rep); err != nil {
 			return rep, err

@@ -143,16 +143,21 @@ func (s *fakeStore) claimUnconfirmed(_ context.Context, owner string, asOf time.
 func (s *fakeStore) predecessor(_ context.Context, row *Row) (earlier, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	at := allSent
 	for _, r := range s.visible() {
-		if r.ShardingKey == row.ShardingKey && r.ID < row.ID && (r.Status == Pending || r.Status == Dead) {
-			if r.Status == Dead || r.owner == "" || !r.NextAttemptAt.After(s.now) {
-				return blocked, nil
-			}
-			at = inFlight
+		if r.ShardingKey != row.ShardingKey || r.ID >= row.ID || (r.Status != Pending && r.Status != Dead) {
+			continue
 		}
+		switch {
+		case r.Status == Dead:
+			return blocked, nil
+		case r.owner != "" && r.NextAttemptAt.After(s.now):
+			return inFlight, nil
+		case !r.NextAttemptAt.After(s.now):
+			return claimable, nil
+		}
+		return blocked, nil
 	}
-	return at, nil
+	return allSent, nil
 }
 
 // held returns the row if it has status and owner.

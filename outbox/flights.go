@@ -134,52 +134,72 @@ func (f *flights) mark(fl *flight) uint64 {
 
 var errClaimRanOut = errors.New("outbox: the claim ran out waiting for an earlier row of its key")
 
-// wait waits, for fl's group at its row fl.at, until another group of the
-// key at an earlier row moves on, or the claims being taken are
-// registered, or else for nap, at most for limit and until ctx's end. It
-// reports true at once when a group of the key moved since mark (the row
-// that blocked fl may be Sent now), and false at once when there is
-// nothing to wait for and no nap.
-func (f *flights) wait(ctx context.Context, fl *flight, mark uint64, nap, limit time.Duration) (bool, error) {
+// wait waits, for fl's group, whose row found at before it (inFlight or
+// claimable), until the row should ask the database again, and reports
+// whether it should. For inFlight it waits, first, for as long as another
+// group of the key is at an earlier row (in memory: each of that group's
+// sends wakes it, none makes it ask); once none is, it asks again at once
+// if a group of the key moved since mark, and else naps (another process
+// sends the row). For claimable it waits for this relay's claims under
+// way, if any. Naps and claim waits take at most budget, and spent is the
+// time they took. It waits at most limit in all (the claim's lease), and
+// ends with ctx.
+func (f *flights) wait(ctx context.Context, fl *flight, mark uint64, at earlier, nap, budget, limit time.Duration) (
+	again bool, spent time.Duration, err error) {
 	if limit <= 0 {
-		return false, errClaimRanOut
-	}
-	f.mu.Lock()
-	k := f.keys[fl.key]
-	if k.moves != mark {
-		f.mu.Unlock()
-		return true, nil
-	}
-	var ch chan struct{}
-	for _, o := range k.groups {
-		if o.at < fl.at {
-			ch = k.moved
-			break
-		}
-	}
-	if ch == nil && f.claims > 0 {
-		ch = f.idle
-	}
-	f.mu.Unlock()
-	if ch == nil && nap <= 0 {
-		return false, nil
-	}
-	var napped <-chan time.Time
-	if ch == nil {
-		t := time.NewTimer(nap)
-		defer t.Stop()
-		napped = t.C
+		return false, 0, errClaimRanOut
 	}
 	expired := time.NewTimer(limit)
 	defer expired.Stop()
-	select {
-	case <-ch:
-		return true, nil
-	case <-napped:
-		return true, nil
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-expired.C:
-		return false, errClaimRanOut
+	for {
+		f.mu.Lock()
+		k := f.keys[fl.key]
+		var sibling, idle chan struct{}
+		if at == inFlight {
+			for _, o := range k.groups {
+				if o.at < fl.at {
+					sibling = k.moved
+					break
+				}
+			}
+		}
+		switch {
+		case sibling != nil:
+		case k.moves != mark:
+			f.mu.Unlock()
+			return true, spent, nil
+		case budget <= spent, at == claimable && f.claims == 0:
+			f.mu.Unlock()
+			return false, spent, nil
+		case at == claimable:
+			idle = f.idle
+		}
+		f.mu.Unlock()
+		if sibling != nil {
+			select {
+			case <-sibling:
+				continue
+			case <-ctx.Done():
+				return false, spent, ctx.Err()
+			case <-expired.C:
+				return false, spent, errClaimRanOut
+			}
+		}
+		d := budget - spent
+		if idle == nil {
+			d = min(d, nap)
+		}
+		t := time.NewTimer(d)
+		start := time.Now()
+		select {
+		case <-idle:
+		case <-t.C:
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-expired.C:
+			err = errClaimRanOut
+		}
+		t.Stop()
+		return err == nil, spent + time.Since(start), err
 	}
 }

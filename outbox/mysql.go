@@ -58,13 +58,14 @@ func newQueries(table string) queries {
 			" ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
 		claimLocked: "UPDATE " + t + " SET lease_owner = ",
 		claimed:     "SELECT " + columns + " FROM " + t + " WHERE id IN (",
-		// Whether an earlier row of the key is unsent and not being sent
-		// (not claimed under a live lease), and whether one is unsent at
-		// all. No ORDER BY: with one, the optimizer may walk the primary
-		// key backwards through every key's rows.
-		predecessor: "SELECT (SELECT 1 FROM " + t + " WHERE sharding_hash = ? AND status IN (0, 3) AND id < ? AND sharding_key = ?" +
-			" AND NOT (status = 0 AND lease_owner <> '' AND next_attempt_at > UTC_TIMESTAMP(6)) LIMIT 1) IS NOT NULL," +
-			" (SELECT 1 FROM " + t + " WHERE sharding_hash = ? AND status IN (0, 3) AND id < ? AND sharding_key = ? LIMIT 1) IS NOT NULL",
+		// The key's oldest unsent row before a given id: whether it is
+		// Dead, claimed under a live lease, due. Its id is read from the
+		// (sharding_hash, status, id) index alone; MIN rather than ORDER
+		// BY id LIMIT 1, with which the optimizer may walk the primary key
+		// through every key's rows.
+		predecessor: "SELECT status = 3, lease_owner <> '' AND next_attempt_at > UTC_TIMESTAMP(6), next_attempt_at <= UTC_TIMESTAMP(6)" +
+			" FROM " + t + " WHERE id = (SELECT MIN(id) FROM " + t + " WHERE sharding_hash = ? AND status IN (0, 3) AND id < ?)" +
+			" AND sharding_key = ?",
 		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, last_error = '', lease_owner = ''," +
 			" sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), msg_id = ",
 		// FORCE INDEX: otherwise the optimizer may read the ids through the
@@ -295,18 +296,22 @@ func (s *mysqlStore) claim(ctx context.Context, owner, selectQ string, selectArg
 }
 
 func (s *mysqlStore) predecessor(ctx context.Context, row *Row) (earlier, error) {
-	h, key := sqldb.Hash(row.ShardingKey), []byte(row.ShardingKey)
-	var stuck, unsent bool
-	if err := sqldb.Scan(ctx, s.db, s.q.predecessor, []any{h, row.ID, key, h, row.ID, key}, &stuck, &unsent); err != nil {
-		return blocked, fmt.Errorf("outbox: predecessor of %d: %w", row.ID, err)
-	}
+	var dead, leased, due bool
+	err := sqldb.Scan(ctx, s.db, s.q.predecessor, []any{sqldb.Hash(row.ShardingKey), row.ID, []byte(row.ShardingKey)},
+		&dead, &leased, &due)
 	switch {
-	case stuck:
+	case errors.Is(err, sql.ErrNoRows):
+		return allSent, nil
+	case err != nil:
+		return blocked, fmt.Errorf("outbox: predecessor of %d: %w", row.ID, err)
+	case dead:
 		return blocked, nil
-	case unsent:
+	case leased:
 		return inFlight, nil
+	case due:
+		return claimable, nil
 	}
-	return allSent, nil
+	return blocked, nil
 }
 
 func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string) (bool, error) {

@@ -36,9 +36,8 @@ type rowStore interface {
 	// and were sent (plus their delay) more than timeout ago, and returns
 	// them in id order.
 	claimUnconfirmed(ctx context.Context, owner string, asOf time.Time, timeout time.Duration, limit int) ([]*Row, error)
-	// predecessor reports whether the rows of row's sharding key with a
-	// smaller id are all Sent (or Confirmed), or those that are not are
-	// all being sent, or one is blocked.
+	// predecessor reports what row's sharding key has before it: the state
+	// of its oldest row with a smaller id not Sent (nor Confirmed) yet.
 	predecessor(ctx context.Context, row *Row) (earlier, error)
 	// markSent moves a Pending row owner holds to Sent, counting the
 	// attempt; it reports whether owner still held it.
@@ -101,7 +100,8 @@ type sentRow struct {
 type earlier int
 
 const (
-	allSent  earlier = iota // no earlier row of the key is Pending or Dead
-	inFlight                // those that are are Pending and claimed under a live lease: being sent
-	blocked                 // one is Dead, or Pending and not claimed (it failed and backs off)
+	allSent   earlier = iota // no earlier row of the key is Pending or Dead
+	inFlight                 // the oldest is Pending and claimed under a live lease: being sent
+	claimable                // it is Pending and due: a claim under way may be taking it
+	blocked                  // it is Dead, or Pending and not due (it failed and backs off)
 )

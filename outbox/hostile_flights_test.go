@@ -1,0 +1,332 @@
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seed157d4c4d/reliablemq/producer"
+)
+
+// Hostile tests of the in-flight waits (flights.go, Relay.await): what a
+// row blocked by an earlier row of its sharding key waits for, and how
+// long.
+
+// slowClaims is a fake store whose claims do not return until gate is
+// closed: a claim query the database is slow to answer, or one waiting
+// for a pooled connection.
+type slowClaims struct {
+	*fakeStore
+	entered chan struct{}
+	gate    chan struct{}
+	once    sync.Once
+}
+
+func newSlowClaims(fake *fakeStore) *slowClaims {
+	return &slowClaims{fakeStore: fake, entered: make(chan struct{}), gate: make(chan struct{})}
+}
+
+func (s *slowClaims) hold() {
+	s.once.Do(func() { close(s.entered) })
+	<-s.gate
+}
+
+func (s *slowClaims) claimDue(ctx context.Context, owner string, asOf time.Time, limit int) ([]*Row, error) {
+	s.hold()
+	return s.fakeStore.claimDue(ctx, owner, asOf, limit)
+}
+
+func (s *slowClaims) claimUnconfirmed(ctx context.Context, owner string, asOf time.Time, timeout time.Duration, limit int) ([]*Row, error) {
+	s.hold()
+	return s.fakeStore.claimUnconfirmed(ctx, owner, asOf, timeout, limit)
+}
+
+// claimSlowly starts a claim of r, a dispatch or a resend one, that holds
+// until the test ends, and returns once it is being taken.
+func claimSlowly(t *testing.T, r *Relay, store *slowClaims, resend bool) {
+	t.Helper()
+	claimed := make(chan error, 1)
+	go func() {
+		var err error
+		if resend {
+			_, err = r.ResendUnconfirmed(context.Background(), time.Minute, 10)
+		} else {
+			_, err = r.DispatchDue(context.Background(), 10)
+		}
+		claimed <- err
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-store.gate:
+		default:
+			close(store.gate)
+		}
+		<-claimed
+	})
+	<-store.entered
+}
+
+func flightsRelay(t *testing.T, s rowStore, fake *fakeStore, p Publisher, opts ...Option) *Relay {
+	t.Helper()
+	c, err := newConfig(append([]Option{WithLogger(slog.New(slog.DiscardHandler))}, opts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.lease = c.lease
+	r := newRelay(s, p, c)
+	r.now = fake.clock
+	return r
+}
+
+// TestABlockedRowIsNotHeldByAnUnrelatedClaim: a row whose earlier row is
+// Dead can only be handed back (doc.go: "A row behind a failed or Dead row
+// is handed back, due again a second later"). But a blocked row waits for
+// every claim its relay has in progress (flights.wait: f.claims > 0),
+// whatever the claim: a dispatch claim, which cannot take a Dead (or a
+// backing-off) row, or a resend claim, which takes only Sent rows. While
+// that claim is slow (a loaded database, a saturated pool, a resend claim
+// going through many Sent rows), Transact does not return and its row
+// stays claimed; a claim slower than the lease keeps it claimed (and the
+// caller waiting) for the whole lease, a minute by default.
+func TestABlockedRowIsNotHeldByAnUnrelatedClaim(t *testing.T) {
+	t.Parallel()
+	for _, resend := range []bool{false, true} {
+		t.Run(map[bool]string{false: "dispatch claim", true: "resend claim"}[resend], func(t *testing.T) {
+			t.Parallel()
+			fake := newFakeStore(time.Minute)
+			store := newSlowClaims(fake)
+			p := &pub{}
+			r := flightsRelay(t, store, fake, p)
+			ctx := context.Background()
+			dead, _, err := r.Enqueue(ctx, nil, Message{Topic: "orders", Key: "k-1", ShardingKey: "k", Body: []byte("x")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fake.mu.Lock()
+			fake.rows[dead].Status = Dead
+			fake.mu.Unlock()
+			claimSlowly(t, r, store, resend)
+
+			done := make(chan error, 1)
+			go func() {
+				done <- r.Transact(ctx, func(ctx context.Context, tx *Tx) error {
+					_, err := tx.Enqueue(ctx, Message{Topic: "orders", Key: "k-2", ShardingKey: "k", Body: []byte("x")})
+					return err
+				})
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(3 * time.Second):
+				close(store.gate)
+				<-done
+				t.Fatal("Transact of a row behind a Dead row waited for an unrelated claim in progress (it returned only once that claim ended)")
+			}
+			if n := p.count("k-2"); n != 0 {
+				t.Fatalf("k-2 sent %d times behind a Dead row", n)
+			}
+			rows, _ := fake.find(ctx, "k-2")
+			if len(rows) != 1 || rows[0].Status != Pending || rows[0].Attempts != 0 {
+				t.Fatalf("k-2: %+v", rows)
+			}
+		})
+	}
+}
+
+// countingPredecessor counts the earlier-row checks of each row.
+type countingPredecessor struct {
+	*fakeStore
+	mu     sync.Mutex
+	checks map[int64]int
+}
+
+func (s *countingPredecessor) predecessor(ctx context.Context, row *Row) (earlier, error) {
+	s.mu.Lock()
+	s.checks[row.ID]++
+	s.mu.Unlock()
+	return s.fakeStore.predecessor(ctx, row)
+}
+
+func (s *countingPredecessor) count(id int64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.checks[id]
+}
+
+// TestAWaitingRowChecksOnceItsSiblingHasPassedIt: a row waiting for a
+// sibling batch of its relay at an earlier row of its key is woken by
+// every move of that sibling and queries the database again each time,
+// though it can only go on once no sibling is at an earlier row: one
+// check per row the sibling sends. Two claims split a key's backlog (the
+// job's two claim loops, batch 500 by default), so the first row of the
+// later batch runs the earlier-row check up to 500 times, each reading the
+// sibling's still claimed rows: one run over a 1,000-row backlog of one
+// key (batch 500) read about 200,000 rows through the server's handlers
+// (9,000 for 1,000 keys), 2,000 rows (batch 1,000) about 576,000.
+func TestAWaitingRowChecksOnceItsSiblingHasPassedIt(t *testing.T) {
+	t.Parallel()
+	fake := newFakeStore(time.Minute)
+	store := &countingPredecessor{fakeStore: fake, checks: map[int64]int{}}
+	started, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var last int64
+	p := &pub{onSend: func(m producer.Message) {
+		var i int
+		fmt.Sscanf(m.Keys[0], "k-%d", &i)
+		if i == 1 {
+			once.Do(func() { close(started) })
+			<-gate
+		}
+		// A broker's round trip: long enough for the waiting row to look
+		// again after each of the sibling's moves (at most 30 ms).
+		for end := time.Now().Add(30 * time.Millisecond); store.count(last) < i-1 && time.Now().Before(end); {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}}
+	r := flightsRelay(t, store, fake, p)
+	ctx := context.Background()
+	const ahead = 40
+	for i := 1; i <= ahead+1; i++ {
+		id, _, err := r.Enqueue(ctx, nil, Message{Topic: "orders", Key: fmt.Sprint("k-", i), ShardingKey: "k", Body: []byte("x")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = id
+	}
+	var wg sync.WaitGroup
+	var first, second BatchReport
+	var firstErr, secondErr error
+	wg.Go(func() { first, firstErr = r.DispatchDue(ctx, ahead) })
+	<-started
+	wg.Go(func() { second, secondErr = r.DispatchDue(ctx, 10) })
+	for store.count(last) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // the later row is waiting now
+	close(gate)
+	wg.Wait()
+	if firstErr != nil || secondErr != nil || first.Sent+second.Sent != ahead+1 {
+		t.Fatalf("batches %+v %v, %+v %v", first, firstErr, second, secondErr)
+	}
+	if got := p.keys(); len(got) != ahead+1 || got[ahead] != fmt.Sprint("k-", ahead+1) {
+		t.Fatalf("sent %v", got)
+	}
+	t.Logf("checks of the last row: %d; reports %+v %+v", store.count(last), first, second)
+	if n := store.count(last); n > 5 {
+		t.Fatalf("the row behind a %d-row sibling batch checked its earlier rows %d times while it waited (once per row the sibling sent)", ahead, n)
+	}
+}
+
+// TestARowPollsForAnotherProcessWhileItsRelayClaims: a row whose earlier
+// row another process has claimed polls for it, up to 5 s (inFlightWait),
+// and is sent as soon as that row is Sent. While its own relay has a claim
+// in progress, flights.wait takes the claim's idle channel and drops the
+// nap: the row stops polling and waits for that claim instead. The earlier
+// row is Sent, and the row is not sent until the unrelated claim ends,
+// however long past the documented 5 s that is (up to the lease).
+func TestARowPollsForAnotherProcessWhileItsRelayClaims(t *testing.T) {
+	t.Parallel()
+	for _, resend := range []bool{false, true} {
+		t.Run(map[bool]string{false: "dispatch claim", true: "resend claim"}[resend], func(t *testing.T) {
+			t.Parallel()
+			fake := newFakeStore(time.Minute)
+			store := newSlowClaims(fake)
+			p := &pub{}
+			r := flightsRelay(t, store, fake, p)
+			ctx := context.Background()
+			earlier, _, err := r.Enqueue(ctx, nil, Message{Topic: "orders", Key: "k-1", ShardingKey: "k", Body: []byte("x")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Another process claims the earlier row.
+			if rows, err := fake.claimDue(ctx, "another-process", time.Time{}, 10); err != nil || len(rows) != 1 {
+				t.Fatalf("claim %v %v", rows, err)
+			}
+			claimSlowly(t, r, store, resend)
+
+			done := make(chan error, 1)
+			go func() {
+				done <- r.Transact(ctx, func(ctx context.Context, tx *Tx) error {
+					_, err := tx.Enqueue(ctx, Message{Topic: "orders", Key: "k-2", ShardingKey: "k", Body: []byte("x")})
+					return err
+				})
+			}()
+			time.Sleep(100 * time.Millisecond) // k-2 waits for k-1
+			// The other process sends k-1.
+			if held, err := fake.markSent(ctx, earlier, "another-process", "m-1"); err != nil || !held {
+				t.Fatalf("mark k-1: %v %v", held, err)
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(2 * time.Second): // polling notices within 50 ms (maxNap)
+				close(store.gate)
+				<-done
+				t.Fatal("k-2 was not sent within 2s of k-1 being Sent by another process: it stopped polling to wait for an unrelated claim of its relay")
+			}
+			if n := p.count("k-2"); n != 1 {
+				t.Fatalf("k-2 sent %d times after k-1 was Sent", n)
+			}
+		})
+	}
+}
+
+// TestAnAlertThatEnqueuesOnItsKeyDoesNotStallTheRelay: the alert runs in
+// the group that made its row Dead, while that group is still in flight
+// at the row. An alert that records the failure through the outbox on the
+// same sharding key (a compensating "order o-1 failed" event, keyed by the
+// order like its other events) runs Transact, whose row is behind the Dead
+// row: it was handed back at once; now it waits for the group at the
+// earlier row, which is the group running the alert, so both wait until
+// the Transact's lease ends (a minute by default) and the batch with them.
+func TestAnAlertThatEnqueuesOnItsKeyDoesNotStallTheRelay(t *testing.T) {
+	t.Parallel()
+	fake := newFakeStore(time.Minute)
+	p := &pub{fail: func(m producer.Message) error {
+		if m.Keys[0] == "o-1-paid" {
+			return sendErr(producer.Permanent, "topic not allowed")
+		}
+		return nil
+	}}
+	var r *Relay
+	alerted := make(chan error, 1)
+	r = flightsRelay(t, fake, fake, p, WithAlert(func(ctx context.Context, row *Row) {
+		alerted <- r.Transact(ctx, func(ctx context.Context, tx *Tx) error {
+			_, err := tx.Enqueue(ctx, Message{Topic: "orders", Key: "o-1-failed", ShardingKey: row.ShardingKey, Body: []byte("x")})
+			return err
+		})
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, _, err := r.Enqueue(ctx, nil, Message{Topic: "orders", Key: "o-1-paid", ShardingKey: "o-1", Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan BatchReport, 1)
+	go func() {
+		rep, _ := r.DispatchDue(ctx, 10)
+		done <- rep
+	}()
+	select {
+	case rep := <-done:
+		if rep.Dead != 1 {
+			t.Fatalf("report %+v, want the row Dead", rep)
+		}
+	case <-time.After(3 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("the batch whose row went Dead stalled: its alert's Transact on the same key waits for the group running the alert")
+	}
+	if err := <-alerted; err != nil {
+		t.Fatal(err)
+	}
+	if n := p.count("o-1-failed"); n != 0 {
+		t.Fatalf("o-1-failed sent %d times behind a Dead row", n)
+	}
+}
