@@ -15,16 +15,16 @@ import (
 // second later, past the run's start, and so was every later row of the
 // key: a backlog of one key sent one batch per run. With flights, a row
 // blocked by an earlier row waits for the sibling group that has not sent
-// it yet (or for a claim still being taken) and checks again. A row whose
-// earlier row another process is sending polls for it instead (see
-// Relay.await).
+// it yet (or, while that row is due and unclaimed, for this relay's
+// dispatch claims under way) and checks again. A row whose earlier row
+// another process is sending polls for it instead (see Relay.await).
 //
 // A row waits only for a group that is at an earlier row than itself, so
 // the group at a key's earliest row never waits for another, and waits
 // cannot go round in a circle.
 type flights struct {
 	mu     sync.Mutex
-	claims int           // claims taken and not yet registered
+	claims int           // dispatch claims taken and not yet registered
 	idle   chan struct{} // closed when claims falls to 0
 	keys   map[string]*keyFlights
 }
