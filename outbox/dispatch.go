@@ -305,8 +305,8 @@ func (r *Relay) markShared(ctx context.Context, owner string, rows []sentRow) er
 	return req.err
 }
 
-// blockedRetry is how long a row waits when an earlier row of its
-// sharding key is not Sent yet.
+// blockedRetry is how long a row waits at least when an earlier row of
+// its sharding key is not Sent yet.
 const blockedRetry = time.Second
 
 // inFlightWait bounds how long a row waits for what its relay cannot see
@@ -327,20 +327,21 @@ type pauseFunc func(mark uint64, at earlier, nap, budget time.Duration) (again b
 // is being sent or may be being claimed here: it waits for this relay's
 // groups at earlier rows of the key (see flights), and, for up to
 // inFlightWait, for another process's send and for this relay's claims.
-// A row behind a Dead or backing-off row does not wait.
-func (r *Relay) await(ctx context.Context, row *Row, fl *flight, pause pauseFunc) (earlier, error) {
+// A row behind a Dead or backing-off row does not wait. The duration is
+// how long until the row the key has before it is due.
+func (r *Relay) await(ctx context.Context, row *Row, fl *flight, pause pauseFunc) (earlier, time.Duration, error) {
 	r.fly.advance(fl, row.ID)
 	budget, nap := inFlightWait, firstNap
 	for {
 		mark := r.fly.mark(fl)
-		at, err := r.store.predecessor(ctx, row)
+		at, dueIn, err := r.store.predecessor(ctx, row)
 		if err != nil || at == allSent || at == blocked {
-			return at, err
+			return at, dueIn, err
 		}
 		again, spent, err := pause(mark, at, nap, budget)
 		budget, nap = budget-spent, min(2*nap, maxNap)
 		if err != nil || !again {
-			return at, err
+			return at, dueIn, err
 		}
 	}
 }
@@ -354,7 +355,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 	record func(sentRow), fl *flight, pause pauseFunc) (rep BatchReport, err error) {
 	for i, row := range rows {
 		if row.ShardingKey != "" && !resend {
-			at, err := r.await(ctx, row, fl, pause)
+			at, dueIn, err := r.await(ctx, row, fl, pause)
 			switch {
 			case errors.Is(err, errClaimRanOut):
 				// As below: the rows left are due again, for a new claim.
@@ -364,14 +365,21 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 				// cut short does.
 				mctx, cancel := markContext(ctx)
 				defer cancel()
-				return rep, r.releaseAll(mctx, owner, rows[i:])
+				return rep, r.releaseAll(mctx, owner, rows[i:], blockedRetry)
 			}
 			if err != nil {
-				return rep, errors.Join(err, r.releaseAll(ctx, owner, rows[i:]))
+				return rep, errors.Join(err, r.releaseAll(ctx, owner, rows[i:], blockedRetry))
 			}
 			if at != allSent { // an earlier row of the key is Pending or Dead
+				// Behind a row backing off, due again when that row is (at
+				// most the longest backoff): claimed sooner, they would only
+				// be handed back again.
+				after := blockedRetry
+				if at == blocked {
+					after = max(after, min(dueIn, r.cfg.maxBackoff))
+				}
 				rep.Blocked += len(rows) - i
-				return rep, r.releaseAll(ctx, owner, rows[i:])
+				return rep, r.releaseAll(ctx, owner, rows[i:], after)
 			}
 		}
 		if resend && row.Attempts >= r.cfg.maxAttempts {
@@ -423,7 +431,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			// failed, and left them claimed until the lease ended.
 			mctx, cancel := markContext(ctx)
 			defer cancel()
-			return rep, r.releaseAll(mctx, owner, rows[i:])
+			return rep, r.releaseAll(mctx, owner, rows[i:], blockedRetry)
 		}
 		if fl != nil {
 			// Past its rows now: the alert fail may call must not find its
@@ -436,7 +444,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 		}
 		if row.ShardingKey != "" && i+1 < len(rows) {
 			rep.Blocked += len(rows) - i - 1
-			return rep, r.releaseAll(ctx, owner, rows[i+1:])
+			return rep, r.releaseAll(ctx, owner, rows[i+1:], blockedRetry)
 		}
 	}
 	return rep, nil
@@ -524,14 +532,13 @@ func (r *Relay) dead(ctx context.Context, row *Row, text, reason string, rep *Ba
 	}
 }
 
-func (r *Relay) releaseAll(ctx context.Context, owner string, rows []*Row) error {
-	var errs []error
-	for _, row := range rows {
-		if err := r.store.release(ctx, row.ID, owner, blockedRetry); err != nil {
-			errs = append(errs, err)
-		}
+// releaseAll hands rows owner holds back, due again after after.
+func (r *Relay) releaseAll(ctx context.Context, owner string, rows []*Row, after time.Duration) error {
+	ids := make([]int64, len(rows))
+	for i, row := range rows {
+		ids[i] = row.ID
 	}
-	return errors.Join(errs...)
+	return r.store.release(ctx, ids, owner, after)
 }
 
 // backoff is the wait after a row's attempts-th failed send: the first

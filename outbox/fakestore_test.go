@@ -140,24 +140,25 @@ func (s *fakeStore) claimUnconfirmed(_ context.Context, owner string, asOf time.
 	}), nil
 }
 
-func (s *fakeStore) predecessor(_ context.Context, row *Row) (earlier, error) {
+func (s *fakeStore) predecessor(_ context.Context, row *Row) (earlier, time.Duration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.visible() {
 		if r.ShardingKey != row.ShardingKey || r.ID >= row.ID || (r.Status != Pending && r.Status != Dead) {
 			continue
 		}
+		dueIn := max(r.NextAttemptAt.Sub(s.now), 0)
 		switch {
 		case r.Status == Dead:
-			return blocked, nil
-		case r.owner != "" && r.NextAttemptAt.After(s.now):
-			return inFlight, nil
-		case !r.NextAttemptAt.After(s.now):
-			return claimable, nil
+			return blocked, 0, nil
+		case r.owner != "" && dueIn > 0:
+			return inFlight, dueIn, nil
+		case dueIn == 0:
+			return claimable, 0, nil
 		}
-		return blocked, nil
+		return blocked, dueIn, nil
 	}
-	return allSent, nil
+	return allSent, 0, nil
 }
 
 // held returns the row if it has status and owner.
@@ -246,11 +247,13 @@ func (s *fakeStore) giveUp(_ context.Context, id int64, owner, lastErr string, s
 	return true, nil
 }
 
-func (s *fakeStore) release(_ context.Context, id int64, owner string, after time.Duration) error {
+func (s *fakeStore) release(_ context.Context, ids []int64, owner string, after time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r := s.rows[id]; r != nil && r.tx == nil && r.owner == owner {
-		r.owner, r.NextAttemptAt = "", s.now.Add(after)
+	for _, id := range ids {
+		if r := s.rows[id]; r != nil && r.tx == nil && r.owner == owner {
+			r.owner, r.NextAttemptAt = "", s.now.Add(after)
+		}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -152,5 +153,42 @@ func TestAnOrderedSendReadsOnlyItsKeysUnsentRows(t *testing.T) {
 	db.MustExec("ANALYZE TABLE mq_log")
 	if later := send("later"); later > first+50 {
 		t.Fatalf("sending a row of a key read %d rows with 2,000 of the key's rows Sent before it, %d with none", later, first)
+	}
+}
+
+// TestARowBehindABackingOffRowIsDueWithItOnMySQL: the store's half of
+// TestARowBehindABackingOffRowIsDueWithIt: the time until the earlier row
+// is due comes from the database.
+func TestARowBehindABackingOffRowIsDueWithItOnMySQL(t *testing.T) {
+	t.Parallel()
+	pub := newFake()
+	pub.fail = func(m producer.Message) error {
+		if m.Keys[0] == "k-1" {
+			return &producer.SendError{Outcome: producer.Transient, Err: errors.New("broker busy")}
+		}
+		return nil
+	}
+	db, r := setup(t, pub, outbox.WithBackoff(time.Minute, time.Hour))
+	for _, k := range []string{"k-1", "k-2"} {
+		if _, _, err := r.Enqueue(bg, db, outbox.Message{Topic: "orders", Key: k, ShardingKey: "k", Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep, err := r.DispatchDue(bg, 10); err != nil || rep.Failed != 1 {
+		t.Fatalf("first dispatch: %+v, %v", rep, err)
+	}
+	// The second handed back for a second with the first's failure: due now.
+	db.MustExec("UPDATE mq_log SET next_attempt_at = UTC_TIMESTAMP(6) WHERE biz_key = 'k-2'")
+	if rep, err := r.DispatchDue(bg, 10); err != nil || rep.Blocked != 1 {
+		t.Fatalf("second dispatch: %+v, %v", rep, err)
+	}
+	var gap, ahead float64
+	if err := db.QueryRow(`SELECT TIMESTAMPDIFF(MICROSECOND, a.next_attempt_at, b.next_attempt_at) / 1e6,
+		TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), b.next_attempt_at) / 1e6
+		FROM mq_log a, mq_log b WHERE a.biz_key = 'k-1' AND b.biz_key = 'k-2'`).Scan(&gap, &ahead); err != nil {
+		t.Fatal(err)
+	}
+	if gap < 0 || gap > 1 || ahead < 20 {
+		t.Fatalf("k-2 due %.3f s after k-1, %.3f s from now; want with k-1, 30 s or more away", gap, ahead)
 	}
 }

@@ -17,7 +17,7 @@ type slowPredecessor struct {
 	during func()
 }
 
-func (s *slowPredecessor) predecessor(ctx context.Context, row *Row) (earlier, error) {
+func (s *slowPredecessor) predecessor(ctx context.Context, row *Row) (earlier, time.Duration, error) {
 	if row.ID == s.id {
 		s.advance(s.d)
 		s.during()

@@ -63,7 +63,8 @@ func newQueries(table string) queries {
 		// (sharding_hash, status, id) index alone; MIN rather than ORDER
 		// BY id LIMIT 1, with which the optimizer may walk the primary key
 		// through every key's rows.
-		predecessor: "SELECT status = 3, lease_owner <> '' AND next_attempt_at > UTC_TIMESTAMP(6), next_attempt_at <= UTC_TIMESTAMP(6)" +
+		predecessor: "SELECT status = 3, lease_owner <> '' AND next_attempt_at > UTC_TIMESTAMP(6)," +
+			" GREATEST(TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), next_attempt_at), 0)" +
 			" FROM " + t + " WHERE id = (SELECT MIN(id) FROM " + t + " WHERE sharding_hash = ? AND status IN (0, 3) AND id < ?)" +
 			" AND sharding_key = ?",
 		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, last_error = '', lease_owner = ''," +
@@ -77,8 +78,8 @@ func newQueries(table string) queries {
 		// and the row's condition (see failedAttempt).
 		retryLater: "UPDATE " + t + " SET attempts = attempts + 1, lease_owner = '', updated_at = UTC_TIMESTAMP(6), last_error = ",
 		markDead:   "UPDATE " + t + " SET status = 3, attempts = attempts + 1, lease_owner = '', updated_at = UTC_TIMESTAMP(6), last_error = ",
-		release: "UPDATE " + t + " SET lease_owner = '', next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND" +
-			" WHERE id = ? AND lease_owner = ?",
+		// Followed by the delay, the ids and the owner (see release).
+		release: "UPDATE " + t + " SET lease_owner = '', next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL ",
 		// An unconfirmed row out of resends stays Sent and is no longer due.
 		giveUp: "UPDATE " + t + " SET lease_owner = '', next_attempt_at = '9999-12-31 00:00:00', updated_at = UTC_TIMESTAMP(6), last_error = ",
 		// The purge picks its rows with a plain (non-locking) read, then
@@ -295,23 +296,24 @@ func (s *mysqlStore) claim(ctx context.Context, owner, selectQ string, selectArg
 	return ids, nil
 }
 
-func (s *mysqlStore) predecessor(ctx context.Context, row *Row) (earlier, error) {
-	var dead, leased, due bool
+func (s *mysqlStore) predecessor(ctx context.Context, row *Row) (earlier, time.Duration, error) {
+	var dead, leased bool
+	var dueIn int64 // µs
 	err := sqldb.Scan(ctx, s.db, s.q.predecessor, []any{sqldb.Hash(row.ShardingKey), row.ID, []byte(row.ShardingKey)},
-		&dead, &leased, &due)
+		&dead, &leased, &dueIn)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return allSent, nil
+		return allSent, 0, nil
 	case err != nil:
-		return blocked, fmt.Errorf("outbox: predecessor of %d: %w", row.ID, err)
+		return blocked, 0, fmt.Errorf("outbox: predecessor of %d: %w", row.ID, err)
 	case dead:
-		return blocked, nil
+		return blocked, 0, nil
 	case leased:
-		return inFlight, nil
-	case due:
-		return claimable, nil
+		return inFlight, time.Duration(dueIn) * time.Microsecond, nil
+	case dueIn == 0:
+		return claimable, 0, nil
 	}
-	return blocked, nil
+	return blocked, time.Duration(dueIn) * time.Microsecond, nil
 }
 
 func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string) (bool, error) {
@@ -428,9 +430,16 @@ func (s *mysqlStore) giveUp(ctx context.Context, id int64, owner, lastErr string
 	return n == 1, nil
 }
 
-func (s *mysqlStore) release(ctx context.Context, id int64, owner string, after time.Duration) error {
-	if _, err := s.exec(ctx, s.q.release, after.Microseconds(), id, owner); err != nil {
-		return fmt.Errorf("outbox: release %d: %w", id, err)
+func (s *mysqlStore) release(ctx context.Context, ids []int64, owner string, after time.Duration) error {
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), 500)]
+		ids = ids[len(chunk):]
+		q := sqldb.NewStatement(len(s.q.release) + len(chunk)*12 + 150).SQL(s.q.release).Int(after.Microseconds()).
+			SQL(" MICROSECOND WHERE id IN (").Ints(chunk).SQL(") AND lease_owner = ").String(owner)
+		query, args := q.Query()
+		if _, err := s.exec(ctx, query, args...); err != nil {
+			return fmt.Errorf("outbox: release %d rows from %d: %w", len(chunk), chunk[0], err)
+		}
 	}
 	return nil
 }

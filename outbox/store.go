@@ -37,8 +37,9 @@ type rowStore interface {
 	// them in id order.
 	claimUnconfirmed(ctx context.Context, owner string, asOf time.Time, timeout time.Duration, limit int) ([]*Row, error)
 	// predecessor reports what row's sharding key has before it: the state
-	// of its oldest row with a smaller id not Sent (nor Confirmed) yet.
-	predecessor(ctx context.Context, row *Row) (earlier, error)
+	// of its oldest row with a smaller id not Sent (nor Confirmed) yet, and
+	// how long until that row is due (0 when it is, or is Dead).
+	predecessor(ctx context.Context, row *Row) (earlier, time.Duration, error)
 	// markSent moves a Pending row owner holds to Sent, counting the
 	// attempt; it reports whether owner still held it.
 	markSent(ctx context.Context, id int64, owner, msgID string) (bool, error)
@@ -57,8 +58,8 @@ type rowStore interface {
 	// counting a failed attempt when sent (a resend failed); it reports
 	// whether owner still held it.
 	giveUp(ctx context.Context, id int64, owner, lastErr string, sent bool) (bool, error)
-	// release gives up owner's claim on a row, due again after after.
-	release(ctx context.Context, id int64, owner string, after time.Duration) error
+	// release gives up owner's claim on rows, due again after after.
+	release(ctx context.Context, ids []int64, owner string, after time.Duration) error
 	// confirm moves the Pending or Sent row of topic and key to Confirmed
 	// through ex, reporting whether one moved.
 	confirm(ctx context.Context, ex Execer, topic, key string) (bool, error)
