@@ -566,6 +566,10 @@ func TestRefusedRetryStoreIsRetriedUntilStored(t *testing.T) {
 	var troubles []consumer.Trouble
 	c := f.start(consumer.New(f.env.NameServers(), f.group, f.topic, func(ctx context.Context, m *consumer.Message) error {
 		if calls.Add(1) == 1 {
+			// Injected here, before the retry copy is sent: injected after
+			// the test's send, a loaded machine let the copy through first.
+			b.Inject(rmqtest.SendMessage, rmqtest.Fault{Times: 7, Code: rmqtest.CodeSystemError, Remark: "store busy"})
+			b.Inject(rmqtest.ConsumerSendMsgBack, rmqtest.Fault{Times: 100, Code: rmqtest.CodeSystemError})
 			return errors.New("first attempt fails")
 		}
 		return nil
@@ -576,8 +580,6 @@ func TestRefusedRetryStoreIsRetriedUntilStored(t *testing.T) {
 			troubles = append(troubles, tr)
 		})))
 	f.send(producer.Message{Body: []byte("x"), Keys: []string{"k"}})
-	b.Inject(rmqtest.SendMessage, rmqtest.Fault{Times: 7, Code: rmqtest.CodeSystemError, Remark: "store busy"})
-	b.Inject(rmqtest.ConsumerSendMsgBack, rmqtest.Fault{Times: 100, Code: rmqtest.CodeSystemError})
 	f.eventually("handled once a retry copy is stored", func() bool { return c.Stats().Handled == 1 })
 	if calls.Load() != 2 || len(f.parked()) != 0 || c.Stats().StoreErrors != 7 {
 		t.Fatalf("calls %d, parked %d, store errors %d", calls.Load(), len(f.parked()), c.Stats().StoreErrors)
