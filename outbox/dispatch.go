@@ -439,18 +439,23 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			// through Transact, waits for earlier groups of the key).
 			r.fly.advance(fl, math.MaxInt64)
 		}
-		if err := r.fail(ctx, owner, row, sendErr, resend, &rep); err != nil {
+		retryIn, err := r.fail(ctx, owner, row, sendErr, resend, &rep)
+		if err != nil {
 			return rep, err
 		}
 		if row.ShardingKey != "" && i+1 < len(rows) {
+			// The rest wait for this row: due again when it is.
 			rep.Blocked += len(rows) - i - 1
-			return rep, r.releaseAll(ctx, owner, rows[i+1:], blockedRetry)
+			return rep, r.releaseAll(ctx, owner, rows[i+1:], max(blockedRetry, retryIn))
 		}
 	}
 	return rep, nil
 }
 
-func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error, resend bool, rep *BatchReport) error {
+// fail records row's failed send: Dead (or, a resend, given up on) past
+// the attempts or when the broker refuses it for good, else due again
+// after the backoff, which it returns (zero when the row is not retried).
+func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error, resend bool, rep *BatchReport) (time.Duration, error) {
 	attempts := row.Attempts + 1
 	text := sendErr.Error()
 	switch {
@@ -463,21 +468,21 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 		}
 		held, err := r.store.giveUp(ctx, row.ID, owner, prefix+text, true)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if !held {
 			r.lostClaim(ctx, row, "", rep)
-			return nil
+			return 0, nil
 		}
 		r.dead(ctx, row, text, reason, rep)
 	case !resend && (attempts >= r.cfg.maxAttempts || producer.IsPermanent(sendErr)):
 		held, err := r.store.markDead(ctx, row.ID, owner, text)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if !held {
 			r.lostClaim(ctx, row, "", rep)
-			return nil
+			return 0, nil
 		}
 		reason := "attempts"
 		if producer.IsPermanent(sendErr) {
@@ -489,21 +494,23 @@ func (r *Relay) fail(ctx context.Context, owner string, row *Row, sendErr error,
 		if resend {
 			status = Sent
 		}
-		held, err := r.store.retryLater(ctx, row.ID, status, owner, text, r.backoff(attempts))
+		retryIn := r.backoff(attempts)
+		held, err := r.store.retryLater(ctx, row.ID, status, owner, text, retryIn)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if !held {
 			r.lostClaim(ctx, row, "", rep)
-			return nil
+			return 0, nil
 		}
 		rep.Failed++
 		r.emit(ctx, observe.Event{Kind: observe.RowRetry, Topic: row.Topic, Key: row.Key, Attempt: attempts,
 			Err: sendErr})
 		r.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "outbox send failed, retrying later", slog.Int64("id", row.ID),
 			slog.String("topic", row.Topic), slog.Int("attempt", attempts), slog.Any("error", sendErr))
+		return retryIn, nil
 	}
-	return nil
+	return 0, nil
 }
 
 // lostClaim counts a row another relay claimed once this claim's lease
@@ -543,10 +550,15 @@ func (r *Relay) releaseAll(ctx context.Context, owner string, rows []*Row, after
 
 // backoff is the wait after a row's attempts-th failed send: the first
 // wait doubled per attempt up to the cap, then jittered to between half
-// and all of it.
+// and all of it. Past half the cap the next doubling is the cap: doubling
+// further could overflow (a cap of math.MaxInt64 reads as no cap).
 func (r *Relay) backoff(attempts int) time.Duration {
 	d := r.cfg.backoff
 	for i := 1; i < attempts && d < r.cfg.maxBackoff; i++ {
+		if d > r.cfg.maxBackoff/2 {
+			d = r.cfg.maxBackoff
+			break
+		}
 		d *= 2
 	}
 	d = min(d, r.cfg.maxBackoff)

@@ -21,8 +21,9 @@
 // whose earlier row is being sent waits for it: for as long as it takes
 // when another batch of the same relay sends it (the job's other claim
 // loop, a concurrent Transact), up to 5 s when another process does. A row
-// behind a failed row is handed back, due again when that row is; behind a
-// Dead row, a second later.
+// behind a failed row is handed back, due again when that row is (or at
+// once when a consumer confirms it: its send had reached the broker after
+// all); behind a Dead row, a second later.
 //
 // Any number of relays and reconcile jobs may share the table: claims take
 // due rows with SELECT ... FOR UPDATE SKIP LOCKED and stamp them with an

@@ -263,6 +263,15 @@ func (s *fakeStore) confirm(_ context.Context, _ Execer, topic, key string) (boo
 	defer s.mu.Unlock()
 	for _, r := range s.visible() {
 		if r.Topic == topic && r.Key == key && (r.Status == Pending || r.Status == Sent) {
+			if r.Status == Pending && r.ShardingKey != "" {
+				// As the MySQL store: the key's later rows, handed back
+				// behind this one, are due now.
+				for _, l := range s.visible() {
+					if l.ShardingKey == r.ShardingKey && l.ID > r.ID && l.Status == Pending && l.owner == "" && l.NextAttemptAt.After(s.now) {
+						l.NextAttemptAt = s.now
+					}
+				}
+			}
 			r.Status, r.UpdatedAt = Confirmed, s.now
 			return true, nil
 		}

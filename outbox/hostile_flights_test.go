@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
+	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
 
@@ -362,19 +366,31 @@ func TestARowBehindABackingOffRowIsDueWithIt(t *testing.T) {
 		defer fake.mu.Unlock()
 		return fake.rows[id].NextAttemptAt
 	}
-	if rep, err := r.DispatchDue(ctx, 10); err != nil || rep.Failed != 1 {
+	// k-2 and k-3, in k-1's claim, are handed back with its failure, due
+	// when it is (they were due a second later).
+	if rep, err := r.DispatchDue(ctx, 10); err != nil || rep.Failed != 1 || rep.Blocked != 2 {
 		t.Fatalf("first dispatch: %+v, %v", rep, err)
 	}
-	// k-2 and k-3 were handed back with k-1's failure, for a second.
-	fake.advance(2 * time.Second)
+	checkDue := func() {
+		t.Helper()
+		for _, id := range ids[1:] {
+			if got, want := due(id), due(ids[0]); !got.Equal(want) {
+				t.Fatalf("row %d due at %v, want with the row before it, at %v (now %v)", id, got, want, fake.clock())
+			}
+		}
+	}
+	checkDue()
+	// Claimed with a row of another key before k-1 failed, they are handed
+	// back in a later claim: due with k-1 too.
+	fake.mu.Lock()
+	for _, id := range ids[1:] {
+		fake.rows[id].NextAttemptAt = fake.now
+	}
+	fake.mu.Unlock()
 	if rep, err := r.DispatchDue(ctx, 10); err != nil || rep.Blocked != 2 || p.count("k-2") != 0 {
 		t.Fatalf("second dispatch: %+v, %v", rep, err)
 	}
-	for _, id := range ids[1:] {
-		if got, want := due(id), due(ids[0]); !got.Equal(want) {
-			t.Fatalf("row %d due at %v, want with the row before it, at %v (now %v)", id, got, want, fake.clock())
-		}
-	}
+	checkDue()
 	// Made Dead, k-1 holds its key until a replay: the rows behind it are
 	// due again a second later, to be sent soon after the replay.
 	next := due(ids[1])
@@ -387,5 +403,151 @@ func TestARowBehindABackingOffRowIsDueWithIt(t *testing.T) {
 	}
 	if got, want := due(ids[1]), fake.clock().Add(blockedRetry); !got.Equal(want) {
 		t.Fatalf("behind a dead row, due at %v, want %v", got, want)
+	}
+}
+
+// TestAConfirmedBackingOffRowFreesItsKey: a send that timed out often
+// reached the broker; the consumer confirms the message while its row is
+// still Pending, backing off. The key's later rows, handed back until that
+// row was due (up to the longest backoff, an hour here), are due at once:
+// nothing before them is left to send. A confirmation rolled back frees
+// nothing.
+func TestAConfirmedBackingOffRowFreesItsKey(t *testing.T) {
+	t.Parallel()
+	onStores(t, func(t *testing.T, h *harness) {
+		ctx := context.Background()
+		p := &pub{fail: func(m producer.Message) error {
+			if m.Keys[0] == "k-1" || m.Keys[0] == "j-1" {
+				return sendErr(producer.OutcomeUnknown, "send timed out")
+			}
+			return nil
+		}}
+		r := h.relay(t, p, WithBackoff(time.Minute, time.Hour))
+		for _, k := range []string{"k-1", "k-2", "j-1", "j-2"} {
+			enqueue(t, h, r, Message{Key: k, ShardingKey: k[:1]})
+		}
+		// passes lets d pass for what is due: on MySQL every due time
+		// moves back by d.
+		passes := func(d time.Duration) {
+			if h.fake != nil {
+				h.fake.advance(d)
+				return
+			}
+			h.db.MustExec(fmt.Sprintf("UPDATE mq_log SET next_attempt_at = next_attempt_at - INTERVAL %d MICROSECOND",
+				d.Microseconds()))
+		}
+		if rep := dispatch(t, r); rep.Failed != 2 || rep.Blocked != 2 {
+			t.Fatalf("first dispatch %+v", rep)
+		}
+		// The consumer got k-1 after all and confirms it; j-1's
+		// confirmation is rolled back (on the fake store, never made).
+		if ok, err := r.Confirm(ctx, h.ex(), "orders", "k-1"); err != nil || !ok {
+			t.Fatalf("confirm k-1: %v, %v", ok, err)
+		}
+		if h.db != nil {
+			tx := h.db.MustBegin()
+			if ok, err := r.Confirm(ctx, tx, "orders", "j-1"); err != nil || !ok {
+				t.Fatalf("confirm j-1: %v, %v", ok, err)
+			}
+			if err := tx.Rollback(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		passes(2 * time.Second)
+		rep := dispatch(t, r)
+		if p.count("k-2") != 1 {
+			t.Fatalf("2 s after k-1 was confirmed, k-2 is unsent (dispatch %+v): it waits for the due time of a "+
+				"Confirmed row", rep)
+		}
+		if n := p.count("j-2"); n != 0 || rep.Sent != 1 {
+			t.Fatalf("j-2 sent %d times (dispatch %+v) while j-1 backs off, not confirmed", n, rep)
+		}
+	})
+}
+
+// lockingPredecessor runs lock on its first predecessor check: another
+// transaction takes a row lock while the relay holds the row.
+type lockingPredecessor struct {
+	*mysqlStore
+	lock func()
+	once sync.Once
+}
+
+func (s *lockingPredecessor) predecessor(ctx context.Context, row *Row) (earlier, time.Duration, error) {
+	s.once.Do(s.lock)
+	return s.mysqlStore.predecessor(ctx, row)
+}
+
+// TestOneLockedRowDoesNotKeepTheGroupClaimed: a group's rows are handed
+// back 500 to a statement. One row locked by another transaction (a
+// business transaction reading it FOR UPDATE) past the lock wait timeout
+// fails its statement: that chunk's other rows are then handed back
+// without waiting, and the next chunk is still tried, so only the locked
+// row stays claimed.
+func TestOneLockedRowDoesNotKeepTheGroupClaimed(t *testing.T) {
+	t.Parallel()
+	base := testenv.MySQL(t)
+	db := testenv.MySQLWith(t, base, func(c *mysql.Config) {
+		c.Params = map[string]string{"innodb_lock_wait_timeout": "1"}
+	})
+	c, err := newConfig([]Option{WithLogger(slog.New(slog.DiscardHandler))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = releaseChunk + 101 // rows behind a Dead row: two chunks
+	ctx := context.Background()
+	store := &lockingPredecessor{mysqlStore: newMySQLStore(db, c.table, c.lease)}
+	r := newRelay(store, &pub{}, c)
+	h := &harness{db: base}
+	dead := enqueue(t, h, r, Message{Key: "k-0", ShardingKey: "k"})
+	base.MustExec("UPDATE mq_log SET status = 3 WHERE id = ?", dead)
+	var locked int64
+	for i := 1; i <= n; i++ {
+		id := enqueue(t, h, r, Message{Key: fmt.Sprint("k-", i), ShardingKey: "k"})
+		if i == 2 {
+			locked = id
+		}
+	}
+	lockTx := base.MustBegin()
+	t.Cleanup(func() { _ = lockTx.Rollback() })
+	store.lock = func() {
+		var id int64
+		if err := lockTx.Get(&id, "SELECT id FROM mq_log WHERE id = ? FOR UPDATE", locked); err != nil {
+			t.Errorf("lock row %d: %v", locked, err)
+		}
+	}
+	rep, err := r.DispatchDue(ctx, 1000)
+	if rep.Claimed != n || rep.Blocked != n {
+		t.Fatalf("dispatch %+v, want %d rows claimed and handed back (%v)", rep, n, err)
+	}
+	if !sqldb.IsDeadlock(err) {
+		t.Fatalf("dispatch error %v, want the locked row's lock wait timeout", err)
+	}
+	var held []int64
+	if err := base.Select(&held, "SELECT id FROM mq_log WHERE lease_owner <> ''"); err != nil {
+		t.Fatal(err)
+	}
+	if len(held) != 1 || held[0] != locked {
+		t.Fatalf("rows %v still claimed after the dispatch, want only the locked row %d", held, locked)
+	}
+}
+
+// TestAnUncappedBackoffNeverPanics: WithBackoff(first, math.MaxInt64)
+// reads as no cap. Doubling the wait overflowed at attempt 35 from 1 s,
+// and rand.N panicked on a send goroutine, where nothing recovers it.
+func TestAnUncappedBackoffNeverPanics(t *testing.T) {
+	t.Parallel()
+	c, err := newConfig([]Option{WithBackoff(time.Second, math.MaxInt64), WithLogger(slog.New(slog.DiscardHandler))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRelay(newFakeStore(time.Minute), &pub{}, c)
+	prev := time.Duration(0)
+	for attempts := 1; attempts < 100; attempts++ {
+		d := r.backoff(attempts)
+		if d < time.Second/2 || (attempts > 2 && d < prev/4) {
+			t.Fatalf("backoff(%d) = %v after %v", attempts, d, prev)
+		}
+		prev = d
 	}
 }

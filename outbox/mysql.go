@@ -16,7 +16,7 @@ import (
 )
 
 type queries struct {
-	lockKey, insert, confirm, replay, get, list, selectDue, selectUnconfirmed, claimed, predecessor,
+	lockKey, insert, confirm, shardingKeyOf, freeLater, lockUnlocked, replay, get, list, selectDue, selectUnconfirmed, claimed, predecessor,
 	markSent, retryLater, markDead, release, giveUp, purgeIDs, purge, pending, dead,
 	insertSent, insertAborted, statusOf, idOf, claimLocked, topics, byKey, markSentBatch string
 }
@@ -42,6 +42,11 @@ func newQueries(table string) queries {
 			" status, attempts, next_attempt_at, lease_owner, last_error, msg_id, created_at, updated_at) VALUES (",
 		// Followed by the key's condition (appendKey).
 		confirm: "UPDATE " + t + " SET status = 2, updated_at = UTC_TIMESTAMP(6)",
+		// Followed by the key's condition (appendKey).
+		shardingKeyOf: "SELECT id, sharding_key FROM " + t,
+		lockUnlocked:  "SELECT id FROM " + t + " WHERE id IN (",
+		freeLater: "UPDATE " + t + " SET next_attempt_at = UTC_TIMESTAMP(6) WHERE sharding_hash = ? AND status = 0 AND id > ?" +
+			" AND sharding_key = ? AND lease_owner = '' AND next_attempt_at > UTC_TIMESTAMP(6)",
 		replay: "UPDATE " + t + " SET status = 0, attempts = 0, next_attempt_at = UTC_TIMESTAMP(6), lease_owner = '', updated_at = UTC_TIMESTAMP(6)" +
 			" WHERE id = ? AND status = 3",
 		get:  "SELECT " + columns + " FROM " + t + " WHERE id = ?",
@@ -430,16 +435,60 @@ func (s *mysqlStore) giveUp(ctx context.Context, id int64, owner, lastErr string
 	return n == 1, nil
 }
 
+// releaseChunk is how many rows one release statement hands back.
+const releaseChunk = 500
+
+// release hands rows back releaseChunk at a time. A row locked by another
+// transaction (a business transaction reading it FOR UPDATE, a consumer's
+// Confirm not committed yet) fails the whole statement once the lock wait
+// times out: the chunk's other rows are then handed back skipping the
+// locked ones, which stay claimed until the lease ends. A failed chunk
+// does not keep the next ones from being tried.
 func (s *mysqlStore) release(ctx context.Context, ids []int64, owner string, after time.Duration) error {
-	for len(ids) > 0 {
-		chunk := ids[:min(len(ids), 500)]
+	var errs []error
+	for len(ids) > 0 && ctx.Err() == nil {
+		chunk := ids[:min(len(ids), releaseChunk)]
 		ids = ids[len(chunk):]
 		q := sqldb.NewStatement(len(s.q.release) + len(chunk)*12 + 150).SQL(s.q.release).Int(after.Microseconds()).
 			SQL(" MICROSECOND WHERE id IN (").Ints(chunk).SQL(") AND lease_owner = ").String(owner)
 		query, args := q.Query()
-		if _, err := s.exec(ctx, query, args...); err != nil {
-			return fmt.Errorf("outbox: release %d rows from %d: %w", len(chunk), chunk[0], err)
+		_, err := s.exec(ctx, query, args...)
+		if sqldb.IsDeadlock(err) {
+			err = errors.Join(err, s.releaseUnlocked(ctx, chunk, owner, after))
 		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("outbox: release %d rows from %d: %w", len(chunk), chunk[0], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// releaseUnlocked hands back those of ids that no other transaction has
+// locked, without waiting for any lock, in one short transaction.
+func (s *mysqlStore) releaseUnlocked(ctx context.Context, ids []int64, owner string, after time.Duration) error {
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	query, args := sqldb.NewStatement(len(s.q.lockUnlocked) + len(ids)*12 + 100).SQL(s.q.lockUnlocked).Ints(ids).
+		SQL(") AND lease_owner = ").String(owner).SQL(" FOR UPDATE SKIP LOCKED").Query()
+	var free []int64
+	if err := sqldb.Select(ctx, tx, &free, query, args...); err != nil {
+		return err
+	}
+	if len(free) > 0 {
+		query, args = sqldb.NewStatement(len(s.q.release) + len(free)*12 + 150).SQL(s.q.release).Int(after.Microseconds()).
+			SQL(" MICROSECOND WHERE id IN (").Ints(free).SQL(")").Query()
+		if _, err := sqldb.Exec(ctx, tx, query, args...); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if locked := len(ids) - len(free); locked > 0 {
+		return fmt.Errorf("%d rows not handed back: locked by another transaction (claimed until the lease ends) or no longer this claim's", locked)
 	}
 	return nil
 }
@@ -448,8 +497,24 @@ func (s *mysqlStore) confirm(ctx context.Context, ex Execer, topic, key string) 
 	if err := s.names.Check(ctx, ex); err != nil {
 		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
 	}
+	moved, err := s.confirmFrom(ctx, ex, topic, key, Sent)
+	if err != nil || moved {
+		return moved, err
+	}
+	// Rarely, a Pending row: its send timed out but reached the consumer.
+	if moved, err = s.confirmFrom(ctx, ex, topic, key, Pending); err != nil || !moved {
+		return moved, err
+	}
+	if err := s.freeLaterRows(ctx, ex, topic, key); err != nil {
+		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
+	}
+	return true, nil
+}
+
+// confirmFrom moves the row of topic and key from status to Confirmed.
+func (s *mysqlStore) confirmFrom(ctx context.Context, ex Execer, topic, key string, status Status) (bool, error) {
 	query, args := appendKey(sqldb.NewStatement(len(s.q.confirm)+2*(len(topic)+len(key))+200).SQL(s.q.confirm), topic, key, true).
-		SQL(" AND status IN (0, 1)").Query()
+		SQL(" AND status = ").Int(int64(status)).Query()
 	res, err := sqldb.Exec(ctx, ex, query, args...)
 	if err != nil {
 		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
@@ -459,6 +524,21 @@ func (s *mysqlStore) confirm(ctx context.Context, ex Execer, topic, key string) 
 		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
 	}
 	return n == 1, nil
+}
+
+// freeLaterRows makes the later rows of the sharding key of the row of
+// topic and key, just confirmed from Pending, due now: handed back behind
+// it while it backed off, they waited for its due time, and nothing before
+// them is left to send.
+func (s *mysqlStore) freeLaterRows(ctx context.Context, ex Execer, topic, key string) error {
+	var id int64
+	var shardingKey []byte
+	query, args := appendKey(sqldb.NewStatement(len(s.q.shardingKeyOf)+2*(len(topic)+len(key))+200).SQL(s.q.shardingKeyOf), topic, key, true).Query()
+	if err := sqldb.Scan(ctx, ex, query, args, &id, &shardingKey); err != nil || len(shardingKey) == 0 {
+		return err
+	}
+	_, err := sqldb.Exec(ctx, ex, s.q.freeLater, sqldb.Hash(string(shardingKey)), id, shardingKey)
+	return err
 }
 
 func (s *mysqlStore) replay(ctx context.Context, id int64) (bool, error) {

@@ -221,6 +221,12 @@ func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) erro
 // Confirm records, through ex (the consumer's transaction when it shares
 // the database), that the message of topic and key was consumed. Reconcile
 // stops resending it. It reports whether a row moved to Confirmed.
+//
+// It is one statement for a Sent row. A row still Pending (its send timed
+// out, yet the broker had it) takes three: the later rows of its sharding
+// key, which waited for it, are made due now. Those rows stay locked in
+// ex's transaction until it ends, as the confirmed row does, and under
+// REPEATABLE READ new rows of the key wait for it too.
 func (r *Relay) Confirm(ctx context.Context, ex Execer, topic, key string) (bool, error) {
 	return r.store.confirm(ctx, ex, topic, key)
 }
