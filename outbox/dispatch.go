@@ -199,13 +199,16 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 	close(stop)
 	timer.Wait()
 	// Unordered rows are marked Sent together, a chunk per statement;
-	// after a Transact, together with other Transact calls' rows.
+	// after a Transact, in the background with other calls' rows (see
+	// marker), waited for only when marks fall behind.
 	if shared && len(sent) > 0 {
-		if err := r.markShared(ctx, owner, sent); err != nil {
-			errs = append(errs, err)
-		} else {
-			report.Sent += len(sent)
+		if seq, wait := r.marks.add(owner, sent); wait {
+			// A ctx ending here leaves the marks queued, not dropped.
+			if err := r.marks.wait(ctx, seq); err != nil && ctx.Err() == nil {
+				errs = append(errs, err)
+			}
 		}
+		report.Sent += len(sent)
 		sent = nil
 	}
 	n, lost, err := r.markBatch(ctx, owner, sent, resend)
@@ -253,57 +256,9 @@ func markContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), markFlushTimeout)
 }
 
-// markReq is one Transact call's rows to mark Sent, combined with other
-// calls' into one statement (package combine: no caller flushes more than
-// one batch).
-type markReq struct {
-	owner string
-	rows  []sentRow
-	err   error
-}
-
-// markRequests bounds the Transact calls one shared mark serves.
-const markRequests = 64
-
-// markFlushTimeout bounds a shared flush, which must not depend on the
-// flusher's own ctx.
+// markFlushTimeout bounds a statement marking rows Sent, which must not
+// depend on the ctx of the call that sent them.
 const markFlushTimeout = 10 * time.Second
-
-func (r *Relay) flushMarks(ctx context.Context, reqs []*markReq) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markFlushTimeout)
-	defer cancel()
-	var all []sentRow
-	owners := make([]string, 0, len(reqs))
-	for _, q := range reqs {
-		all = append(all, q.rows...)
-		owners = append(owners, q.owner)
-	}
-	var err error
-	for len(all) > 0 && err == nil {
-		chunk := all[:min(len(all), markChunk)]
-		all = all[len(chunk):]
-		_, err = r.store.markSentBatch(ctx, owners, chunk, false)
-	}
-	for _, q := range reqs {
-		q.err = err
-	}
-}
-
-// markShared marks rows Sent in a statement shared with concurrent calls.
-// The broker has them, so ctx's cancellation does not drop them from the
-// queue (they would stay claimed and be sent again once their lease
-// ends); markFlushTimeout bounds the wait instead, after which the rows
-// stay claimed until their lease ends (then they are resent, which
-// consumers absorb).
-func (r *Relay) markShared(ctx context.Context, owner string, rows []sentRow) error {
-	ctx, cancel := markContext(ctx)
-	defer cancel()
-	req := &markReq{owner: owner, rows: rows}
-	if !r.marks.Do(ctx, req) {
-		return ctx.Err()
-	}
-	return req.err
-}
 
 // blockedRetry is how long a row waits at least when an earlier row of
 // its sharding key is not Sent yet.

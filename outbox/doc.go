@@ -7,7 +7,10 @@
 // caller's own transaction ([Relay.Enqueue] takes any [Execer]: *sql.Tx,
 // *sqlx.Tx...), so the row exists exactly when the business data does.
 // [Relay.Transact] runs a function in a transaction and sends its rows
-// right after the commit. What is not sent then (broker down, send timed
+// right after the commit; unordered rows are then marked Sent in the
+// background, many calls' to a statement ([Relay.Flush] waits for the
+// marks: call it before the process exits, or rows whose mark was lost are
+// sent again once their lease ends). What is not sent then (broker down, send timed
 // out, process killed between commit and send) stays Pending, and the
 // reconcile job sends it later, backing off per row, until the attempt cap
 // makes it Dead and fires the alert. [Relay.Replay] puts a Dead row back.

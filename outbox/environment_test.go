@@ -52,7 +52,7 @@ func TestRelayUnderEveryDSNVariant(t *testing.T) {
 				_, err = tx.Enqueue(ctx, outbox.Message{Topic: topic, Key: "k2", Body: []byte("x")})
 				return err
 			})
-			if err != nil {
+			if err := errors.Join(err, r.Flush(ctx)); err != nil {
 				t.Fatal(err)
 			}
 			if b, err := r.Backlog(ctx); err != nil || b.Pending != 1 || b.OldestPending < 0 || b.OldestPending > time.Minute {

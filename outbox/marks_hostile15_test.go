@@ -94,6 +94,9 @@ func TestTransactMarksWhatItSentAfterItsCtxEnds(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // b waits behind a's mark, or gave up
 	close(s.gate)
 	wg.Wait()
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 
 	s.advance(2 * time.Minute) // past Transact's lease
 	if _, err := r.DispatchDue(context.Background(), 10); err != nil {

@@ -497,12 +497,15 @@ func (s *mysqlStore) confirm(ctx context.Context, ex Execer, topic, key string) 
 	if err := s.names.Check(ctx, ex); err != nil {
 		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)
 	}
-	moved, err := s.confirmFrom(ctx, ex, topic, key, Sent)
+	// A Sent row, or a Pending row without a sharding key (its send timed
+	// out yet reached the consumer, or its Sent mark is not written yet).
+	moved, err := s.confirmWhere(ctx, ex, topic, key, " AND (status = 1 OR (status = 0 AND sharding_key = ''))")
 	if err != nil || moved {
 		return moved, err
 	}
-	// Rarely, a Pending row: its send timed out but reached the consumer.
-	if moved, err = s.confirmFrom(ctx, ex, topic, key, Pending); err != nil || !moved {
+	// Rarely, a Pending row with a sharding key: the later rows of its key
+	// waited for it.
+	if moved, err = s.confirmWhere(ctx, ex, topic, key, " AND status = 0"); err != nil || !moved {
 		return moved, err
 	}
 	if err := s.freeLaterRows(ctx, ex, topic, key); err != nil {
@@ -511,10 +514,11 @@ func (s *mysqlStore) confirm(ctx context.Context, ex Execer, topic, key string) 
 	return true, nil
 }
 
-// confirmFrom moves the row of topic and key from status to Confirmed.
-func (s *mysqlStore) confirmFrom(ctx context.Context, ex Execer, topic, key string, status Status) (bool, error) {
+// confirmWhere moves the row of topic and key to Confirmed if it meets
+// cond.
+func (s *mysqlStore) confirmWhere(ctx context.Context, ex Execer, topic, key, cond string) (bool, error) {
 	query, args := appendKey(sqldb.NewStatement(len(s.q.confirm)+2*(len(topic)+len(key))+200).SQL(s.q.confirm), topic, key, true).
-		SQL(" AND status = ").Int(int64(status)).Query()
+		SQL(cond).Query()
 	res, err := sqldb.Exec(ctx, ex, query, args...)
 	if err != nil {
 		return false, fmt.Errorf("outbox: confirm %s/%s: %w", topic, key, err)

@@ -120,7 +120,7 @@ func TestTransactCommitsBusinessAndOutboxTogetherThenSends(t *testing.T) {
 	if count(t, db, "SELECT COUNT(*) FROM orders") != 0 || count(t, db, "SELECT COUNT(*) FROM mq_log") != 0 || len(pub.order()) != 0 {
 		t.Fatal("a rolled-back transaction left rows or sent a message")
 	}
-	if err := r.Transact(bg, placeOrder("o-2")); err != nil {
+	if err := errors.Join(r.Transact(bg, placeOrder("o-2")), r.Flush(bg)); err != nil {
 		t.Fatal(err)
 	}
 	if count(t, db, "SELECT COUNT(*) FROM orders") != 1 || pub.count("o-2") != 1 {

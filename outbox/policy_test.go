@@ -358,6 +358,9 @@ func TestUnconfirmedRowsAreResentThenGivenUp(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if err := r.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
 		if ok, err := r.Confirm(ctx, h.ex(), "orders", "o-1"); err != nil || !ok {
 			t.Fatalf("confirm: %v %v", ok, err)
 		}
@@ -451,7 +454,7 @@ func TestTransactSendsAfterCommitAndLeavesFailedSendsPending(t *testing.T) {
 				racing, racingErr = r.DispatchDue(ctx, 100)
 			}
 		}
-		if err := r.Transact(ctx, enq("o-1", "o-2")); err != nil {
+		if err := errors.Join(r.Transact(ctx, enq("o-1", "o-2")), r.Flush(ctx)); err != nil {
 			t.Fatal(err)
 		}
 		if racingErr != nil || racing.Claimed != 0 {

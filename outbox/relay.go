@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/seed157d4c4d/reliablemq/internal/combine"
 	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 	"github.com/seed157d4c4d/reliablemq/internal/token"
 )
@@ -22,7 +21,7 @@ type Relay struct {
 	store rowStore
 	pub   Publisher
 	cfg   config
-	marks *combine.Batcher[*markReq]
+	marks *marker
 	fly   flights
 	now   func() time.Time // the clock claims' leases are counted on here
 }
@@ -70,7 +69,7 @@ func newConfig(opts []Option) (config, error) {
 // newRelay returns a relay whose rows live in s.
 func newRelay(s rowStore, pub Publisher, c config) *Relay {
 	r := &Relay{store: s, pub: pub, cfg: c, now: time.Now}
-	r.marks = combine.New(markRequests, r.flushMarks)
+	r.marks = newMarker(s, c.logger)
 	return r
 }
 
@@ -184,10 +183,14 @@ func (t *Tx) Enqueue(ctx context.Context, m Message) (int64, error) {
 // before sending, reconcile sends them once the lease ends. The lease
 // runs from the first Enqueue: a transaction still open when it ends
 // sends nothing after its commit (reconcile may already be sending the
-// rows), and reconcile sends them; nor does a send start past it. Rows the
-// broker accepted are marked Sent even if ctx ends meanwhile: Transact may
-// return up to 10 s after ctx ends while their mark waits for a slow
-// database.
+// rows), and reconcile sends them; nor does a send start past it.
+//
+// A row with a sharding key is marked Sent before Transact returns (the
+// key's next row waits for it). Other rows the broker accepted are marked
+// in the background, with other calls' rows, a statement at a time,
+// whatever ctx does: Transact waits for its marks only when more than a
+// thousand calls' are queued. Call [Relay.Flush] before the process exits;
+// a row whose mark was lost is sent again once its lease ends.
 func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) error) error {
 	tx, err := r.store.begin(ctx)
 	if err != nil {
@@ -222,9 +225,10 @@ func (r *Relay) Transact(ctx context.Context, fn func(context.Context, *Tx) erro
 // the database), that the message of topic and key was consumed. Reconcile
 // stops resending it. It reports whether a row moved to Confirmed.
 //
-// It is one statement for a Sent row. A row still Pending (its send timed
-// out, yet the broker had it) takes three: the later rows of its sharding
-// key, which waited for it, are made due now. Those rows stay locked in
+// It is one statement for a Sent row, and for a Pending one without a
+// sharding key (its Sent mark not written yet, or its send timed out yet
+// reached the broker). A Pending row with a sharding key takes four: the
+// later rows of its key, which waited for it, are made due now. Those rows stay locked in
 // ex's transaction until it ends, as the confirmed row does, and under
 // REPEATABLE READ new rows of the key wait for it too.
 func (r *Relay) Confirm(ctx context.Context, ex Execer, topic, key string) (bool, error) {

@@ -58,6 +58,11 @@ func run(ctx context.Context, out io.Writer) error {
 	if err := placeOrder("o-1", 100); err != nil {
 		return err
 	}
+	// The Sent mark is written in the background, many calls' to a
+	// statement; Flush waits for it (a service calls it before exiting).
+	if err := relay.Flush(ctx); err != nil {
+		return err
+	}
 	row, err := relay.List(ctx, outbox.Sent, 0, 10)
 	if err != nil {
 		return err

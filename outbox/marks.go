@@ -1,0 +1,155 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+)
+
+// marker writes the Sent marks of the rows Transact calls sent, in the
+// background and many calls' rows to a statement: Transact returns once
+// the broker has its rows, not after one more statement and commit of its
+// own. While one statement runs, the calls that finish meanwhile queue up
+// for the next, so the busier the relay, the larger the statements.
+//
+// A mark not written (the process exits first, the database refuses it)
+// leaves its row Pending under the call's claim: once the lease ends,
+// reconcile sends it again, a duplicate consumers' guards absorb.
+// [Relay.Flush] waits for the marks queued before it.
+//
+// The goroutine writing the marks runs only while some are queued.
+type marker struct {
+	store  rowStore
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	queue    []*markReq
+	running  bool
+	queued   uint64        // requests ever queued; the n-th has seq n
+	done     uint64        // requests written or failed, in queue order
+	failures uint64        // statements that failed
+	lastErr  error         // the last of them
+	progress chan struct{} // closed, and replaced, when done moves
+}
+
+// markReq is one Transact call's rows to mark Sent.
+type markReq struct {
+	owner string
+	rows  []sentRow
+}
+
+// markRequests bounds the Transact calls one statement serves.
+const markRequests = 64
+
+// markBacklog is how many calls may wait for their marks before a call
+// waits for its own: marks must not fall further behind than the database
+// writes them (a row not marked when its lease ends is sent again).
+const markBacklog = 16 * markRequests
+
+func newMarker(s rowStore, logger *slog.Logger) *marker {
+	return &marker{store: s, logger: logger, progress: make(chan struct{})}
+}
+
+// add queues owner's rows for marking and returns the request's seq, and
+// whether so many are queued that the caller should wait for it.
+func (m *marker) add(owner string, rows []sentRow) (seq uint64, wait bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.queue = append(m.queue, &markReq{owner: owner, rows: rows})
+	m.queued++
+	if !m.running {
+		m.running = true
+		go m.run()
+	}
+	return m.queued, len(m.queue) > markBacklog
+}
+
+func (m *marker) run() {
+	for {
+		m.mu.Lock()
+		n := min(len(m.queue), markRequests)
+		if n == 0 {
+			m.queue, m.running = nil, false
+			m.mu.Unlock()
+			return
+		}
+		batch := m.queue[:n:n]
+		m.queue = m.queue[n:]
+		m.mu.Unlock()
+		err := m.write(batch)
+		m.mu.Lock()
+		m.done += uint64(n)
+		if err != nil {
+			m.failures++
+			m.lastErr = err
+		}
+		close(m.progress)
+		m.progress = make(chan struct{})
+		m.mu.Unlock()
+	}
+}
+
+// write marks a batch's rows Sent, a chunk per statement.
+func (m *marker) write(batch []*markReq) error {
+	ctx, cancel := markContext(context.Background())
+	defer cancel()
+	var all []sentRow
+	owners := make([]string, 0, len(batch))
+	for _, q := range batch {
+		all = append(all, q.rows...)
+		owners = append(owners, q.owner)
+	}
+	rows := len(all)
+	var errs []error
+	for len(all) > 0 {
+		chunk := all[:min(len(all), markChunk)]
+		all = all[len(chunk):]
+		if _, err := m.store.markSentBatch(ctx, owners, chunk, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		err = fmt.Errorf("outbox: marking %d sent rows: %w", rows, err)
+		m.logger.LogAttrs(ctx, slog.LevelWarn, "sent rows not marked Sent; reconcile sends them again once their lease ends",
+			slog.Int("rows", rows), slog.Any("error", err))
+	}
+	return err
+}
+
+// wait returns once the requests up to seq are written, or ctx ends. It
+// returns the error of a statement that failed meanwhile.
+func (m *marker) wait(ctx context.Context, seq uint64) error {
+	m.mu.Lock()
+	failures := m.failures
+	for m.done < seq {
+		progress := m.progress
+		m.mu.Unlock()
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		m.mu.Lock()
+	}
+	defer m.mu.Unlock()
+	if m.failures > failures {
+		return m.lastErr
+	}
+	return nil
+}
+
+// Flush returns once the Sent marks of the rows every [Relay.Transact]
+// call that returned before it sent are written (see Transact), or ctx
+// ends. Call it before the process exits: a row whose mark is lost is
+// sent again by reconcile once its lease ends. It returns the error of a
+// mark that failed while it waited (its rows are sent again too).
+func (r *Relay) Flush(ctx context.Context) error {
+	m := r.marks
+	m.mu.Lock()
+	seq := m.queued
+	m.mu.Unlock()
+	return m.wait(ctx, seq)
+}

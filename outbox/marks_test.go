@@ -1,0 +1,149 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// failingMarks is a fake store whose batched Sent marks fail.
+type failingMarks struct {
+	*fakeStore
+	err error
+}
+
+func (s *failingMarks) markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	return s.fakeStore.markSentBatch(ctx, owners, rows, resend)
+}
+
+func transactOne(r *Relay, key string) error {
+	return r.Transact(context.Background(), func(ctx context.Context, tx *Tx) error {
+		_, err := tx.Enqueue(ctx, Message{Topic: "t", Key: key, Body: []byte("x")})
+		return err
+	})
+}
+
+// TestTransactReturnsBeforeItsMark: an unordered row's Sent mark is
+// written in the background; Flush waits for it, or for its ctx. A
+// consumer's Confirm that comes before the mark stands.
+func TestTransactReturnsBeforeItsMark(t *testing.T) {
+	t.Parallel()
+	s := &gatedMarks{fakeStore: newFakeStore(time.Minute), entered: make(chan struct{}), gate: make(chan struct{})}
+	r := quietRelay(t, s, &pub{})
+	if err := transactOne(r, "a"); err != nil {
+		t.Fatal(err)
+	}
+	<-s.entered // Transact returned with its mark still being written
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := r.Flush(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Flush while the mark is held: %v, want its ctx's end", err)
+	}
+	if ok, err := r.Confirm(context.Background(), nil, "t", "a"); err != nil || !ok {
+		t.Fatalf("confirm before the mark: %v, %v", ok, err)
+	}
+	close(s.gate)
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := s.find(context.Background(), "a")
+	if len(rows) != 1 || rows[0].Status != Confirmed {
+		t.Fatalf("rows %+v, want the row Confirmed", rows)
+	}
+}
+
+// TestTransactWaitsForItsMarkWhenMarksFallBehind: while the database does
+// not write marks, at most markBacklog calls queue theirs and return; the
+// next waits for its own (a row not marked before its lease ends is sent
+// again). Once the database answers, every row is marked.
+func TestTransactWaitsForItsMarkWhenMarksFallBehind(t *testing.T) {
+	t.Parallel()
+	s := &gatedMarks{fakeStore: newFakeStore(time.Hour), entered: make(chan struct{}), gate: make(chan struct{})}
+	r := quietRelay(t, s, &pub{})
+	if err := transactOne(r, "first"); err != nil {
+		t.Fatal(err)
+	}
+	<-s.entered // the first call's mark is held
+	const calls = markBacklog + 2
+	var returned atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range calls {
+			if err := transactOne(r, fmt.Sprint("k-", i)); err != nil {
+				t.Error(err)
+				return
+			}
+			returned.Add(1)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for returned.Load() < markBacklog && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // a call that should wait has had time to return
+	if n := returned.Load(); n != markBacklog {
+		t.Fatalf("%d more calls returned while marks were held, want %d", n, markBacklog)
+	}
+	close(s.gate)
+	wg.Wait()
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := r.Backlog(context.Background()); err != nil || b.Pending != 0 {
+		t.Fatalf("backlog %+v, %v: every row should be Sent", b, err)
+	}
+}
+
+// TestAFailedMarkIsReportedAndTheRowSentAgain: a mark the database
+// refuses is returned by Flush; its row stays Pending under the call's
+// claim and reconcile sends it once the lease ends.
+func TestAFailedMarkIsReportedAndTheRowSentAgain(t *testing.T) {
+	t.Parallel()
+	refused := errors.New("connection reset")
+	s := &failingMarks{fakeStore: newFakeStore(time.Minute), err: refused}
+	p := &pub{}
+	r := quietRelay(t, s, p)
+	if err := transactOne(r, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(context.Background()); !errors.Is(err, refused) {
+		t.Fatalf("Flush: %v, want the mark's error", err)
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatalf("a second Flush, nothing queued: %v", err)
+	}
+	s.advance(2 * time.Minute)
+	s.err = nil
+	if rep, err := r.DispatchDue(context.Background(), 10); err != nil || rep.Sent != 1 || p.count("a") != 2 {
+		t.Fatalf("dispatch after the lease: %+v, %v; a sent %d times, want 2", rep, err, p.count("a"))
+	}
+}
+
+// TestAPendingRowIsConfirmed: a consumer may confirm a row before its Sent
+// mark is written, or after its send timed out; either way it is Pending.
+// It moves to Confirmed once, with a sharding key or without.
+func TestAPendingRowIsConfirmed(t *testing.T) {
+	t.Parallel()
+	onStores(t, func(t *testing.T, h *harness) {
+		ctx := context.Background()
+		r := h.relay(t, &pub{})
+		for _, m := range []Message{{Key: "u"}, {Key: "k-1", ShardingKey: "k"}} {
+			id := enqueue(t, h, r, m)
+			for i, want := range []bool{true, false} {
+				if ok, err := r.Confirm(ctx, h.ex(), "orders", m.Key); err != nil || ok != want {
+					t.Fatalf("confirm %d of %s: %v, %v; want %v", i+1, m.Key, ok, err, want)
+				}
+			}
+			if row, err := r.Get(ctx, id); err != nil || row.Status != Confirmed {
+				t.Fatalf("%s: %+v, %v; want Confirmed", m.Key, row, err)
+			}
+		}
+	})
+}
