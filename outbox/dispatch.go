@@ -318,9 +318,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			case err != nil && ctx.Err() != nil:
 				// Stopping while waiting: hand the rows back now, as a send
 				// cut short does.
-				mctx, cancel := markContext(ctx)
-				defer cancel()
-				return rep, r.releaseAll(mctx, owner, rows[i:], blockedRetry)
+				return rep, r.releaseAll(ctx, owner, rows[i:], blockedRetry)
 			}
 			if err != nil {
 				return rep, errors.Join(err, r.releaseAll(ctx, owner, rows[i:], blockedRetry))
@@ -384,9 +382,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 			// refused, so no attempt is counted. Its rows are handed back
 			// for another instance now; recording the failure with ctx
 			// failed, and left them claimed until the lease ended.
-			mctx, cancel := markContext(ctx)
-			defer cancel()
-			return rep, r.releaseAll(mctx, owner, rows[i:], blockedRetry)
+			return rep, r.releaseAll(ctx, owner, rows[i:], blockedRetry)
 		}
 		if fl != nil {
 			// Past its rows now: the alert fail may call must not find its
@@ -495,7 +491,11 @@ func (r *Relay) dead(ctx context.Context, row *Row, text, reason string, rep *Ba
 }
 
 // releaseAll hands rows owner holds back, due again after after.
+// It outlives ctx as a mark does (see markContext): a job stopping hands
+// its rows back for another instance.
 func (r *Relay) releaseAll(ctx context.Context, owner string, rows []*Row, after time.Duration) error {
+	ctx, cancel := markContext(ctx)
+	defer cancel()
 	ids := make([]int64, len(rows))
 	for i, row := range rows {
 		ids[i] = row.ID
