@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+
+	"github.com/seed157d4c4d/reliablemq/internal/sqldb"
 )
 
 // marker writes the Sent marks of the rows Transact calls sent, in the
@@ -106,8 +108,18 @@ func (m *marker) write(batch []*markReq) error {
 	for len(all) > 0 {
 		chunk := all[:min(len(all), markChunk)]
 		all = all[len(chunk):]
-		if _, err := m.store.markSentBatch(ctx, owners, chunk, false); err != nil {
-			errs = append(errs, err)
+		for attempt := 1; ; attempt++ {
+			_, err := m.store.markSentBatch(ctx, owners, chunk, false)
+			if err == nil {
+				break
+			}
+			// A mark is idempotent: InnoDB picking it as a deadlock victim
+			// (or its lock wait running out) is worth another try, not a
+			// resend of every row of the chunk.
+			if !sqldb.IsDeadlock(err) || attempt == 3 {
+				errs = append(errs, err)
+				break
+			}
 		}
 	}
 	err := errors.Join(errs...)

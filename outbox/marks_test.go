@@ -8,16 +8,21 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 )
 
-// failingMarks is a fake store whose batched Sent marks fail.
+// failingMarks is a fake store whose batched Sent marks fail: all of
+// them, or the first times of them when times is set.
 type failingMarks struct {
 	*fakeStore
-	err error
+	err   error
+	times int32
+	calls atomic.Int32
 }
 
 func (s *failingMarks) markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error) {
-	if s.err != nil {
+	if n := s.calls.Add(1); s.err != nil && (s.times == 0 || n <= s.times) {
 		return 0, s.err
 	}
 	return s.fakeStore.markSentBatch(ctx, owners, rows, resend)
@@ -123,6 +128,35 @@ func TestAFailedMarkIsReportedAndTheRowSentAgain(t *testing.T) {
 	s.err = nil
 	if rep, err := r.DispatchDue(context.Background(), 10); err != nil || rep.Sent != 1 || p.count("a") != 2 {
 		t.Fatalf("dispatch after the lease: %+v, %v; a sent %d times, want 2", rep, err, p.count("a"))
+	}
+}
+
+// TestADeadlockedMarkIsWrittenOnTheNextTry: InnoDB may pick a mark as a
+// deadlock victim (marks and the inserts of concurrent calls touch the same
+// indexes); the mark is tried again, not left for reconcile to resend every
+// row of its statement. Other errors are not retried.
+func TestADeadlockedMarkIsWrittenOnTheNextTry(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		err   error
+		calls int32
+		state Status
+	}{
+		{&mysql.MySQLError{Number: 1213, Message: "Deadlock found"}, 3, Sent},
+		{&mysql.MySQLError{Number: 1205, Message: "Lock wait timeout exceeded"}, 3, Sent},
+		{&mysql.MySQLError{Number: 1146, Message: "Table doesn't exist"}, 1, Pending},
+	} {
+		s := &failingMarks{fakeStore: newFakeStore(time.Minute), err: c.err, times: 2}
+		r := quietRelay(t, s, &pub{})
+		if err := transactOne(r, "a"); err != nil {
+			t.Fatal(err)
+		}
+		err := r.Flush(context.Background())
+		rows, _ := s.find(context.Background(), "a")
+		if s.calls.Load() != c.calls || len(rows) != 1 || rows[0].Status != c.state || (err == nil) != (c.state == Sent) {
+			t.Errorf("mark failing with %v: %d statements, Flush %v, rows %+v; want %d statements and the row %v",
+				c.err, s.calls.Load(), err, rows, c.calls, c.state)
+		}
 	}
 }
 

@@ -206,8 +206,18 @@ func (d *drill) settle(limit time.Duration) {
 			break
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("not settled after %v: %d of %d orders accounted for, %d outbox rows pending", limit, accounted,
-				d.count("SELECT COUNT(*) FROM orders"), d.count("SELECT COUNT(*) FROM mq_log WHERE status = 0"))
+			var pending []struct {
+				ID         int64  `db:"id"`
+				Key        string `db:"biz_key"`
+				Attempts   int    `db:"attempts"`
+				LeaseOwner string `db:"lease_owner"`
+				LastError  string `db:"last_error"`
+			}
+			if err := d.db.Select(&pending, "SELECT id, biz_key, attempts, lease_owner, last_error FROM mq_log WHERE status = 0 ORDER BY id LIMIT 5"); err != nil {
+				d.t.Log(err)
+			}
+			d.t.Fatalf("not settled after %v: %d of %d orders accounted for, %d outbox rows pending (the first: %+v)", limit, accounted,
+				d.count("SELECT COUNT(*) FROM orders"), d.count("SELECT COUNT(*) FROM mq_log WHERE status = 0"), pending)
 		}
 		if b := d.env.Embedded; b != nil {
 			b.Advance(time.Second)
