@@ -66,6 +66,7 @@ func run(ctx context.Context, out io.Writer, delay time.Duration) error {
 	if err != nil {
 		return err
 	}
+	defer relay.Flush(ctx) // Sent marks are written in the background: wait for them before exiting
 	for _, id := range []string{"o-1", "o-2"} {
 		// The order and its close check commit together: an order is never
 		// left unpaid for ever because the process died before sending.

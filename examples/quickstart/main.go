@@ -121,6 +121,7 @@ func run(ctx context.Context, out io.Writer) error {
 	if err := w.placeOrders(ctx, ordersTopic, normalOrders, outageOrders); err != nil {
 		return err
 	}
+	_ = w.relay.Flush(ctx) // the Sent marks of the rows sent so far (a failed one is logged; reconcile sends its rows)
 	pending := w.count("SELECT COUNT(*) FROM mq_log WHERE status = 0")
 	w.say("   %d outbox rows pending (unsent or outcome unknown)", pending)
 	if w.broker != nil {
