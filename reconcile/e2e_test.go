@@ -73,6 +73,9 @@ func TestOutageAndLostAckEndToEnd(t *testing.T) {
 		}
 	}
 	place("before")
+	if err := relay.Flush(ctx); err != nil { // its Sent mark, written in the background
+		t.Fatal(err)
+	}
 	if err := b.Down(); err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,9 @@ func TestTraceCommand(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if err := relay.Flush(ctx); err != nil { // the row's Sent mark, written in the background
+		t.Fatal(err)
+	}
 	store, err := idempotency.NewMySQLStore(db)
 	if err != nil {
 		t.Fatal(err)
