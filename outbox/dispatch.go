@@ -231,7 +231,7 @@ func (r *Relay) markBatch(ctx context.Context, owner string, sent []sentRow, res
 	for len(sent) > 0 {
 		chunk := sent[:min(len(sent), markChunk)]
 		sent = sent[len(chunk):]
-		n, err := r.store.markSentBatch(mctx, []string{owner}, chunk, resend)
+		n, err := markSent(mctx, r.store, []string{owner}, chunk, resend)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -365,7 +365,7 @@ func (r *Relay) sendGroup(ctx context.Context, owner string, rows []*Row, resend
 		if sent {
 			// The next row of the key is sent only once this one is Sent.
 			mctx, cancel := markContext(ctx)
-			held, err := r.store.markSent(mctx, row.ID, owner, res.MsgID)
+			held, err := retryMark(func() (bool, error) { return r.store.markSent(mctx, row.ID, owner, res.MsgID) })
 			cancel()
 			if err != nil {
 				return rep, err

@@ -108,18 +108,8 @@ func (m *marker) write(batch []*markReq) error {
 	for len(all) > 0 {
 		chunk := all[:min(len(all), markChunk)]
 		all = all[len(chunk):]
-		for attempt := 1; ; attempt++ {
-			_, err := m.store.markSentBatch(ctx, owners, chunk, false)
-			if err == nil {
-				break
-			}
-			// A mark is idempotent: InnoDB picking it as a deadlock victim
-			// (or its lock wait running out) is worth another try, not a
-			// resend of every row of the chunk.
-			if !sqldb.IsDeadlock(err) || attempt == 3 {
-				errs = append(errs, err)
-				break
-			}
+		if _, err := markSent(ctx, m.store, owners, chunk, false); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	err := errors.Join(errs...)
@@ -129,6 +119,25 @@ func (m *marker) write(batch []*markReq) error {
 			slog.Int("rows", rows), slog.Any("error", err))
 	}
 	return err
+}
+
+// markSent marks rows Sent with one statement (see retryMark).
+func markSent(ctx context.Context, s rowStore, owners []string, rows []sentRow, resend bool) (int64, error) {
+	return retryMark(func() (int64, error) { return s.markSentBatch(ctx, owners, rows, resend) })
+}
+
+// retryMark runs a statement marking rows Sent again when InnoDB picks it
+// as a deadlock victim or its lock wait runs out, up to three times: a
+// mark is idempotent, and a mark not written means a resend of its rows
+// once their lease ends (for a row with a sharding key, the rest of its
+// key's rows wait for that too).
+func retryMark[T any](mark func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := mark()
+		if err == nil || !sqldb.IsDeadlock(err) || attempt == 3 {
+			return v, err
+		}
+	}
 }
 
 // wait returns once the requests up to seq are written, or ctx ends. It

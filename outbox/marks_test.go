@@ -28,6 +28,13 @@ func (s *failingMarks) markSentBatch(ctx context.Context, owners []string, rows 
 	return s.fakeStore.markSentBatch(ctx, owners, rows, resend)
 }
 
+func (s *failingMarks) markSent(ctx context.Context, id int64, owner, msgID string) (bool, error) {
+	if n := s.calls.Add(1); s.err != nil && (s.times == 0 || n <= s.times) {
+		return false, s.err
+	}
+	return s.fakeStore.markSent(ctx, id, owner, msgID)
+}
+
 func transactOne(r *Relay, key string) error {
 	return r.Transact(context.Background(), func(ctx context.Context, tx *Tx) error {
 		_, err := tx.Enqueue(ctx, Message{Topic: "t", Key: key, Body: []byte("x")})
@@ -146,17 +153,50 @@ func TestADeadlockedMarkIsWrittenOnTheNextTry(t *testing.T) {
 		{&mysql.MySQLError{Number: 1205, Message: "Lock wait timeout exceeded"}, 3, Sent},
 		{&mysql.MySQLError{Number: 1146, Message: "Table doesn't exist"}, 1, Pending},
 	} {
-		s := &failingMarks{fakeStore: newFakeStore(time.Minute), err: c.err, times: 2}
-		r := quietRelay(t, s, &pub{})
-		if err := transactOne(r, "a"); err != nil {
-			t.Fatal(err)
+		// Without a sharding key the mark is written in the background;
+		// with one, before Transact returns (the path reconcile's sends
+		// take too).
+		for _, sharding := range []string{"", "k"} {
+			s := &failingMarks{fakeStore: newFakeStore(time.Minute), err: c.err, times: 2}
+			r := quietRelay(t, s, &pub{})
+			err := r.Transact(context.Background(), func(ctx context.Context, tx *Tx) error {
+				_, err := tx.Enqueue(ctx, Message{Topic: "t", Key: "a", ShardingKey: sharding, Body: []byte("x")})
+				return err
+			})
+			if flushed := r.Flush(context.Background()); err == nil {
+				err = flushed
+			}
+			rows, _ := s.find(context.Background(), "a")
+			// Flush returns a failed background mark; Transact logs a
+			// failed mark of its own (a warning) and returns nil.
+			wantErr := c.state != Sent && sharding == ""
+			if s.calls.Load() != c.calls || len(rows) != 1 || rows[0].Status != c.state || (err != nil) != wantErr {
+				t.Errorf("sharding key %q, mark failing with %v: %d statements, error %v, rows %+v; want %d statements and the row %v",
+					sharding, c.err, s.calls.Load(), err, rows, c.calls, c.state)
+			}
 		}
-		err := r.Flush(context.Background())
-		rows, _ := s.find(context.Background(), "a")
-		if s.calls.Load() != c.calls || len(rows) != 1 || rows[0].Status != c.state || (err == nil) != (c.state == Sent) {
-			t.Errorf("mark failing with %v: %d statements, Flush %v, rows %+v; want %d statements and the row %v",
-				c.err, s.calls.Load(), err, rows, c.calls, c.state)
-		}
+	}
+}
+
+// TestADeadlockedMarkOfAResendIsWrittenOnTheNextTry: reconcile's batched
+// marks are tried again too.
+func TestADeadlockedMarkOfAResendIsWrittenOnTheNextTry(t *testing.T) {
+	t.Parallel()
+	s := &failingMarks{fakeStore: newFakeStore(time.Minute), err: &mysql.MySQLError{Number: 1213, Message: "Deadlock found"}}
+	p := &pub{}
+	r := quietRelay(t, s, p)
+	if err := transactOne(r, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(context.Background()); err == nil || s.calls.Load() != 3 {
+		t.Fatalf("Flush: %v after %d statements; want the third deadlock", err, s.calls.Load())
+	}
+	s.advance(2 * time.Minute) // the Transact's lease ends
+	s.times = s.calls.Load() + 2
+	rep, err := r.DispatchDue(context.Background(), 10)
+	rows, _ := s.find(context.Background(), "a")
+	if err != nil || rep.Sent != 1 || s.calls.Load() != 6 || len(rows) != 1 || rows[0].Status != Sent {
+		t.Fatalf("dispatch: %+v, %v after %d statements; rows %+v; want the row Sent on the third", rep, err, s.calls.Load(), rows)
 	}
 }
 
