@@ -31,9 +31,12 @@ type marker struct {
 	running  bool
 	queued   uint64        // requests ever queued; the n-th has seq n
 	done     uint64        // requests written or failed, in queue order
-	failures uint64        // statements that failed
-	lastErr  error         // the last of them
 	progress chan struct{} // closed, and replaced, when done moves
+	// The failed statements no Flush has returned yet: how many, the
+	// last one's error, and the seq of the first request in the first.
+	unreported     int
+	unreportedErr  error
+	unreportedFrom uint64
 }
 
 // markReq is one Transact call's rows to mark Sent.
@@ -82,11 +85,14 @@ func (m *marker) run() {
 		m.mu.Unlock()
 		err := m.write(batch)
 		m.mu.Lock()
-		m.done += uint64(n)
 		if err != nil {
-			m.failures++
-			m.lastErr = err
+			if m.unreported == 0 {
+				m.unreportedFrom = m.done + 1
+			}
+			m.unreported++
+			m.unreportedErr = err
 		}
+		m.done += uint64(n)
 		close(m.progress)
 		m.progress = make(chan struct{})
 		m.mu.Unlock()
@@ -95,8 +101,6 @@ func (m *marker) run() {
 
 // write marks a batch's rows Sent, a chunk per statement.
 func (m *marker) write(batch []*markReq) error {
-	ctx, cancel := markContext(context.Background())
-	defer cancel()
 	var all []sentRow
 	owners := make([]string, 0, len(batch))
 	for _, q := range batch {
@@ -108,14 +112,16 @@ func (m *marker) write(batch []*markReq) error {
 	for len(all) > 0 {
 		chunk := all[:min(len(all), markChunk)]
 		all = all[len(chunk):]
+		ctx, cancel := markContext(context.Background()) // a bound per statement
 		if _, err := markSent(ctx, m.store, owners, chunk, false); err != nil {
 			errs = append(errs, err)
 		}
+		cancel()
 	}
 	err := errors.Join(errs...)
 	if err != nil {
 		err = fmt.Errorf("outbox: marking %d sent rows: %w", rows, err)
-		m.logger.LogAttrs(ctx, slog.LevelWarn, "sent rows not marked Sent; reconcile sends them again once their lease ends",
+		m.logger.LogAttrs(context.Background(), slog.LevelWarn, "sent rows not marked Sent; reconcile sends them again once their lease ends",
 			slog.Int("rows", rows), slog.Any("error", err))
 	}
 	return err
@@ -140,24 +146,21 @@ func retryMark[T any](mark func() (T, error)) (T, error) {
 	}
 }
 
-// wait returns once the requests up to seq are written, or ctx ends. It
-// returns the error of a statement that failed meanwhile.
+// wait returns once the requests up to seq are written or failed, or ctx
+// ends.
 func (m *marker) wait(ctx context.Context, seq uint64) error {
 	m.mu.Lock()
-	failures := m.failures
+	defer m.mu.Unlock()
 	for m.done < seq {
 		progress := m.progress
 		m.mu.Unlock()
 		select {
 		case <-progress:
 		case <-ctx.Done():
+			m.mu.Lock()
 			return ctx.Err()
 		}
 		m.mu.Lock()
-	}
-	defer m.mu.Unlock()
-	if m.failures > failures {
-		return m.lastErr
 	}
 	return nil
 }
@@ -165,12 +168,27 @@ func (m *marker) wait(ctx context.Context, seq uint64) error {
 // Flush returns once the Sent marks of the rows every [Relay.Transact]
 // call that returned before it sent are written (see Transact), or ctx
 // ends. Call it before the process exits: a row whose mark is lost is
-// sent again by reconcile once its lease ends. It returns the error of a
-// mark that failed while it waited (its rows are sent again too).
+// sent again by reconcile once its lease ends. It returns an error when a
+// mark failed (its rows are sent again too) that no Flush has reported
+// yet: one of these calls', or a later call's that failed in the same
+// statement or before Flush returned.
 func (r *Relay) Flush(ctx context.Context) error {
 	m := r.marks
 	m.mu.Lock()
 	seq := m.queued
 	m.mu.Unlock()
-	return m.wait(ctx, seq)
+	if err := m.wait(ctx, seq); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.unreported == 0 || m.unreportedFrom > seq {
+		return nil
+	}
+	err := m.unreportedErr
+	if m.unreported > 1 {
+		err = fmt.Errorf("%d mark statements failed, the last: %w", m.unreported, err)
+	}
+	m.unreported, m.unreportedErr = 0, nil
+	return err
 }

@@ -44,7 +44,9 @@ func newQueries(table string) queries {
 		confirm: "UPDATE " + t + " SET status = 2, updated_at = UTC_TIMESTAMP(6)",
 		// Followed by the key's condition (appendKey).
 		shardingKeyOf: "SELECT id, sharding_key FROM " + t,
-		lockUnlocked:  "SELECT id FROM " + t + " WHERE id IN (",
+		// FORCE INDEX: read through the due index (status = 0) instead,
+		// it would skip past every locked Pending row of the table.
+		lockUnlocked: "SELECT id FROM " + t + " FORCE INDEX (PRIMARY) WHERE id IN (",
 		freeLater: "UPDATE " + t + " SET next_attempt_at = UTC_TIMESTAMP(6) WHERE sharding_hash = ? AND status = 0 AND id > ?" +
 			" AND sharding_key = ? AND lease_owner = '' AND next_attempt_at > UTC_TIMESTAMP(6)",
 		replay: "UPDATE " + t + " SET status = 0, attempts = 0, next_attempt_at = UTC_TIMESTAMP(6), lease_owner = '', updated_at = UTC_TIMESTAMP(6)" +
@@ -75,9 +77,7 @@ func newQueries(table string) queries {
 		markSent: "UPDATE " + t + " SET status = 1, attempts = attempts + 1, last_error = '', lease_owner = ''," +
 			" sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), msg_id = ",
 		// FORCE INDEX: otherwise the optimizer may read the ids through the
-		// due index (status = 0) or the whole table; under REPEATABLE READ
-		// the UPDATE then locks every row it reads and waits for any
-		// business transaction holding an outbox row it has not committed.
+		// due index (status = 0) or the whole table, locking what it reads.
 		markSentBatch: "UPDATE " + t + " FORCE INDEX (PRIMARY) SET msg_id = ",
 		// retryLater, markDead and giveUp are followed by the error text
 		// and the row's condition (see failedAttempt).
@@ -332,38 +332,71 @@ func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string
 	return n == 1, nil
 }
 
+// markSentBatch marks rows Sent in one short READ COMMITTED transaction
+// that skips the rows another transaction has locked, rather than waiting
+// for them: a consumer confirming one row before its mark is written holds
+// that row until it commits, and one statement waiting behind it failed
+// the marks of every other row in it. A skipped row counts as no longer
+// held (the Confirm moves it to Confirmed; rolled back, the row is sent
+// again once its lease ends, as with any mark not written).
 func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error) {
-	q := sqldb.NewStatement(len(s.q.markSentBatch) + len(rows)*(2*len(rows[0].msgID)+40) + len(owners)*70 + 300).
-		SQL(s.q.markSentBatch)
-	byID := slices.Clone(rows)
-	slices.SortFunc(byID, func(a, b sentRow) int { return cmp.Compare(a.id, b.id) })
-	q = appendMsgIDs(q, byID).SQL(", attempts = attempts + 1, lease_owner = '', sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)")
 	status := Pending
 	if resend {
 		status = Sent
-	} else {
-		q = q.SQL(", status = 1, last_error = ''")
 	}
-	q = q.SQL(" WHERE status = ").Int(int64(status)).SQL(" AND lease_owner IN (")
-	for i, o := range owners {
-		if i > 0 {
-			q = q.SQL(", ")
+	ownersIn := func(q *sqldb.Statement) *sqldb.Statement {
+		q = q.SQL(" AND status = ").Int(int64(status)).SQL(" AND lease_owner IN (")
+		for i, o := range owners {
+			if i > 0 {
+				q = q.SQL(", ")
+			}
+			q = q.String(o)
 		}
-		q = q.String(o)
+		return q.SQL(")")
 	}
-	q = q.SQL(") AND id IN (")
+	ids := make([]int64, len(rows))
 	for i, r := range rows {
-		if i > 0 {
-			q = q.SQL(", ")
-		}
-		q = q.Int(r.id)
+		ids[i] = r.id
 	}
-	query, args := q.SQL(")").Query()
-	n, err := s.exec(ctx, query, args...)
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
 	}
-	return n, nil
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	query, args := ownersIn(sqldb.NewStatement(len(s.q.lockUnlocked) + len(ids)*12 + len(owners)*70 + 150).
+		SQL(s.q.lockUnlocked).Ints(ids).SQL(")")).SQL(" FOR UPDATE SKIP LOCKED").Query()
+	var free []int64
+	if err := sqldb.Select(ctx, tx, &free, query, args...); err != nil {
+		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
+	}
+	if len(free) > 0 {
+		held := make(map[int64]bool, len(free))
+		for _, id := range free {
+			held[id] = true
+		}
+		byID := make([]sentRow, 0, len(free))
+		for _, r := range rows {
+			if held[r.id] {
+				byID = append(byID, r)
+			}
+		}
+		slices.SortFunc(byID, func(a, b sentRow) int { return cmp.Compare(a.id, b.id) })
+		q := appendMsgIDs(sqldb.NewStatement(len(s.q.markSentBatch)+len(byID)*(2*len(byID[0].msgID)+40)+300).
+			SQL(s.q.markSentBatch), byID).
+			SQL(", attempts = attempts + 1, lease_owner = '', sent_at = UTC_TIMESTAMP(6), next_attempt_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)")
+		if !resend {
+			q = q.SQL(", status = 1, last_error = ''")
+		}
+		q = q.SQL(" WHERE id IN (").Ints(free).SQL(")")
+		query, args := q.Query()
+		if _, err := sqldb.Exec(ctx, tx, query, args...); err != nil {
+			return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
+	}
+	return int64(len(free)), nil
 }
 
 // appendMsgIDs appends an expression giving each row of rows (sorted by
@@ -438,25 +471,23 @@ func (s *mysqlStore) giveUp(ctx context.Context, id int64, owner, lastErr string
 // releaseChunk is how many rows one release statement hands back.
 const releaseChunk = 500
 
-// release hands rows back releaseChunk at a time. A row locked by another
-// transaction (a business transaction reading it FOR UPDATE, a consumer's
-// Confirm not committed yet) fails the whole statement once the lock wait
-// times out: the chunk's other rows are then handed back skipping the
-// locked ones, which stay claimed until the lease ends. A failed chunk
-// does not keep the next ones from being tried.
+// release hands rows back releaseChunk at a time, each chunk in one short
+// transaction that skips the rows another transaction has locked (a
+// business transaction reading one FOR UPDATE, a consumer's Confirm not
+// committed yet) rather than waiting for them: a row skipped stays claimed
+// until the lease ends, the chunk's other rows are handed back now. (One
+// UPDATE waited for such a row and, cut short by its ctx long before the
+// server's lock wait timeout, handed back none.)
 func (s *mysqlStore) release(ctx context.Context, ids []int64, owner string, after time.Duration) error {
 	var errs []error
-	for len(ids) > 0 && ctx.Err() == nil {
+	for len(ids) > 0 {
+		if ctx.Err() != nil {
+			errs = append(errs, fmt.Errorf("outbox: %d rows from %d not handed back: %w", len(ids), ids[0], ctx.Err()))
+			break
+		}
 		chunk := ids[:min(len(ids), releaseChunk)]
 		ids = ids[len(chunk):]
-		q := sqldb.NewStatement(len(s.q.release) + len(chunk)*12 + 150).SQL(s.q.release).Int(after.Microseconds()).
-			SQL(" MICROSECOND WHERE id IN (").Ints(chunk).SQL(") AND lease_owner = ").String(owner)
-		query, args := q.Query()
-		_, err := s.exec(ctx, query, args...)
-		if sqldb.IsDeadlock(err) {
-			err = errors.Join(err, s.releaseUnlocked(ctx, chunk, owner, after))
-		}
-		if err != nil {
+		if err := s.releaseUnlocked(ctx, chunk, owner, after); err != nil {
 			errs = append(errs, fmt.Errorf("outbox: release %d rows from %d: %w", len(chunk), chunk[0], err))
 		}
 	}
