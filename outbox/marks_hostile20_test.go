@@ -111,3 +111,39 @@ func TestAnOpenConfirmDoesNotLoseOtherCallsMarks(t *testing.T) {
 			"holds x's row lock", Status(status), flushErr, took.Round(time.Second))
 	}
 }
+
+// TestARowLockedForAMomentIsStillMarked: a row another transaction holds
+// for a moment (another relay's claim reading past it) is marked once it
+// is free, not skipped and sent again after its lease (seen as a row sent
+// twice by three reconcile instances).
+func TestARowLockedForAMomentIsStillMarked(t *testing.T) {
+	t.Parallel()
+	base := testenv.MySQL(t)
+	c, err := newConfig([]Option{WithLogger(slog.New(slog.DiscardHandler))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	store := &gatedMySQL{mysqlStore: newMySQLStore(base, c.table, c.lease), gate: make(chan struct{})}
+	r := newRelay(store, &pub{}, c)
+	if err := r.Transact(ctx, func(ctx context.Context, tx *Tx) error {
+		_, err := tx.Enqueue(ctx, Message{Topic: "orders", Key: "a", Body: []byte("a")})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	other := base.MustBegin()
+	var id int64
+	if err := other.Get(&id, "SELECT id FROM mq_log WHERE biz_key = 'a' FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(20*time.Millisecond, func() { _ = other.Rollback() })
+	close(store.gate) // the mark meets the lock
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var status int
+	if err := base.Get(&status, "SELECT status FROM mq_log WHERE id = ?", id); err != nil || status != int(Sent) {
+		t.Fatalf("row %v (%v), want Sent once the other transaction let it go", Status(status), err)
+	}
+}

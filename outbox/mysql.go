@@ -332,19 +332,19 @@ func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string
 	return n == 1, nil
 }
 
-// markSentBatch marks rows Sent in one short READ COMMITTED transaction
-// that skips the rows another transaction has locked, rather than waiting
+// markSentBatch marks rows Sent, skipping rows another transaction holds
+// for longer than a brief wait (see updateUnlocked) rather than waiting
 // for them: a consumer confirming one row before its mark is written holds
 // that row until it commits, and one statement waiting behind it failed
-// the marks of every other row in it. A skipped row counts as no longer
-// held (the Confirm moves it to Confirmed; rolled back, the row is sent
-// again once its lease ends, as with any mark not written).
+// the marks of every other row in it. A row left locked counts as no
+// longer held (the Confirm moves it to Confirmed; rolled back, the row is
+// sent again once its lease ends, as with any mark not written).
 func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error) {
 	status := Pending
 	if resend {
 		status = Sent
 	}
-	ownersIn := func(q *sqldb.Statement) *sqldb.Statement {
+	cond := func(q *sqldb.Statement) *sqldb.Statement {
 		q = q.SQL(" AND status = ").Int(int64(status)).SQL(" AND lease_owner IN (")
 		for i, o := range owners {
 			if i > 0 {
@@ -358,18 +358,7 @@ func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []
 	for i, r := range rows {
 		ids[i] = r.id
 	}
-	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
-		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
-	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	query, args := ownersIn(sqldb.NewStatement(len(s.q.lockUnlocked) + len(ids)*12 + len(owners)*70 + 150).
-		SQL(s.q.lockUnlocked).Ints(ids).SQL(")")).SQL(" FOR UPDATE SKIP LOCKED").Query()
-	var free []int64
-	if err := sqldb.Select(ctx, tx, &free, query, args...); err != nil {
-		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
-	}
-	if len(free) > 0 {
+	marked, _, err := s.updateUnlocked(ctx, ids, cond, func(tx *sqlx.Tx, free []int64) error {
 		held := make(map[int64]bool, len(free))
 		for _, id := range free {
 			held[id] = true
@@ -387,16 +376,87 @@ func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []
 		if !resend {
 			q = q.SQL(", status = 1, last_error = ''")
 		}
-		q = q.SQL(" WHERE id IN (").Ints(free).SQL(")")
-		query, args := q.Query()
-		if _, err := sqldb.Exec(ctx, tx, query, args...); err != nil {
-			return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
+		query, args := q.SQL(" WHERE id IN (").Ints(free).SQL(")").Query()
+		_, err := sqldb.Exec(ctx, tx, query, args...)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
+	}
+	return int64(len(marked)), nil
+}
+
+// lockedRetries are the waits before rows another transaction had locked
+// are tried again (see updateUnlocked): most such locks last microseconds
+// (another relay's claim reading past a row), a consumer's open Confirm
+// as long as its transaction.
+var lockedRetries = [...]time.Duration{time.Millisecond, 5 * time.Millisecond, 25 * time.Millisecond, 125 * time.Millisecond}
+
+// updateUnlocked runs update on those of ids that match cond (appended to
+// "WHERE id IN (...)") and that no other transaction has locked, in one
+// short READ COMMITTED transaction that skips locked rows instead of
+// waiting for them. Rows skipped that still match cond are tried again
+// after each of lockedRetries. It returns the rows updated and how many
+// matching rows stayed locked.
+func (s *mysqlStore) updateUnlocked(ctx context.Context, ids []int64, cond func(*sqldb.Statement) *sqldb.Statement,
+	update func(tx *sqlx.Tx, free []int64) error) (updated []int64, locked int, err error) {
+	for try := 0; len(ids) > 0; try++ {
+		free, err := s.updateUnlockedOnce(ctx, ids, cond, update)
+		if err != nil {
+			return updated, 0, err
+		}
+		updated = append(updated, free...)
+		// The rest: those still matching cond were locked.
+		done := make(map[int64]bool, len(free))
+		for _, id := range free {
+			done[id] = true
+		}
+		rest := slices.DeleteFunc(slices.Clone(ids), func(id int64) bool { return done[id] })
+		if len(rest) == 0 {
+			return updated, 0, nil
+		}
+		query, args := cond(sqldb.NewStatement(len(s.q.lockUnlocked) + len(rest)*12 + 200).SQL(s.q.lockUnlocked).Ints(rest).SQL(")")).Query()
+		var still []int64
+		if err := sqldb.Select(ctx, s.db, &still, query, args...); err != nil {
+			return updated, 0, err
+		}
+		if len(still) == 0 || try == len(lockedRetries) {
+			return updated, len(still), nil
+		}
+		t := time.NewTimer(lockedRetries[try])
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return updated, len(still), nil
+		case <-t.C:
+		}
+		ids = still
+	}
+	return updated, 0, nil
+}
+
+func (s *mysqlStore) updateUnlockedOnce(ctx context.Context, ids []int64, cond func(*sqldb.Statement) *sqldb.Statement,
+	update func(tx *sqlx.Tx, free []int64) error) ([]int64, error) {
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	query, args := cond(sqldb.NewStatement(len(s.q.lockUnlocked) + len(ids)*12 + 200).SQL(s.q.lockUnlocked).Ints(ids).SQL(")")).
+		SQL(" FOR UPDATE SKIP LOCKED").Query()
+	var free []int64
+	if err := sqldb.Select(ctx, tx, &free, query, args...); err != nil {
+		return nil, err
+	}
+	if len(free) > 0 {
+		if err := update(tx, free); err != nil {
+			return nil, err
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
+		return nil, err
 	}
-	return int64(len(free)), nil
+	return free, nil
 }
 
 // appendMsgIDs appends an expression giving each row of rows (sorted by
@@ -494,32 +554,22 @@ func (s *mysqlStore) release(ctx context.Context, ids []int64, owner string, aft
 	return errors.Join(errs...)
 }
 
-// releaseUnlocked hands back those of ids that no other transaction has
-// locked, without waiting for any lock, in one short transaction.
+// releaseUnlocked hands back those of ids that no other transaction holds
+// (see updateUnlocked).
 func (s *mysqlStore) releaseUnlocked(ctx context.Context, ids []int64, owner string, after time.Duration) error {
-	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	_, locked, err := s.updateUnlocked(ctx, ids, func(q *sqldb.Statement) *sqldb.Statement {
+		return q.SQL(" AND lease_owner = ").String(owner)
+	}, func(tx *sqlx.Tx, free []int64) error {
+		query, args := sqldb.NewStatement(len(s.q.release) + len(free)*12 + 150).SQL(s.q.release).Int(after.Microseconds()).
+			SQL(" MICROSECOND WHERE id IN (").Ints(free).SQL(")").Query()
+		_, err := sqldb.Exec(ctx, tx, query, args...)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	query, args := sqldb.NewStatement(len(s.q.lockUnlocked) + len(ids)*12 + 100).SQL(s.q.lockUnlocked).Ints(ids).
-		SQL(") AND lease_owner = ").String(owner).SQL(" FOR UPDATE SKIP LOCKED").Query()
-	var free []int64
-	if err := sqldb.Select(ctx, tx, &free, query, args...); err != nil {
-		return err
-	}
-	if len(free) > 0 {
-		query, args = sqldb.NewStatement(len(s.q.release) + len(free)*12 + 150).SQL(s.q.release).Int(after.Microseconds()).
-			SQL(" MICROSECOND WHERE id IN (").Ints(free).SQL(")").Query()
-		if _, err := sqldb.Exec(ctx, tx, query, args...); err != nil {
-			return err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	if locked := len(ids) - len(free); locked > 0 {
-		return fmt.Errorf("%d rows not handed back: locked by another transaction (claimed until the lease ends) or no longer this claim's", locked)
+	if locked > 0 {
+		return fmt.Errorf("%d rows not handed back: locked by another transaction (claimed until the lease ends)", locked)
 	}
 	return nil
 }
