@@ -231,11 +231,11 @@ func (r *Relay) markBatch(ctx context.Context, owner string, sent []sentRow, res
 		chunk := sent[:min(len(sent), markChunk)]
 		sent = sent[len(chunk):]
 		n, err := markSent(mctx, r.store, []string{owner}, chunk, resend)
+		marked += int(n)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		marked += int(n)
 		lost += len(chunk) - int(n)
 		for range len(chunk) - int(n) {
 			r.emit(ctx, observe.Event{Kind: observe.ClaimLost, Reason: "outbox"})

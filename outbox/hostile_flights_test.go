@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -479,11 +478,12 @@ func (s *lockingPredecessor) predecessor(ctx context.Context, row *Row) (earlier
 }
 
 // TestOneLockedRowDoesNotKeepTheGroupClaimed: a group's rows are handed
-// back 500 to a transaction, which skips a row another transaction has
-// locked (a business transaction reading it FOR UPDATE) instead of waiting
-// for it: at the servers' default lock wait timeout (50 s) the wait was
-// cut short by the hand-back's own 10 s bound, and no row of the group was
-// handed back. Only the locked row stays claimed, and the error names it.
+// back first skipping a row another transaction has locked (a business
+// transaction reading it FOR UPDATE), then waiting for that row. At the
+// servers' default lock wait timeout (50 s) one UPDATE waiting behind it
+// was cut short by the hand-back's own 10 s bound, and no row of the group
+// was handed back. Now every other row is handed back while the lock is
+// held, and the locked row once it is let go.
 func TestOneLockedRowDoesNotKeepTheGroupClaimed(t *testing.T) {
 	t.Parallel()
 	base := testenv.MySQL(t)
@@ -494,7 +494,7 @@ func TestOneLockedRowDoesNotKeepTheGroupClaimed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = releaseChunk + 101 // rows behind a Dead row: two chunks
+	const n = lockChunk + 101 // rows behind a Dead row: two chunks
 	ctx := context.Background()
 	store := &lockingPredecessor{mysqlStore: newMySQLStore(db, c.table, c.lease)}
 	r := newRelay(store, &pub{}, c)
@@ -516,19 +516,39 @@ func TestOneLockedRowDoesNotKeepTheGroupClaimed(t *testing.T) {
 			t.Errorf("lock row %d: %v", locked, err)
 		}
 	}
-	rep, err := r.DispatchDue(ctx, 1000)
-	if rep.Claimed != n || rep.Blocked != n {
-		t.Fatalf("dispatch %+v, want %d rows claimed and handed back (%v)", rep, n, err)
+	type result struct {
+		rep BatchReport
+		err error
 	}
-	if err == nil || !strings.Contains(err.Error(), "1 rows not handed back") {
-		t.Fatalf("dispatch error %v, want the locked row not handed back", err)
+	done := make(chan result, 1)
+	go func() {
+		rep, err := r.DispatchDue(ctx, 1000)
+		done <- result{rep, err}
+	}()
+	claimed := func() []int64 {
+		var held []int64
+		if err := base.Select(&held, "SELECT id FROM mq_log WHERE lease_owner <> ''"); err != nil {
+			t.Fatal(err)
+		}
+		return held
 	}
-	var held []int64
-	if err := base.Select(&held, "SELECT id FROM mq_log WHERE lease_owner <> ''"); err != nil {
-		t.Fatal(err)
+	// While the lock is held, every other row is handed back.
+	deadline := time.Now().Add(5 * time.Second)
+	held := claimed()
+	for (len(held) != 1 || held[0] != locked) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		held = claimed()
 	}
 	if len(held) != 1 || held[0] != locked {
-		t.Fatalf("rows %v still claimed after the dispatch, want only the locked row %d", held, locked)
+		t.Fatalf("rows %v claimed while row %d is locked, want only that row", held, locked)
+	}
+	_ = lockTx.Rollback()
+	res := <-done
+	if res.rep.Claimed != n || res.rep.Blocked != n || res.err != nil {
+		t.Fatalf("dispatch %+v, %v; want %d rows claimed and handed back", res.rep, res.err, n)
+	}
+	if held := claimed(); len(held) != 0 {
+		t.Fatalf("rows %v still claimed after the lock was let go", held)
 	}
 }
 

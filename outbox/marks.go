@@ -127,9 +127,16 @@ func (m *marker) write(batch []*markReq) error {
 	return err
 }
 
-// markSent marks rows Sent with one statement (see retryMark).
+// markSent marks rows Sent (see retryMark) and returns how many it
+// marked, an error notwithstanding.
 func markSent(ctx context.Context, s rowStore, owners []string, rows []sentRow, resend bool) (int64, error) {
-	return retryMark(func() (int64, error) { return s.markSentBatch(ctx, owners, rows, resend) })
+	var marked int64
+	_, err := retryMark(func() (int64, error) {
+		n, err := s.markSentBatch(ctx, owners, rows, resend)
+		marked += n // rows a failed try marked no longer match the next
+		return n, err
+	})
+	return marked, err
 }
 
 // retryMark runs a statement marking rows Sent again when InnoDB picks it

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"log/slog"
 	"sync"
@@ -99,16 +100,30 @@ func TestAnOpenConfirmDoesNotLoseOtherCallsMarks(t *testing.T) {
 	one("x")
 	one("y")
 	close(store.gate)
-	start := time.Now()
-	flushErr := r.Flush(ctx)
-	took := time.Since(start)
-	var status int
-	if err := base.Get(&status, "SELECT status FROM mq_log WHERE biz_key = 'y'"); err != nil {
+	// y is marked while the consumer still holds x.
+	status := func(key string) Status {
+		var st int
+		if err := base.Get(&st, "SELECT status FROM mq_log WHERE biz_key = ?", key); err != nil {
+			t.Fatal(err)
+		}
+		return Status(st)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for status("y") != Sent && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := status("y"); st != Sent {
+		t.Fatalf("y (never touched by the consumer) is %v while the consumer holds x, want Sent", st)
+	}
+	// Once the consumer commits, x's mark finds it Confirmed.
+	if err := consumer.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if status != int(Sent) {
-		t.Fatalf("y (never touched by the consumer) is %v after Flush (%v, took %v): its mark failed because the consumer "+
-			"holds x's row lock", Status(status), flushErr, took.Round(time.Second))
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := status("x"); st != Confirmed {
+		t.Fatalf("x is %v, want Confirmed", st)
 	}
 }
 
@@ -146,4 +161,74 @@ func TestARowLockedForAMomentIsStillMarked(t *testing.T) {
 	if err := base.Get(&status, "SELECT status FROM mq_log WHERE id = ?", id); err != nil || status != int(Sent) {
 		t.Fatalf("row %v (%v), want Sent once the other transaction let it go", Status(status), err)
 	}
+}
+
+// TestAMarkOutlastsAnotherRelaysSlowClaim: another relay's claim (READ
+// COMMITTED, "status = 0 AND next_attempt_at <= now ... FOR UPDATE SKIP
+// LOCKED") reads one record past the due range (the leased row with the
+// earliest next_attempt_at: a row being sent, about to be marked) and
+// keeps it locked until the claim commits. A mark that skipped it, or gave
+// up on it after a few short retries, left it Pending with Flush
+// returning nil, and it was sent a second time once its lease ended; the
+// mark waits for it now, after marking the others.
+func TestAMarkOutlastsAnotherRelaysSlowClaim(t *testing.T) {
+	t.Parallel()
+	base := testenv.MySQL(t)
+	c, err := newConfig([]Option{WithLogger(slog.New(slog.DiscardHandler)), WithLease(2 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	store := &gatedMySQL{mysqlStore: newMySQLStore(base, c.table, c.lease), gate: make(chan struct{})}
+	p := &pub{}
+	r := newRelay(store, p, c)
+	if err := r.Transact(ctx, func(ctx context.Context, tx *Tx) error {
+		_, err := tx.Enqueue(ctx, Message{Topic: "orders", Key: "a", Body: []byte("a")})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A row due now, for the other relay's claim to take.
+	if _, _, err := r.Enqueue(ctx, base, Message{Topic: "orders", Key: "d", Body: []byte("d")}); err != nil {
+		t.Fatal(err)
+	}
+	// Another relay claims it, as mysqlStore.claim does, its transaction
+	// taking 300 ms between the locking read and the commit.
+	other, err := base.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	if err := other.Select(&ids, store.q.selectDue, 0, 200); err != nil || len(ids) != 1 {
+		t.Fatal(ids, err)
+	}
+	time.AfterFunc(300*time.Millisecond, func() {
+		if _, err := other.Exec(store.q.claimLocked+"'other', next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL 60 SECOND WHERE id = ?", ids[0]); err != nil {
+			t.Error(err)
+		}
+		_ = other.Commit()
+	})
+	close(store.gate) // the mark meets the claim's lock
+	flushErr := r.Flush(ctx)
+	var status int
+	if err := base.Get(&status, "SELECT status FROM mq_log WHERE biz_key = 'a'"); err != nil {
+		t.Fatal(err)
+	}
+	if status == int(Sent) {
+		return
+	}
+	time.Sleep(c.lease + 200*time.Millisecond)
+	if _, err := r.DispatchDue(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	sends := 0
+	for _, m := range p.sent {
+		if m.Keys[0] == "a" {
+			sends++
+		}
+	}
+	p.mu.Unlock()
+	t.Fatalf("row a is %v after Flush returned %v (another relay's claim, which claimed %d rows, held it 300 ms); "+
+		"once the lease ended a was sent %d times", Status(status), flushErr, len(ids), sends)
 }

@@ -332,13 +332,11 @@ func (s *mysqlStore) markSent(ctx context.Context, id int64, owner, msgID string
 	return n == 1, nil
 }
 
-// markSentBatch marks rows Sent, skipping rows another transaction holds
-// for longer than a brief wait (see updateUnlocked) rather than waiting
-// for them: a consumer confirming one row before its mark is written holds
-// that row until it commits, and one statement waiting behind it failed
-// the marks of every other row in it. A row left locked counts as no
-// longer held (the Confirm moves it to Confirmed; rolled back, the row is
-// sent again once its lease ends, as with any mark not written).
+// markSentBatch marks rows Sent: first the rows no other transaction
+// holds, then, waiting for them, the rest (see updateUnlocked). A consumer
+// confirming one row before its mark is written holds that row until it
+// commits: one statement waiting behind it failed the marks of every
+// other row in it. On an error it returns the rows it marked before it.
 func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error) {
 	status := Pending
 	if resend {
@@ -358,7 +356,7 @@ func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []
 	for i, r := range rows {
 		ids[i] = r.id
 	}
-	marked, _, err := s.updateUnlocked(ctx, ids, cond, func(tx *sqlx.Tx, free []int64) error {
+	marked, err := s.updateUnlocked(ctx, ids, cond, func(tx *sqlx.Tx, free []int64) error {
 		held := make(map[int64]bool, len(free))
 		for _, id := range free {
 			held[id] = true
@@ -381,69 +379,80 @@ func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
+		return int64(len(marked)), fmt.Errorf("outbox: mark %d rows sent: %w", len(rows), err)
 	}
 	return int64(len(marked)), nil
 }
 
-// lockedRetries are the waits before rows another transaction had locked
-// are tried again (see updateUnlocked): most such locks last microseconds
-// (another relay's claim reading past a row), a consumer's open Confirm
-// as long as its transaction.
-var lockedRetries = [...]time.Duration{time.Millisecond, 5 * time.Millisecond, 25 * time.Millisecond, 125 * time.Millisecond}
-
 // updateUnlocked runs update on those of ids that match cond (appended to
-// "WHERE id IN (...)") and that no other transaction has locked, in one
-// short READ COMMITTED transaction that skips locked rows instead of
-// waiting for them. Rows skipped that still match cond are tried again
-// after each of lockedRetries. It returns the rows updated and how many
-// matching rows stayed locked.
+// "WHERE id IN (...)"), lockChunk rows to a short READ COMMITTED
+// transaction, in two passes: the first skips the rows another transaction
+// has locked, so that one such row (a consumer's open Confirm, another
+// relay's claim reading past it) holds up no other; the second waits for
+// the skipped rows that still match, until ctx ends. It returns the rows
+// updated, with the errors of the chunks that failed.
 func (s *mysqlStore) updateUnlocked(ctx context.Context, ids []int64, cond func(*sqldb.Statement) *sqldb.Statement,
-	update func(tx *sqlx.Tx, free []int64) error) (updated []int64, locked int, err error) {
-	for try := 0; len(ids) > 0; try++ {
-		free, err := s.updateUnlockedOnce(ctx, ids, cond, update)
+	update func(tx *sqlx.Tx, free []int64) error) ([]int64, error) {
+	var updated, skipped []int64
+	var errs []error
+	for chunk := range slices.Chunk(ids, lockChunk) {
+		free, err := s.updateLocked(ctx, chunk, cond, true, update)
 		if err != nil {
-			return updated, 0, err
+			errs = append(errs, fmt.Errorf("%d rows from %d: %w", len(chunk), chunk[0], err))
+			continue
 		}
 		updated = append(updated, free...)
-		// The rest: those still matching cond were locked.
-		done := make(map[int64]bool, len(free))
-		for _, id := range free {
-			done[id] = true
+		if len(free) < len(chunk) {
+			done := make(map[int64]bool, len(free))
+			for _, id := range free {
+				done[id] = true
+			}
+			for _, id := range chunk {
+				if !done[id] {
+					skipped = append(skipped, id)
+				}
+			}
 		}
-		rest := slices.DeleteFunc(slices.Clone(ids), func(id int64) bool { return done[id] })
-		if len(rest) == 0 {
-			return updated, 0, nil
-		}
-		query, args := cond(sqldb.NewStatement(len(s.q.lockUnlocked) + len(rest)*12 + 200).SQL(s.q.lockUnlocked).Ints(rest).SQL(")")).Query()
-		var still []int64
-		if err := sqldb.Select(ctx, s.db, &still, query, args...); err != nil {
-			return updated, 0, err
-		}
-		if len(still) == 0 || try == len(lockedRetries) {
-			return updated, len(still), nil
-		}
-		t := time.NewTimer(lockedRetries[try])
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return updated, len(still), nil
-		case <-t.C:
-		}
-		ids = still
 	}
-	return updated, 0, nil
+	for chunk := range slices.Chunk(skipped, lockChunk) {
+		// A plain read first: a row a Confirm already moved, or a row
+		// named twice, costs no waiting transaction.
+		query, args := cond(sqldb.NewStatement(len(s.q.lockUnlocked) + len(chunk)*12 + 200).SQL(s.q.lockUnlocked).Ints(chunk).SQL(")")).Query()
+		var locked []int64
+		if err := sqldb.Select(ctx, s.db, &locked, query, args...); err != nil {
+			errs = append(errs, fmt.Errorf("%d rows from %d: %w", len(chunk), chunk[0], err))
+			continue
+		}
+		if len(locked) == 0 {
+			continue
+		}
+		more, err := s.updateLocked(ctx, locked, cond, false, update)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%d rows locked by another transaction: %w", len(locked), err))
+		}
+		updated = append(updated, more...)
+	}
+	return updated, errors.Join(errs...)
 }
 
-func (s *mysqlStore) updateUnlockedOnce(ctx context.Context, ids []int64, cond func(*sqldb.Statement) *sqldb.Statement,
+// lockChunk bounds the rows one statement of updateUnlocked names.
+const lockChunk = 500
+
+// updateLocked locks those of ids that match cond, skipping rows other
+// transactions hold when skip is set, and runs update on them, in one
+// READ COMMITTED transaction.
+func (s *mysqlStore) updateLocked(ctx context.Context, ids []int64, cond func(*sqldb.Statement) *sqldb.Statement, skip bool,
 	update func(tx *sqlx.Tx, free []int64) error) ([]int64, error) {
 	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	query, args := cond(sqldb.NewStatement(len(s.q.lockUnlocked) + len(ids)*12 + 200).SQL(s.q.lockUnlocked).Ints(ids).SQL(")")).
-		SQL(" FOR UPDATE SKIP LOCKED").Query()
+	q := cond(sqldb.NewStatement(len(s.q.lockUnlocked) + len(ids)*12 + 200).SQL(s.q.lockUnlocked).Ints(ids).SQL(")")).SQL(" FOR UPDATE")
+	if skip {
+		q = q.SQL(" SKIP LOCKED")
+	}
+	query, args := q.Query()
 	var free []int64
 	if err := sqldb.Select(ctx, tx, &free, query, args...); err != nil {
 		return nil, err
@@ -528,36 +537,14 @@ func (s *mysqlStore) giveUp(ctx context.Context, id int64, owner, lastErr string
 	return n == 1, nil
 }
 
-// releaseChunk is how many rows one release statement hands back.
-const releaseChunk = 500
-
-// release hands rows back releaseChunk at a time, each chunk in one short
-// transaction that skips the rows another transaction has locked (a
-// business transaction reading one FOR UPDATE, a consumer's Confirm not
-// committed yet) rather than waiting for them: a row skipped stays claimed
-// until the lease ends, the chunk's other rows are handed back now. (One
-// UPDATE waited for such a row and, cut short by its ctx long before the
-// server's lock wait timeout, handed back none.)
+// release hands rows back (see updateUnlocked): the rows no other
+// transaction holds (a business transaction reading one FOR UPDATE, a
+// consumer's Confirm not committed yet) first, then the others, waiting
+// for them until ctx ends; a row not handed back stays claimed until the
+// lease ends. (One UPDATE waited for such a row and, cut short by its ctx
+// long before the server's lock wait timeout, handed back none.)
 func (s *mysqlStore) release(ctx context.Context, ids []int64, owner string, after time.Duration) error {
-	var errs []error
-	for len(ids) > 0 {
-		if ctx.Err() != nil {
-			errs = append(errs, fmt.Errorf("outbox: %d rows from %d not handed back: %w", len(ids), ids[0], ctx.Err()))
-			break
-		}
-		chunk := ids[:min(len(ids), releaseChunk)]
-		ids = ids[len(chunk):]
-		if err := s.releaseUnlocked(ctx, chunk, owner, after); err != nil {
-			errs = append(errs, fmt.Errorf("outbox: release %d rows from %d: %w", len(chunk), chunk[0], err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// releaseUnlocked hands back those of ids that no other transaction holds
-// (see updateUnlocked).
-func (s *mysqlStore) releaseUnlocked(ctx context.Context, ids []int64, owner string, after time.Duration) error {
-	_, locked, err := s.updateUnlocked(ctx, ids, func(q *sqldb.Statement) *sqldb.Statement {
+	_, err := s.updateUnlocked(ctx, ids, func(q *sqldb.Statement) *sqldb.Statement {
 		return q.SQL(" AND lease_owner = ").String(owner)
 	}, func(tx *sqlx.Tx, free []int64) error {
 		query, args := sqldb.NewStatement(len(s.q.release) + len(free)*12 + 150).SQL(s.q.release).Int(after.Microseconds()).
@@ -566,10 +553,7 @@ func (s *mysqlStore) releaseUnlocked(ctx context.Context, ids []int64, owner str
 		return err
 	})
 	if err != nil {
-		return err
-	}
-	if locked > 0 {
-		return fmt.Errorf("%d rows not handed back: locked by another transaction (claimed until the lease ends)", locked)
+		return fmt.Errorf("outbox: release (rows not handed back stay claimed until the lease ends): %w", err)
 	}
 	return nil
 }

@@ -44,8 +44,9 @@ type rowStore interface {
 	// attempt; it reports whether owner still held it.
 	markSent(ctx context.Context, id int64, owner, msgID string) (bool, error)
 	// markSentBatch marks rows Sent (resend: counts another send of Sent
-	// rows) in one change and returns how many were still held by one of
-	// owners. Each row is held by at most one of them.
+	// rows) and returns how many were still held by one of owners; on an
+	// error, how many it marked before it. Each row is held by at most one
+	// of owners.
 	markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error)
 	// retryLater counts a failed attempt on a row of status owner holds,
 	// records lastErr and makes it due after after; it reports whether
