@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/seed157d4c4d/reliablemq/internal/testenv"
 	"github.com/seed157d4c4d/reliablemq/producer"
 )
@@ -52,6 +53,18 @@ type gatedMySQL struct {
 	gate chan struct{}
 }
 
+// newGatedMySQL returns a test database, a gated store over it and the
+// config of opts with a quiet logger.
+func newGatedMySQL(t *testing.T, opts ...Option) (*sqlx.DB, *gatedMySQL, config) {
+	t.Helper()
+	db := testenv.MySQL(t)
+	c, err := newConfig(append([]Option{WithLogger(slog.New(slog.DiscardHandler))}, opts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, &gatedMySQL{mysqlStore: newMySQLStore(db, c.table, c.lease), gate: make(chan struct{})}, c
+}
+
 func (s *gatedMySQL) markSentBatch(ctx context.Context, owners []string, rows []sentRow, resend bool) (int64, error) {
 	s.once.Do(func() { <-s.gate })
 	return s.mysqlStore.markSentBatch(ctx, owners, rows, resend)
@@ -63,16 +76,11 @@ func (s *gatedMySQL) markSentBatch(ctx context.Context, owners []string, rows []
 // shared by up to 64 Transact calls, waited for that lock, was cut short
 // by its 10 s bound (before the server's lock wait timeout), and failed
 // every other call's mark with it: rows the consumer never touched were
-// sent again once their lease ended. The mark now skips the locked row.
+// sent again once their lease ended. The others are now marked first.
 func TestAnOpenConfirmDoesNotLoseOtherCallsMarks(t *testing.T) {
 	t.Parallel()
-	base := testenv.MySQL(t)
-	c, err := newConfig([]Option{WithLogger(slog.New(slog.DiscardHandler))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, store, c := newGatedMySQL(t)
 	ctx := context.Background()
-	store := &gatedMySQL{mysqlStore: newMySQLStore(base, c.table, c.lease), gate: make(chan struct{})}
 	consumer := base.MustBegin()
 	t.Cleanup(func() { _ = consumer.Rollback() })
 	var r *Relay
@@ -133,13 +141,8 @@ func TestAnOpenConfirmDoesNotLoseOtherCallsMarks(t *testing.T) {
 // twice by three reconcile instances).
 func TestARowLockedForAMomentIsStillMarked(t *testing.T) {
 	t.Parallel()
-	base := testenv.MySQL(t)
-	c, err := newConfig([]Option{WithLogger(slog.New(slog.DiscardHandler))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, store, c := newGatedMySQL(t)
 	ctx := context.Background()
-	store := &gatedMySQL{mysqlStore: newMySQLStore(base, c.table, c.lease), gate: make(chan struct{})}
 	r := newRelay(store, &pub{}, c)
 	if err := r.Transact(ctx, func(ctx context.Context, tx *Tx) error {
 		_, err := tx.Enqueue(ctx, Message{Topic: "orders", Key: "a", Body: []byte("a")})
@@ -173,13 +176,8 @@ func TestARowLockedForAMomentIsStillMarked(t *testing.T) {
 // mark waits for it now, after marking the others.
 func TestAMarkOutlastsAnotherRelaysSlowClaim(t *testing.T) {
 	t.Parallel()
-	base := testenv.MySQL(t)
-	c, err := newConfig([]Option{WithLogger(slog.New(slog.DiscardHandler)), WithLease(2 * time.Second)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, store, c := newGatedMySQL(t, WithLease(2*time.Second))
 	ctx := context.Background()
-	store := &gatedMySQL{mysqlStore: newMySQLStore(base, c.table, c.lease), gate: make(chan struct{})}
 	p := &pub{}
 	r := newRelay(store, p, c)
 	if err := r.Transact(ctx, func(ctx context.Context, tx *Tx) error {
