@@ -219,33 +219,26 @@ func (r *Relay) sendRows(ctx context.Context, owner string, rows []*Row, resend,
 	return report, errors.Join(errs...)
 }
 
-// markBatch marks sent rows owner holds Sent, a chunk per statement, and
-// returns how many it marked and how many another claim had taken.
+// markBatch marks sent rows owner holds Sent (see mysqlStore.markSentBatch)
+// and returns how many it marked and how many another claim had taken.
 func (r *Relay) markBatch(ctx context.Context, owner string, sent []sentRow, resend bool) (marked, lost int, err error) {
-	// One bound for all the chunks: a stopping job outlives its ctx by
-	// markFlushTimeout at most, not by that much per chunk.
+	if len(sent) == 0 {
+		return 0, 0, nil
+	}
+	// One bound for the whole mark: a stopping job outlives its ctx by
+	// markFlushTimeout at most.
 	mctx, cancel := markContext(ctx)
 	defer cancel()
-	var errs []error
-	for len(sent) > 0 {
-		chunk := sent[:min(len(sent), markChunk)]
-		sent = sent[len(chunk):]
-		n, err := markSent(mctx, r.store, []string{owner}, chunk, resend)
-		marked += int(n)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		lost += len(chunk) - int(n)
-		for range len(chunk) - int(n) {
-			r.emit(ctx, observe.Event{Kind: observe.ClaimLost, Reason: "outbox"})
-		}
+	n, err := markSent(mctx, r.store, []string{owner}, sent, resend)
+	if err != nil {
+		return int(n), 0, err
 	}
-	return marked, lost, errors.Join(errs...)
+	lost = len(sent) - int(n)
+	for range lost {
+		r.emit(ctx, observe.Event{Kind: observe.ClaimLost, Reason: "outbox"})
+	}
+	return int(n), lost, nil
 }
-
-// markChunk bounds the rows one batched mark updates.
-const markChunk = 500
 
 // markContext is the context of a statement marking rows the broker
 // accepted as Sent: ctx's cancellation (a stopping job) does not abort

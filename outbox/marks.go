@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -99,7 +98,7 @@ func (m *marker) run() {
 	}
 }
 
-// write marks a batch's rows Sent, a chunk per statement.
+// write marks a batch's rows Sent (see mysqlStore.markSentBatch).
 func (m *marker) write(batch []*markReq) error {
 	var all []sentRow
 	owners := make([]string, 0, len(batch))
@@ -107,22 +106,13 @@ func (m *marker) write(batch []*markReq) error {
 		all = append(all, q.rows...)
 		owners = append(owners, q.owner)
 	}
-	rows := len(all)
-	var errs []error
-	for len(all) > 0 {
-		chunk := all[:min(len(all), markChunk)]
-		all = all[len(chunk):]
-		ctx, cancel := markContext(context.Background()) // a bound per statement
-		if _, err := markSent(ctx, m.store, owners, chunk, false); err != nil {
-			errs = append(errs, err)
-		}
-		cancel()
-	}
-	err := errors.Join(errs...)
+	ctx, cancel := markContext(context.Background())
+	defer cancel()
+	_, err := markSent(ctx, m.store, owners, all, false)
 	if err != nil {
-		err = fmt.Errorf("outbox: marking %d sent rows: %w", rows, err)
-		m.logger.LogAttrs(context.Background(), slog.LevelWarn, "sent rows not marked Sent; reconcile sends them again once their lease ends",
-			slog.Int("rows", rows), slog.Any("error", err))
+		err = fmt.Errorf("outbox: marking %d sent rows: %w", len(all), err)
+		m.logger.LogAttrs(ctx, slog.LevelWarn, "sent rows not marked Sent; reconcile sends them again once their lease ends",
+			slog.Int("rows", len(all)), slog.Any("error", err))
 	}
 	return err
 }

@@ -386,73 +386,92 @@ func (s *mysqlStore) markSentBatch(ctx context.Context, owners []string, rows []
 
 // updateUnlocked runs update on those of ids that match cond (appended to
 // "WHERE id IN (...)"), lockChunk rows to a short READ COMMITTED
-// transaction, in two passes: the first skips the rows another transaction
-// has locked, so that one such row (a consumer's open Confirm, another
-// relay's claim reading past it) holds up no other; the second waits for
-// the skipped rows that still match, until ctx ends. It returns the rows
-// updated, with the errors of the chunks that failed.
+// transaction that takes only the rows no other transaction holds and
+// never waits for a lock. One such row (a consumer's open Confirm, another
+// relay's claim, whose range read holds the row just past its range until
+// it commits) thus holds up no other. The rows skipped that a plain read
+// shows still match are tried again, 1 ms later and then up to every
+// 100 ms, until ctx ends. No lock wait is left running on the server when
+// ctx ends. It returns the rows updated, with the errors met.
 func (s *mysqlStore) updateUnlocked(ctx context.Context, ids []int64, cond func(*sqldb.Statement) *sqldb.Statement,
 	update func(tx *sqlx.Tx, free []int64) error) ([]int64, error) {
-	var updated, skipped []int64
-	var errs []error
-	for chunk := range slices.Chunk(ids, lockChunk) {
-		free, err := s.updateLocked(ctx, chunk, cond, true, update)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%d rows from %d: %w", len(chunk), chunk[0], err))
-			continue
-		}
-		updated = append(updated, free...)
-		if len(free) < len(chunk) {
-			done := make(map[int64]bool, len(free))
-			for _, id := range free {
-				done[id] = true
+	var updated []int64
+	for pause := time.Millisecond; ; pause = min(2*pause, 100*time.Millisecond) {
+		var skipped []int64
+		for chunk := range slices.Chunk(ids, lockChunk) {
+			free, err := s.updateFree(ctx, chunk, cond, update)
+			if err != nil {
+				return updated, fmt.Errorf("%d rows from %d: %w", len(chunk), chunk[0], err)
 			}
-			for _, id := range chunk {
-				if !done[id] {
-					skipped = append(skipped, id)
+			updated = append(updated, free...)
+			if len(free) < len(chunk) {
+				done := make(map[int64]bool, len(free))
+				for _, id := range free {
+					done[id] = true
+				}
+				for _, id := range chunk {
+					if !done[id] {
+						skipped = append(skipped, id)
+					}
 				}
 			}
 		}
+		if len(skipped) == 0 {
+			return updated, nil
+		}
+		// A row a Confirm already moved, or one named twice, no longer
+		// matches: only the rest were locked.
+		locked, err := s.stillMatching(ctx, skipped, cond)
+		if err != nil || len(locked) == 0 {
+			return updated, err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return updated, fmt.Errorf("%d rows locked by another transaction: %w", len(locked), ctx.Err())
+		case <-t.C:
+		}
+		ids = locked
 	}
-	for chunk := range slices.Chunk(skipped, lockChunk) {
-		// A plain read first: a row a Confirm already moved, or a row
-		// named twice, costs no waiting transaction.
+}
+
+// stillMatching returns those of ids that match cond, read in a READ
+// COMMITTED transaction: whatever the session's isolation level, another
+// transaction's uncommitted change (a Confirm that may yet roll back) is
+// not seen.
+func (s *mysqlStore) stillMatching(ctx context.Context, ids []int64, cond func(*sqldb.Statement) *sqldb.Statement) ([]int64, error) {
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted, ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback() //nolint:errcheck // read only
+	var matching []int64
+	for chunk := range slices.Chunk(ids, lockChunk) {
 		query, args := cond(sqldb.NewStatement(len(s.q.lockUnlocked) + len(chunk)*12 + 200).SQL(s.q.lockUnlocked).Ints(chunk).SQL(")")).Query()
-		var locked []int64
-		if err := sqldb.Select(ctx, s.db, &locked, query, args...); err != nil {
-			errs = append(errs, fmt.Errorf("%d rows from %d: %w", len(chunk), chunk[0], err))
-			continue
+		var some []int64
+		if err := sqldb.Select(ctx, tx, &some, query, args...); err != nil {
+			return nil, err
 		}
-		if len(locked) == 0 {
-			continue
-		}
-		more, err := s.updateLocked(ctx, locked, cond, false, update)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%d rows locked by another transaction: %w", len(locked), err))
-		}
-		updated = append(updated, more...)
+		matching = append(matching, some...)
 	}
-	return updated, errors.Join(errs...)
+	return matching, tx.Commit()
 }
 
 // lockChunk bounds the rows one statement of updateUnlocked names.
 const lockChunk = 500
 
-// updateLocked locks those of ids that match cond, skipping rows other
-// transactions hold when skip is set, and runs update on them, in one
-// READ COMMITTED transaction.
-func (s *mysqlStore) updateLocked(ctx context.Context, ids []int64, cond func(*sqldb.Statement) *sqldb.Statement, skip bool,
+// updateFree locks those of ids that match cond and no other transaction
+// holds, and runs update on them, in one READ COMMITTED transaction.
+func (s *mysqlStore) updateFree(ctx context.Context, ids []int64, cond func(*sqldb.Statement) *sqldb.Statement,
 	update func(tx *sqlx.Tx, free []int64) error) ([]int64, error) {
 	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	q := cond(sqldb.NewStatement(len(s.q.lockUnlocked) + len(ids)*12 + 200).SQL(s.q.lockUnlocked).Ints(ids).SQL(")")).SQL(" FOR UPDATE")
-	if skip {
-		q = q.SQL(" SKIP LOCKED")
-	}
-	query, args := q.Query()
+	query, args := cond(sqldb.NewStatement(len(s.q.lockUnlocked) + len(ids)*12 + 200).SQL(s.q.lockUnlocked).Ints(ids).SQL(")")).
+		SQL(" FOR UPDATE SKIP LOCKED").Query()
 	var free []int64
 	if err := sqldb.Select(ctx, tx, &free, query, args...); err != nil {
 		return nil, err
