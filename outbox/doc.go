@@ -31,7 +31,10 @@
 // Any number of relays and reconcile jobs may share the table: claims take
 // due rows with SELECT ... FOR UPDATE SKIP LOCKED and stamp them with an
 // owner and a lease; sends happen outside the claiming transaction; marks
-// check the owner.
+// check the owner. Marks and hand-backs of many rows never wait for a row
+// lock: they take the rows no other transaction holds and poll the others
+// (a consumer's open Confirm) until they are free or the 10 s bound of
+// the mark ends.
 //
 // The relay's rules (per-key order, backoff, Dead rows and the alert,
 // resends, lost claims) are kept apart from the SQL: they talk to the
