@@ -259,7 +259,12 @@ func (s *mysqlStore) claimAndLoad(ctx context.Context, owner, selectQ string, se
 		SQL(") AND lease_owner = ").String(owner).SQL(" ORDER BY id")
 	var dbRows []dbRow
 	query, args := q.Query()
-	if err := sqldb.Select(ctx, s.db, &dbRows, query, args...); err != nil {
+	// The rows are claimed now: read them even if ctx has just ended, so
+	// that the caller hands them back (failing here, it never knew of them
+	// and they stayed claimed until the lease ended).
+	lctx, cancel := markContext(ctx)
+	defer cancel()
+	if err := sqldb.Select(lctx, s.db, &dbRows, query, args...); err != nil {
 		return nil, fmt.Errorf("outbox: load claimed: %w", err)
 	}
 	return rowsOf(dbRows)

@@ -118,8 +118,9 @@ func TestCancelledRunHandsBackItsClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	enqueue(t, db, r, 10)
-	if _, err := newJob(t, r).RunOnce(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("RunOnce: %v, want ctx's error", err)
+	_, runErr := newJob(t, r).RunOnce(ctx)
+	if !errors.Is(runErr, context.Canceled) {
+		t.Fatalf("RunOnce: %v, want ctx's error", runErr)
 	}
 	var rows []struct {
 		Key      string `db:"biz_key"`
@@ -139,8 +140,8 @@ func TestCancelledRunHandsBackItsClaims(t *testing.T) {
 		}
 		unsent++
 		if row.Owner != "" || !row.DueSoon || row.Attempts != 0 {
-			t.Errorf("unsent row %s: owner %q, due within 2 s %v, %d attempts; want handed back, due, no attempt",
-				row.Key, row.Owner, row.DueSoon, row.Attempts)
+			t.Errorf("unsent row %s: owner %q, due within 2 s %v, %d attempts; want handed back, due, no attempt (RunOnce: %v)",
+				row.Key, row.Owner, row.DueSoon, row.Attempts, runErr)
 		}
 	}
 	if unsent != 7 {
