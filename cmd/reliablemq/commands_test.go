@@ -44,9 +44,9 @@ func TestMigrateReconcileAndDead(t *testing.T) {
 	ns := env.Namesrv
 
 	mustRun(t, "00007_text_and_tags.sql", "migrate", "-dsn", dsn, "status")
-	mustRun(t, "rolled back 00010_outbox_unsent_by_key.sql", "migrate", "-dsn", dsn, "down")
+	mustRun(t, "rolled back 00011_outbox_fixed_width_lease.sql", "migrate", "-dsn", dsn, "down")
 	mustRun(t, "pending", "migrate", "-dsn", dsn, "status")
-	mustRun(t, "applied 00010_outbox_unsent_by_key.sql", "migrate", "-dsn", dsn, "up")
+	mustRun(t, "applied 00011_outbox_fixed_width_lease.sql", "migrate", "-dsn", dsn, "up")
 	mustRun(t, "already up to date", "migrate", "-dsn", dsn, "up")
 
 	// Two outbox rows left pending, as after a crash between commit and send.
