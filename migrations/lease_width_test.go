@@ -11,7 +11,7 @@ import (
 // stamps lease_owner on its rows and the mark clears it, and InnoDB
 // updates a record in place only when no field changes length. The column
 // must be a CHAR of a single-byte character set (stored at its full
-// width), still compare owners byte for byte, and read back ” for an
+// width), still compare owners byte for byte, and read back empty for an
 // unclaimed row.
 func TestOutboxLeaseOwnerIsStoredAtFullWidth(t *testing.T) {
 	t.Parallel()
